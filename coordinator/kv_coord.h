@@ -1,0 +1,35 @@
+/*  kv_coord.h: the coordinator actor, owner of membership and routing.
+ *
+ *  Nodes register (HELLO) and heartbeat over the coordinator's ROUTER;
+ *  gateways ask for the table there too (TABLE_REQ) and subscribe to its PUB
+ *  socket, where every new table is published and the current one repeated
+ *  every second for late subscribers.
+ *
+ *  The coordinator decides every route but is not a hop on the data path.
+ *  It keeps no disk state: after a restart it adopts the newest table the
+ *  nodes report in their HELLO (nodes it does not know are asked WHO, and
+ *  answer with HELLO), so routing survives its restart unchanged.
+ *
+ *  Membership in this version: partitions are assigned once min_nodes nodes
+ *  have registered (round-robin primaries, replicas on the following nodes).
+ *  A node that misses heartbeats for node_timeout_ms is marked down, which
+ *  bumps the epoch; one that comes back is marked active again.
+ */
+#ifndef KV_COORD_H
+#define KV_COORD_H
+
+#include <czmq.h>
+
+typedef struct {
+    const char *bind;     /* ROUTER endpoint to bind */
+    const char *pub_bind; /* PUB endpoint to bind */
+    long partitions;      /* P, fixed for the cluster's life */
+    long replication;     /* R */
+    long min_nodes;       /* registrations needed before assigning */
+    long node_timeout_ms; /* silence after which a node is down */
+} kv_coord_config_t;
+
+/* The actor body: start with kv_actor_start(kv_coord_actor, &config). */
+void kv_coord_actor(zsock_t *pipe, void *args);
+
+#endif

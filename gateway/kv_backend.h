@@ -1,0 +1,120 @@
+/*  kv_backend.h: the gateway's I/O actor, its only door to the cluster.
+ *
+ *  HTTP threads never talk to nodes. They fill a kv_call_t, suspend the
+ *  connection and submit the call; the backend actor owns the routing table
+ *  and one DEALER socket per node, sends the call to the partition's
+ *  primary, matches the reply by request id and hands the call back through
+ *  its done callback (run on the backend thread), which resumes the HTTP
+ *  connection. Many calls are in flight at once and each wake-up drains
+ *  every ready socket, so ZeroMQ batches messages into few syscalls: this is
+ *  the design shared/spec/PERFORMANCE.md measured as the fast one.
+ *
+ *  Submission crosses threads over inproc PUSH/PULL (one PUSH per HTTP
+ *  thread, created on first use), carrying only the call's pointer: the
+ *  submitter gives the call up until done runs. No lock is shared.
+ *
+ *  Routing rules: a call waits (parked) while its partition has no live
+ *  primary or the node answers MOVED / STALE_EPOCH / NOT_READY; the backend
+ *  fetches a fresh table and resends. A parked call that reaches its
+ *  deadline fails UNAVAILABLE (it was never applied); a call sent to a node
+ *  that stays silent past its deadline fails TIMEOUT (it may have been).
+ */
+#ifndef KV_BACKEND_H
+#define KV_BACKEND_H
+
+#include <czmq.h>
+#include <stdint.h>
+
+#include "kv_msg.h"
+#include "kv_table.h"
+
+typedef enum {
+    KV_CALL_GET,
+    KV_CALL_SET,
+    KV_CALL_RM,
+    KV_CALL_IS,
+    KV_CALL_CLEAR,  /* every node clears the partitions it is primary of */
+    KV_CALL_SCAN,   /* one key-ordered page of one partition */
+    KV_CALL_STATUS, /* a table copy plus every node's STATS */
+    KV_CALL_TABLE,  /* a table copy only */
+} kv_call_op_t;
+
+typedef enum {
+    KV_CALL_OK,
+    KV_CALL_NOT_FOUND,
+    KV_CALL_UNAVAILABLE, /* no live owner in time; nothing was applied */
+    KV_CALL_TIMEOUT,     /* the owner did not answer in time */
+    KV_CALL_NO_MEMORY,   /* the owner is at its memory limit */
+    KV_CALL_FAILED,      /* the node refused the request as malformed */
+} kv_call_result_t;
+
+/* One node's STATS answer, for KV_CALL_STATUS (indexed like table nodes). */
+typedef struct {
+    int answered;           /* the node replied in time */
+    uint64_t keys;          /* keys it holds */
+    uint64_t primary_keys;  /* keys in partitions it is primary of */
+    uint64_t memory;        /* bytes its store holds */
+} kv_node_stats_t;
+
+typedef struct _kv_call_t kv_call_t;
+typedef void(kv_call_done_fn)(kv_call_t *call);
+
+struct _kv_call_t {
+    /* Set by the submitter. Pointed-to bytes must live until done. */
+    kv_call_op_t op;          /* what to do */
+    const char *key;          /* keyed ops */
+    size_t klen;
+    const char *value;        /* SET */
+    size_t vlen;
+    uint32_t partition;       /* SCAN */
+    uint32_t limit;           /* SCAN: entries wanted */
+    int has_after;            /* SCAN: only keys after this one */
+    const char *after;
+    size_t alen;
+    kv_call_done_fn *done;    /* run on the backend thread when finished */
+    void *arg;                /* for done */
+    /* Set by the backend before done. */
+    kv_call_result_t result;  /* outcome */
+    zmq_msg_t reply;          /* GET, SCAN: the reply frame (kv_call_reset frees) */
+    kv_msg_t msg;             /* GET, SCAN: decoded reply, pointing into reply */
+    kv_table_t *table;        /* STATUS, TABLE: a copy (NULL without a table) */
+    kv_node_stats_t *stats;   /* STATUS: table->node_count entries */
+    /* Backend bookkeeping. */
+    int64_t deadline;         /* mono ms after which the call fails */
+    uint32_t pending;         /* replies still awaited (fan-out calls) */
+    int sent;                 /* some request left for a node */
+    kv_call_t *next_parked;   /* in the parked list */
+};
+
+typedef struct {
+    const char *coordinator;     /* coordinator ROUTER endpoint */
+    const char *coordinator_pub; /* coordinator PUB endpoint */
+    long timeout_ms;             /* per call */
+} kv_backend_config_t;
+
+typedef struct _kv_backend_t kv_backend_t;
+
+/* Starts the backend actor. Returns NULL when it could not start. */
+kv_backend_t *kv_backend_new(const kv_backend_config_t *config);
+
+/* Stops the actor and closes every thread's submit socket. Call only once
+ * no thread submits any more (the HTTP server is stopped) and no call is
+ * outstanding. Sets *self_p to NULL; safe on NULL. */
+void kv_backend_destroy(kv_backend_t **self_p);
+
+/* Prepares a call for use (zeroes it). */
+void kv_call_init(kv_call_t *call);
+
+/* Frees what a finished call holds (reply frame, table copy, stats) and
+ * zeroes it for reuse. */
+void kv_call_reset(kv_call_t *call);
+
+/* Hands call to the backend from any thread. The call belongs to the
+ * backend until call->done runs. Returns 0, or -1 when it could not be
+ * queued (done will not run). */
+int kv_backend_submit(kv_backend_t *self, kv_call_t *call);
+
+/* P of the cluster, from any thread; 0 until the first table arrives. */
+uint32_t kv_backend_partitions(kv_backend_t *self);
+
+#endif

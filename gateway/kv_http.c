@@ -1,0 +1,631 @@
+/*  kv_http.c: the gateway's HTTP server (see kv_http.h).
+ *
+ *  A request's life: s_uri_log copies the raw query (before MHD decodes
+ *  anything) into a new s_request_t; s_handler validates and either answers
+ *  at once or submits a backend call and suspends; s_call_done (backend
+ *  thread) resumes; s_handler runs again and answers from the call. Fixed
+ *  bodies (success, the validation errors, ...) are built once at start and
+ *  shared by every connection: MHD responses are reference counted.
+ */
+#include "kv_http.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "kv_bulk.h"
+#include "kv_json.h"
+#include "kv_limits.h"
+#include "kv_log.h"
+#include "kv_query.h"
+
+#define KV_PAGE_MAX 10000       /* entries per page when a client asks for more */
+#define KV_SCAN_CHUNK 4096      /* entries per SCAN while streaming */
+#define KV_STREAM_BLOCK 32768   /* MHD's buffer for streamed bodies */
+#define KV_CONNECTION_MEMORY (64 * 1024) /* per connection; holds the request line */
+
+typedef enum {
+    R_SET, R_GET, R_RM, R_IS, R_CLEAR, R_KEYS, R_VALUES, R_ALL,
+    R_HEALTH, R_SETTINGS, R_STATUS, R_JOIN, R_LEAVE, R_UNKNOWN,
+} s_route_t;
+
+static const struct {
+    const char *path;
+    s_route_t route;
+} s_routes[] = {
+    {"/set", R_SET},         {"/get", R_GET},           {"/rm", R_RM},
+    {"/is", R_IS},           {"/clear", R_CLEAR},       {"/getKeys", R_KEYS},
+    {"/getValues", R_VALUES}, {"/getAll", R_ALL},       {"/healthcheck", R_HEALTH},
+    {"/settings", R_SETTINGS}, {"/status", R_STATUS},   {"/join", R_JOIN},
+    {"/leave", R_LEAVE},
+};
+
+/* Bodies that never change, built once. */
+typedef enum {
+    F_SUCCESS, F_MISSING_RECORD, F_UNAVAILABLE, F_TIMEOUT, F_OUT_OF_MEMORY, F_INTERNAL,
+    F_METHOD, F_UNKNOWN_ROUTE, F_URI_TOO_LONG, F_HEALTH_OK, F_HEALTH_BAD, F_NO_TABLE,
+    F_INVALID_LIMIT, F_INVALID_CURSOR, F_INVALID_NODE, F_MEMBERSHIP,
+    F_QUERY, /* + kv_query_err_t: the validation errors */
+    F_COUNT = F_QUERY + KV_QUERY_VALUE_TOO_LONG + 1,
+} s_fixed_t;
+
+typedef struct {
+    unsigned status;               /* HTTP status */
+    struct MHD_Response *response; /* shared body */
+} s_fixed_response_t;
+
+struct _kv_http_t {
+    struct MHD_Daemon *daemon;           /* the server */
+    kv_backend_t *backend;               /* door to the cluster */
+    kv_http_config_t config;             /* settings */
+    char hostname[256];                  /* for /settings and /status */
+    s_fixed_response_t fixed[F_COUNT];   /* shared bodies */
+    atomic_int in_flight;                /* calls submitted, not yet answered */
+};
+
+typedef struct {
+    kv_http_t *server;             /* owner */
+    struct MHD_Connection *conn;   /* while suspended */
+    s_route_t route;               /* what was asked */
+    int started;                   /* the handler ran once */
+    int ready;                     /* a call finished: answer from it */
+    int uri_too_long;              /* the target exceeded KV_MAX_URI_BYTES */
+    kv_call_t call;                /* the backend call in progress */
+    kv_query_t query;              /* parameters, pointing into query_buf */
+    /* bulk reads */
+    kv_bulk_kind_t kind;           /* keys, values or both */
+    kv_cursor_t cursor;            /* position of the next SCAN */
+    uint32_t partitions;           /* P */
+    uint32_t limit;                /* entries per page, 0 when streaming */
+    uint32_t emitted;              /* entries written */
+    int page_ready;                /* call holds a SCAN page not yet consumed */
+    size_t entry_pos;              /* next entry of that page */
+    int failed;                    /* a SCAN failed mid-stream */
+    int finished;                  /* the closing ']' is in out */
+    char *out;                     /* body bytes not yet handed to MHD */
+    size_t out_len, out_pos, out_cap;
+    size_t query_len;              /* bytes in query_buf */
+    char query_buf[];              /* the raw query, decoded in place */
+} s_request_t;
+
+/* --- responses ------------------------------------------------------------ */
+
+static struct MHD_Response *s_json_response(const char *body, size_t len, enum MHD_ResponseMemoryMode mode) {
+    struct MHD_Response *response = MHD_create_response_from_buffer(len, (void *)body, mode);
+    if (response) MHD_add_response_header(response, "Content-Type", "application/json");
+    return response;
+}
+
+static enum MHD_Result s_queue(struct MHD_Connection *conn, unsigned status, const char *body,
+                               size_t len) {
+    struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_COPY);
+    if (!response) return MHD_NO;
+    enum MHD_Result result = MHD_queue_response(conn, status, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
+static enum MHD_Result s_queue_json(struct MHD_Connection *conn, unsigned status, json_t *json) {
+    char *body = json ? json_dumps(json, JSON_COMPACT) : NULL;
+    json_decref(json);
+    if (!body) return MHD_NO;
+    enum MHD_Result result = s_queue(conn, status, body, strlen(body));
+    free(body);
+    return result;
+}
+
+static enum MHD_Result s_queue_fixed(s_request_t *req, s_fixed_t which) {
+    s_fixed_response_t *fixed = &req->server->fixed[which];
+    return MHD_queue_response(req->conn, fixed->status, fixed->response);
+}
+
+static int s_add_fixed(kv_http_t *self, s_fixed_t which, unsigned status, const char *body) {
+    struct MHD_Response *response = s_json_response(body, strlen(body), MHD_RESPMEM_MUST_COPY);
+    if (!response) return -1;
+    if (which == F_METHOD) MHD_add_response_header(response, "Allow", "GET, HEAD");
+    self->fixed[which] = (s_fixed_response_t){status, response};
+    return 0;
+}
+
+static int s_add_error(kv_http_t *self, s_fixed_t which, unsigned status, const char *code,
+                       const char *message) {
+    char *body = kv_json_error(code, message);
+    int rc = body ? s_add_fixed(self, which, status, body) : -1;
+    free(body);
+    return rc;
+}
+
+static int s_build_fixed(kv_http_t *self) {
+    int rc = s_add_fixed(self, F_SUCCESS, 200, "{\"success\":true}");
+    rc |= s_add_fixed(self, F_HEALTH_OK, 200, "{\"status\":\"ok\"}");
+    rc |= s_add_fixed(self, F_HEALTH_BAD, 503,
+                      "{\"status\":\"unavailable\",\"error\":\"UNAVAILABLE\",\"message\":"
+                      "\"some partition has no live owner\"}");
+    rc |= s_add_error(self, F_MISSING_RECORD, 404, "MISSING_RECORD", "no record for this key");
+    rc |= s_add_error(self, F_UNAVAILABLE, 503, "UNAVAILABLE",
+                      "the key's partition has no live owner; nothing was written");
+    rc |= s_add_error(self, F_TIMEOUT, 504, "TIMEOUT",
+                      "the owning node did not answer in time; a write may or may not have happened");
+    rc |= s_add_error(self, F_OUT_OF_MEMORY, 507, "OUT_OF_MEMORY",
+                      "the owning node is at its memory limit; nothing was written");
+    rc |= s_add_error(self, F_INTERNAL, 500, "INTERNAL_ERROR",
+                      "the node refused the request as malformed");
+    rc |= s_add_error(self, F_METHOD, 405, "METHOD_NOT_ALLOWED", "only GET and HEAD are served");
+    rc |= s_add_error(self, F_UNKNOWN_ROUTE, 404, "UNKNOWN_ROUTE", "no such route");
+    rc |= s_add_error(self, F_URI_TOO_LONG, 414, "URI_TOO_LONG",
+                      "the request target is longer than 8192 bytes");
+    rc |= s_add_error(self, F_NO_TABLE, 503, "UNAVAILABLE",
+                      "the gateway has no routing table from the coordinator yet");
+    rc |= s_add_error(self, F_INVALID_LIMIT, 400, "INVALID_LIMIT",
+                      "limit must be a whole number from 1 up");
+    rc |= s_add_error(self, F_INVALID_CURSOR, 400, "INVALID_CURSOR",
+                      "cursor must be a value from an X-Next-Cursor header");
+    rc |= s_add_error(self, F_INVALID_NODE, 400, "INVALID_NODE_ADDRESS",
+                      "node must be a ZeroMQ endpoint such as tcp://host:5601");
+    rc |= s_add_error(self, F_MEMBERSHIP, 501, "NOT_IMPLEMENTED",
+                      "live membership changes are not available in this version");
+    for (int err = KV_QUERY_MISSING_KEY; err <= KV_QUERY_VALUE_TOO_LONG; err++)
+        rc |= s_add_error(self, (s_fixed_t)(F_QUERY + err), 400, kv_query_err_code(err),
+                          kv_query_err_message(err));
+    return rc ? -1 : 0;
+}
+
+static enum MHD_Result s_queue_result(s_request_t *req, kv_call_result_t result) {
+    switch (result) {
+    case KV_CALL_OK:
+        return s_queue_fixed(req, F_SUCCESS);
+    case KV_CALL_NOT_FOUND:
+        return s_queue_fixed(req, F_MISSING_RECORD);
+    case KV_CALL_TIMEOUT:
+        return s_queue_fixed(req, F_TIMEOUT);
+    case KV_CALL_NO_MEMORY:
+        return s_queue_fixed(req, F_OUT_OF_MEMORY);
+    case KV_CALL_FAILED:
+        return s_queue_fixed(req, F_INTERNAL);
+    default:
+        return s_queue_fixed(req, F_UNAVAILABLE);
+    }
+}
+
+/* --- calls ---------------------------------------------------------------- */
+
+/* Runs on the backend thread: the call is finished, wake the connection. */
+static void s_call_done(kv_call_t *call) {
+    s_request_t *req = call->arg;
+    kv_http_t *server = req->server;
+    req->ready = 1;
+    req->page_ready = call->op == KV_CALL_SCAN && call->result == KV_CALL_OK;
+    req->failed = call->op == KV_CALL_SCAN && call->result != KV_CALL_OK;
+    req->entry_pos = 0;
+    MHD_resume_connection(req->conn);
+    atomic_fetch_sub(&server->in_flight, 1);
+}
+
+/* Suspends the connection and hands the prepared call to the backend. The
+ * suspend comes first: the backend may finish before submit returns. */
+static enum MHD_Result s_submit(s_request_t *req, kv_call_op_t op) {
+    req->call.op = op;
+    req->call.done = s_call_done;
+    req->call.arg = req;
+    req->ready = 0;
+    atomic_fetch_add(&req->server->in_flight, 1);
+    MHD_suspend_connection(req->conn);
+    if (kv_backend_submit(req->server->backend, &req->call) != 0) {
+        req->call.result = KV_CALL_UNAVAILABLE;
+        s_call_done(&req->call);
+    }
+    return MHD_YES;
+}
+
+/* --- keyed routes --------------------------------------------------------- */
+
+static enum MHD_Result s_start_keyed(s_request_t *req) {
+    static const kv_call_op_t ops[] = {[R_SET] = KV_CALL_SET, [R_GET] = KV_CALL_GET,
+                                       [R_RM] = KV_CALL_RM, [R_IS] = KV_CALL_IS};
+    kv_query_err_t err = kv_query_check(&req->query, req->route == R_SET);
+    if (err != KV_QUERY_OK) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
+    req->call.key = req->query.k.ptr;
+    req->call.klen = req->query.k.len;
+    if (req->route == R_SET) {
+        req->call.value = req->query.v.ptr;
+        req->call.vlen = req->query.v.len;
+    }
+    return s_submit(req, ops[req->route]);
+}
+
+static enum MHD_Result s_answer_keyed(s_request_t *req) {
+    if (req->route != R_GET || req->call.result != KV_CALL_OK)
+        return s_queue_result(req, req->call.result);
+    char body[KV_JSON_STRING_MAX(KV_MAX_VALUE_BYTES)];
+    const kv_bytes_t *value = &req->call.msg.value;
+    size_t len = kv_json_string(body, sizeof(body), value->ptr ? value->ptr : "", value->len);
+    return s_queue(req->conn, 200, body, len);
+}
+
+/* --- bulk routes ---------------------------------------------------------- */
+
+static int s_out_reserve(s_request_t *req, size_t more) {
+    if (req->out_cap - req->out_len >= more) return 0;
+    size_t cap = (req->out_cap + more) * 2;
+    char *out = realloc(req->out, cap);
+    if (!out) return -1;
+    req->out = out;
+    req->out_cap = cap;
+    return 0;
+}
+
+static int s_out_append(s_request_t *req, const char *bytes, size_t len) {
+    if (s_out_reserve(req, len) != 0) return -1;
+    memcpy(req->out + req->out_len, bytes, len);
+    req->out_len += len;
+    return 0;
+}
+
+static enum MHD_Result s_fetch(s_request_t *req) {
+    kv_call_reset(&req->call);
+    req->call.partition = req->cursor.partition;
+    req->call.has_after = req->cursor.has_after;
+    req->call.after = req->cursor.after;
+    req->call.alen = req->cursor.alen;
+    req->call.limit = req->limit ? req->limit - req->emitted : KV_SCAN_CHUNK;
+    if (req->call.limit > KV_SCAN_CHUNK) req->call.limit = KV_SCAN_CHUNK;
+    req->page_ready = 0;
+    return s_submit(req, KV_CALL_SCAN);
+}
+
+/* Moves the cursor past a consumed page. */
+static void s_page_consumed(s_request_t *req) {
+    const kv_msg_t *msg = &req->call.msg;
+    req->page_ready = 0;
+    if (msg->more && req->cursor.has_after) return; /* resume after the last key */
+    req->cursor.partition++;
+    req->cursor.has_after = 0;
+    req->cursor.alen = 0;
+}
+
+/* Formats the page's next entry into out. Returns 0, or -1 when the page
+ * is exhausted (the cursor has then moved on). */
+static int s_next_entry(s_request_t *req) {
+    kv_bytes_t key, value;
+    if (kv_msg_entry_next(&req->call.msg.entries, &req->entry_pos, &key, &value) != 0) {
+        s_page_consumed(req);
+        return -1;
+    }
+    if (key.len <= KV_MAX_KEY_BYTES) { /* remember it: the next page starts after it */
+        memcpy(req->cursor.after, key.ptr, key.len);
+        req->cursor.alen = key.len;
+        req->cursor.has_after = 1;
+    }
+    if (s_out_reserve(req, KV_BULK_ENTRY_MAX) != 0) {
+        req->page_ready = 0;
+        req->failed = 1;
+        req->call.result = KV_CALL_UNAVAILABLE;
+        return -1;
+    }
+    req->out_len += kv_bulk_entry(req->kind, req->emitted == 0, key.ptr ? key.ptr : "", key.len,
+                                  value.ptr ? value.ptr : "", value.len, req->out + req->out_len,
+                                  req->out_cap - req->out_len);
+    req->emitted++;
+    return 0;
+}
+
+static ssize_t s_stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    s_request_t *req = cls;
+    size_t given = 0;
+    for (;;) {
+        size_t pending = req->out_len - req->out_pos;
+        size_t take = pending < max - given ? pending : max - given;
+        memcpy(buf + given, req->out + req->out_pos, take);
+        given += take;
+        req->out_pos += take;
+        if (req->out_pos < req->out_len) return (ssize_t)given; /* buf is full */
+        req->out_len = req->out_pos = 0;
+        if (req->finished) return given ? (ssize_t)given : MHD_CONTENT_READER_END_OF_STREAM;
+        if (req->page_ready) {
+            s_next_entry(req);
+            continue;
+        }
+        if (req->failed) /* headers are gone: all we can do is cut the body short */
+            return given ? (ssize_t)given : MHD_CONTENT_READER_END_WITH_ERROR;
+        if (req->cursor.partition >= req->partitions) {
+            req->finished = 1;
+            if (s_out_append(req, "]", 1) != 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        if (given) return (ssize_t)given; /* send what we have before waiting */
+        s_fetch(req);
+        return 0; /* suspended; MHD calls again once the page is here */
+    }
+}
+
+static enum MHD_Result s_start_stream(s_request_t *req) {
+    struct MHD_Response *response = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, KV_STREAM_BLOCK, s_stream_read, req, NULL);
+    if (!response || s_out_append(req, "[", 1) != 0) {
+        if (response) MHD_destroy_response(response);
+        return MHD_NO;
+    }
+    MHD_add_response_header(response, "Content-Type", "application/json");
+    enum MHD_Result result = MHD_queue_response(req->conn, 200, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
+static enum MHD_Result s_finish_page(s_request_t *req) {
+    if (s_out_append(req, "]", 1) != 0) return MHD_NO;
+    struct MHD_Response *response = s_json_response(req->out, req->out_len, MHD_RESPMEM_MUST_COPY);
+    if (!response) return MHD_NO;
+    if (req->cursor.partition < req->partitions) {
+        char cursor[KV_CURSOR_TEXT_MAX];
+        kv_cursor_format(&req->cursor, cursor);
+        MHD_add_response_header(response, "X-Next-Cursor", cursor);
+    }
+    enum MHD_Result result = MHD_queue_response(req->conn, 200, response);
+    MHD_destroy_response(response);
+    return result;
+}
+
+/* After a page arrived: stream it, or gather it into the page body. */
+static enum MHD_Result s_answer_bulk(s_request_t *req) {
+    if (req->failed) return s_queue_result(req, req->call.result);
+    if (!req->limit) return s_start_stream(req);
+    while (req->page_ready && req->emitted < req->limit) s_next_entry(req);
+    if (req->page_ready) { /* limit reached inside the page: the cursor is the last key */
+        req->page_ready = 0;
+        if (!req->call.msg.more && req->entry_pos >= req->call.msg.entries.len) {
+            req->cursor.partition++;
+            req->cursor.has_after = 0;
+        }
+    }
+    if (req->emitted < req->limit && req->cursor.partition < req->partitions) return s_fetch(req);
+    return s_finish_page(req);
+}
+
+static int s_parse_limit(const kv_param_t *param, uint32_t *limit) {
+    if (!param->present) return 0;
+    if (param->bad_escape || param->len == 0 || param->len > 10) return -1;
+    uint64_t value = 0;
+    for (size_t i = 0; i < param->len; i++) {
+        char c = param->ptr[i];
+        if (c < '0' || c > '9') return -1;
+        value = value * 10 + (uint64_t)(c - '0');
+    }
+    if (value == 0) return -1;
+    *limit = value > KV_PAGE_MAX ? KV_PAGE_MAX : (uint32_t)value;
+    return 0;
+}
+
+static enum MHD_Result s_start_bulk(s_request_t *req) {
+    req->kind = req->route == R_KEYS ? KV_BULK_KEYS
+                : req->route == R_VALUES ? KV_BULK_VALUES
+                                         : KV_BULK_ALL;
+    req->partitions = kv_backend_partitions(req->server->backend);
+    if (s_parse_limit(&req->query.limit, &req->limit) != 0)
+        return s_queue_fixed(req, F_INVALID_LIMIT);
+    if (req->partitions == 0) return s_queue_fixed(req, F_NO_TABLE);
+    if (req->limit && s_out_append(req, "[", 1) != 0) return MHD_NO;
+    const kv_param_t *cursor = &req->query.cursor;
+    if (cursor->present && cursor->len > 0 && /* "cursor=" starts from the beginning */
+        (cursor->bad_escape || kv_cursor_parse(cursor->ptr ? cursor->ptr : "", cursor->len,
+                                               req->partitions, &req->cursor) != 0))
+        return s_queue_fixed(req, F_INVALID_CURSOR);
+    if (req->cursor.partition >= req->partitions) { /* a cursor past the end: empty page */
+        if (req->limit) return s_finish_page(req);
+        return s_queue(req->conn, 200, "[]", 2);
+    }
+    return s_fetch(req);
+}
+
+/* --- cluster routes ------------------------------------------------------- */
+
+static enum MHD_Result s_answer_health(s_request_t *req) {
+    int healthy = req->call.table && kv_table_healthy(req->call.table);
+    return s_queue_fixed(req, healthy ? F_HEALTH_OK : F_HEALTH_BAD);
+}
+
+static enum MHD_Result s_answer_settings(s_request_t *req) {
+    const kv_table_t *table = req->call.table;
+    kv_http_t *server = req->server;
+    json_t *body = json_pack(
+        "{s:s, s:s, s:I, s:i, s:i, s:o, s:o, s:I, s:I, s:s, s:I}", "version", KV_VERSION,
+        "hostname", server->hostname, "port", (json_int_t)server->config.port, "maxKeyLength",
+        KV_MAX_KEY_CHARS, "maxValueLength", KV_MAX_VALUE_CHARS, "partitions",
+        table ? json_integer(table->partitions) : json_null(), "replicationFactor",
+        table ? json_integer(table->replication) : json_null(), "threads",
+        (json_int_t)server->config.threads, "timeoutMs", (json_int_t)server->config.timeout_ms,
+        "coordinator", server->config.coordinator, "epoch",
+        (json_int_t)(table ? table->epoch : 0));
+    return s_queue_json(req->conn, 200, body);
+}
+
+static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *stats, uint16_t i) {
+    const kv_table_node_t *node = &table->nodes[i];
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:b}", "id", node->id, "address",
+                     node->endpoint, "state", kv_node_state_name(node->state), "primaries",
+                     (json_int_t)kv_table_count_primaries(table, i), "replicas",
+                     (json_int_t)kv_table_count_replicas(table, i), "keys",
+                     stats->answered ? json_integer((json_int_t)stats->keys) : json_null(),
+                     "memoryBytes",
+                     stats->answered ? json_integer((json_int_t)stats->memory) : json_null(),
+                     "reachable", stats->answered);
+}
+
+static enum MHD_Result s_answer_status(s_request_t *req) {
+    const kv_table_t *table = req->call.table;
+    json_t *nodes = json_array();
+    uint64_t records = 0;
+    for (uint32_t i = 0; table && req->call.stats && i < table->node_count; i++) {
+        records += req->call.stats[i].primary_keys;
+        json_array_append_new(nodes, s_status_node(table, &req->call.stats[i], (uint16_t)i));
+    }
+    json_t *body = json_pack(
+        "{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:b, s:o}", "hostname", req->server->hostname,
+        "maxKeyLength", KV_MAX_KEY_CHARS, "maxValueLength", KV_MAX_VALUE_CHARS,
+        "availableRecords", (json_int_t)records, "epoch", (json_int_t)(table ? table->epoch : 0),
+        "partitions", (json_int_t)(table ? table->partitions : 0), "replicationFactor",
+        (json_int_t)(table ? table->replication : 0), "healthy",
+        table && kv_table_healthy(table), "nodes", nodes);
+    return s_queue_json(req->conn, 200, body);
+}
+
+static enum MHD_Result s_start_membership(s_request_t *req) {
+    const kv_param_t *node = &req->query.node;
+    if (req->route == R_JOIN && (!node->present || node->len == 0 || node->bad_escape))
+        return s_queue_fixed(req, F_INVALID_NODE);
+    return s_queue_fixed(req, F_MEMBERSHIP);
+}
+
+/* --- MHD callbacks -------------------------------------------------------- */
+
+static s_route_t s_route_of(const char *url) {
+    for (size_t i = 0; i < sizeof(s_routes) / sizeof(s_routes[0]); i++)
+        if (strcmp(url, s_routes[i].path) == 0) return s_routes[i].route;
+    return R_UNKNOWN;
+}
+
+static enum MHD_Result s_start(s_request_t *req, const char *url, const char *method) {
+    if (req->uri_too_long) return s_queue_fixed(req, F_URI_TOO_LONG);
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return s_queue_fixed(req, F_METHOD);
+    req->route = s_route_of(url);
+    kv_query_parse(req->query_buf, req->query_len, &req->query);
+    switch (req->route) {
+    case R_SET:
+    case R_GET:
+    case R_RM:
+    case R_IS:
+        return s_start_keyed(req);
+    case R_CLEAR:
+        return s_submit(req, KV_CALL_CLEAR);
+    case R_KEYS:
+    case R_VALUES:
+    case R_ALL:
+        return s_start_bulk(req);
+    case R_HEALTH:
+    case R_SETTINGS:
+        return s_submit(req, KV_CALL_TABLE);
+    case R_STATUS:
+        return s_submit(req, KV_CALL_STATUS);
+    case R_JOIN:
+    case R_LEAVE:
+        return s_start_membership(req);
+    default:
+        return s_queue_fixed(req, F_UNKNOWN_ROUTE);
+    }
+}
+
+static enum MHD_Result s_answer(s_request_t *req) {
+    req->ready = 0;
+    switch (req->route) {
+    case R_KEYS:
+    case R_VALUES:
+    case R_ALL:
+        return s_answer_bulk(req);
+    case R_HEALTH:
+        return s_answer_health(req);
+    case R_SETTINGS:
+        return s_answer_settings(req);
+    case R_STATUS:
+        return s_answer_status(req);
+    case R_CLEAR:
+        return s_queue_result(req, req->call.result);
+    default:
+        return s_answer_keyed(req);
+    }
+}
+
+static enum MHD_Result s_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **req_cls) {
+    s_request_t *req = *req_cls;
+    if (!req) return MHD_NO; /* out of memory in s_uri_log: close the connection */
+    if (*upload_data_size) { /* GET has no body: discard it */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    req->conn = conn;
+    if (!req->started) {
+        req->started = 1;
+        return s_start(req, url, method);
+    }
+    return req->ready ? s_answer(req) : MHD_YES;
+}
+
+/* Runs before MHD parses the target: the only place to see the raw query. */
+static void *s_uri_log(void *cls, const char *uri, struct MHD_Connection *conn) {
+    size_t len = strlen(uri);
+    const char *mark = strchr(uri, '?');
+    int too_long = len > KV_MAX_URI_BYTES;
+    size_t qlen = mark && !too_long ? len - (size_t)(mark + 1 - uri) : 0;
+    s_request_t *req = calloc(1, sizeof(*req) + qlen + 1);
+    if (!req) return NULL;
+    req->server = cls;
+    req->uri_too_long = too_long;
+    req->query_len = qlen;
+    if (qlen) memcpy(req->query_buf, mark + 1, qlen);
+    kv_call_init(&req->call);
+    return req;
+}
+
+static void s_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                        enum MHD_RequestTerminationCode code) {
+    s_request_t *req = *req_cls;
+    if (!req) return;
+    kv_call_reset(&req->call);
+    free(req->out);
+    free(req);
+    *req_cls = NULL;
+}
+
+/* We decode the query ourselves (kv_query), so MHD must leave it alone. */
+static size_t s_unescape_none(void *cls, struct MHD_Connection *conn, char *text) {
+    return strlen(text);
+}
+
+kv_http_t *kv_http_new(const kv_http_config_t *config, kv_backend_t *backend) {
+    kv_http_t *self = calloc(1, sizeof(*self));
+    if (!self) return NULL;
+    self->config = *config;
+    self->backend = backend;
+    if (gethostname(self->hostname, sizeof(self->hostname) - 1) != 0)
+        strcpy(self->hostname, "localhost");
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)config->port)};
+    if (s_build_fixed(self) != 0 || inet_pton(AF_INET, config->host, &addr.sin_addr) != 1) {
+        kv_log_error("bad listen address %s or out of memory", config->host);
+        kv_http_destroy(&self);
+        return NULL;
+    }
+    self->daemon = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_ERROR_LOG,
+        (uint16_t)config->port, NULL, NULL, s_handler, self, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)config->threads, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_URI_LOG_CALLBACK,
+        s_uri_log, self, MHD_OPTION_NOTIFY_COMPLETED, s_completed, self,
+        MHD_OPTION_UNESCAPE_CALLBACK, s_unescape_none, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)KV_CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!self->daemon) {
+        kv_log_error("cannot listen on %s:%ld", config->host, config->port);
+        kv_http_destroy(&self);
+        return NULL;
+    }
+    kv_log_info("gateway listening on http://%s:%ld with %ld threads", config->host, config->port,
+                config->threads);
+    return self;
+}
+
+void kv_http_destroy(kv_http_t **self_p) {
+    if (!self_p || !*self_p) return;
+    kv_http_t *self = *self_p;
+    if (self->daemon) {
+        MHD_quiesce_daemon(self->daemon); /* no new connections */
+        for (int waited = 0; atomic_load(&self->in_flight) > 0 && waited < 10000; waited += 10)
+            usleep(10 * 1000); /* calls end by their deadline at the latest */
+        MHD_stop_daemon(self->daemon);
+    }
+    for (int i = 0; i < F_COUNT; i++)
+        if (self->fixed[i].response) MHD_destroy_response(self->fixed[i].response);
+    free(self);
+    *self_p = NULL;
+}

@@ -1,0 +1,56 @@
+/*  main.c of kv-gateway: flags, then the backend actor and the HTTP server
+ *  until SIGINT or SIGTERM. */
+#include <czmq.h>
+
+#include "kv_backend.h"
+#include "kv_http.h"
+#include "kv_limits.h"
+#include "kv_log.h"
+#include "kv_opts.h"
+
+static const char *s_summary =
+    "kv-gateway: the HTTP door of the key-value store. Validates requests,\n"
+    "routes them to the node that owns the key's partition over ZeroMQ and\n"
+    "answers JSON (see the API in README.md).";
+
+int main(int argc, char **argv) {
+    kv_http_config_t http = {"0.0.0.0", 8080, 2, KV_REQUEST_TIMEOUT_MS, "tcp://127.0.0.1:5550"};
+    const char *coordinator_pub = "tcp://127.0.0.1:5551", *log_level = "info";
+    const kv_opt_t opts[] = {
+        {"host", "KV_HTTP_HOST", KV_OPT_STRING, &http.host, 0, 0, "IPv4 address to listen on"},
+        {"port", "KV_HTTP_PORT", KV_OPT_LONG, &http.port, 1, 65535, "HTTP port"},
+        {"threads", "KV_HTTP_THREADS", KV_OPT_LONG, &http.threads, 1, 64,
+         "HTTP worker threads (epoll pool)"},
+        {"timeout-ms", "KV_TIMEOUT_MS", KV_OPT_LONG, &http.timeout_ms, 10, 600000,
+         "how long a request may wait for its node before 504/503"},
+        {"coordinator", "KV_COORDINATOR", KV_OPT_STRING, &http.coordinator, 0, 0,
+         "coordinator ROUTER endpoint (tables on request)"},
+        {"coordinator-pub", "KV_COORDINATOR_PUB", KV_OPT_STRING, &coordinator_pub, 0, 0,
+         "coordinator PUB endpoint (tables as they change)"},
+        {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
+         "error, warn, info or debug"},
+    };
+    int parsed = kv_opts_parse(opts, sizeof(opts) / sizeof(opts[0]), argc, argv, s_summary);
+    if (parsed != 0) return parsed > 0 ? 0 : 2;
+    int level = kv_log_level_parse(log_level);
+    if (level < 0) {
+        fprintf(stderr, "invalid --log-level '%s'\n", log_level);
+        return 2;
+    }
+    kv_log_init("gateway", (kv_log_level_t)level);
+    zsys_init();
+    zsys_set_logstream(NULL);
+    kv_backend_config_t backend_config = {http.coordinator, coordinator_pub, http.timeout_ms};
+    kv_backend_t *backend = kv_backend_new(&backend_config);
+    if (!backend) return 1;
+    kv_http_t *server = kv_http_new(&http, backend);
+    if (!server) {
+        kv_backend_destroy(&backend);
+        return 1;
+    }
+    while (!zsys_interrupted) zclock_sleep(100);
+    kv_log_info("gateway stopping");
+    kv_http_destroy(&server);
+    kv_backend_destroy(&backend);
+    return 0;
+}

@@ -1,0 +1,513 @@
+/*  kv_dict.c: the node's hash table, one per partition.
+ *
+ *  Chained hashing over power-of-two bucket arrays, in the manner of Redis's
+ *  dict.c. A dict has two tables: ht[0] serves requests, and ht[1] exists only
+ *  while the dict is being resized. Resizing moves ht[0]'s buckets into ht[1]
+ *  a few at a time: every put, get, delete and scan moves one bucket (or skips
+ *  a bounded run of empty ones), and kv_dict_rehash_for moves more when the
+ *  node is idle. No request ever pays for a whole table. While both tables
+ *  exist, lookups try both and inserts go to ht[1] only, so ht[0] only drains.
+ *  When it is empty, ht[1] becomes ht[0].
+ *
+ *  The table doubles when it holds as many entries as buckets (load factor 1)
+ *  and halves, to a quarter-to-half full size, when fewer than one bucket in
+ *  eight is used, never below KV_DICT_MIN_BUCKETS. A failed allocation of a
+ *  bigger or smaller table is not an error: chains get longer or stay sparse
+ *  until the next attempt.
+ *
+ *  Each entry is one allocation holding its header, key and value, and memory
+ *  is counted as malloc_usable_size reports it, so kv_dict_memory is what the
+ *  allocator really handed out (less its per-chunk header).
+ */
+#include "kv_dict.h"
+#include "kv_clock.h"
+#include "kv_hash.h"
+#include "kv_limits.h"
+
+#include <assert.h>
+#include <malloc.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KV_DICT_MIN_BUCKETS 4     /* the smallest table; shrinking stops here */
+#define KV_DICT_SHRINK_RATIO 8    /* shrink when entries < buckets / this */
+#define KV_DICT_EMPTY_VISITS 10   /* empty buckets a rehash step may skip per bucket */
+#define KV_DICT_IDLE_BATCH 100    /* buckets moved between clock reads when idle */
+#define KV_DICT_SCAN_EMPTY_MAX 64 /* empty scan steps one kv_dict_scan call may take */
+
+/* One key/value pair in one allocation. The header is 20 bytes: an 11-byte
+ * key with a 32-byte value needs 63, one 80-byte glibc chunk (72 usable),
+ * where a separate key, value and node would take three chunks.
+ * flags is zero today. It reserves room for optional trailing metadata: a set
+ * bit will announce a fixed-size field (an expiry time, for example) stored
+ * after the value bytes, so entries without it pay nothing and the layout
+ * needs no change when it lands. */
+struct _kv_entry_t {
+    kv_entry_t *next; /* next entry in the same bucket, or NULL */
+    uint64_t version; /* the store's write version, for conditional writes */
+    uint16_t vlen;    /* value bytes, 0..KV_MAX_VALUE_BYTES */
+    uint8_t klen_m1;  /* key bytes minus one: keys are 1..KV_MAX_KEY_BYTES bytes */
+    uint8_t flags;    /* reserved for optional trailing metadata; 0 for now */
+    char data[];      /* klen key bytes, then vlen value bytes */
+};
+
+_Static_assert(offsetof(kv_entry_t, data) == 20, "the entry header should stay 20 bytes");
+_Static_assert(KV_MAX_KEY_BYTES - 1 <= UINT8_MAX, "klen_m1 must hold every key length");
+_Static_assert(KV_MAX_VALUE_BYTES <= UINT16_MAX, "vlen must hold every value length");
+
+/* One bucket array with its chains. */
+typedef struct {
+    kv_entry_t **buckets; /* chain heads; NULL when the table is not allocated */
+    size_t size;          /* number of buckets: a power of two, or 0 */
+    size_t used;          /* entries chained in this table */
+} dict_table_t;
+
+struct _kv_dict_t {
+    dict_table_t ht[2]; /* ht[0] serves; ht[1] is the resize target while rehashing */
+    size_t rehash_idx;  /* next ht[0] bucket to move while rehashing */
+    size_t memory;      /* usable bytes of all entries and bucket arrays */
+    uint8_t seed[16];   /* SipHash key of the bucket hash */
+};
+
+//  --------------------------------------------------------------------------
+//  Entries
+
+static inline size_t s_klen(const kv_entry_t *entry) {
+    return (size_t)entry->klen_m1 + 1;
+}
+
+static inline size_t s_entry_bytes(size_t klen, size_t vlen) {
+    return sizeof(kv_entry_t) + klen + vlen;
+}
+
+/* Allocates an entry for key and value and counts it. Returns NULL when out
+ * of memory; the entry is not linked anywhere yet. */
+static kv_entry_t *s_entry_new(kv_dict_t *self, const char *key, size_t klen, const char *value,
+                               size_t vlen, uint64_t version) {
+    kv_entry_t *entry = malloc(s_entry_bytes(klen, vlen));
+    if (!entry) return NULL;
+    entry->next = NULL;
+    entry->version = version;
+    entry->vlen = (uint16_t)vlen;
+    entry->klen_m1 = (uint8_t)(klen - 1);
+    entry->flags = 0;
+    memcpy(entry->data, key, klen);
+    memcpy(entry->data + klen, value, vlen);
+    self->memory += malloc_usable_size(entry);
+    return entry;
+}
+
+static void s_entry_free(kv_dict_t *self, kv_entry_t *entry) {
+    self->memory -= malloc_usable_size(entry);
+    free(entry);
+}
+
+static inline bool s_entry_matches(const kv_entry_t *entry, const char *key, size_t klen) {
+    return s_klen(entry) == klen && memcmp(entry->data, key, klen) == 0;
+}
+
+/* Writes a new value into the entry *link points to, in place when it fits.
+ * A block that is too small grows with realloc; one that would waste more
+ * bytes than it holds shrinks, so a value overwritten by a much shorter one
+ * does not keep its old footprint. Returns -1, with the entry untouched, only
+ * when it must grow and cannot. */
+static int s_entry_overwrite(kv_dict_t *self, kv_entry_t **link, const char *value, size_t vlen,
+                             uint64_t version) {
+    kv_entry_t *entry = *link;
+    size_t klen = s_klen(entry);
+    size_t need = s_entry_bytes(klen, vlen);
+    size_t usable = malloc_usable_size(entry);
+    if (need > usable || usable - need > need) {
+        kv_entry_t *moved = realloc(entry, need);
+        if (!moved && need > usable) return -1; /* the old block is still intact */
+        if (moved) {
+            self->memory = self->memory - usable + malloc_usable_size(moved);
+            entry = *link = moved;
+        }
+    }
+    memcpy(entry->data + klen, value, vlen);
+    entry->vlen = (uint16_t)vlen;
+    entry->version = version;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Tables
+
+static inline bool s_is_rehashing(const kv_dict_t *self) {
+    return self->ht[1].buckets != NULL;
+}
+
+static inline uint64_t s_hash(const kv_dict_t *self, const char *key, size_t klen) {
+    return kv_siphash(key, klen, self->seed);
+}
+
+/* Allocates size empty buckets into an unallocated table. Returns 0 or -1. */
+static int s_table_alloc(kv_dict_t *self, dict_table_t *table, size_t size) {
+    kv_entry_t **buckets = calloc(size, sizeof(kv_entry_t *));
+    if (!buckets) return -1;
+    table->buckets = buckets;
+    table->size = size;
+    table->used = 0;
+    self->memory += malloc_usable_size(buckets);
+    return 0;
+}
+
+/* Frees the bucket array (not the entries) and leaves the table unallocated. */
+static void s_table_release(kv_dict_t *self, dict_table_t *table) {
+    if (table->buckets) self->memory -= malloc_usable_size(table->buckets);
+    free(table->buckets);
+    *table = (dict_table_t){0};
+}
+
+static void s_table_free_entries(kv_dict_t *self, dict_table_t *table) {
+    for (size_t i = 0; i < table->size; i++) {
+        kv_entry_t *entry = table->buckets[i];
+        while (entry) {
+            kv_entry_t *next = entry->next;
+            s_entry_free(self, entry);
+            entry = next;
+        }
+    }
+}
+
+/* The link (bucket head or a next field) that points to key's entry, or
+ * NULL. Stores the table holding it in *table_p when table_p is given. */
+static kv_entry_t **s_find_link(kv_dict_t *self, uint64_t hash, const char *key, size_t klen,
+                                dict_table_t **table_p) {
+    for (int t = 0; t < 2; t++) {
+        dict_table_t *table = &self->ht[t];
+        if (!table->buckets) continue;
+        kv_entry_t **link = &table->buckets[hash & (table->size - 1)];
+        for (; *link; link = &(*link)->next) {
+            if (!s_entry_matches(*link, key, klen)) continue;
+            if (table_p) *table_p = table;
+            return link;
+        }
+    }
+    return NULL;
+}
+
+/* Links a new entry at the head of its bucket: in ht[1] while rehashing, so
+ * that ht[0] only ever drains. */
+static void s_link(kv_dict_t *self, kv_entry_t *entry, uint64_t hash) {
+    dict_table_t *table = s_is_rehashing(self) ? &self->ht[1] : &self->ht[0];
+    kv_entry_t **head = &table->buckets[hash & (table->size - 1)];
+    entry->next = *head;
+    *head = entry;
+    table->used++;
+}
+
+//  --------------------------------------------------------------------------
+//  Incremental rehash
+
+/* The smallest power of two >= n, and at least KV_DICT_MIN_BUCKETS. */
+static size_t s_bucket_count_for(size_t n) {
+    size_t size = KV_DICT_MIN_BUCKETS;
+    while (size < n) size *= 2;
+    return size;
+}
+
+/* Starts moving ht[0] into a new table of size buckets. Returns 0, or -1 when
+ * the new table cannot be allocated (then nothing changes). */
+static int s_resize_start(kv_dict_t *self, size_t size) {
+    if (s_table_alloc(self, &self->ht[1], size) == -1) return -1;
+    self->rehash_idx = 0;
+    return 0;
+}
+
+static int s_shrink_if_needed(kv_dict_t *self);
+
+/* ht[0] is empty: ht[1] takes its place and the rehash is over. Deletes made
+ * during the rehash could not start a shrink, so check for one now: after a
+ * mass delete, reads alone then keep shrinking the table. */
+static void s_rehash_finish(kv_dict_t *self) {
+    s_table_release(self, &self->ht[0]);
+    self->ht[0] = self->ht[1];
+    self->ht[1] = (dict_table_t){0};
+    self->rehash_idx = 0;
+    s_shrink_if_needed(self);
+}
+
+/* Moves the chain of ht[0]'s bucket idx into ht[1]. When shrinking, every
+ * entry of bucket idx lands in bucket idx & (smaller mask), so the chain is
+ * spliced whole without hashing a key; when growing, each key is rehashed to
+ * pick one of the buckets idx splits into. */
+static void s_rehash_bucket(kv_dict_t *self, size_t idx) {
+    dict_table_t *from = &self->ht[0];
+    dict_table_t *to = &self->ht[1];
+    kv_entry_t *entry = from->buckets[idx];
+    from->buckets[idx] = NULL;
+    while (entry) {
+        kv_entry_t *next = entry->next;
+        size_t dest = to->size < from->size
+                          ? idx & (to->size - 1)
+                          : s_hash(self, entry->data, s_klen(entry)) & (to->size - 1);
+        entry->next = to->buckets[dest];
+        to->buckets[dest] = entry;
+        from->used--;
+        to->used++;
+        entry = next;
+    }
+}
+
+/* Moves up to n non-empty buckets from ht[0] to ht[1]. It will visit at most
+ * n * KV_DICT_EMPTY_VISITS empty buckets in total, otherwise the work of one
+ * step after a mass delete (a big, nearly empty ht[0]) would be unbounded.
+ * Returns 1 while a rehash remains in progress (possibly a shrink that the
+ * finished one started), else 0. */
+static int s_rehash(kv_dict_t *self, size_t n) {
+    if (!s_is_rehashing(self)) return 0;
+    dict_table_t *from = &self->ht[0];
+    size_t empty_visits = n * KV_DICT_EMPTY_VISITS;
+    while (n-- > 0 && from->used > 0) {
+        /* rehash_idx cannot run past the end: a used bucket lies ahead. */
+        while (!from->buckets[self->rehash_idx]) {
+            self->rehash_idx++;
+            if (--empty_visits == 0) return 1;
+        }
+        s_rehash_bucket(self, self->rehash_idx++);
+    }
+    if (from->used > 0) return 1;
+    s_rehash_finish(self);
+    return s_is_rehashing(self);
+}
+
+/* The bounded step every operation pays while a rehash is in progress. */
+static inline void s_rehash_step(kv_dict_t *self) {
+    if (s_is_rehashing(self)) s_rehash(self, 1);
+}
+
+/* Makes room for one more entry. Only the first table is required (returns
+ * -1 when it cannot be allocated); growing beyond it is best effort. No
+ * second resize starts while one is running: each insert moves at least one
+ * bucket, so ht[0] drains before the doubled ht[1] fills. */
+static int s_reserve(kv_dict_t *self) {
+    dict_table_t *table = &self->ht[0];
+    if (!table->buckets) return s_table_alloc(self, table, KV_DICT_MIN_BUCKETS);
+    if (s_is_rehashing(self)) return 0;
+    if (table->used < table->size) return 0; /* load factor still below 1 */
+    if (table->size > SIZE_MAX / 2 / sizeof(kv_entry_t *)) return 0;
+    s_resize_start(self, table->size * 2); /* on failure, chains just grow longer */
+    return 0;
+}
+
+/* Starts shrinking ht[0] when fewer than one bucket in KV_DICT_SHRINK_RATIO
+ * is used. The new table is a quarter to half full, so it takes many inserts
+ * before the dict grows again. Returns 1 if a shrink started, else 0. */
+static int s_shrink_if_needed(kv_dict_t *self) {
+    dict_table_t *table = &self->ht[0];
+    if (s_is_rehashing(self)) return 0;
+    if (table->size <= KV_DICT_MIN_BUCKETS) return 0;
+    if (table->used >= table->size / KV_DICT_SHRINK_RATIO) return 0;
+    return s_resize_start(self, s_bucket_count_for(table->used * 2)) == 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Reverse-binary scan
+//
+//  Scanning is stateless: the cursor is all the caller keeps. It names a
+//  bucket by its low bits, but is advanced by incrementing its bits in
+//  reverse order (most significant bucket bit first). Why: in a table of 2^n
+//  buckets, bucket b splits into b and b + 2^n when the table doubles, and
+//  those are exactly the buckets whose low n bits equal b. Incrementing from
+//  the top bit down makes each visited set close under that: at any moment
+//  the buckets already visited are those whose reversed low bits are below
+//  the reversed cursor, in a table of any size. So, between calls:
+//
+//  - if the table grew, the expansions of the visited buckets all sort below
+//    the cursor: nothing is missed and nothing is repeated;
+//  - if it shrank, the cursor's bucket in the smaller table merges a visited
+//    and an unvisited one: nothing is missed, but a few entries repeat.
+//
+//  While rehashing, entries live in both tables. A call visits the cursor's
+//  bucket in the smaller table and then every bucket it expands to in the
+//  larger one, advancing the cursor through the extra bits, so it returns
+//  with those bits clear: a cursor that is valid for either table, whatever
+//  the rehash does before the next call.
+
+/* Reverses the 64 bits of v. */
+static inline uint64_t s_rev64(uint64_t v) {
+    v = ((v >> 1) & 0x5555555555555555ULL) | ((v & 0x5555555555555555ULL) << 1);
+    v = ((v >> 2) & 0x3333333333333333ULL) | ((v & 0x3333333333333333ULL) << 2);
+    v = ((v >> 4) & 0x0f0f0f0f0f0f0f0fULL) | ((v & 0x0f0f0f0f0f0f0f0fULL) << 4);
+    return __builtin_bswap64(v);
+}
+
+/* The next cursor after v in a table of mask + 1 buckets. Setting the bits
+ * above the mask makes the reversed increment carry straight into the
+ * bucket bits, and leaves the bits above the mask clear afterwards. */
+static inline uint64_t s_cursor_next(uint64_t v, uint64_t mask) {
+    v |= ~mask;
+    return s_rev64(s_rev64(v) + 1);
+}
+
+/* Calls fn on each entry of one chain and returns how many there were. */
+static size_t s_scan_chain(const kv_entry_t *entry, kv_dict_scan_fn *fn, void *arg) {
+    size_t count = 0;
+    for (; entry; entry = entry->next, count++) fn(entry, arg);
+    return count;
+}
+
+/* One scan step: the cursor's bucket (and its expansions while rehashing).
+ * Adds the entries seen to *seen and returns the next cursor. */
+static uint64_t s_scan_step(kv_dict_t *self, uint64_t v, kv_dict_scan_fn *fn, void *arg,
+                            size_t *seen) {
+    const dict_table_t *small = &self->ht[0];
+    if (!s_is_rehashing(self)) {
+        *seen += s_scan_chain(small->buckets[v & (small->size - 1)], fn, arg);
+        return s_cursor_next(v, small->size - 1);
+    }
+    const dict_table_t *large = &self->ht[1];
+    if (small->size > large->size) {
+        small = &self->ht[1];
+        large = &self->ht[0];
+    }
+    uint64_t m0 = small->size - 1;
+    uint64_t m1 = large->size - 1;
+    *seen += s_scan_chain(small->buckets[v & m0], fn, arg);
+    do {
+        *seen += s_scan_chain(large->buckets[v & m1], fn, arg);
+        v = s_cursor_next(v, m1);
+    } while (v & (m0 ^ m1)); /* until the extra bits wrap back to zero */
+    return v;
+}
+
+//  --------------------------------------------------------------------------
+//  Public API
+
+kv_dict_t *kv_dict_new(const uint8_t seed[16]) {
+    assert(seed);
+    kv_dict_t *self = calloc(1, sizeof(kv_dict_t));
+    if (!self) return NULL;
+    memcpy(self->seed, seed, sizeof self->seed);
+    return self;
+}
+
+void kv_dict_destroy(kv_dict_t **self_p) {
+    assert(self_p);
+    if (!*self_p) return;
+    kv_dict_clear(*self_p);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+/* Keys must be 1..KV_MAX_KEY_BYTES and values 0..KV_MAX_VALUE_BYTES bytes;
+ * the gateway enforces that, and anything else is refused here with -1 rather
+ * than truncated into the entry's length fields. */
+int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value, size_t vlen,
+                uint64_t version) {
+    assert(self);
+    if (klen == 0 || klen > (size_t)KV_MAX_KEY_BYTES) return -1;
+    if (vlen > (size_t)KV_MAX_VALUE_BYTES) return -1;
+    s_rehash_step(self);
+    uint64_t hash = s_hash(self, key, klen);
+    kv_entry_t **link = s_find_link(self, hash, key, klen, NULL);
+    if (link) return s_entry_overwrite(self, link, value, vlen, version);
+
+    kv_entry_t *entry = s_entry_new(self, key, klen, value, vlen, version);
+    if (!entry) return -1;
+    if (s_reserve(self) == -1) {
+        s_entry_free(self, entry); /* no table at all: undo, the dict is unchanged */
+        return -1;
+    }
+    s_link(self, entry, hash);
+    return 0;
+}
+
+const kv_entry_t *kv_dict_get(kv_dict_t *self, const char *key, size_t klen) {
+    assert(self);
+    s_rehash_step(self);
+    if (kv_dict_size(self) == 0) return NULL; /* spare the hash on empty partitions */
+    kv_entry_t **link = s_find_link(self, s_hash(self, key, klen), key, klen, NULL);
+    return link ? *link : NULL;
+}
+
+int kv_dict_delete(kv_dict_t *self, const char *key, size_t klen) {
+    assert(self);
+    s_rehash_step(self);
+    if (kv_dict_size(self) == 0) return -1;
+    dict_table_t *table = NULL;
+    kv_entry_t **link = s_find_link(self, s_hash(self, key, klen), key, klen, &table);
+    if (!link) return -1;
+    kv_entry_t *entry = *link;
+    *link = entry->next;
+    table->used--;
+    s_entry_free(self, entry);
+    s_shrink_if_needed(self);
+    return 0;
+}
+
+/* Frees every entry, and both bucket arrays, so an emptied partition costs
+ * nothing until its next put. Unlike every other call it is O(entries). */
+void kv_dict_clear(kv_dict_t *self) {
+    assert(self);
+    for (int t = 0; t < 2; t++) {
+        s_table_free_entries(self, &self->ht[t]);
+        s_table_release(self, &self->ht[t]);
+    }
+    self->rehash_idx = 0;
+}
+
+size_t kv_dict_size(const kv_dict_t *self) {
+    assert(self);
+    return self->ht[0].used + self->ht[1].used;
+}
+
+size_t kv_dict_memory(const kv_dict_t *self) {
+    assert(self);
+    return self->memory;
+}
+
+/* Moves buckets in batches of KV_DICT_IDLE_BATCH, reading the clock between
+ * batches, so it always does at least one batch (max_us <= 0 included) and
+ * overruns max_us by at most one batch. */
+int kv_dict_rehash_for(kv_dict_t *self, long max_us) {
+    assert(self);
+    s_shrink_if_needed(self);            /* retries a shrink that an allocation failure skipped */
+    if (!s_is_rehashing(self)) return 0; /* the usual case: no clock read at all */
+    int64_t deadline = kv_clock_mono_us() + max_us;
+    while (s_rehash(self, KV_DICT_IDLE_BATCH)) {
+        if (kv_clock_mono_us() >= deadline) break;
+    }
+    return s_is_rehashing(self);
+}
+
+/* Skips runs of empty buckets (up to KV_DICT_SCAN_EMPTY_MAX steps) so a
+ * sparse table does not cost the caller one call per bucket. A call may
+ * return the cursor with no entry seen; only 0 means the end. */
+uint64_t kv_dict_scan(kv_dict_t *self, uint64_t cursor, kv_dict_scan_fn *fn, void *arg) {
+    assert(self);
+    assert(fn);
+    if (kv_dict_size(self) == 0) return 0; /* nothing to visit: the scan is complete */
+    /* Rehash before visiting, never during, so fn never sees the tables move. */
+    s_rehash_step(self);
+    size_t seen = 0;
+    for (int steps = 0; steps < KV_DICT_SCAN_EMPTY_MAX && seen == 0; steps++) {
+        cursor = s_scan_step(self, cursor, fn, arg, &seen);
+        if (cursor == 0) break;
+    }
+    return cursor;
+}
+
+const char *kv_entry_key(const kv_entry_t *entry) {
+    return entry->data;
+}
+
+size_t kv_entry_klen(const kv_entry_t *entry) {
+    return s_klen(entry);
+}
+
+const char *kv_entry_value(const kv_entry_t *entry) {
+    return entry->data + s_klen(entry);
+}
+
+size_t kv_entry_vlen(const kv_entry_t *entry) {
+    return entry->vlen;
+}
+
+uint64_t kv_entry_version(const kv_entry_t *entry) {
+    return entry->version;
+}

@@ -1,0 +1,74 @@
+/*  kv_dict.h: the node's hash table, one per partition.
+ *
+ *  A chained hash table built for millions of entries:
+ *  - growth and shrinking are incremental (two tables while rehashing, a
+ *    bounded number of buckets moved per operation), so no request ever pays
+ *    for a full rehash;
+ *  - one allocation per entry: the entry header, key and value live in one
+ *    block;
+ *  - kv_dict_scan walks the table with a reverse-binary cursor that stays
+ *    correct while the table grows or shrinks between calls: every entry
+ *    present for the whole scan is returned at least once;
+ *  - bucket hashes are SipHash under a per-dict random key (no hash flooding).
+ *
+ *  Entries carry a version (bumped by the store on every write: the base for
+ *  conditional writes) and a flags byte reserved for optional metadata (for
+ *  example an expiry) so those fit later without a new layout.
+ *
+ *  Not thread-safe: a dict belongs to the one actor that owns the partition.
+ */
+#ifndef KV_DICT_H
+#define KV_DICT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct _kv_dict_t kv_dict_t;
+typedef struct _kv_entry_t kv_entry_t;
+
+/* Creates an empty dict whose bucket hash is keyed by seed (16 bytes,
+ * copied). Returns NULL when out of memory. */
+kv_dict_t *kv_dict_new(const uint8_t seed[16]);
+
+/* Frees the dict and every entry; sets *self_p to NULL. Safe on NULL. */
+void kv_dict_destroy(kv_dict_t **self_p);
+
+/* Creates or overwrites key with value and stores version in the entry.
+ * Returns 0, or -1 when out of memory (the dict is then unchanged). */
+int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value,
+                size_t vlen, uint64_t version);
+
+/* The entry for key, or NULL. Valid until the dict is next modified. */
+const kv_entry_t *kv_dict_get(kv_dict_t *self, const char *key, size_t klen);
+
+/* Removes key. Returns 0, or -1 when the key was absent. */
+int kv_dict_delete(kv_dict_t *self, const char *key, size_t klen);
+
+/* Removes every entry and releases the tables. */
+void kv_dict_clear(kv_dict_t *self);
+
+/* Number of entries. */
+size_t kv_dict_size(const kv_dict_t *self);
+
+/* Bytes held by the dict: entries as allocated plus bucket arrays. */
+size_t kv_dict_memory(const kv_dict_t *self);
+
+/* Performs rehash steps for about max_us microseconds when a rehash is in
+ * progress (for idle time). Returns 1 if rehashing remains, else 0. */
+int kv_dict_rehash_for(kv_dict_t *self, long max_us);
+
+typedef void(kv_dict_scan_fn)(const kv_entry_t *entry, void *arg);
+
+/* Calls fn on the entries of the next bucket(s) after cursor and returns the
+ * cursor to pass next; 0 means the scan is complete (start with 0). fn must
+ * not modify the dict. */
+uint64_t kv_dict_scan(kv_dict_t *self, uint64_t cursor, kv_dict_scan_fn *fn, void *arg);
+
+/* Entry accessors. Key and value are not NUL-terminated. */
+const char *kv_entry_key(const kv_entry_t *entry);
+size_t kv_entry_klen(const kv_entry_t *entry);
+const char *kv_entry_value(const kv_entry_t *entry);
+size_t kv_entry_vlen(const kv_entry_t *entry);
+uint64_t kv_entry_version(const kv_entry_t *entry);
+
+#endif

@@ -1,0 +1,37 @@
+/*  kv_node.h: the node actor, which owns partitions and serves them.
+ *
+ *  One czmq actor holds the node's whole state (store, routing table) and
+ *  runs one loop over three sockets:
+ *    - ROUTER (bind): requests from gateways, answered in arrival order;
+ *      drained in batches per wake-up so one poll serves many requests;
+ *    - DEALER (connect): registration, heartbeats and tables to and from the
+ *      coordinator;
+ *    - PUB (bind): replication stream of the partitions it is primary of.
+ *  A request for a partition the node is not primary of at its epoch gets
+ *  MOVED; one carrying a newer epoch than the node's gets STALE_EPOCH and
+ *  makes the node ask the coordinator for the table. Either way the gateway
+ *  refreshes its table and retries, so ownership can change under traffic.
+ *
+ *  Start with kv_actor_start(kv_node_actor, &config), which returns once the
+ *  sockets are bound, or NULL when they could not be. Stop with
+ *  zactor_destroy.
+ */
+#ifndef KV_NODE_H
+#define KV_NODE_H
+
+#include <czmq.h>
+
+typedef struct {
+    const char *id;            /* unique node id */
+    const char *bind;          /* ROUTER endpoint to bind for requests */
+    const char *advertise;     /* ROUTER endpoint others connect to */
+    const char *pub_bind;      /* PUB endpoint to bind for replication */
+    const char *pub_advertise; /* PUB endpoint others connect to */
+    const char *coordinator;   /* coordinator ROUTER endpoint */
+    long heartbeat_ms;         /* heartbeat period */
+} kv_node_config_t;
+
+/* The actor body; args is a kv_node_config_t * read before the handshake. */
+void kv_node_actor(zsock_t *pipe, void *args);
+
+#endif

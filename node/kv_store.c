@@ -1,0 +1,162 @@
+/*  kv_store.c: see kv_store.h. */
+#include "kv_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_clock.h"
+#include "kv_hash.h"
+
+struct _kv_store_t {
+    uint32_t partitions; /* number of partitions */
+    kv_dict_t **dicts;   /* one per partition, NULL until first written */
+    uint8_t seed[16];    /* bucket hash key shared by this store's dicts */
+    uint64_t version;    /* last version handed to an entry */
+};
+
+kv_store_t *kv_store_new(uint32_t partitions) {
+    kv_store_t *self = calloc(1, sizeof(*self));
+    if (!self) return NULL;
+    self->partitions = partitions;
+    self->dicts = calloc(partitions, sizeof(*self->dicts));
+    if (!self->dicts) {
+        free(self);
+        return NULL;
+    }
+    kv_siphash_random_key(self->seed);
+    return self;
+}
+
+void kv_store_destroy(kv_store_t **self_p) {
+    if (!self_p || !*self_p) return;
+    kv_store_t *self = *self_p;
+    for (uint32_t p = 0; p < self->partitions; p++) kv_dict_destroy(&self->dicts[p]);
+    free(self->dicts);
+    free(self);
+    *self_p = NULL;
+}
+
+/* The partition's dict, created when create is set. NULL when absent. */
+static kv_dict_t *s_dict(kv_store_t *self, uint32_t partition, int create) {
+    if (partition >= self->partitions) return NULL;
+    if (!self->dicts[partition] && create) self->dicts[partition] = kv_dict_new(self->seed);
+    return self->dicts[partition];
+}
+
+int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
+                 const char *value, size_t vlen) {
+    kv_dict_t *dict = s_dict(self, partition, 1);
+    if (!dict) return -1;
+    return kv_dict_put(dict, key, klen, value, vlen, ++self->version);
+}
+
+const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key,
+                               size_t klen) {
+    kv_dict_t *dict = s_dict(self, partition, 0);
+    return dict ? kv_dict_get(dict, key, klen) : NULL;
+}
+
+int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
+    kv_dict_t *dict = s_dict(self, partition, 0);
+    return dict ? kv_dict_delete(dict, key, klen) : -1;
+}
+
+void kv_store_clear_partition(kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions) return;
+    kv_dict_destroy(&self->dicts[partition]); /* frees the tables too */
+}
+
+size_t kv_store_partition_size(const kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions || !self->dicts[partition]) return 0;
+    return kv_dict_size(self->dicts[partition]);
+}
+
+size_t kv_store_size(const kv_store_t *self) {
+    size_t size = 0;
+    for (uint32_t p = 0; p < self->partitions; p++) size += kv_store_partition_size(self, p);
+    return size;
+}
+
+size_t kv_store_memory(const kv_store_t *self) {
+    size_t bytes = sizeof(*self) + self->partitions * sizeof(*self->dicts);
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (self->dicts[p]) bytes += kv_dict_memory(self->dicts[p]);
+    return bytes;
+}
+
+void kv_store_rehash_for(kv_store_t *self, long max_us) {
+    int64_t deadline = kv_clock_mono_us() + max_us;
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        long left = (long)(deadline - kv_clock_mono_us());
+        if (left <= 0) return;
+        if (self->dicts[p]) kv_dict_rehash_for(self->dicts[p], left);
+    }
+}
+
+int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen) {
+    int order = memcmp(a, b, alen < blen ? alen : blen);
+    if (order) return order;
+    return (alen > blen) - (alen < blen);
+}
+
+/* --- key-ordered scans --------------------------------------------------- */
+
+typedef struct {
+    const kv_entry_t **items; /* entries after the cursor key */
+    size_t count;             /* used */
+    size_t cap;               /* allocated */
+    int has_after;            /* filter on after */
+    const char *after;        /* the cursor key */
+    size_t alen;              /* its length */
+    int failed;               /* an allocation failed */
+} s_gather_t;
+
+static int s_entry_compare(const void *a, const void *b) {
+    const kv_entry_t *x = *(const kv_entry_t *const *)a;
+    const kv_entry_t *y = *(const kv_entry_t *const *)b;
+    return kv_store_key_compare(kv_entry_key(x), kv_entry_klen(x), kv_entry_key(y),
+                                kv_entry_klen(y));
+}
+
+static void s_gather(const kv_entry_t *entry, void *arg) {
+    s_gather_t *gather = arg;
+    if (gather->failed) return;
+    if (gather->has_after && kv_store_key_compare(kv_entry_key(entry), kv_entry_klen(entry),
+                                                  gather->after, gather->alen) <= 0)
+        return; /* at or before the cursor: an earlier page had it */
+    if (gather->count == gather->cap) {
+        size_t cap = gather->cap ? gather->cap * 2 : 64;
+        const kv_entry_t **items = realloc(gather->items, cap * sizeof(*items));
+        if (!items) {
+            gather->failed = 1;
+            return;
+        }
+        gather->items = items;
+        gather->cap = cap;
+    }
+    gather->items[gather->count++] = entry;
+}
+
+int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, const char *after,
+                         size_t alen, uint32_t limit, kv_store_entry_fn *fn, void *arg) {
+    kv_dict_t *dict = s_dict(self, partition, 0);
+    if (!dict || limit == 0) return dict && kv_dict_size(dict) > 0 && limit == 0;
+    s_gather_t gather = {NULL, 0, 0, has_after, after, alen, 0};
+    uint64_t cursor = 0;
+    do
+        cursor = kv_dict_scan(dict, cursor, s_gather, &gather);
+    while (cursor != 0 && !gather.failed);
+    if (gather.failed) {
+        free(gather.items);
+        return -1;
+    }
+    /* The whole rest fits in one page: no order needed, as no page follows. */
+    if (gather.count > limit)
+        qsort(gather.items, gather.count, sizeof(*gather.items), s_entry_compare);
+    size_t given = 0;
+    while (given < gather.count && given < limit)
+        if (fn(gather.items[given++], arg)) break;
+    int more = given < gather.count;
+    free(gather.items);
+    return more;
+}

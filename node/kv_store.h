@@ -1,0 +1,69 @@
+/*  kv_store.h: a node's data, one kv_dict per partition.
+ *
+ *  One dict per partition makes a partition the unit of ownership: it can be
+ *  counted, cleared, scanned and (later) handed over to another node without
+ *  touching the rest. Dicts are created on first write, so a node that owns
+ *  a few partitions of a large table pays for those only.
+ *
+ *  kv_store_scan_sorted serves the API's paged bulk reads: it returns the
+ *  entries of one partition in key order after a given key. Key order (not
+ *  bucket order) is what lets a cursor of (partition, last key) return every
+ *  key exactly once across pages even while the table grows, shrinks or the
+ *  partition moves to another node between pages.
+ *
+ *  Not thread-safe: owned by the node actor.
+ */
+#ifndef KV_STORE_H
+#define KV_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_dict.h"
+
+typedef struct _kv_store_t kv_store_t;
+
+/* Creates an empty store for partitions partitions. NULL when out of memory. */
+kv_store_t *kv_store_new(uint32_t partitions);
+
+/* Frees the store and all its data; sets *self_p to NULL. Safe on NULL. */
+void kv_store_destroy(kv_store_t **self_p);
+
+/* Creates or overwrites. Returns 0, or -1 when out of memory (nothing
+ * changed) or the partition is out of range. */
+int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
+                 const char *value, size_t vlen);
+
+/* The entry, or NULL. Valid until the store is next modified. */
+const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen);
+
+/* Removes key. Returns 0, or -1 when absent. */
+int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen);
+
+/* Removes every key of one partition. */
+void kv_store_clear_partition(kv_store_t *self, uint32_t partition);
+
+/* Keys in one partition, and in the whole store. */
+size_t kv_store_partition_size(const kv_store_t *self, uint32_t partition);
+size_t kv_store_size(const kv_store_t *self);
+
+/* Bytes held by all dicts. */
+size_t kv_store_memory(const kv_store_t *self);
+
+/* Spends up to max_us finishing incremental rehashes (idle time). */
+void kv_store_rehash_for(kv_store_t *self, long max_us);
+
+typedef int(kv_store_entry_fn)(const kv_entry_t *entry, void *arg);
+
+/* Calls fn on up to limit entries of partition whose keys sort strictly
+ * after (after, alen) when has_after, in key order (bytewise, shorter first
+ * on a common prefix). Stops early when fn returns non-zero. Returns 1 when
+ * the partition holds further entries after the last one given, 0 when not,
+ * -1 when out of memory. */
+int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, const char *after,
+                         size_t alen, uint32_t limit, kv_store_entry_fn *fn, void *arg);
+
+/* Orders two keys the way scans do. */
+int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen);
+
+#endif

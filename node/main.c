@@ -1,0 +1,66 @@
+/*  main.c of kv-node: flags, then the node actor until SIGINT or SIGTERM. */
+#include <czmq.h>
+#include <unistd.h>
+
+#include "kv_actor.h"
+#include "kv_endpoint.h"
+#include "kv_limits.h"
+#include "kv_log.h"
+#include "kv_node.h"
+#include "kv_opts.h"
+
+static const char *s_summary =
+    "kv-node: holds partitions of the key-value store in memory and serves them\n"
+    "to gateways over ZeroMQ; registers with the coordinator and heartbeats.";
+
+int main(int argc, char **argv) {
+    char hostname[KV_NODE_ID_MAX + 1] = "node";
+    gethostname(hostname, sizeof(hostname) - 1);
+    const char *id = hostname, *bind = "tcp://*:5601", *pub = "tcp://*:5602";
+    const char *advertise = NULL, *pub_advertise = NULL;
+    const char *coordinator = "tcp://127.0.0.1:5550", *log_level = "info";
+    long heartbeat_ms = KV_HEARTBEAT_MS;
+    const kv_opt_t opts[] = {
+        {"id", "KV_NODE_ID", KV_OPT_STRING, &id, 0, 0, "unique node id (default: host name)"},
+        {"bind", "KV_NODE_BIND", KV_OPT_STRING, &bind, 0, 0, "ZeroMQ endpoint for requests"},
+        {"advertise", "KV_NODE_ADVERTISE", KV_OPT_STRING, &advertise, 0, 0,
+         "request endpoint others connect to (default: bind, '*' as host name)"},
+        {"pub", "KV_NODE_PUB", KV_OPT_STRING, &pub, 0, 0, "ZeroMQ endpoint for replication"},
+        {"pub-advertise", "KV_NODE_PUB_ADVERTISE", KV_OPT_STRING, &pub_advertise, 0, 0,
+         "replication endpoint others connect to (default: derived from --pub)"},
+        {"coordinator", "KV_COORDINATOR", KV_OPT_STRING, &coordinator, 0, 0,
+         "coordinator ROUTER endpoint"},
+        {"heartbeat-ms", "KV_HEARTBEAT_MS", KV_OPT_LONG, &heartbeat_ms, 10, 60000,
+         "heartbeat period in milliseconds"},
+        {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
+         "error, warn, info or debug"},
+    };
+    int parsed = kv_opts_parse(opts, sizeof(opts) / sizeof(opts[0]), argc, argv, s_summary);
+    if (parsed != 0) return parsed > 0 ? 0 : 2;
+    int level = kv_log_level_parse(log_level);
+    if (level < 0) {
+        fprintf(stderr, "invalid --log-level '%s'\n", log_level);
+        return 2;
+    }
+    char advertise_buf[KV_ENDPOINT_MAX + 1], pub_buf[KV_ENDPOINT_MAX + 1];
+    if (!advertise && kv_endpoint_advertise(bind, advertise_buf, sizeof(advertise_buf)) == 0)
+        advertise = advertise_buf;
+    if (!pub_advertise && kv_endpoint_advertise(pub, pub_buf, sizeof(pub_buf)) == 0)
+        pub_advertise = pub_buf;
+    if (!advertise || !pub_advertise || !*id || strlen(id) > KV_NODE_ID_MAX) {
+        fprintf(stderr, "invalid node id or endpoints\n");
+        return 2;
+    }
+    kv_log_init(id, (kv_log_level_t)level);
+    zsys_init();
+    zsys_set_logstream(NULL);
+    kv_node_config_t config = {id, bind, advertise, pub, pub_advertise, coordinator, heartbeat_ms};
+    zactor_t *node = kv_actor_start(kv_node_actor, &config);
+    if (!node) return 1;
+    while (!zsys_interrupted) {
+        char *message = zstr_recv(node); /* interrupted by SIGINT/SIGTERM */
+        zstr_free(&message);
+    }
+    zactor_destroy(&node);
+    return 0;
+}

@@ -1,0 +1,86 @@
+/*  kv_table.h: the routing table, owned by the coordinator, copied by all.
+ *
+ *  The table maps each of P partitions to R owner slots: slot 0 is the
+ *  primary, slots 1..R-1 the replicas, each a node index or KV_NO_NODE. It
+ *  also lists the nodes (id, data endpoint, replication endpoint, state).
+ *  Every change bumps the epoch; a table with a higher epoch always wins.
+ *
+ *  Encoding (big-endian), carried in TABLE and HELLO messages:
+ *      u8 version, u64 epoch, u32 partitions, u8 replication, u16 nodes,
+ *      nodes x (str8 id, str16 endpoint, str16 pub_endpoint, u8 state),
+ *      partitions x replication x u16 owner
+ */
+#ifndef KV_TABLE_H
+#define KV_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_limits.h"
+
+typedef enum {
+    KV_NODE_JOINING = 0, /* registered, owns nothing yet */
+    KV_NODE_ACTIVE = 1,  /* serving the partitions it owns */
+    KV_NODE_LEAVING = 2, /* draining its partitions to others */
+    KV_NODE_DOWN = 3,    /* missed its heartbeats */
+} kv_node_state_t;
+
+typedef struct {
+    char id[KV_NODE_ID_MAX + 1];                /* unique node id */
+    char endpoint[KV_ENDPOINT_MAX + 1];         /* ROUTER endpoint for requests */
+    char pub_endpoint[KV_ENDPOINT_MAX + 1];     /* PUB endpoint for replication */
+    uint8_t state;                              /* kv_node_state_t */
+} kv_table_node_t;
+
+typedef struct {
+    uint64_t epoch;         /* bumped on every change */
+    uint32_t partitions;    /* P, fixed for the cluster's life */
+    uint32_t replication;   /* R: owner slots per partition */
+    uint32_t node_count;    /* entries used in nodes */
+    kv_table_node_t *nodes; /* KV_MAX_NODES entries */
+    uint16_t *owners;       /* partitions x replication node indexes */
+} kv_table_t;
+
+/* Creates an empty table (epoch 0, no nodes, no owners). NULL on bad
+ * arguments or out of memory. */
+kv_table_t *kv_table_new(uint32_t partitions, uint32_t replication);
+
+/* Frees the table; sets *self_p to NULL. Safe on NULL. */
+void kv_table_destroy(kv_table_t **self_p);
+
+/* A deep copy, or NULL when out of memory. */
+kv_table_t *kv_table_dup(const kv_table_t *self);
+
+/* Index of the node with this id, or -1. */
+int kv_table_find(const kv_table_t *self, const char *id);
+
+/* Adds a node (or updates its endpoints) and returns its index, or -1 when
+ * the table is full or a string is too long. */
+int kv_table_upsert(kv_table_t *self, const char *id, const char *endpoint,
+                    const char *pub_endpoint);
+
+/* Owner slot of partition: slot 0 is the primary. KV_NO_NODE when unset. */
+uint16_t kv_table_owner(const kv_table_t *self, uint32_t partition, uint32_t slot);
+
+/* Sets an owner slot. */
+void kv_table_set_owner(kv_table_t *self, uint32_t partition, uint32_t slot, uint16_t node);
+
+/* Partitions whose slot 0 (primary) or other slots (replica) are node. */
+uint32_t kv_table_count_primaries(const kv_table_t *self, uint16_t node);
+uint32_t kv_table_count_replicas(const kv_table_t *self, uint16_t node);
+
+/* True when every partition has a primary whose node is active. */
+int kv_table_healthy(const kv_table_t *self);
+
+/* Encoded size, and encoding into buf. Returns bytes written or 0. */
+size_t kv_table_encoded_size(const kv_table_t *self);
+size_t kv_table_encode(const kv_table_t *self, uint8_t *buf, size_t cap);
+
+/* Decodes a table; NULL when malformed (bad lengths, owner index out of
+ * range, partitions or replication out of range, trailing bytes). */
+kv_table_t *kv_table_decode(const uint8_t *buf, size_t len);
+
+/* "joining", "active", "leaving", "down". */
+const char *kv_node_state_name(int state);
+
+#endif

@@ -1,0 +1,510 @@
+/*  test_kv_dict.c: the node's hash table.
+ *
+ *  Besides the plain put/get/delete contract, these tests drive the dict into
+ *  the states that make it hard: a rehash in progress while keys are read and
+ *  written, a mass delete that shrinks it, and scans during which the table
+ *  grows or shrinks between calls. Keys are "key:%08d" so a scan callback can
+ *  tell which key it saw from the key alone.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_dict.h"
+#include "kv_limits.h"
+
+/* A string literal that may hold a NUL, as the (bytes, length) pair. */
+#define BYTES(literal) (literal), (sizeof(literal) - 1)
+
+static const uint8_t s_seed[16] = {7, 1, 4, 2, 8, 5, 7, 1, 4, 2, 8, 5, 7, 1, 4, 2};
+
+/* Formats key number id into buf and returns its length. */
+static size_t s_key(char *buf, size_t size, int id) {
+    return (size_t)snprintf(buf, size, "key:%08d", id);
+}
+
+static int s_put_id(kv_dict_t *dict, int id, uint64_t version) {
+    char key[32];
+    char value[32];
+    size_t klen = s_key(key, sizeof key, id);
+    int vlen = snprintf(value, sizeof value, "value-%d", id);
+    return kv_dict_put(dict, key, klen, value, (size_t)vlen, version);
+}
+
+static const kv_entry_t *s_get_id(kv_dict_t *dict, int id) {
+    char key[32];
+    size_t klen = s_key(key, sizeof key, id);
+    return kv_dict_get(dict, key, klen);
+}
+
+static int s_delete_id(kv_dict_t *dict, int id) {
+    char key[32];
+    size_t klen = s_key(key, sizeof key, id);
+    return kv_dict_delete(dict, key, klen);
+}
+
+/* True when the entry holds exactly the value s_put_id wrote for id. */
+static bool s_holds_id(const kv_entry_t *entry, int id) {
+    char value[32];
+    int vlen = snprintf(value, sizeof value, "value-%d", id);
+    return entry && kv_entry_vlen(entry) == (size_t)vlen &&
+           memcmp(kv_entry_value(entry), value, (size_t)vlen) == 0;
+}
+
+/* Finishes any rehash (and the shrinks that follow it). */
+static void s_settle(kv_dict_t *dict) {
+    while (kv_dict_rehash_for(dict, 100000))
+        ;
+}
+
+static bool s_value_is(const kv_entry_t *entry, const char *value, size_t vlen) {
+    return entry && kv_entry_vlen(entry) == vlen && memcmp(kv_entry_value(entry), value, vlen) == 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Scan helpers: count how often each key id was seen.
+
+typedef struct {
+    unsigned *seen; /* visit count per key id */
+    int ids;        /* length of seen */
+    size_t calls;   /* callback invocations */
+} scan_tally_t;
+
+static void s_tally(const kv_entry_t *entry, void *arg) {
+    scan_tally_t *tally = arg;
+    char key[32];
+    size_t klen = kv_entry_klen(entry);
+    cr_assert_lt(klen, sizeof key);
+    memcpy(key, kv_entry_key(entry), klen);
+    key[klen] = '\0';
+    int id = (int)strtol(key + 4, NULL, 10);
+    cr_assert(id >= 0 && id < tally->ids, "unexpected key %s", key);
+    tally->seen[id]++;
+    tally->calls++;
+}
+
+static scan_tally_t s_tally_new(int ids) {
+    scan_tally_t tally = {calloc((size_t)ids, sizeof(unsigned)), ids, 0};
+    cr_assert_not_null(tally.seen);
+    return tally;
+}
+
+//  --------------------------------------------------------------------------
+//  Basic contract
+
+Test(kv_dict, new_dict_is_empty_and_costs_nothing) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_not_null(dict);
+    cr_expect_eq(kv_dict_size(dict), 0);
+    cr_expect_eq(kv_dict_memory(dict), 0, "tables are allocated on the first put");
+    cr_expect_null(kv_dict_get(dict, BYTES("missing")));
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, destroy_sets_null_and_is_safe_twice) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(s_put_id(dict, 1, 1), 0);
+    kv_dict_destroy(&dict);
+    cr_expect_null(dict);
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, put_then_get_returns_the_entry) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("user:1"), BYTES("alice"), 42), 0);
+    const kv_entry_t *entry = kv_dict_get(dict, BYTES("user:1"));
+    cr_assert_not_null(entry);
+    cr_expect_eq(kv_entry_klen(entry), 6);
+    cr_expect_eq(memcmp(kv_entry_key(entry), "user:1", 6), 0);
+    cr_expect(s_value_is(entry, BYTES("alice")));
+    cr_expect_eq(kv_entry_version(entry), 42);
+    cr_expect_eq(kv_dict_size(dict), 1);
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, overwrite_keeps_one_entry) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("first"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("second"), 2), 0);
+    cr_expect_eq(kv_dict_size(dict), 1);
+    const kv_entry_t *entry = kv_dict_get(dict, BYTES("k"));
+    cr_expect(s_value_is(entry, BYTES("second")));
+    cr_expect_eq(kv_entry_version(entry), 2);
+    kv_dict_destroy(&dict);
+}
+
+/* Growing past the allocation must move the entry (and relink it), and a
+ * much shorter value must give the memory back. */
+Test(kv_dict, overwrite_resizes_the_entry_as_needed) {
+    static char big[KV_MAX_VALUE_BYTES];
+    memset(big, 'x', sizeof big);
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < 100; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    size_t before = kv_dict_memory(dict);
+
+    char key[32];
+    size_t klen = s_key(key, sizeof key, 50);
+    cr_assert_eq(kv_dict_put(dict, key, klen, big, sizeof big, 2), 0);
+    cr_expect(s_value_is(kv_dict_get(dict, key, klen), big, sizeof big));
+    cr_expect_geq(kv_dict_memory(dict), before + sizeof big - 32);
+
+    cr_assert_eq(kv_dict_put(dict, key, klen, BYTES("tiny"), 3), 0);
+    cr_expect(s_value_is(kv_dict_get(dict, key, klen), BYTES("tiny")));
+    cr_expect_lt(kv_dict_memory(dict), before + 64, "the 1 KB block was not shrunk");
+    cr_expect_eq(kv_entry_version(kv_dict_get(dict, key, klen)), 3);
+    cr_expect_eq(kv_dict_size(dict), 100);
+    for (int id = 0; id < 100; id++)
+        cr_expect(id == 50 || s_holds_id(s_get_id(dict, id), id), "key %d damaged", id);
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, delete_present_and_absent) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_expect_eq(kv_dict_delete(dict, BYTES("k")), -1, "empty dict");
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("v"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("other"), BYTES("v"), 1), 0);
+    cr_expect_eq(kv_dict_delete(dict, BYTES("absent")), -1);
+    cr_expect_eq(kv_dict_delete(dict, BYTES("k")), 0);
+    cr_expect_eq(kv_dict_delete(dict, BYTES("k")), -1, "already deleted");
+    cr_expect_null(kv_dict_get(dict, BYTES("k")));
+    cr_expect_not_null(kv_dict_get(dict, BYTES("other")));
+    cr_expect_eq(kv_dict_size(dict), 1);
+    kv_dict_destroy(&dict);
+}
+
+/* Keys are bytes compared by length and memcmp: NULs, prefixes and bytes
+ * above 0x7f are all distinct keys. */
+Test(kv_dict, binary_keys_with_embedded_bytes) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a"), BYTES("1"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a\0"), BYTES("2"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a\0b"), BYTES("3"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a\0c"), BYTES("4\0x"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("ab"), BYTES("5"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("\xff\xfe\x00\x01"), BYTES(""), 1), 0);
+    cr_expect_eq(kv_dict_size(dict), 6);
+    cr_expect(s_value_is(kv_dict_get(dict, BYTES("a")), BYTES("1")));
+    cr_expect(s_value_is(kv_dict_get(dict, BYTES("a\0")), BYTES("2")));
+    cr_expect(s_value_is(kv_dict_get(dict, BYTES("a\0b")), BYTES("3")));
+    cr_expect(s_value_is(kv_dict_get(dict, BYTES("a\0c")), BYTES("4\0x")));
+    cr_expect(s_value_is(kv_dict_get(dict, BYTES("ab")), BYTES("5")));
+    cr_expect(s_value_is(kv_dict_get(dict, BYTES("\xff\xfe\x00\x01")), BYTES("")));
+    cr_expect_null(kv_dict_get(dict, BYTES("a\0d")));
+    cr_expect_null(kv_dict_get(dict, BYTES("abc")));
+    kv_dict_destroy(&dict);
+}
+
+/* Keys of 1..256 bytes and values of 0..1024 bytes fit; the rest is refused
+ * rather than truncated, and a refused put changes nothing. */
+Test(kv_dict, length_limits) {
+    enum { MAX_KEY = KV_MAX_KEY_BYTES, MAX_VALUE = KV_MAX_VALUE_BYTES };
+    static char key[MAX_KEY + 1];
+    static char value[MAX_VALUE + 1];
+    memset(key, 'k', sizeof key);
+    memset(value, 'v', sizeof value);
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY, value, MAX_VALUE, 1), 0);
+    const kv_entry_t *entry = kv_dict_get(dict, key, MAX_KEY);
+    cr_assert_not_null(entry);
+    cr_expect_eq(kv_entry_klen(entry), MAX_KEY);
+    cr_expect_eq(kv_entry_vlen(entry), MAX_VALUE);
+    size_t memory = kv_dict_memory(dict);
+
+    cr_expect_eq(kv_dict_put(dict, key, 0, value, 1, 1), -1, "empty key");
+    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY + 1, value, 1, 1), -1);
+    cr_expect_eq(kv_dict_put(dict, key, 1, value, MAX_VALUE + 1, 1), -1);
+    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY, value, MAX_VALUE + 1, 2), -1);
+    cr_expect_eq(kv_dict_size(dict), 1);
+    cr_expect_eq(kv_dict_memory(dict), memory);
+    cr_expect_eq(kv_entry_version(kv_dict_get(dict, key, MAX_KEY)), 1);
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, dicts_with_different_seeds_agree) {
+    const uint8_t other_seed[16] = {1};
+    kv_dict_t *a = kv_dict_new(s_seed);
+    kv_dict_t *b = kv_dict_new(other_seed);
+    for (int id = 0; id < 1000; id++) {
+        cr_assert_eq(s_put_id(a, id, 1), 0);
+        cr_assert_eq(s_put_id(b, id, 1), 0);
+    }
+    for (int id = 0; id < 1000; id++)
+        cr_expect(s_holds_id(s_get_id(a, id), id) && s_holds_id(s_get_id(b, id), id));
+    kv_dict_destroy(&a);
+    kv_dict_destroy(&b);
+}
+
+//  --------------------------------------------------------------------------
+//  Growth, rehash, shrink
+
+Test(kv_dict, lookup_after_growth_to_150k_entries) {
+    enum { KEYS = 150000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, (uint64_t)id), 0);
+    cr_expect_eq(kv_dict_size(dict), KEYS);
+    for (int id = 0; id < KEYS; id++) {
+        const kv_entry_t *entry = s_get_id(dict, id);
+        cr_assert(s_holds_id(entry, id), "key %d lost after growth", id);
+        cr_assert_eq(kv_entry_version(entry), (uint64_t)id);
+    }
+    cr_expect_null(s_get_id(dict, KEYS));
+    kv_dict_destroy(&dict);
+}
+
+/* 65,536 keys fill 65,536 buckets exactly; one more starts a rehash into
+ * 131,072 buckets, which each operation advances by one bucket. While both
+ * tables exist, memory counts both bucket arrays, which is how the test knows
+ * the rehash is still running while it reads, overwrites, deletes and adds. */
+Test(kv_dict, lookup_during_rehash) {
+    enum { KEYS = 65536 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    s_settle(dict);
+    cr_assert_eq(s_put_id(dict, KEYS, 1), 0);
+    cr_assert_eq(kv_dict_rehash_for(dict, 0), 1, "the extra key should start a rehash");
+    size_t during = kv_dict_memory(dict);
+
+    int read_during = 0;
+    for (int id = 0; id <= KEYS; id++) {
+        cr_assert(s_holds_id(s_get_id(dict, id), id), "key %d lost during rehash", id);
+        if (kv_dict_memory(dict) == during) read_during++;
+    }
+    cr_expect_gt(read_during, KEYS / 4, "only %d reads overlapped the rehash", read_during);
+
+    /* Writes while (possibly still) rehashing: overwrite, delete, insert. */
+    cr_assert_eq(kv_dict_put(dict, BYTES("key:00000007"), BYTES("seven"), 2), 0);
+    cr_assert_eq(s_delete_id(dict, 8), 0);
+    cr_assert_eq(s_put_id(dict, KEYS + 1, 1), 0);
+    s_settle(dict);
+    cr_expect_lt(kv_dict_memory(dict), during, "the old bucket array was not freed");
+    cr_expect(s_value_is(s_get_id(dict, 7), BYTES("seven")));
+    cr_expect_null(s_get_id(dict, 8));
+    cr_expect(s_holds_id(s_get_id(dict, KEYS + 1), KEYS + 1));
+    cr_expect_eq(kv_dict_size(dict), KEYS + 1);
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, operations_interleaved_with_rehash_keep_every_key) {
+    enum { KEYS = 20000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    /* Insert, and delete every third key soon after: the table grows and
+     * shrinks-checks while rehashes are in flight. */
+    for (int id = 0; id < KEYS; id++) {
+        cr_assert_eq(s_put_id(dict, id, 1), 0);
+        if (id % 3 == 0 && id >= 30) cr_assert_eq(s_delete_id(dict, id - 30), 0);
+    }
+    for (int id = 0; id < KEYS; id++) {
+        bool deleted = id % 3 == 0 && id < KEYS - 30;
+        if (deleted)
+            cr_assert_null(s_get_id(dict, id), "key %d survived its delete", id);
+        else
+            cr_assert(s_holds_id(s_get_id(dict, id), id), "key %d lost", id);
+    }
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, shrink_after_mass_delete) {
+    enum { KEYS = 100000, KEEP = 100 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    size_t peak = kv_dict_memory(dict);
+    for (int id = KEEP; id < KEYS; id++) cr_assert_eq(s_delete_id(dict, id), 0);
+    s_settle(dict);
+    cr_expect_eq(kv_dict_size(dict), KEEP);
+    /* 100 entries and 256 buckets: a few KB, against about 9 MB at peak. */
+    cr_expect_lt(kv_dict_memory(dict), 16384, "memory %zu after mass delete (peak %zu)",
+                 kv_dict_memory(dict), peak);
+    for (int id = 0; id < KEEP; id++)
+        cr_expect(s_holds_id(s_get_id(dict, id), id), "key %d lost in the shrink", id);
+    cr_expect_null(s_get_id(dict, KEEP));
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, memory_grows_and_falls_back) {
+    enum { KEYS = 10000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_memory(dict), 0);
+    size_t last = 0;
+    for (int id = 0; id < KEYS; id++) {
+        cr_assert_eq(s_put_id(dict, id, 1), 0);
+        if (id % 2000 != 0) continue; /* a finished rehash frees a bucket array: check coarsely */
+        cr_assert_gt(kv_dict_memory(dict), last, "memory did not grow by key %d", id);
+        last = kv_dict_memory(dict);
+    }
+    last = kv_dict_memory(dict);
+    /* Each entry holds at least its header and "key:%08d" + "value-%d". */
+    cr_expect_geq(last, (size_t)KEYS * (20 + 12 + 6));
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_delete_id(dict, id), 0);
+    s_settle(dict);
+    cr_expect_leq(kv_dict_memory(dict), 64, "only the 4 minimum buckets should remain");
+    kv_dict_clear(dict);
+    cr_expect_eq(kv_dict_memory(dict), 0);
+    kv_dict_destroy(&dict);
+}
+
+Test(kv_dict, clear_then_reuse) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < 5000; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    cr_assert_eq(s_put_id(dict, 5000, 1), 0); /* likely mid-rehash: clear both tables */
+    kv_dict_clear(dict);
+    cr_expect_eq(kv_dict_size(dict), 0);
+    cr_expect_eq(kv_dict_memory(dict), 0);
+    cr_expect_null(s_get_id(dict, 1));
+    cr_expect_eq(kv_dict_rehash_for(dict, 10), 0);
+    for (int id = 0; id < 5000; id += 2) cr_assert_eq(s_put_id(dict, id, 2), 0);
+    cr_expect_eq(kv_dict_size(dict), 2500);
+    cr_expect(s_holds_id(s_get_id(dict, 4998), 4998));
+    cr_expect_null(s_get_id(dict, 4999));
+    kv_dict_destroy(&dict);
+}
+
+/* The node's idle loop: rehash_for finishes a rehash no operation drives. */
+Test(kv_dict, rehash_for_finishes_an_idle_rehash) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id <= 4096; id++)
+        cr_assert_eq(s_put_id(dict, id, 1), 0); /* the 4097th key starts a rehash */
+    cr_expect_eq(kv_dict_rehash_for(dict, 1000000), 0, "a second is plenty for 4096 buckets");
+    cr_expect_eq(kv_dict_rehash_for(dict, 0), 0);
+    kv_dict_destroy(&dict);
+}
+
+//  --------------------------------------------------------------------------
+//  Scan
+
+Test(kv_dict, scan_of_empty_dict_returns_0) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    scan_tally_t tally = s_tally_new(1);
+    cr_expect_eq(kv_dict_scan(dict, 0, s_tally, &tally), 0);
+    cr_assert_eq(s_put_id(dict, 0, 1), 0);
+    cr_assert_eq(s_delete_id(dict, 0), 0);
+    cr_expect_eq(kv_dict_scan(dict, 0, s_tally, &tally), 0, "emptied, tables still allocated");
+    kv_dict_clear(dict);
+    cr_expect_eq(kv_dict_scan(dict, 0, s_tally, &tally), 0);
+    cr_expect_eq(tally.calls, 0);
+    free(tally.seen);
+    kv_dict_destroy(&dict);
+}
+
+/* A table that does not change returns each entry exactly once, even when
+ * the scan starts in the middle of a rehash (which its calls then finish). */
+Test(kv_dict, scan_of_a_still_table_returns_each_entry_once) {
+    enum { KEYS = 4097 }; /* the last key starts a rehash from 4096 buckets */
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    scan_tally_t tally = s_tally_new(KEYS);
+    uint64_t cursor = 0;
+    size_t calls = 0;
+    do {
+        cursor = kv_dict_scan(dict, cursor, s_tally, &tally);
+        cr_assert_lt(++calls, 100000, "the scan does not terminate");
+    } while (cursor != 0);
+    for (int id = 0; id < KEYS; id++)
+        cr_expect_eq(tally.seen[id], 1, "key %d seen %u times", id, tally.seen[id]);
+    free(tally.seen);
+    kv_dict_destroy(&dict);
+}
+
+/* Growing between calls: 4 new keys after every call, so the table doubles
+ * about four times (and is mostly mid-rehash) during the scan. The scan
+ * chases a growing table, so many more keys per call would make it endless. Every original
+ * key is returned, and since the table only grows, exactly once. */
+Test(kv_dict, scan_returns_every_entry_while_growing) {
+    enum { KEYS = 1000, MAX_IDS = 1000000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    size_t start_memory = kv_dict_memory(dict);
+    scan_tally_t tally = s_tally_new(MAX_IDS);
+    int next_id = KEYS;
+    uint64_t cursor = 0;
+    do {
+        cursor = kv_dict_scan(dict, cursor, s_tally, &tally);
+        for (int i = 0; i < 4; i++) cr_assert_eq(s_put_id(dict, next_id++, 1), 0);
+        cr_assert_lt(next_id, MAX_IDS - 20, "the scan does not terminate");
+    } while (cursor != 0);
+    cr_expect_gt(kv_dict_memory(dict), 8 * start_memory, "the table should have grown a lot");
+    for (int id = 0; id < KEYS; id++)
+        cr_expect_eq(tally.seen[id], 1, "key %d seen %u times", id, tally.seen[id]);
+    for (int id = KEYS; id < next_id; id++)
+        cr_expect_leq(tally.seen[id], 1, "new key %d seen %u times", id, tally.seen[id]);
+    free(tally.seen);
+    kv_dict_destroy(&dict);
+}
+
+/* Shrinking between calls: 200 deletes and a slice of idle rehash (as the
+ * node's loop does) after every call take 20,000 keys down to the 500 that
+ * are never deleted, through several shrinks. A shrink may return an entry
+ * twice, but never misses one. */
+Test(kv_dict, scan_returns_every_entry_while_shrinking) {
+    enum { KEYS = 20000, KEEP = 500 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    size_t start_memory = kv_dict_memory(dict);
+    scan_tally_t tally = s_tally_new(KEYS);
+    int next_delete = KEEP;
+    uint64_t cursor = 0;
+    size_t calls = 0;
+    do {
+        cursor = kv_dict_scan(dict, cursor, s_tally, &tally);
+        for (int i = 0; i < 200 && next_delete < KEYS; i++)
+            cr_assert_eq(s_delete_id(dict, next_delete++), 0);
+        kv_dict_rehash_for(dict, 0);
+        cr_assert_lt(++calls, 1000000, "the scan does not terminate");
+    } while (cursor != 0);
+    cr_expect_lt(kv_dict_memory(dict), start_memory / 8, "the table should have shrunk");
+    for (int id = 0; id < KEEP; id++)
+        cr_expect_geq(tally.seen[id], 1, "key %d was never returned", id);
+    free(tally.seen);
+    kv_dict_destroy(&dict);
+}
+
+/* Churn between calls: phases of inserts and of deletes, a random number per
+ * call, grow the table and shrink it again, so calls land mid-rehash in both
+ * directions and right after rehashes finish. The keys that are never
+ * touched must all come back, whatever the table did. */
+Test(kv_dict, scan_returns_every_entry_under_churn) {
+    enum { STABLE = 100, POOL = 6000, IDS = STABLE + POOL };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < STABLE; id++) cr_assert_eq(s_put_id(dict, id, 1), 0);
+    uint64_t random = 0x9e3779b97f4a7c15ULL;
+    int live = 0; /* churn keys STABLE .. STABLE + live - 1 are present */
+    for (int round = 0; round < 10; round++) {
+        scan_tally_t tally = s_tally_new(IDS);
+        uint64_t cursor = 0;
+        size_t calls = 0;
+        do {
+            cursor = kv_dict_scan(dict, cursor, s_tally, &tally);
+            random ^= random << 13, random ^= random >> 7, random ^= random << 17;
+            bool growing = (calls / 30 + (size_t)round) % 2 == 0; /* 30 calls each way */
+            int ops = (int)(random % 300);
+            for (int i = 0; i < ops && growing && live < POOL; i++)
+                cr_assert_eq(s_put_id(dict, STABLE + live++, 1), 0);
+            for (int i = 0; i < ops && !growing && live > 0; i++)
+                cr_assert_eq(s_delete_id(dict, STABLE + --live), 0);
+            cr_assert_lt(++calls, 1000000, "the scan does not terminate");
+        } while (cursor != 0);
+        for (int id = 0; id < STABLE; id++)
+            cr_assert_geq(tally.seen[id], 1, "round %d: key %d never returned", round, id);
+        free(tally.seen);
+    }
+    kv_dict_destroy(&dict);
+}
+
+/* The layout's cost in the benchmark's shape: 1,000,000 keys of 11 bytes with
+ * 32-byte values (Redis: 120.5 bytes per key). */
+Test(kv_dict, memory_per_entry_beats_redis, .timeout = 120) {
+    enum { KEYS = 1000000 };
+    static const char value[32] = "0123456789abcdef0123456789abcdef";
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    char key[16];
+    for (int id = 0; id < KEYS; id++) {
+        int klen = snprintf(key, sizeof key, "key:%07d", id);
+        cr_assert_eq(klen, 11);
+        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, 1), 0);
+    }
+    s_settle(dict);
+    double per_entry = (double)kv_dict_memory(dict) / (double)kv_dict_size(dict);
+    cr_log_info("%.1f bytes per entry for 1M entries (11-byte keys, 32-byte values)", per_entry);
+    cr_expect_lt(per_entry, 120.5);
+    kv_dict_destroy(&dict);
+}
