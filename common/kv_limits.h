@@ -10,8 +10,8 @@
 
 #define KV_MAX_KEY_CHARS 64    /* key length limit, in Unicode code points */
 #define KV_MAX_VALUE_CHARS 256 /* value length limit, in Unicode code points */
-#define KV_MAX_KEY_BYTES (KV_MAX_KEY_CHARS * 4)     /* 4 bytes per code point at most */
-#define KV_MAX_VALUE_BYTES (KV_MAX_VALUE_CHARS * 4) /* idem */
+#define KV_MAX_KEY_BYTES (KV_MAX_KEY_CHARS * 4u)     /* 4 bytes per code point at most */
+#define KV_MAX_VALUE_BYTES (KV_MAX_VALUE_CHARS * 4u) /* idem */
 
 #define KV_PARTITIONS_DEFAULT 1024 /* fixed for the life of a cluster */
 #define KV_PARTITIONS_MAX 65536    /* partition ids travel as 16 bits in tables */

@@ -94,7 +94,7 @@ static kv_entry_t *s_entry_new(kv_dict_t *self, const char *key, size_t klen, co
     entry->klen_m1 = (uint8_t)(klen - 1);
     entry->flags = 0;
     memcpy(entry->data, key, klen);
-    memcpy(entry->data + klen, value, vlen);
+    if (vlen) memcpy(entry->data + klen, value, vlen); /* value may be NULL when empty */
     self->memory += malloc_usable_size(entry);
     return entry;
 }
@@ -127,7 +127,7 @@ static int s_entry_overwrite(kv_dict_t *self, kv_entry_t **link, const char *val
             entry = *link = moved;
         }
     }
-    memcpy(entry->data + klen, value, vlen);
+    if (vlen) memcpy(entry->data + klen, value, vlen); /* value may be NULL when empty */
     entry->vlen = (uint16_t)vlen;
     entry->version = version;
     return 0;

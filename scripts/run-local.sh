@@ -173,7 +173,7 @@ for ((i = 1; i <= NODES; i++)); do
     start "node-$i" "$(find_binary kv-node)" --id "node-$i" \
         --bind "tcp://$HOST:$port" --pub "tcp://$HOST:$((port + 1))" --coordinator "$COORD_EP"
 done
-start gateway "$(find_binary kv-gateway)" \
+start gateway "$(find_binary kv-gateway)" --host "$HOST" \
     --port "$HTTP_PORT" --coordinator "$COORD_EP" --coordinator-pub "$COORD_PUB_EP"
 
 # Prints the name of the first process that has exited, if any.

@@ -1,0 +1,300 @@
+/*  kv_harness.c: see kv_harness.h. */
+#include "kv_harness.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+long long kv_now_ms(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+int kv_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(addr);
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
+        port = ntohs(addr.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
+
+pid_t kv_spawn(const char *const *argv, const char *log) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, argv[0], &actions, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc == 0 ? pid : -1;
+}
+
+/* Waits up to ms for pid to exit. Returns 1 when it did (status in
+ * *status when given). */
+static int s_wait_exit(pid_t pid, int ms, int *status) {
+    for (int waited = 0; waited <= ms; waited += 10) {
+        if (waitpid(pid, status, WNOHANG) == pid) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/* Stops a process with SIGTERM. Returns 0 when it exited cleanly with
+ * status 0, -1 when it failed, crashed or had to be killed. */
+static int s_stop(pid_t *pid) {
+    if (*pid <= 0) return 0;
+    int status = 0, rc = 0;
+    kill(*pid, SIGTERM);
+    if (!s_wait_exit(*pid, 5000, &status)) {
+        kill(*pid, SIGKILL);
+        s_wait_exit(*pid, 5000, NULL);
+        rc = -1;
+    } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        rc = -1;
+    if (rc) fprintf(stderr, "process %d did not stop cleanly (status %d)\n", (int)*pid, status);
+    *pid = 0;
+    return rc;
+}
+
+/* Counts sanitizer reports in the cluster's logs. */
+static int s_sanitizer_reports(const kv_cluster_t *self) {
+    char command[256];
+    snprintf(command, sizeof(command),
+             "grep -l -E 'Sanitizer|runtime error' %s/*.log >/dev/null 2>&1", self->dir);
+    return system(command) == 0;
+}
+
+static void s_print_logs(const kv_cluster_t *self) {
+    char command[256];
+    snprintf(command, sizeof(command), "tail -n 30 %s/*.log >&2", self->dir);
+    if (system(command) != 0) fprintf(stderr, "(no logs in %s)\n", self->dir);
+}
+
+static pid_t s_start_node(kv_cluster_t *self, kv_harness_node_t *node) {
+    char bind[64], pub[64], coord[64], log[192];
+    snprintf(bind, sizeof(bind), "tcp://127.0.0.1:%d", node->port);
+    snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", node->pub_port);
+    snprintf(coord, sizeof(coord), "tcp://127.0.0.1:%d", self->coord_port);
+    snprintf(log, sizeof(log), "%s/%s.log", self->dir, node->id);
+    const char *argv[] = {KV_BIN_DIR "/node/kv-node", "--id", node->id, "--bind", bind, "--pub",
+                          pub, "--coordinator", coord, "--heartbeat-ms", "100", NULL};
+    return kv_spawn(argv, log);
+}
+
+static pid_t s_start_coordinator(kv_cluster_t *self, int nodes) {
+    char bind[64], pub[64], min[16], log[192];
+    snprintf(bind, sizeof(bind), "tcp://127.0.0.1:%d", self->coord_port);
+    snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", self->coord_pub_port);
+    snprintf(min, sizeof(min), "%d", nodes);
+    snprintf(log, sizeof(log), "%s/coordinator.log", self->dir);
+    const char *argv[] = {KV_BIN_DIR "/coordinator/kv-coordinator", "--bind", bind, "--pub", pub,
+                          "--min-nodes", min, "--node-timeout-ms", "1000", NULL};
+    return kv_spawn(argv, log);
+}
+
+static pid_t s_start_gateway(kv_cluster_t *self, const char *const *extra) {
+    char port[16], coord[64], pub[64], log[192];
+    snprintf(port, sizeof(port), "%d", self->http_port);
+    snprintf(coord, sizeof(coord), "tcp://127.0.0.1:%d", self->coord_port);
+    snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", self->coord_pub_port);
+    snprintf(log, sizeof(log), "%s/gateway.log", self->dir);
+    const char *argv[32] = {KV_BIN_DIR "/gateway/kv-gateway", "--host", "127.0.0.1", "--port",
+                            port, "--coordinator", coord, "--coordinator-pub", pub};
+    int argc = 9;
+    for (int i = 0; extra && extra[i] && argc < 31; i++) argv[argc++] = extra[i];
+    argv[argc] = NULL;
+    return kv_spawn(argv, log);
+}
+
+static int s_wait_healthy(kv_cluster_t *self, int ms) {
+    long long deadline = kv_now_ms() + ms;
+    while (kv_now_ms() < deadline) {
+        kv_reply_t reply;
+        if (kv_get(self->http_port, "/healthcheck", &reply) == 0 && reply.status == 200) {
+            kv_reply_free(&reply);
+            return 0;
+        }
+        kv_reply_free(&reply);
+        usleep(20000);
+    }
+    return -1;
+}
+
+kv_cluster_t *kv_cluster_start(int nodes, const char *const *extra_gateway_args) {
+    if (nodes < 1 || nodes > KV_HARNESS_MAX_NODES) return NULL;
+    kv_cluster_t *self = calloc(1, sizeof(*self));
+    if (!self) return NULL;
+    snprintf(self->dir, sizeof(self->dir), "/tmp/kvtest-%d-XXXXXX", (int)getpid());
+    if (!mkdtemp(self->dir)) {
+        free(self);
+        return NULL;
+    }
+    self->coord_port = kv_free_port();
+    self->coord_pub_port = kv_free_port();
+    self->http_port = kv_free_port();
+    self->coordinator = s_start_coordinator(self, nodes);
+    for (int i = 0; i < nodes; i++) {
+        kv_harness_node_t *node = &self->nodes[i];
+        snprintf(node->id, sizeof(node->id), "node-%d", i + 1);
+        node->port = kv_free_port();
+        node->pub_port = kv_free_port();
+        node->pid = s_start_node(self, node);
+    }
+    self->node_count = nodes;
+    self->gateway = s_start_gateway(self, extra_gateway_args);
+    if (s_wait_healthy(self, 20000) != 0) {
+        fprintf(stderr, "cluster of %d nodes did not become healthy\n", nodes);
+        s_print_logs(self);
+        kv_cluster_stop(&self);
+        self = NULL;
+    }
+    return self;
+}
+
+void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig) {
+    kv_harness_node_t *node = &self->nodes[i];
+    if (node->pid <= 0) return;
+    kill(node->pid, sig);
+    if (sig == SIGKILL || sig == SIGTERM) {
+        s_wait_exit(node->pid, 5000, NULL);
+        node->pid = 0;
+    }
+}
+
+int kv_cluster_stop(kv_cluster_t **self_p) {
+    if (!self_p || !*self_p) return 0;
+    kv_cluster_t *self = *self_p;
+    int problems = s_stop(&self->gateway) != 0;
+    for (int i = 0; i < self->node_count; i++) {
+        if (self->nodes[i].pid > 0) kill(self->nodes[i].pid, SIGCONT); /* a frozen one too */
+        problems += s_stop(&self->nodes[i].pid) != 0;
+    }
+    problems += s_stop(&self->coordinator) != 0;
+    problems += s_sanitizer_reports(self);
+    if (problems) {
+        fprintf(stderr, "cluster in %s stopped with %d problem(s)\n", self->dir, problems);
+        s_print_logs(self);
+    } else if (!getenv("KV_KEEP_LOGS")) {
+        char command[192];
+        snprintf(command, sizeof(command), "rm -rf %s", self->dir);
+        if (system(command) != 0) fprintf(stderr, "could not remove %s\n", self->dir);
+    }
+    free(self);
+    *self_p = NULL;
+    return problems;
+}
+
+/* --- HTTP ------------------------------------------------------------------ */
+
+typedef struct {
+    char *data;
+    size_t len;
+} s_buffer_t;
+
+static size_t s_on_body(char *data, size_t size, size_t count, void *arg) {
+    s_buffer_t *buffer = arg;
+    size_t bytes = size * count;
+    char *grown = realloc(buffer->data, buffer->len + bytes + 1);
+    if (!grown) return 0;
+    memcpy(grown + buffer->len, data, bytes);
+    buffer->data = grown;
+    buffer->len += bytes;
+    grown[buffer->len] = '\0';
+    return bytes;
+}
+
+static void s_copy_header(const char *line, size_t len, const char *name, char *out, size_t cap) {
+    size_t name_len = strlen(name);
+    if (len <= name_len || strncasecmp(line, name, name_len) != 0) return;
+    const char *value = line + name_len;
+    size_t vlen = len - name_len;
+    while (vlen && (*value == ' ')) value++, vlen--;
+    while (vlen && (value[vlen - 1] == '\r' || value[vlen - 1] == '\n')) vlen--;
+    if (vlen >= cap) vlen = cap - 1;
+    memcpy(out, value, vlen);
+    out[vlen] = '\0';
+}
+
+static size_t s_on_header(char *data, size_t size, size_t count, void *arg) {
+    kv_reply_t *reply = arg;
+    size_t bytes = size * count;
+    s_copy_header(data, bytes, "Content-Type:", reply->content_type, sizeof(reply->content_type));
+    s_copy_header(data, bytes, "X-Next-Cursor:", reply->next_cursor, sizeof(reply->next_cursor));
+    return bytes;
+}
+
+int kv_request(int port, const char *method, const char *target, kv_reply_t *reply) {
+    memset(reply, 0, sizeof(*reply));
+    static __thread CURL *curl; /* reused: keep-alive like a real client */
+    if (!curl) curl = curl_easy_init();
+    if (!curl) return -1;
+    curl_easy_reset(curl);
+    char url[16384];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, target);
+    s_buffer_t body = {NULL, 0};
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, s_on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, reply);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);
+    if (method) curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    if (method && strcmp(method, "HEAD") == 0) curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    CURLcode rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply->status);
+    reply->body = body.data ? body.data : strdup("");
+    reply->len = body.len;
+    return rc == CURLE_OK ? 0 : -1;
+}
+
+int kv_get(int port, const char *target, kv_reply_t *reply) {
+    return kv_request(port, NULL, target, reply);
+}
+
+char *kv_urlencode(const char *text, size_t len) {
+    static const char hex[] = "0123456789ABCDEF";
+    char *out = malloc(len * 3 + 1);
+    if (!out) return NULL;
+    size_t pos = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            out[pos++] = (char)c;
+            continue;
+        }
+        out[pos++] = '%';
+        out[pos++] = hex[c >> 4];
+        out[pos++] = hex[c & 15];
+    }
+    out[pos] = '\0';
+    return out;
+}
+
+json_t *kv_reply_json(const kv_reply_t *reply) {
+    if (!reply->body) return NULL;
+    return json_loadb(reply->body, reply->len, JSON_DECODE_ANY, NULL);
+}
+
+void kv_reply_free(kv_reply_t *reply) {
+    free(reply->body);
+    reply->body = NULL;
+}
