@@ -10,8 +10,8 @@
 
 #define KV_MAX_KEY_CHARS 64    /* key length limit, in Unicode code points */
 #define KV_MAX_VALUE_CHARS 256 /* value length limit, in Unicode code points */
-#define KV_MAX_KEY_BYTES (KV_MAX_KEY_CHARS * 4u)     /* 4 bytes per code point at most */
-#define KV_MAX_VALUE_BYTES (KV_MAX_VALUE_CHARS * 4u) /* idem */
+#define KV_MAX_KEY_BYTES ((size_t)KV_MAX_KEY_CHARS * 4)     /* 4 bytes per code point at most */
+#define KV_MAX_VALUE_BYTES ((size_t)KV_MAX_VALUE_CHARS * 4) /* idem */
 
 #define KV_PARTITIONS_DEFAULT 1024 /* fixed for the life of a cluster */
 #define KV_PARTITIONS_MAX 65536    /* partition ids travel as 16 bits in tables */
@@ -20,14 +20,14 @@
 
 #define KV_HASH_SEED 0x6b7673746f726531ULL /* "kvstore1": the partition hash seed */
 
-#define KV_NODE_ID_MAX 64      /* bytes of a node id */
-#define KV_ENDPOINT_MAX 256    /* bytes of a ZeroMQ endpoint string */
-#define KV_MAX_NODES 256       /* nodes one routing table can name */
-#define KV_NO_NODE 0xFFFF      /* "no owner" in a routing table slot */
+#define KV_NODE_ID_MAX 64   /* bytes of a node id */
+#define KV_ENDPOINT_MAX 256 /* bytes of a ZeroMQ endpoint string */
+#define KV_MAX_NODES 256    /* nodes one routing table can name */
+#define KV_NO_NODE 0xFFFF   /* "no owner" in a routing table slot */
 
-#define KV_HEARTBEAT_MS 250          /* node -> coordinator heartbeat period */
-#define KV_NODE_TIMEOUT_MS 1000      /* silence after which a node is down */
-#define KV_REQUEST_TIMEOUT_MS 2000   /* gateway waits this long for a node */
-#define KV_MAX_URI_BYTES 8192        /* longer request targets get 414 */
+#define KV_HEARTBEAT_MS 250        /* node -> coordinator heartbeat period */
+#define KV_NODE_TIMEOUT_MS 1000    /* silence after which a node is down */
+#define KV_REQUEST_TIMEOUT_MS 2000 /* gateway waits this long for a node */
+#define KV_MAX_URI_BYTES 8192      /* longer request targets get 414 */
 
 #endif

@@ -25,16 +25,14 @@ int kv_log_level_parse(const char *text);
 int kv_log_enabled(kv_log_level_t level);
 
 /* Prints one line at level. */
-void kv_log(kv_log_level_t level, const char *format, ...)
-    __attribute__((format(printf, 2, 3)));
+void kv_log(kv_log_level_t level, const char *format, ...) __attribute__((format(printf, 2, 3)));
 
 #define kv_log_error(...) kv_log(KV_LOG_ERROR, __VA_ARGS__)
 #define kv_log_warn(...) kv_log(KV_LOG_WARN, __VA_ARGS__)
 #define kv_log_info(...) kv_log(KV_LOG_INFO, __VA_ARGS__)
 #define kv_log_debug(...)                                                                          \
     do {                                                                                           \
-        if (kv_log_enabled(KV_LOG_DEBUG))                                                          \
-            kv_log(KV_LOG_DEBUG, __VA_ARGS__);                                                     \
+        if (kv_log_enabled(KV_LOG_DEBUG)) kv_log(KV_LOG_DEBUG, __VA_ARGS__);                       \
     } while (0)
 
 #endif

@@ -80,7 +80,9 @@ static void s_bump(s_coord_t *self, const char *why) {
 
 /* --- membership ---------------------------------------------------------- */
 
-static int s_assigned(const kv_table_t *table) { return kv_table_owner(table, 0, 0) != KV_NO_NODE; }
+static int s_assigned(const kv_table_t *table) {
+    return kv_table_owner(table, 0, 0) != KV_NO_NODE;
+}
 
 /* Round-robin over the nodes in table order: primaries differ by at most
  * one per node, and replicas of a partition sit on distinct nodes. */
@@ -163,7 +165,8 @@ static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
 
 static void s_on_heartbeat(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
     char id[KV_NODE_ID_MAX + 1];
-    snprintf(id, sizeof(id), "%.*s", (int)msg->node_id.len, msg->node_id.ptr ? msg->node_id.ptr : "");
+    snprintf(id, sizeof(id), "%.*s", (int)msg->node_id.len,
+             msg->node_id.ptr ? msg->node_id.ptr : "");
     int index = kv_table_find(self->table, id);
     if (index < 0) { /* we restarted, or it was never registered */
         kv_msg_t who = {.type = KV_MSG_WHO};

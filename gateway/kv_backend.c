@@ -25,13 +25,13 @@
 #define KV_TABLE_ASK_MS 100           /* table requests while we need one */
 #define KV_TABLE_REFRESH_MS 5000      /* table requests when all is well */
 #define KV_REQUEST_MAX (KV_MAX_KEY_BYTES * 2 + KV_MAX_VALUE_BYTES + 64)
-#define KV_SUBMITTERS_MAX 256         /* HTTP threads that may submit */
+#define KV_SUBMITTERS_MAX 256 /* HTTP threads that may submit */
 
 typedef struct {
-    kv_call_t *call;   /* the call this request serves; NULL when free */
-    uint32_t gen;      /* bumped on every use */
-    uint16_t node;     /* table index the request went to (STATUS stats) */
-    int64_t deadline;  /* mono ms */
+    kv_call_t *call;  /* the call this request serves; NULL when free */
+    uint32_t gen;     /* bumped on every use */
+    uint16_t node;    /* table index the request went to (STATUS stats) */
+    int64_t deadline; /* mono ms */
 } s_slot_t;
 
 typedef struct {
@@ -40,40 +40,40 @@ typedef struct {
 } s_peer_t;
 
 typedef struct {
-    zsock_t *pipe;             /* to kv_backend_new's thread */
-    zsock_t *pull;             /* submitted calls */
-    zsock_t *coord;            /* DEALER to the coordinator */
-    zsock_t *sub;              /* table broadcasts */
+    zsock_t *pipe;  /* to kv_backend_new's thread */
+    zsock_t *pull;  /* submitted calls */
+    zsock_t *coord; /* DEALER to the coordinator */
+    zsock_t *sub;   /* table broadcasts */
     kv_backend_config_t config;
-    kv_table_t *table;         /* current routing table, NULL before the first */
+    kv_table_t *table;            /* current routing table, NULL before the first */
     s_peer_t peers[KV_MAX_NODES]; /* by table index */
-    s_slot_t *slots;           /* KV_SLOTS */
-    uint32_t *free_slots;      /* stack of free slot indexes */
+    s_slot_t *slots;              /* KV_SLOTS */
+    uint32_t *free_slots;         /* stack of free slot indexes */
     uint32_t free_count;
-    uint64_t *fifo;            /* (gen << 16 | index) in send order, a ring */
+    uint64_t *fifo; /* (gen << 16 | index) in send order, a ring */
     uint32_t fifo_head, fifo_count;
-    kv_call_t *parked;         /* calls waiting for a route */
-    int64_t next_retry;        /* mono ms */
-    int64_t next_table_ask;    /* mono ms */
-    zmq_pollitem_t *items;     /* rebuilt when peers change */
+    kv_call_t *parked;      /* calls waiting for a route */
+    int64_t next_retry;     /* mono ms */
+    int64_t next_table_ask; /* mono ms */
+    zmq_pollitem_t *items;  /* rebuilt when peers change */
     int item_count;
     _Atomic uint32_t *partitions; /* P for other threads, 0 before a table */
     int terminated;
 } s_backend_t;
 
 struct _kv_backend_t {
-    zactor_t *actor;            /* the s_backend_t thread */
-    _Atomic uint32_t partitions; /* P of the current table, 0 before one */
-    char endpoint[64];          /* inproc endpoint of its PULL socket */
-    pthread_mutex_t lock;       /* guards submitters */
+    zactor_t *actor;                     /* the s_backend_t thread */
+    _Atomic uint32_t partitions;         /* P of the current table, 0 before one */
+    char endpoint[64];                   /* inproc endpoint of its PULL socket */
+    pthread_mutex_t lock;                /* guards submitters */
     void *submitters[KV_SUBMITTERS_MAX]; /* every thread's PUSH socket */
     int submitter_count;
 };
 
 typedef struct {
-    kv_backend_config_t config;     /* copied for the actor */
-    const char *endpoint;           /* PULL endpoint to bind */
-    _Atomic uint32_t *partitions;   /* where to publish P */
+    kv_backend_config_t config;   /* copied for the actor */
+    const char *endpoint;         /* PULL endpoint to bind */
+    _Atomic uint32_t *partitions; /* where to publish P */
 } s_start_args_t;
 
 /* --- calls ---------------------------------------------------------------- */
@@ -155,8 +155,10 @@ static uint16_t s_primary(const s_backend_t *self, uint32_t partition) {
 }
 
 static void s_dispatch_single(s_backend_t *self, kv_call_t *call) {
-    static const uint8_t types[] = {[KV_CALL_GET] = KV_MSG_GET, [KV_CALL_SET] = KV_MSG_SET,
-                                    [KV_CALL_RM] = KV_MSG_RM, [KV_CALL_IS] = KV_MSG_IS,
+    static const uint8_t types[] = {[KV_CALL_GET] = KV_MSG_GET,
+                                    [KV_CALL_SET] = KV_MSG_SET,
+                                    [KV_CALL_RM] = KV_MSG_RM,
+                                    [KV_CALL_IS] = KV_MSG_IS,
                                     [KV_CALL_SCAN] = KV_MSG_SCAN};
     if (!self->table) {
         s_park(self, call);
@@ -377,14 +379,16 @@ static void s_on_single_reply(s_backend_t *self, kv_call_t *call, zmq_msg_t *fra
 
 static void s_on_part_reply(s_backend_t *self, kv_call_t *call, uint16_t node,
                             const kv_msg_t *msg) {
-    if (call->op == KV_CALL_STATUS && msg->status == KV_STATUS_OK && node < call->table->node_count) {
+    if (call->op == KV_CALL_STATUS && msg->status == KV_STATUS_OK &&
+        node < call->table->node_count) {
         kv_node_stats_t *stats = &call->stats[node];
         stats->answered = 1;
         stats->keys = msg->keys;
         stats->primary_keys = msg->primary_keys;
         stats->memory = msg->memory;
     }
-    if (call->op == KV_CALL_CLEAR && msg->status != KV_STATUS_OK) call->result = KV_CALL_UNAVAILABLE;
+    if (call->op == KV_CALL_CLEAR && msg->status != KV_STATUS_OK)
+        call->result = KV_CALL_UNAVAILABLE;
     if (--call->pending > 0) return;
     if (call->op == KV_CALL_CLEAR && call->result != KV_CALL_OK) {
         s_ask_table(self); /* ownership moved under us: clear again at the new epoch */
@@ -440,7 +444,7 @@ static void s_expire(s_backend_t *self) {
         s_slot_release(self, (uint32_t)(req_id & (KV_SLOTS - 1)));
         kv_log_warn("node %s did not answer within %ld ms",
                     self->table && node < self->table->node_count ? self->table->nodes[node].id
-                                                                   : "?",
+                                                                  : "?",
                     self->config.timeout_ms);
         if (call->op == KV_CALL_STATUS) {
             if (--call->pending == 0) s_finish(call, KV_CALL_OK); /* partial status is fine */
@@ -585,7 +589,8 @@ static void s_loop(s_backend_t *self) {
         for (int i = KV_FIXED_ITEMS; i < count; i++)
             if (items[i].revents & ZMQ_POLLIN) {
                 for (int p = 0; p < KV_MAX_NODES; p++)
-                    if (self->peers[p].sock && zsock_resolve(self->peers[p].sock) == items[i].socket)
+                    if (self->peers[p].sock &&
+                        zsock_resolve(self->peers[p].sock) == items[i].socket)
                         s_drain_peer(self, self->peers[p].sock);
             }
         if (items[1].revents & ZMQ_POLLIN) s_drain_submitted(self);
@@ -630,4 +635,6 @@ void kv_backend_destroy(kv_backend_t **self_p) {
     *self_p = NULL;
 }
 
-uint32_t kv_backend_partitions(kv_backend_t *self) { return atomic_load(&self->partitions); }
+uint32_t kv_backend_partitions(kv_backend_t *self) {
+    return atomic_load(&self->partitions);
+}

@@ -50,10 +50,10 @@ typedef enum {
 
 /* One node's STATS answer, for KV_CALL_STATUS (indexed like table nodes). */
 typedef struct {
-    int answered;           /* the node replied in time */
-    uint64_t keys;          /* keys it holds */
-    uint64_t primary_keys;  /* keys in partitions it is primary of */
-    uint64_t memory;        /* bytes its store holds */
+    int answered;          /* the node replied in time */
+    uint64_t keys;         /* keys it holds */
+    uint64_t primary_keys; /* keys in partitions it is primary of */
+    uint64_t memory;       /* bytes its store holds */
 } kv_node_stats_t;
 
 typedef struct _kv_call_t kv_call_t;
@@ -61,29 +61,29 @@ typedef void(kv_call_done_fn)(kv_call_t *call);
 
 struct _kv_call_t {
     /* Set by the submitter. Pointed-to bytes must live until done. */
-    kv_call_op_t op;          /* what to do */
-    const char *key;          /* keyed ops */
+    kv_call_op_t op; /* what to do */
+    const char *key; /* keyed ops */
     size_t klen;
-    const char *value;        /* SET */
+    const char *value; /* SET */
     size_t vlen;
-    uint32_t partition;       /* SCAN */
-    uint32_t limit;           /* SCAN: entries wanted */
-    int has_after;            /* SCAN: only keys after this one */
+    uint32_t partition; /* SCAN */
+    uint32_t limit;     /* SCAN: entries wanted */
+    int has_after;      /* SCAN: only keys after this one */
     const char *after;
     size_t alen;
-    kv_call_done_fn *done;    /* run on the backend thread when finished */
-    void *arg;                /* for done */
+    kv_call_done_fn *done; /* run on the backend thread when finished */
+    void *arg;             /* for done */
     /* Set by the backend before done. */
-    kv_call_result_t result;  /* outcome */
-    zmq_msg_t reply;          /* GET, SCAN: the reply frame (kv_call_reset frees) */
-    kv_msg_t msg;             /* GET, SCAN: decoded reply, pointing into reply */
-    kv_table_t *table;        /* STATUS, TABLE: a copy (NULL without a table) */
-    kv_node_stats_t *stats;   /* STATUS: table->node_count entries */
+    kv_call_result_t result; /* outcome */
+    zmq_msg_t reply;         /* GET, SCAN: the reply frame (kv_call_reset frees) */
+    kv_msg_t msg;            /* GET, SCAN: decoded reply, pointing into reply */
+    kv_table_t *table;       /* STATUS, TABLE: a copy (NULL without a table) */
+    kv_node_stats_t *stats;  /* STATUS: table->node_count entries */
     /* Backend bookkeeping. */
-    int64_t deadline;         /* mono ms after which the call fails */
-    uint32_t pending;         /* replies still awaited (fan-out calls) */
-    int sent;                 /* some request left for a node */
-    kv_call_t *next_parked;   /* in the parked list */
+    int64_t deadline;       /* mono ms after which the call fails */
+    uint32_t pending;       /* replies still awaited (fan-out calls) */
+    int sent;               /* some request left for a node */
+    kv_call_t *next_parked; /* in the parked list */
 };
 
 typedef struct {

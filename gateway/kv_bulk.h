@@ -27,10 +27,10 @@ typedef enum {
 } kv_bulk_kind_t;
 
 typedef struct {
-    uint32_t partition;            /* next partition to read */
-    int has_after;                 /* resume inside it, after this key */
-    size_t alen;                   /* bytes of after */
-    char after[KV_MAX_KEY_BYTES];  /* last key returned from partition */
+    uint32_t partition;           /* next partition to read */
+    int has_after;                /* resume inside it, after this key */
+    size_t alen;                  /* bytes of after */
+    char after[KV_MAX_KEY_BYTES]; /* last key returned from partition */
 } kv_cursor_t;
 
 /* Longest cursor text, with its NUL. */

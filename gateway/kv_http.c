@@ -20,32 +20,65 @@
 #include "kv_log.h"
 #include "kv_query.h"
 
-#define KV_PAGE_MAX 10000       /* entries per page when a client asks for more */
-#define KV_SCAN_CHUNK 4096      /* entries per SCAN while streaming */
-#define KV_STREAM_BLOCK 32768   /* MHD's buffer for streamed bodies */
+#define KV_PAGE_MAX 10000                /* entries per page when a client asks for more */
+#define KV_SCAN_CHUNK 4096               /* entries per SCAN while streaming */
+#define KV_STREAM_BLOCK 32768            /* MHD's buffer for streamed bodies */
 #define KV_CONNECTION_MEMORY (64 * 1024) /* per connection; holds the request line */
 
 typedef enum {
-    R_SET, R_GET, R_RM, R_IS, R_CLEAR, R_KEYS, R_VALUES, R_ALL,
-    R_HEALTH, R_SETTINGS, R_STATUS, R_JOIN, R_LEAVE, R_UNKNOWN,
+    R_SET,
+    R_GET,
+    R_RM,
+    R_IS,
+    R_CLEAR,
+    R_KEYS,
+    R_VALUES,
+    R_ALL,
+    R_HEALTH,
+    R_SETTINGS,
+    R_STATUS,
+    R_JOIN,
+    R_LEAVE,
+    R_UNKNOWN,
 } s_route_t;
 
 static const struct {
     const char *path;
     s_route_t route;
 } s_routes[] = {
-    {"/set", R_SET},         {"/get", R_GET},           {"/rm", R_RM},
-    {"/is", R_IS},           {"/clear", R_CLEAR},       {"/getKeys", R_KEYS},
-    {"/getValues", R_VALUES}, {"/getAll", R_ALL},       {"/healthcheck", R_HEALTH},
-    {"/settings", R_SETTINGS}, {"/status", R_STATUS},   {"/join", R_JOIN},
+    {"/set", R_SET},
+    {"/get", R_GET},
+    {"/rm", R_RM},
+    {"/is", R_IS},
+    {"/clear", R_CLEAR},
+    {"/getKeys", R_KEYS},
+    {"/getValues", R_VALUES},
+    {"/getAll", R_ALL},
+    {"/healthcheck", R_HEALTH},
+    {"/settings", R_SETTINGS},
+    {"/status", R_STATUS},
+    {"/join", R_JOIN},
     {"/leave", R_LEAVE},
 };
 
 /* Bodies that never change, built once. */
 typedef enum {
-    F_SUCCESS, F_MISSING_RECORD, F_UNAVAILABLE, F_TIMEOUT, F_OUT_OF_MEMORY, F_INTERNAL,
-    F_METHOD, F_UNKNOWN_ROUTE, F_URI_TOO_LONG, F_HEALTH_OK, F_HEALTH_BAD, F_NO_TABLE,
-    F_INVALID_LIMIT, F_INVALID_CURSOR, F_INVALID_NODE, F_MEMBERSHIP,
+    F_SUCCESS,
+    F_MISSING_RECORD,
+    F_UNAVAILABLE,
+    F_TIMEOUT,
+    F_OUT_OF_MEMORY,
+    F_INTERNAL,
+    F_METHOD,
+    F_UNKNOWN_ROUTE,
+    F_URI_TOO_LONG,
+    F_HEALTH_OK,
+    F_HEALTH_BAD,
+    F_NO_TABLE,
+    F_INVALID_LIMIT,
+    F_INVALID_CURSOR,
+    F_INVALID_NODE,
+    F_MEMBERSHIP,
     F_QUERY, /* + kv_query_err_t: the validation errors */
     F_COUNT = F_QUERY + KV_QUERY_VALUE_TOO_LONG + 1,
 } s_fixed_t;
@@ -56,42 +89,43 @@ typedef struct {
 } s_fixed_response_t;
 
 struct _kv_http_t {
-    struct MHD_Daemon *daemon;           /* the server */
-    kv_backend_t *backend;               /* door to the cluster */
-    kv_http_config_t config;             /* settings */
-    char hostname[256];                  /* for /settings and /status */
-    s_fixed_response_t fixed[F_COUNT];   /* shared bodies */
-    atomic_int in_flight;                /* calls submitted, not yet answered */
+    struct MHD_Daemon *daemon;         /* the server */
+    kv_backend_t *backend;             /* door to the cluster */
+    kv_http_config_t config;           /* settings */
+    char hostname[256];                /* for /settings and /status */
+    s_fixed_response_t fixed[F_COUNT]; /* shared bodies */
+    atomic_int in_flight;              /* calls submitted, not yet answered */
 };
 
 typedef struct {
-    kv_http_t *server;             /* owner */
-    struct MHD_Connection *conn;   /* while suspended */
-    s_route_t route;               /* what was asked */
-    int started;                   /* the handler ran once */
-    int ready;                     /* a call finished: answer from it */
-    int uri_too_long;              /* the target exceeded KV_MAX_URI_BYTES */
-    kv_call_t call;                /* the backend call in progress */
-    kv_query_t query;              /* parameters, pointing into query_buf */
+    kv_http_t *server;           /* owner */
+    struct MHD_Connection *conn; /* while suspended */
+    s_route_t route;             /* what was asked */
+    int started;                 /* the handler ran once */
+    int ready;                   /* a call finished: answer from it */
+    int uri_too_long;            /* the target exceeded KV_MAX_URI_BYTES */
+    kv_call_t call;              /* the backend call in progress */
+    kv_query_t query;            /* parameters, pointing into query_buf */
     /* bulk reads */
-    kv_bulk_kind_t kind;           /* keys, values or both */
-    kv_cursor_t cursor;            /* position of the next SCAN */
-    uint32_t partitions;           /* P */
-    uint32_t limit;                /* entries per page, 0 when streaming */
-    uint32_t emitted;              /* entries written */
-    int page_ready;                /* call holds a SCAN page not yet consumed */
-    size_t entry_pos;              /* next entry of that page */
-    int failed;                    /* a SCAN failed mid-stream */
-    int finished;                  /* the closing ']' is in out */
-    char *out;                     /* body bytes not yet handed to MHD */
+    kv_bulk_kind_t kind; /* keys, values or both */
+    kv_cursor_t cursor;  /* position of the next SCAN */
+    uint32_t partitions; /* P */
+    uint32_t limit;      /* entries per page, 0 when streaming */
+    uint32_t emitted;    /* entries written */
+    int page_ready;      /* call holds a SCAN page not yet consumed */
+    size_t entry_pos;    /* next entry of that page */
+    int failed;          /* a SCAN failed mid-stream */
+    int finished;        /* the closing ']' is in out */
+    char *out;           /* body bytes not yet handed to MHD */
     size_t out_len, out_pos, out_cap;
-    size_t query_len;              /* bytes in query_buf */
-    char query_buf[];              /* the raw query, decoded in place */
+    size_t query_len; /* bytes in query_buf */
+    char query_buf[]; /* the raw query, decoded in place */
 } s_request_t;
 
 /* --- responses ------------------------------------------------------------ */
 
-static struct MHD_Response *s_json_response(const char *body, size_t len, enum MHD_ResponseMemoryMode mode) {
+static struct MHD_Response *s_json_response(const char *body, size_t len,
+                                            enum MHD_ResponseMemoryMode mode) {
     struct MHD_Response *response = MHD_create_response_from_buffer(len, (void *)body, mode);
     if (response) MHD_add_response_header(response, "Content-Type", "application/json");
     return response;
@@ -145,8 +179,9 @@ static int s_build_fixed(kv_http_t *self) {
     rc |= s_add_error(self, F_MISSING_RECORD, 404, "MISSING_RECORD", "no record for this key");
     rc |= s_add_error(self, F_UNAVAILABLE, 503, "UNAVAILABLE",
                       "the key's partition has no live owner; nothing was written");
-    rc |= s_add_error(self, F_TIMEOUT, 504, "TIMEOUT",
-                      "the owning node did not answer in time; a write may or may not have happened");
+    rc |=
+        s_add_error(self, F_TIMEOUT, 504, "TIMEOUT",
+                    "the owning node did not answer in time; a write may or may not have happened");
     rc |= s_add_error(self, F_OUT_OF_MEMORY, 507, "OUT_OF_MEMORY",
                       "the owning node is at its memory limit; nothing was written");
     rc |= s_add_error(self, F_INTERNAL, 500, "INTERNAL_ERROR",
@@ -221,8 +256,8 @@ static enum MHD_Result s_submit(s_request_t *req, kv_call_op_t op) {
 /* --- keyed routes --------------------------------------------------------- */
 
 static enum MHD_Result s_start_keyed(s_request_t *req) {
-    static const kv_call_op_t ops[] = {[R_SET] = KV_CALL_SET, [R_GET] = KV_CALL_GET,
-                                       [R_RM] = KV_CALL_RM, [R_IS] = KV_CALL_IS};
+    static const kv_call_op_t ops[] = {
+        [R_SET] = KV_CALL_SET, [R_GET] = KV_CALL_GET, [R_RM] = KV_CALL_RM, [R_IS] = KV_CALL_IS};
     kv_query_err_t err = kv_query_check(&req->query, req->route == R_SET);
     if (err != KV_QUERY_OK) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
     req->call.key = req->query.k.ptr;
@@ -397,7 +432,7 @@ static int s_parse_limit(const kv_param_t *param, uint32_t *limit) {
 }
 
 static enum MHD_Result s_start_bulk(s_request_t *req) {
-    req->kind = req->route == R_KEYS ? KV_BULK_KEYS
+    req->kind = req->route == R_KEYS     ? KV_BULK_KEYS
                 : req->route == R_VALUES ? KV_BULK_VALUES
                                          : KV_BULK_ALL;
     req->partitions = kv_backend_partitions(req->server->backend);
@@ -434,8 +469,7 @@ static enum MHD_Result s_answer_settings(s_request_t *req) {
         table ? json_integer(table->partitions) : json_null(), "replicationFactor",
         table ? json_integer(table->replication) : json_null(), "threads",
         (json_int_t)server->config.threads, "timeoutMs", (json_int_t)server->config.timeout_ms,
-        "coordinator", server->config.coordinator, "epoch",
-        (json_int_t)(table ? table->epoch : 0));
+        "coordinator", server->config.coordinator, "epoch", (json_int_t)(table ? table->epoch : 0));
     return s_queue_json(req->conn, 200, body);
 }
 
@@ -459,13 +493,13 @@ static enum MHD_Result s_answer_status(s_request_t *req) {
         records += req->call.stats[i].primary_keys;
         json_array_append_new(nodes, s_status_node(table, &req->call.stats[i], (uint16_t)i));
     }
-    json_t *body = json_pack(
-        "{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:b, s:o}", "hostname", req->server->hostname,
-        "maxKeyLength", KV_MAX_KEY_CHARS, "maxValueLength", KV_MAX_VALUE_CHARS,
-        "availableRecords", (json_int_t)records, "epoch", (json_int_t)(table ? table->epoch : 0),
-        "partitions", (json_int_t)(table ? table->partitions : 0), "replicationFactor",
-        (json_int_t)(table ? table->replication : 0), "healthy",
-        table && kv_table_healthy(table), "nodes", nodes);
+    json_t *body = json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:b, s:o}", "hostname",
+                             req->server->hostname, "maxKeyLength", KV_MAX_KEY_CHARS,
+                             "maxValueLength", KV_MAX_VALUE_CHARS, "availableRecords",
+                             (json_int_t)records, "epoch", (json_int_t)(table ? table->epoch : 0),
+                             "partitions", (json_int_t)(table ? table->partitions : 0),
+                             "replicationFactor", (json_int_t)(table ? table->replication : 0),
+                             "healthy", table && kv_table_healthy(table), "nodes", nodes);
     return s_queue_json(req->conn, 200, body);
 }
 

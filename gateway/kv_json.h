@@ -13,7 +13,7 @@
 #include <stddef.h>
 
 /* Bytes kv_json_string may need for len input bytes (worst case). */
-#define KV_JSON_STRING_MAX(len) ((len) * 6 + 2)
+#define KV_JSON_STRING_MAX(len) ((len)*6 + 2)
 
 /* Writes s[0..len) as a quoted JSON string into out (cap bytes, at least
  * KV_JSON_STRING_MAX(len)). Returns the bytes written, or 0 when cap is

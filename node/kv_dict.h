@@ -35,8 +35,8 @@ void kv_dict_destroy(kv_dict_t **self_p);
 
 /* Creates or overwrites key with value and stores version in the entry.
  * Returns 0, or -1 when out of memory (the dict is then unchanged). */
-int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value,
-                size_t vlen, uint64_t version);
+int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value, size_t vlen,
+                uint64_t version);
 
 /* The entry for key, or NULL. Valid until the dict is next modified. */
 const kv_entry_t *kv_dict_get(kv_dict_t *self, const char *key, size_t klen);

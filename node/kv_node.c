@@ -16,27 +16,27 @@
 #include "kv_store.h"
 #include "kv_table.h"
 
-#define KV_NODE_BATCH 1024        /* requests served per wake-up at most */
-#define KV_NODE_SCAN_MAX 4096     /* entries per scan page at most */
-#define KV_NODE_TABLE_ASK_MS 100  /* at most one table request per this */
+#define KV_NODE_BATCH 1024          /* requests served per wake-up at most */
+#define KV_NODE_SCAN_MAX 4096       /* entries per scan page at most */
+#define KV_NODE_TABLE_ASK_MS 100    /* at most one table request per this */
 #define KV_NODE_IDLE_REHASH_US 1000 /* rehash work per idle wake-up */
 #define KV_NODE_REPLY_MAX (KV_MAX_VALUE_BYTES + 64)
 
 typedef struct {
-    zsock_t *pipe;            /* to the actor's owner */
-    zsock_t *router;          /* requests from gateways */
-    zsock_t *dealer;          /* to the coordinator */
-    zsock_t *pub;             /* replication stream */
-    void *router_h;           /* raw handles for the hot path */
+    zsock_t *pipe;   /* to the actor's owner */
+    zsock_t *router; /* requests from gateways */
+    zsock_t *dealer; /* to the coordinator */
+    zsock_t *pub;    /* replication stream */
+    void *router_h;  /* raw handles for the hot path */
     void *dealer_h;
-    kv_node_config_t config;  /* strings owned by the caller, valid for our life */
-    kv_table_t *table;        /* latest routing table, NULL before the first */
-    int self;                 /* our index in table, -1 when not listed */
-    kv_store_t *store;        /* created with the first table (P is in it) */
-    int64_t next_heartbeat;   /* mono ms of the next heartbeat */
-    int64_t last_table_ask;   /* mono ms of the last table request */
-    uint64_t bad_frames;      /* malformed frames dropped */
-    int terminated;           /* $TERM received */
+    kv_node_config_t config; /* strings owned by the caller, valid for our life */
+    kv_table_t *table;       /* latest routing table, NULL before the first */
+    int self;                /* our index in table, -1 when not listed */
+    kv_store_t *store;       /* created with the first table (P is in it) */
+    int64_t next_heartbeat;  /* mono ms of the next heartbeat */
+    int64_t last_table_ask;  /* mono ms of the last table request */
+    uint64_t bad_frames;     /* malformed frames dropped */
+    int terminated;          /* $TERM received */
 } s_node_t;
 
 /* --- coordinator side ---------------------------------------------------- */
@@ -54,7 +54,9 @@ static void s_send_dealer(s_node_t *self, const kv_msg_t *msg) {
     free(buf);
 }
 
-static kv_bytes_t s_text(const char *text) { return (kv_bytes_t){text, strlen(text)}; }
+static kv_bytes_t s_text(const char *text) {
+    return (kv_bytes_t){text, strlen(text)};
+}
 
 static void s_send_hello(s_node_t *self) {
     kv_msg_t msg = {.type = KV_MSG_HELLO};
@@ -69,7 +71,8 @@ static void s_send_hello(s_node_t *self) {
     if (self->table) { /* lets a restarted coordinator rebuild its view */
         size_t size = kv_table_encoded_size(self->table);
         table = malloc(size);
-        if (table) msg.table = (kv_bytes_t){(char *)table, kv_table_encode(self->table, table, size)};
+        if (table)
+            msg.table = (kv_bytes_t){(char *)table, kv_table_encode(self->table, table, size)};
     }
     s_send_dealer(self, &msg);
     free(table);
@@ -116,8 +119,8 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
     self->table = table;
     self->self = kv_table_find(table, self->config.id);
     uint32_t primaries = self->self < 0 ? 0 : kv_table_count_primaries(table, (uint16_t)self->self);
-    kv_log_info("node %s: table epoch %" PRIu64 ": primary of %u of %u partitions",
-                self->config.id, table->epoch, primaries, table->partitions);
+    kv_log_info("node %s: table epoch %" PRIu64 ": primary of %u of %u partitions", self->config.id,
+                table->epoch, primaries, table->partitions);
 }
 
 static void s_drain_dealer(s_node_t *self) {
@@ -220,11 +223,11 @@ static void s_serve_clear(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
 }
 
 typedef struct {
-    uint8_t *buf;  /* encoded entries */
-    size_t cap;    /* allocated */
-    size_t pos;    /* used */
+    uint8_t *buf;   /* encoded entries */
+    size_t cap;     /* allocated */
+    size_t pos;     /* used */
     uint32_t count; /* entries */
-    int failed;    /* out of memory */
+    int failed;     /* out of memory */
 } s_page_t;
 
 static int s_page_add(const kv_entry_t *entry, void *arg) {
@@ -263,8 +266,8 @@ static void s_serve_scan(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *re
     s_page_t page = {NULL, 0, 0, 0, 0};
     if (reply.status == KV_STATUS_OK) {
         uint32_t limit = req->limit < KV_NODE_SCAN_MAX ? req->limit : KV_NODE_SCAN_MAX;
-        int more = kv_store_scan_sorted(self->store, req->partition, req->has_after,
-                                        req->after.ptr, req->after.len, limit, s_page_add, &page);
+        int more = kv_store_scan_sorted(self->store, req->partition, req->has_after, req->after.ptr,
+                                        req->after.len, limit, s_page_add, &page);
         if (more < 0 || page.failed) {
             reply.status = KV_STATUS_NO_MEMORY;
             page.count = 0;
@@ -302,8 +305,8 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
     kv_msg_t req;
     if (kv_msg_decode(zmq_msg_data(body), zmq_msg_size(body), &req) != 0) {
         if (self->bad_frames++ % 1000 == 0) /* one line per 1000: a bad peer must not flood */
-            kv_log_warn("node %s: malformed request dropped (%" PRIu64 " so far)",
-                        self->config.id, self->bad_frames);
+            kv_log_warn("node %s: malformed request dropped (%" PRIu64 " so far)", self->config.id,
+                        self->bad_frames);
         return;
     }
     switch (req.type) {

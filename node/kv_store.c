@@ -50,8 +50,7 @@ int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t k
     return kv_dict_put(dict, key, klen, value, vlen, ++self->version);
 }
 
-const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key,
-                               size_t klen) {
+const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
     kv_dict_t *dict = s_dict(self, partition, 0);
     return dict ? kv_dict_get(dict, key, klen) : NULL;
 }
@@ -143,16 +142,15 @@ int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, co
     if (!dict || limit == 0) return dict && kv_dict_size(dict) > 0 && limit == 0;
     s_gather_t gather = {NULL, 0, 0, has_after, after, alen, 0};
     uint64_t cursor = 0;
-    do
-        cursor = kv_dict_scan(dict, cursor, s_gather, &gather);
+    do cursor = kv_dict_scan(dict, cursor, s_gather, &gather);
     while (cursor != 0 && !gather.failed);
     if (gather.failed) {
         free(gather.items);
         return -1;
     }
-    /* The whole rest fits in one page: no order needed, as no page follows. */
-    if (gather.count > limit)
-        qsort(gather.items, gather.count, sizeof(*gather.items), s_entry_compare);
+    /* Sorted even when the whole rest fits in one page: fn may stop early, and
+     * the caller then resumes after the last key it took. */
+    if (gather.count > 1) qsort(gather.items, gather.count, sizeof(*gather.items), s_entry_compare);
     size_t given = 0;
     while (given < gather.count && given < limit)
         if (fn(gather.items[given++], arg)) break;

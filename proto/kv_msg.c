@@ -10,15 +10,27 @@
 #include "kv_wire.h"
 
 /* Short names for the cursor calls, to keep each codec a list of fields. */
-static void s_put_u8(kv_writer_t *w, uint64_t value) { kv_wire_put_uint(w, value, 1); }
-static void s_put_u32(kv_writer_t *w, uint64_t value) { kv_wire_put_uint(w, value, 4); }
-static void s_put_u64(kv_writer_t *w, uint64_t value) { kv_wire_put_uint(w, value, 8); }
+static void s_put_u8(kv_writer_t *w, uint64_t value) {
+    kv_wire_put_uint(w, value, 1);
+}
+static void s_put_u32(kv_writer_t *w, uint64_t value) {
+    kv_wire_put_uint(w, value, 4);
+}
+static void s_put_u64(kv_writer_t *w, uint64_t value) {
+    kv_wire_put_uint(w, value, 8);
+}
 static void s_put_str(kv_writer_t *w, kv_bytes_t str, size_t width) {
     kv_wire_put_str(w, str.ptr, str.len, width);
 }
-static uint8_t s_get_u8(kv_reader_t *r) { return (uint8_t)kv_wire_get_uint(r, 1); }
-static uint32_t s_get_u32(kv_reader_t *r) { return (uint32_t)kv_wire_get_uint(r, 4); }
-static uint64_t s_get_u64(kv_reader_t *r) { return kv_wire_get_uint(r, 8); }
+static uint8_t s_get_u8(kv_reader_t *r) {
+    return (uint8_t)kv_wire_get_uint(r, 1);
+}
+static uint32_t s_get_u32(kv_reader_t *r) {
+    return (uint32_t)kv_wire_get_uint(r, 4);
+}
+static uint64_t s_get_u64(kv_reader_t *r) {
+    return kv_wire_get_uint(r, 8);
+}
 static kv_bytes_t s_get_str(kv_reader_t *r, size_t width) {
     kv_bytes_t str;
     str.ptr = kv_wire_get_str(r, width, &str.len);
@@ -72,9 +84,13 @@ static void s_decode_scan(kv_reader_t *r, kv_msg_t *m) {
     if (m->has_after > 1) r->failed = 1;
 }
 
-static void s_encode_stats(kv_writer_t *w, const kv_msg_t *m) { s_put_u64(w, m->req_id); }
+static void s_encode_stats(kv_writer_t *w, const kv_msg_t *m) {
+    s_put_u64(w, m->req_id);
+}
 
-static void s_decode_stats(kv_reader_t *r, kv_msg_t *m) { m->req_id = s_get_u64(r); }
+static void s_decode_stats(kv_reader_t *r, kv_msg_t *m) {
+    m->req_id = s_get_u64(r);
+}
 
 /* Every reply starts with req_id, status, epoch. */
 static void s_encode_reply_head(kv_writer_t *w, const kv_msg_t *m) {
@@ -171,13 +187,21 @@ static void s_decode_heartbeat(kv_reader_t *r, kv_msg_t *m) {
     m->memory = s_get_u64(r);
 }
 
-static void s_encode_table_req(kv_writer_t *w, const kv_msg_t *m) { s_put_u64(w, m->epoch); }
+static void s_encode_table_req(kv_writer_t *w, const kv_msg_t *m) {
+    s_put_u64(w, m->epoch);
+}
 
-static void s_decode_table_req(kv_reader_t *r, kv_msg_t *m) { m->epoch = s_get_u64(r); }
+static void s_decode_table_req(kv_reader_t *r, kv_msg_t *m) {
+    m->epoch = s_get_u64(r);
+}
 
-static void s_encode_table(kv_writer_t *w, const kv_msg_t *m) { s_put_str(w, m->table, 4); }
+static void s_encode_table(kv_writer_t *w, const kv_msg_t *m) {
+    s_put_str(w, m->table, 4);
+}
 
-static void s_decode_table(kv_reader_t *r, kv_msg_t *m) { m->table = s_get_str(r, 4); }
+static void s_decode_table(kv_reader_t *r, kv_msg_t *m) {
+    m->table = s_get_str(r, 4);
+}
 
 static void s_encode_empty(kv_writer_t *w, const kv_msg_t *m) {}
 
@@ -186,8 +210,8 @@ static void s_decode_empty(kv_reader_t *r, kv_msg_t *m) {}
 typedef struct {
     uint8_t type;                                      /* kv_msg_type_t */
     const char *name;                                  /* for logs */
-    void (*encode)(kv_writer_t *w, const kv_msg_t *m);  /* body encoder */
-    void (*decode)(kv_reader_t *r, kv_msg_t *m);        /* body decoder */
+    void (*encode)(kv_writer_t *w, const kv_msg_t *m); /* body encoder */
+    void (*decode)(kv_reader_t *r, kv_msg_t *m);       /* body decoder */
 } s_codec_t;
 
 static const s_codec_t s_codecs[] = {
@@ -224,7 +248,9 @@ static size_t s_encode(const kv_msg_t *msg, uint8_t *buf, size_t cap) {
     return w.failed ? 0 : w.pos;
 }
 
-size_t kv_msg_encoded_size(const kv_msg_t *msg) { return s_encode(msg, NULL, 0); }
+size_t kv_msg_encoded_size(const kv_msg_t *msg) {
+    return s_encode(msg, NULL, 0);
+}
 
 size_t kv_msg_encode(const kv_msg_t *msg, uint8_t *buf, size_t cap) {
     if (!buf) return 0;
@@ -257,7 +283,9 @@ const char *kv_status_name(int status) {
     return names[status];
 }
 
-size_t kv_msg_entry_size(size_t klen, size_t vlen) { return 2 + klen + 2 + vlen; }
+size_t kv_msg_entry_size(size_t klen, size_t vlen) {
+    return 2 + klen + 2 + vlen;
+}
 
 int kv_msg_entry_put(uint8_t *buf, size_t cap, size_t *pos, const char *key, size_t klen,
                      const char *value, size_t vlen) {

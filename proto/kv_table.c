@@ -53,20 +53,21 @@ int kv_table_find(const kv_table_t *self, const char *id) {
 
 int kv_table_upsert(kv_table_t *self, const char *id, const char *endpoint,
                     const char *pub_endpoint) {
-    if (strlen(id) > KV_NODE_ID_MAX || strlen(endpoint) > KV_ENDPOINT_MAX) return -1;
-    if (strlen(pub_endpoint) > KV_ENDPOINT_MAX || !*id) return -1;
+    size_t id_len = strlen(id), endpoint_len = strlen(endpoint), pub_len = strlen(pub_endpoint);
+    if (!id_len || id_len > KV_NODE_ID_MAX || endpoint_len > KV_ENDPOINT_MAX) return -1;
+    if (pub_len > KV_ENDPOINT_MAX) return -1;
     int index = kv_table_find(self, id);
     if (index < 0) {
         if (self->node_count >= KV_MAX_NODES) return -1; /* full */
         index = (int)self->node_count++;
         kv_table_node_t *node = &self->nodes[index];
         memset(node, 0, sizeof(*node));
-        strcpy(node->id, id);
+        memcpy(node->id, id, id_len + 1);
         node->state = KV_NODE_JOINING;
     }
     kv_table_node_t *node = &self->nodes[index];
-    strcpy(node->endpoint, endpoint);
-    strcpy(node->pub_endpoint, pub_endpoint);
+    memcpy(node->endpoint, endpoint, endpoint_len + 1);
+    memcpy(node->pub_endpoint, pub_endpoint, pub_len + 1);
     return index;
 }
 
@@ -125,7 +126,9 @@ static size_t s_encode(const kv_table_t *self, uint8_t *buf, size_t cap) {
     return w.failed ? 0 : w.pos;
 }
 
-size_t kv_table_encoded_size(const kv_table_t *self) { return s_encode(self, NULL, 0); }
+size_t kv_table_encoded_size(const kv_table_t *self) {
+    return s_encode(self, NULL, 0);
+}
 
 size_t kv_table_encode(const kv_table_t *self, uint8_t *buf, size_t cap) {
     return buf ? s_encode(self, buf, cap) : 0;

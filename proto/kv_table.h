@@ -26,10 +26,10 @@ typedef enum {
 } kv_node_state_t;
 
 typedef struct {
-    char id[KV_NODE_ID_MAX + 1];                /* unique node id */
-    char endpoint[KV_ENDPOINT_MAX + 1];         /* ROUTER endpoint for requests */
-    char pub_endpoint[KV_ENDPOINT_MAX + 1];     /* PUB endpoint for replication */
-    uint8_t state;                              /* kv_node_state_t */
+    char id[KV_NODE_ID_MAX + 1];            /* unique node id */
+    char endpoint[KV_ENDPOINT_MAX + 1];     /* ROUTER endpoint for requests */
+    char pub_endpoint[KV_ENDPOINT_MAX + 1]; /* PUB endpoint for replication */
+    uint8_t state;                          /* kv_node_state_t */
 } kv_table_node_t;
 
 typedef struct {

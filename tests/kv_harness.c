@@ -2,6 +2,7 @@
 #include "kv_harness.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -14,8 +15,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-extern char **environ;
 
 long long kv_now_ms(void) {
     struct timespec now;
@@ -73,18 +72,59 @@ static int s_stop(pid_t *pid) {
     return rc;
 }
 
-/* Counts sanitizer reports in the cluster's logs. */
-static int s_sanitizer_reports(const kv_cluster_t *self) {
-    char command[256];
-    snprintf(command, sizeof(command),
-             "grep -l -E 'Sanitizer|runtime error' %s/*.log >/dev/null 2>&1", self->dir);
-    return system(command) == 0;
+/* Calls fn on every log file of the cluster; stops when fn returns 1. */
+static int s_each_log(const kv_cluster_t *self, int (*fn)(const char *path, FILE *file)) {
+    DIR *dir = opendir(self->dir);
+    if (!dir) return 0;
+    int found = 0;
+    struct dirent *entry;
+    /* readdir_r is deprecated (glibc); a DIR used by one thread is safe. */
+    // cppcheck-suppress readdirCalled
+    while (!found && (entry = readdir(dir)) != NULL) {
+        if (!strstr(entry->d_name, ".log")) continue;
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%s", self->dir, entry->d_name);
+        FILE *file = fopen(path, "r");
+        if (!file) continue;
+        found = fn(path, file);
+        fclose(file);
+    }
+    closedir(dir);
+    return found;
+}
+
+static int s_print_log(const char *path, FILE *file) {
+    fprintf(stderr, "==> %s <==\n", path);
+    char line[1024];
+    while (fgets(line, sizeof(line), file)) fputs(line, stderr);
+    return 0;
+}
+
+static int s_has_sanitizer_report(const char *path, FILE *file) {
+    char line[1024];
+    while (fgets(line, sizeof(line), file))
+        if (strstr(line, "Sanitizer") || strstr(line, "runtime error")) return 1;
+    return 0;
 }
 
 static void s_print_logs(const kv_cluster_t *self) {
-    char command[256];
-    snprintf(command, sizeof(command), "tail -n 30 %s/*.log >&2", self->dir);
-    if (system(command) != 0) fprintf(stderr, "(no logs in %s)\n", self->dir);
+    s_each_log(self, s_print_log);
+}
+
+static int s_remove_log(const char *path, FILE *file) {
+    unlink(path);
+    return 0;
+}
+
+static void s_remove_dir(const kv_cluster_t *self) {
+    s_each_log(self, s_remove_log);
+    rmdir(self->dir);
+}
+
+/* The path of one of this build's executables. */
+static const char *s_binary(const char *name, char *out, size_t cap) {
+    snprintf(out, cap, "%s/%s", KV_BIN_DIR, name);
+    return out;
 }
 
 static pid_t s_start_node(kv_cluster_t *self, kv_harness_node_t *node) {
@@ -93,8 +133,19 @@ static pid_t s_start_node(kv_cluster_t *self, kv_harness_node_t *node) {
     snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", node->pub_port);
     snprintf(coord, sizeof(coord), "tcp://127.0.0.1:%d", self->coord_port);
     snprintf(log, sizeof(log), "%s/%s.log", self->dir, node->id);
-    const char *argv[] = {KV_BIN_DIR "/node/kv-node", "--id", node->id, "--bind", bind, "--pub",
-                          pub, "--coordinator", coord, "--heartbeat-ms", "100", NULL};
+    char binary[512];
+    const char *argv[] = {s_binary("node/kv-node", binary, sizeof(binary)),
+                          "--id",
+                          node->id,
+                          "--bind",
+                          bind,
+                          "--pub",
+                          pub,
+                          "--coordinator",
+                          coord,
+                          "--heartbeat-ms",
+                          "100",
+                          NULL};
     return kv_spawn(argv, log);
 }
 
@@ -104,8 +155,17 @@ static pid_t s_start_coordinator(kv_cluster_t *self, int nodes) {
     snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", self->coord_pub_port);
     snprintf(min, sizeof(min), "%d", nodes);
     snprintf(log, sizeof(log), "%s/coordinator.log", self->dir);
-    const char *argv[] = {KV_BIN_DIR "/coordinator/kv-coordinator", "--bind", bind, "--pub", pub,
-                          "--min-nodes", min, "--node-timeout-ms", "1000", NULL};
+    char binary[512];
+    const char *argv[] = {s_binary("coordinator/kv-coordinator", binary, sizeof(binary)),
+                          "--bind",
+                          bind,
+                          "--pub",
+                          pub,
+                          "--min-nodes",
+                          min,
+                          "--node-timeout-ms",
+                          "1000",
+                          NULL};
     return kv_spawn(argv, log);
 }
 
@@ -115,8 +175,16 @@ static pid_t s_start_gateway(kv_cluster_t *self, const char *const *extra) {
     snprintf(coord, sizeof(coord), "tcp://127.0.0.1:%d", self->coord_port);
     snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", self->coord_pub_port);
     snprintf(log, sizeof(log), "%s/gateway.log", self->dir);
-    const char *argv[32] = {KV_BIN_DIR "/gateway/kv-gateway", "--host", "127.0.0.1", "--port",
-                            port, "--coordinator", coord, "--coordinator-pub", pub};
+    char binary[512];
+    const char *argv[32] = {s_binary("gateway/kv-gateway", binary, sizeof(binary)),
+                            "--host",
+                            "127.0.0.1",
+                            "--port",
+                            port,
+                            "--coordinator",
+                            coord,
+                            "--coordinator-pub",
+                            pub};
     int argc = 9;
     for (int i = 0; extra && extra[i] && argc < 31; i++) argv[argc++] = extra[i];
     argv[argc] = NULL;
@@ -187,15 +255,12 @@ int kv_cluster_stop(kv_cluster_t **self_p) {
         problems += s_stop(&self->nodes[i].pid) != 0;
     }
     problems += s_stop(&self->coordinator) != 0;
-    problems += s_sanitizer_reports(self);
+    problems += s_each_log(self, s_has_sanitizer_report);
     if (problems) {
         fprintf(stderr, "cluster in %s stopped with %d problem(s)\n", self->dir, problems);
         s_print_logs(self);
-    } else if (!getenv("KV_KEEP_LOGS")) {
-        char command[192];
-        snprintf(command, sizeof(command), "rm -rf %s", self->dir);
-        if (system(command) != 0) fprintf(stderr, "could not remove %s\n", self->dir);
-    }
+    } else if (!getenv("KV_KEEP_LOGS"))
+        s_remove_dir(self);
     free(self);
     *self_p = NULL;
     return problems;

@@ -19,20 +19,20 @@
 #define KV_HARNESS_MAX_NODES 16
 
 typedef struct {
-    char id[32];      /* node id */
-    pid_t pid;        /* 0 when not running */
-    int port;         /* request port */
-    int pub_port;     /* replication port */
+    char id[32];  /* node id */
+    pid_t pid;    /* 0 when not running */
+    int port;     /* request port */
+    int pub_port; /* replication port */
 } kv_harness_node_t;
 
 typedef struct {
-    char dir[128];                                  /* log directory */
-    pid_t coordinator;                              /* pid */
-    int coord_port, coord_pub_port;                 /* coordinator ports */
-    pid_t gateway;                                  /* pid */
-    int http_port;                                  /* gateway port */
-    int node_count;                                 /* nodes started */
-    kv_harness_node_t nodes[KV_HARNESS_MAX_NODES];  /* the nodes */
+    char dir[128];                                 /* log directory */
+    pid_t coordinator;                             /* pid */
+    int coord_port, coord_pub_port;                /* coordinator ports */
+    pid_t gateway;                                 /* pid */
+    int http_port;                                 /* gateway port */
+    int node_count;                                /* nodes started */
+    kv_harness_node_t nodes[KV_HARNESS_MAX_NODES]; /* the nodes */
 } kv_cluster_t;
 
 /* Starts a cluster of nodes nodes; extra_gateway_args (may be NULL) is a
