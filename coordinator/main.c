@@ -24,8 +24,10 @@ int main(int argc, char **argv) {
          "ZeroMQ endpoint where routing tables are published (PUB)"},
         {"partitions", "KV_PARTITIONS", KV_OPT_LONG, &config.partitions, 1, KV_PARTITIONS_MAX,
          "hash partitions, fixed for the life of the cluster"},
-        {"replication", "KV_REPLICATION", KV_OPT_LONG, &config.replication, 1, KV_REPLICATION_MAX,
-         "owners per partition (primary + replicas)"},
+        /* Nodes do not replicate yet: a table naming replicas that hold no
+         * data would promise a safety the cluster lacks, so only 1 for now. */
+        {"replication", "KV_REPLICATION", KV_OPT_LONG, &config.replication, 1, 1,
+         "owners per partition; only 1 until replication lands"},
         {"min-nodes", "KV_MIN_NODES", KV_OPT_LONG, &config.min_nodes, 1, KV_MAX_NODES,
          "nodes that must register before partitions are assigned"},
         {"node-timeout-ms", "KV_NODE_TIMEOUT_MS", KV_OPT_LONG, &config.node_timeout_ms, 50, 600000,
