@@ -14,3 +14,7 @@ zactor_t *kv_actor_start(zactor_fn *fn, void *args) {
 void kv_actor_ready(zsock_t *pipe, int ok) {
     zstr_send(pipe, ok ? "READY" : "FAILED");
 }
+
+void kv_actor_wait_interrupt(void) {
+    while (!zsys_interrupted) zclock_sleep(100);
+}

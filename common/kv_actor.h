@@ -19,4 +19,9 @@ zactor_t *kv_actor_start(zactor_fn *fn, void *args);
  * actor is ready to serve, 0 when it failed and will return. */
 void kv_actor_ready(zsock_t *pipe, int ok);
 
+/* Blocks the calling (main) thread until SIGINT or SIGTERM. It polls
+ * zsys_interrupted instead of waiting on a socket because the signal may
+ * land on any thread, and only a flag is seen by all of them. */
+void kv_actor_wait_interrupt(void);
+
 #endif

@@ -19,6 +19,7 @@ static int s_is_port(const char *text) {
 static int s_is_tcp(const char *rest) {
     const char *colon = strrchr(rest, ':');
     if (!colon || colon == rest || !s_is_port(colon + 1)) return 0;
+    if (colon - rest == 7 && strncmp(rest, "0.0.0.0", 7) == 0) return 0; /* a wildcard too */
     for (const char *c = rest; c < colon; c++)
         if (*c == '*' || *c == '/' || *c == ' ' || (unsigned char)*c < 0x20) return 0;
     return 1;

@@ -60,7 +60,7 @@ int kv_opts_parse(const kv_opt_t *opts, size_t count, int argc, char **argv, con
     for (size_t i = 0; i < count; i++)
         longopts[i] = (struct option){opts[i].name, required_argument, NULL, (int)i};
     longopts[count] = (struct option){"help", no_argument, NULL, 'h' + 256};
-    optind = 1;
+    optind = 0; /* 0, not 1: also drops a half-read "-abc" group left by an earlier parse */
     int index;
     while ((index = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (index == 'h' || index == 'h' + 256) {

@@ -47,10 +47,7 @@ int main(int argc, char **argv) {
     zsys_set_logstream(NULL);
     zactor_t *coord = kv_actor_start(kv_coord_actor, &config);
     if (!coord) return 1;
-    while (!zsys_interrupted) {
-        char *message = zstr_recv(coord);
-        zstr_free(&message);
-    }
+    kv_actor_wait_interrupt();
     zactor_destroy(&coord);
     return 0;
 }

@@ -23,7 +23,7 @@
 #define KV_PAGE_MAX 10000                /* entries per page when a client asks for more */
 #define KV_SCAN_CHUNK 4096               /* entries per SCAN while streaming */
 #define KV_STREAM_BLOCK 32768            /* MHD's buffer for streamed bodies */
-#define KV_CONNECTION_MEMORY (64 * 1024) /* per connection; holds the request line */
+#define KV_CONNECTION_MEMORY (16 * 1024) /* per connection: an 8 KiB target fits */
 
 typedef enum {
     R_SET,
@@ -101,7 +101,8 @@ typedef struct {
     kv_http_t *server;           /* owner */
     struct MHD_Connection *conn; /* while suspended */
     s_route_t route;             /* what was asked */
-    int started;                 /* the handler ran once */
+    int seen_headers;            /* the handler was called with the headers */
+    int started;                 /* the request was dispatched */
     int ready;                   /* a call finished: answer from it */
     int uri_too_long;            /* the target exceeded KV_MAX_URI_BYTES */
     kv_call_t call;              /* the backend call in progress */
@@ -579,6 +580,13 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     req->conn = conn;
+    /* The first call comes with the headers; answering then makes MHD close
+     * the connection (it cannot know the body is empty), so we wait for the
+     * second call, at the end of the request, and keep-alive survives. */
+    if (!req->seen_headers) {
+        req->seen_headers = 1;
+        return MHD_YES;
+    }
     if (!req->started) {
         req->started = 1;
         return s_start(req, url, method);

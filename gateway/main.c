@@ -2,6 +2,7 @@
  *  until SIGINT or SIGTERM. */
 #include <czmq.h>
 
+#include "kv_actor.h"
 #include "kv_backend.h"
 #include "kv_http.h"
 #include "kv_limits.h"
@@ -48,7 +49,7 @@ int main(int argc, char **argv) {
         kv_backend_destroy(&backend);
         return 1;
     }
-    while (!zsys_interrupted) zclock_sleep(100);
+    kv_actor_wait_interrupt();
     kv_log_info("gateway stopping");
     kv_http_destroy(&server);
     kv_backend_destroy(&backend);

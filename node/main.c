@@ -57,10 +57,7 @@ int main(int argc, char **argv) {
     kv_node_config_t config = {id, bind, advertise, pub, pub_advertise, coordinator, heartbeat_ms};
     zactor_t *node = kv_actor_start(kv_node_actor, &config);
     if (!node) return 1;
-    while (!zsys_interrupted) {
-        char *message = zstr_recv(node); /* interrupted by SIGINT/SIGTERM */
-        zstr_free(&message);
-    }
+    kv_actor_wait_interrupt();
     zactor_destroy(&node);
     return 0;
 }
