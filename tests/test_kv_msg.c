@@ -13,6 +13,7 @@
  */
 #include <criterion/criterion.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,10 +26,9 @@
 #define MAX_CASES 64
 
 static const uint8_t s_types[] = {
-    KV_MSG_GET,        KV_MSG_SET,       KV_MSG_RM,          KV_MSG_IS,    KV_MSG_CLEAR,
-    KV_MSG_SCAN,       KV_MSG_STATS,     KV_MSG_REPLY,       KV_MSG_SCAN_REPLY,
-    KV_MSG_STATS_REPLY, KV_MSG_HELLO,    KV_MSG_HEARTBEAT,   KV_MSG_TABLE_REQ,
-    KV_MSG_TABLE,      KV_MSG_WHO,
+    KV_MSG_GET,   KV_MSG_SET,       KV_MSG_RM,        KV_MSG_IS,         KV_MSG_CLEAR,
+    KV_MSG_SCAN,  KV_MSG_STATS,     KV_MSG_REPLY,     KV_MSG_SCAN_REPLY, KV_MSG_STATS_REPLY,
+    KV_MSG_HELLO, KV_MSG_HEARTBEAT, KV_MSG_TABLE_REQ, KV_MSG_TABLE,      KV_MSG_WHO,
 };
 #define TYPE_COUNT (sizeof(s_types) / sizeof(s_types[0]))
 
@@ -43,7 +43,6 @@ static char s_max_key[KV_MAX_KEY_BYTES];
 static char s_max_value[KV_MAX_VALUE_BYTES];
 static char s_node_id_255[255];
 static uint8_t s_entries_buf[256];
-static size_t s_entries_len;
 
 static void s_fill_pattern(char *buf, size_t len, unsigned seed) {
     for (size_t i = 0; i < len; i++) buf[i] = (char)((i * 31 + seed) & 0xFF);
@@ -55,7 +54,6 @@ static kv_bytes_t s_three_entries(void) {
     cr_assert_eq(kv_msg_entry_put(s_entries_buf, sizeof s_entries_buf, &pos, "a", 1, "1", 1), 0);
     cr_assert_eq(kv_msg_entry_put(s_entries_buf, sizeof s_entries_buf, &pos, "b\0c", 3, "", 0), 0);
     cr_assert_eq(kv_msg_entry_put(s_entries_buf, sizeof s_entries_buf, &pos, "zz", 2, "val", 3), 0);
-    s_entries_len = pos;
     return (kv_bytes_t){(const char *)s_entries_buf, pos};
 }
 
@@ -129,8 +127,8 @@ static size_t s_samples(kv_msg_t *out) {
                           .partition = UINT32_MAX,
                           .key = {s_max_key, sizeof s_max_key},
                           .value = {s_max_value, sizeof s_max_value}};
-    out[n++] = (kv_msg_t){.type = KV_MSG_SET, .key = BYTES("k")}; /* empty value */
-    out[n++] = (kv_msg_t){.type = KV_MSG_SCAN, .limit = UINT32_MAX};  /* no after */
+    out[n++] = (kv_msg_t){.type = KV_MSG_SET, .key = BYTES("k")};    /* empty value */
+    out[n++] = (kv_msg_t){.type = KV_MSG_SCAN, .limit = UINT32_MAX}; /* no after */
     out[n++] = (kv_msg_t){.type = KV_MSG_REPLY, .status = KV_STATUS_MAX, .value = BYTES("")};
     out[n++] = (kv_msg_t){.type = KV_MSG_SCAN_REPLY, .status = KV_STATUS_NOT_FOUND}; /* 0 entries */
     out[n++] = (kv_msg_t){.type = KV_MSG_STATS_REPLY,
@@ -270,8 +268,32 @@ Test(kv_msg, every_type_round_trips) {
 Test(kv_msg, get_layout_matches_the_header) {
     kv_msg_t get = {.type = KV_MSG_GET, .req_id = 0x0102030405060708, .epoch = 9, .partition = 10};
     get.key = BYTES("ab");
-    const uint8_t want[] = {KV_MSG_VERSION, KV_MSG_GET, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 0,
-                            0, 0, 0, 9, 0, 0, 0, 10, 0, 2, 'a', 'b'};
+    const uint8_t want[] = {KV_MSG_VERSION,
+                            KV_MSG_GET,
+                            1,
+                            2,
+                            3,
+                            4,
+                            5,
+                            6,
+                            7,
+                            8,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            9,
+                            0,
+                            0,
+                            0,
+                            10,
+                            0,
+                            2,
+                            'a',
+                            'b'};
     uint8_t frame[64];
     cr_assert_eq(kv_msg_encode(&get, frame, sizeof frame), sizeof want);
     cr_expect_arr_eq(frame, want, sizeof want);
@@ -313,8 +335,8 @@ Test(kv_msg, decode_zeroes_fields_the_type_does_not_use) {
 }
 
 Test(kv_msg, max_key_and_value_round_trip) {
-    kv_msg_t samples[MAX_CASES];
-    s_samples(samples);
+    s_fill_pattern(s_max_key, sizeof s_max_key, 1);
+    s_fill_pattern(s_max_value, sizeof s_max_value, 2);
     kv_msg_t set = {.type = KV_MSG_SET, .key = {s_max_key, KV_MAX_KEY_BYTES}};
     set.value = (kv_bytes_t){s_max_value, KV_MAX_VALUE_BYTES};
     size_t len;
@@ -447,8 +469,6 @@ Test(kv_msg, entry_put_that_does_not_fit_changes_nothing) {
 }
 
 Test(kv_msg, scan_reply_count_must_match_the_entries) {
-    kv_msg_t samples[MAX_CASES];
-    s_samples(samples);
     kv_msg_t reply = {.type = KV_MSG_SCAN_REPLY, .count = 3, .entries = s_three_entries()};
     for (uint32_t count = 0; count < 8; count++) {
         reply.count = count;
@@ -607,8 +627,8 @@ Test(kv_msg, oversized_length_fields_fail) {
     size_t len;
     uint8_t *frame = s_encode(&table, &len);
     kv_msg_t decoded;
-    const uint8_t claims[][4] = {{0, 0, 0, 4}, {0, 1, 0, 0}, {0x7F, 0xFF, 0xFF, 0xFF},
-                                 {0xFF, 0xFF, 0xFF, 0xFF}};
+    const uint8_t claims[][4] = {
+        {0, 0, 0, 4}, {0, 1, 0, 0}, {0x7F, 0xFF, 0xFF, 0xFF}, {0xFF, 0xFF, 0xFF, 0xFF}};
     for (size_t i = 0; i < sizeof claims / sizeof claims[0]; i++) {
         memcpy(frame + KV_MSG_HEADER, claims[i], 4);
         cr_expect_eq(kv_msg_decode(frame, len, &decoded), -1, "claim %zu", i);
@@ -656,9 +676,9 @@ Test(kv_msg, every_corruption_fails_or_stays_in_bounds) {
 //  Names for logs
 
 Test(kv_msg, type_names) {
-    const char *names[] = {"GET",         "SET",   "RM",        "IS",        "CLEAR",
-                           "SCAN",        "STATS", "REPLY",     "SCAN_REPLY", "STATS_REPLY",
-                           "HELLO",       "HEARTBEAT", "TABLE_REQ", "TABLE", "WHO"};
+    const char *names[] = {"GET",   "SET",       "RM",        "IS",         "CLEAR",
+                           "SCAN",  "STATS",     "REPLY",     "SCAN_REPLY", "STATS_REPLY",
+                           "HELLO", "HEARTBEAT", "TABLE_REQ", "TABLE",      "WHO"};
     for (size_t i = 0; i < TYPE_COUNT; i++)
         cr_expect_str_eq(kv_msg_type_name(s_types[i]), names[i]);
     cr_expect_str_eq(kv_msg_type_name(0), "UNKNOWN");

@@ -1,0 +1,664 @@
+/*  test_kv_table.c: the routing table and its encoding.
+ *
+ *  The first tests show how the coordinator builds a table: add nodes, give
+ *  each partition a primary and replicas, mark nodes active, and ask whether
+ *  the cluster is healthy. The rest hold the decoder to its promise: a table
+ *  arrives from the network inside HELLO and TABLE messages, so every cut
+ *  and every corrupted byte of a frame must be rejected, or decode into a
+ *  table that is internally consistent (owners name real nodes, strings are
+ *  terminated) and re-encodes to the very same bytes. Each candidate sits in
+ *  a malloc'd buffer of exactly its length, so AddressSanitizer reports any
+ *  read past the end.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_limits.h"
+#include "kv_table.h"
+#include "kv_wire.h"
+
+/* A table of 8 partitions x 2 slots over three nodes, as the coordinator
+ * would build it: primaries spread round robin, replicas on the next node. */
+static kv_table_t *s_sample_table(void) {
+    kv_table_t *table = kv_table_new(8, 2);
+    cr_assert_not_null(table);
+    table->epoch = 0x0102030405060708;
+    cr_assert_eq(kv_table_upsert(table, "node-a", "tcp://a:5601", "tcp://a:5602"), 0);
+    cr_assert_eq(kv_table_upsert(table, "node-b", "tcp://b:5601", "tcp://b:5602"), 1);
+    cr_assert_eq(kv_table_upsert(table, "c", "ipc:///tmp/c", ""), 2);
+    table->nodes[0].state = KV_NODE_ACTIVE;
+    table->nodes[1].state = KV_NODE_LEAVING;
+    table->nodes[2].state = KV_NODE_DOWN;
+    for (uint32_t p = 0; p < 7; p++) { /* partition 7's replica stays unset */
+        kv_table_set_owner(table, p, 0, (uint16_t)(p % 3));
+        kv_table_set_owner(table, p, 1, (uint16_t)((p + 1) % 3));
+    }
+    kv_table_set_owner(table, 7, 0, 0);
+    return table;
+}
+
+static uint8_t *s_encode(const kv_table_t *table, size_t *len) {
+    size_t size = kv_table_encoded_size(table);
+    cr_assert_gt(size, 0);
+    uint8_t *frame = malloc(size);
+    cr_assert_not_null(frame);
+    cr_assert_eq(kv_table_encode(table, frame, size), size);
+    *len = size;
+    return frame;
+}
+
+/* Decodes a copy of frame[0..len) held in a buffer of exactly len bytes. */
+static kv_table_t *s_decode_exact(const uint8_t *frame, size_t len) {
+    uint8_t *copy = malloc(len ? len : 1);
+    cr_assert_not_null(copy);
+    if (len) memcpy(copy, frame, len);
+    kv_table_t *table = kv_table_decode(copy, len);
+    free(copy);
+    return table;
+}
+
+/* strcmp, not cr_expect_str_eq: the analyzer then knows both are strings. */
+static void s_expect_text(const char *got, const char *want) {
+    cr_expect(strcmp(got, want) == 0, "\"%s\", want \"%s\"", got, want);
+}
+
+static void s_assert_same(const kv_table_t *got, const kv_table_t *want) {
+    cr_assert_eq(got->epoch, want->epoch);
+    cr_assert_eq(got->partitions, want->partitions);
+    cr_assert_eq(got->replication, want->replication);
+    cr_assert_eq(got->node_count, want->node_count);
+    for (uint32_t i = 0; i < want->node_count; i++) {
+        s_expect_text(got->nodes[i].id, want->nodes[i].id);
+        s_expect_text(got->nodes[i].endpoint, want->nodes[i].endpoint);
+        s_expect_text(got->nodes[i].pub_endpoint, want->nodes[i].pub_endpoint);
+        cr_expect_eq(got->nodes[i].state, want->nodes[i].state);
+    }
+    for (uint32_t p = 0; p < want->partitions; p++)
+        for (uint32_t slot = 0; slot < want->replication; slot++)
+            cr_expect_eq(kv_table_owner(got, p, slot), kv_table_owner(want, p, slot), "p %u s %u",
+                         p, slot);
+}
+
+/* What a decoded table promises, whatever bytes it came from. */
+static void s_assert_consistent(const kv_table_t *t) {
+    cr_assert(t->partitions >= 1 && t->partitions <= KV_PARTITIONS_MAX);
+    cr_assert(t->replication >= 1 && t->replication <= KV_REPLICATION_MAX);
+    cr_assert_leq(t->node_count, KV_MAX_NODES);
+    for (uint32_t i = 0; i < t->node_count; i++) {
+        const kv_table_node_t *node = &t->nodes[i];
+        cr_assert_not_null(memchr(node->id, '\0', sizeof node->id));
+        cr_assert_not_null(memchr(node->endpoint, '\0', sizeof node->endpoint));
+        cr_assert_not_null(memchr(node->pub_endpoint, '\0', sizeof node->pub_endpoint));
+        cr_assert_neq(node->id[0], '\0', "a node without an id");
+        cr_assert_leq(node->state, KV_NODE_DOWN);
+    }
+    for (uint32_t p = 0; p < t->partitions; p++)
+        for (uint32_t slot = 0; slot < t->replication; slot++) {
+            uint16_t owner = kv_table_owner(t, p, slot);
+            cr_assert(owner == KV_NO_NODE || owner < t->node_count, "owner %u of %u nodes", owner,
+                      t->node_count);
+        }
+}
+
+/* The fixed part of an encoding, before the nodes. */
+static void s_put_head(kv_writer_t *w, uint32_t partitions, uint32_t replication, uint32_t nodes) {
+    kv_wire_put_uint(w, 1, 1); /* version */
+    kv_wire_put_uint(w, 9, 8); /* epoch */
+    kv_wire_put_uint(w, partitions, 4);
+    kv_wire_put_uint(w, replication, 1);
+    kv_wire_put_uint(w, nodes, 2);
+}
+
+static void s_put_node(kv_writer_t *w, const char *id, size_t idlen, uint8_t state) {
+    kv_wire_put_str(w, id, idlen, 1);
+    kv_wire_put_str(w, "tcp://x:1", 9, 2);
+    kv_wire_put_str(w, "", 0, 2);
+    kv_wire_put_uint(w, state, 1);
+}
+
+//  --------------------------------------------------------------------------
+//  Building a table
+
+Test(kv_table, new_rejects_bad_arguments) {
+    cr_expect_null(kv_table_new(0, 1), "no partitions");
+    cr_expect_null(kv_table_new(KV_PARTITIONS_MAX + 1, 1), "too many partitions");
+    cr_expect_null(kv_table_new(UINT32_MAX, 1));
+    cr_expect_null(kv_table_new(16, 0), "no owner slots");
+    cr_expect_null(kv_table_new(16, KV_REPLICATION_MAX + 1), "too many replicas");
+    kv_table_t *largest = kv_table_new(KV_PARTITIONS_MAX, KV_REPLICATION_MAX);
+    cr_expect_not_null(largest);
+    kv_table_destroy(&largest);
+}
+
+Test(kv_table, new_table_is_empty_and_unassigned) {
+    kv_table_t *table = kv_table_new(16, 3);
+    cr_assert_not_null(table);
+    cr_expect_eq(table->epoch, 0);
+    cr_expect_eq(table->partitions, 16);
+    cr_expect_eq(table->replication, 3);
+    cr_expect_eq(table->node_count, 0);
+    for (uint32_t p = 0; p < 16; p++)
+        for (uint32_t slot = 0; slot < 3; slot++)
+            cr_expect_eq(kv_table_owner(table, p, slot), KV_NO_NODE);
+    cr_expect_not(kv_table_healthy(table));
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, destroy_sets_null_and_is_safe_twice) {
+    kv_table_t *table = kv_table_new(4, 1);
+    kv_table_destroy(&table);
+    cr_expect_null(table);
+    kv_table_destroy(&table);
+    kv_table_destroy(NULL);
+}
+
+Test(kv_table, upsert_adds_nodes_in_order_and_find_returns_their_index) {
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_expect_eq(kv_table_find(table, "node-a"), -1, "empty table");
+    cr_expect_eq(kv_table_upsert(table, "node-a", "tcp://a:1", "tcp://a:2"), 0);
+    cr_expect_eq(kv_table_upsert(table, "node-b", "tcp://b:1", "tcp://b:2"), 1);
+    cr_expect_eq(table->node_count, 2);
+    cr_expect_eq(kv_table_find(table, "node-a"), 0);
+    cr_expect_eq(kv_table_find(table, "node-b"), 1);
+    cr_expect_eq(kv_table_find(table, "node-"), -1, "ids match whole");
+    cr_expect_eq(kv_table_find(table, "node-c"), -1);
+    cr_expect_eq(table->nodes[1].state, KV_NODE_JOINING, "new nodes join first");
+    s_expect_text(table->nodes[1].endpoint, "tcp://b:1");
+    s_expect_text(table->nodes[1].pub_endpoint, "tcp://b:2");
+    kv_table_destroy(&table);
+}
+
+/* A node that restarts on new ports keeps its index, and so its partitions
+ * and state. */
+Test(kv_table, upsert_existing_updates_endpoints_only) {
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_assert_eq(kv_table_upsert(table, "node-a", "tcp://a:1", "tcp://a:2"), 0);
+    table->nodes[0].state = KV_NODE_ACTIVE;
+    kv_table_set_owner(table, 3, 0, 0);
+    cr_expect_eq(kv_table_upsert(table, "node-a", "tcp://a:7", "tcp://a:8"), 0);
+    cr_expect_eq(table->node_count, 1);
+    s_expect_text(table->nodes[0].endpoint, "tcp://a:7");
+    s_expect_text(table->nodes[0].pub_endpoint, "tcp://a:8");
+    cr_expect_eq(table->nodes[0].state, KV_NODE_ACTIVE);
+    cr_expect_eq(kv_table_owner(table, 3, 0), 0);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, upsert_rejects_empty_id_and_long_strings) {
+    char id[KV_NODE_ID_MAX + 2];
+    char endpoint[KV_ENDPOINT_MAX + 2];
+    memset(id, 'i', sizeof id - 1);
+    id[sizeof id - 1] = '\0';
+    memset(endpoint, 'e', sizeof endpoint - 1);
+    endpoint[sizeof endpoint - 1] = '\0';
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_expect_eq(kv_table_upsert(table, "", "tcp://a:1", ""), -1, "empty id");
+    cr_expect_eq(kv_table_upsert(table, id, "tcp://a:1", ""), -1, "id of 65 bytes");
+    cr_expect_eq(kv_table_upsert(table, "a", endpoint, ""), -1, "endpoint of 257 bytes");
+    cr_expect_eq(kv_table_upsert(table, "a", "", endpoint), -1, "pub endpoint of 257 bytes");
+    cr_expect_eq(table->node_count, 0, "nothing was added");
+
+    id[KV_NODE_ID_MAX] = '\0';
+    endpoint[KV_ENDPOINT_MAX] = '\0';
+    cr_expect_eq(kv_table_upsert(table, id, endpoint, endpoint), 0, "the longest strings fit");
+    cr_expect_eq(strlen(table->nodes[0].id), KV_NODE_ID_MAX);
+    cr_expect_eq(strlen(table->nodes[0].pub_endpoint), KV_ENDPOINT_MAX);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, upsert_into_full_table_fails_but_updates_still_work) {
+    kv_table_t *table = kv_table_new(4, 1);
+    char id[16];
+    for (int i = 0; i < KV_MAX_NODES; i++) {
+        snprintf(id, sizeof id, "n%d", i);
+        cr_assert_eq(kv_table_upsert(table, id, "tcp://x:1", ""), i);
+    }
+    cr_expect_eq(kv_table_upsert(table, "one-more", "tcp://x:1", ""), -1);
+    cr_expect_eq(table->node_count, KV_MAX_NODES);
+    cr_expect_eq(kv_table_upsert(table, "n17", "tcp://y:2", ""), 17);
+    s_expect_text(table->nodes[17].endpoint, "tcp://y:2");
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, owners_are_set_per_partition_and_slot) {
+    kv_table_t *table = kv_table_new(4, 3);
+    kv_table_set_owner(table, 2, 0, 5);
+    kv_table_set_owner(table, 2, 2, 6);
+    cr_expect_eq(kv_table_owner(table, 2, 0), 5);
+    cr_expect_eq(kv_table_owner(table, 2, 1), KV_NO_NODE);
+    cr_expect_eq(kv_table_owner(table, 2, 2), 6);
+    cr_expect_eq(kv_table_owner(table, 1, 0), KV_NO_NODE, "neighbours untouched");
+    cr_expect_eq(kv_table_owner(table, 3, 0), KV_NO_NODE);
+    kv_table_set_owner(table, 2, 0, KV_NO_NODE);
+    cr_expect_eq(kv_table_owner(table, 2, 0), KV_NO_NODE, "unassigning");
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, owner_out_of_range_is_no_node_and_set_is_ignored) {
+    kv_table_t *table = kv_table_new(4, 2);
+    kv_table_set_owner(table, 4, 0, 1);
+    kv_table_set_owner(table, 0, 2, 1);
+    kv_table_set_owner(table, UINT32_MAX, UINT32_MAX, 1);
+    cr_expect_eq(kv_table_owner(table, 4, 0), KV_NO_NODE);
+    cr_expect_eq(kv_table_owner(table, 0, 2), KV_NO_NODE);
+    cr_expect_eq(kv_table_owner(table, UINT32_MAX, 0), KV_NO_NODE);
+    for (uint32_t p = 0; p < 4; p++)
+        for (uint32_t slot = 0; slot < 2; slot++)
+            cr_expect_eq(kv_table_owner(table, p, slot), KV_NO_NODE, "p %u s %u", p, slot);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, counts_primaries_and_replicas) {
+    kv_table_t *table = s_sample_table();
+    /* Primaries: p%3 for p<7, and node 0 for p 7. Replicas: (p+1)%3 for p<7. */
+    cr_expect_eq(kv_table_count_primaries(table, 0), 4); /* 0, 3, 6, 7 */
+    cr_expect_eq(kv_table_count_primaries(table, 1), 2); /* 1, 4 */
+    cr_expect_eq(kv_table_count_primaries(table, 2), 2); /* 2, 5 */
+    cr_expect_eq(kv_table_count_replicas(table, 0), 2);  /* 2, 5 */
+    cr_expect_eq(kv_table_count_replicas(table, 1), 3);  /* 0, 3, 6 */
+    cr_expect_eq(kv_table_count_replicas(table, 2), 2);  /* 1, 4 */
+    cr_expect_eq(kv_table_count_replicas(table, KV_NO_NODE), 1, "partition 7's replica");
+    cr_expect_eq(kv_table_count_primaries(table, 9), 0);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, replication_one_has_no_replicas) {
+    kv_table_t *table = kv_table_new(4, 1);
+    kv_table_upsert(table, "a", "tcp://a:1", "");
+    for (uint32_t p = 0; p < 4; p++) kv_table_set_owner(table, p, 0, 0);
+    cr_expect_eq(kv_table_count_primaries(table, 0), 4);
+    cr_expect_eq(kv_table_count_replicas(table, 0), 0);
+    kv_table_destroy(&table);
+}
+
+//  --------------------------------------------------------------------------
+//  Health
+
+static kv_table_t *s_two_active_nodes(void) {
+    kv_table_t *table = kv_table_new(4, 2);
+    kv_table_upsert(table, "a", "tcp://a:1", "");
+    kv_table_upsert(table, "b", "tcp://b:1", "");
+    table->nodes[0].state = KV_NODE_ACTIVE;
+    table->nodes[1].state = KV_NODE_ACTIVE;
+    for (uint32_t p = 0; p < 4; p++) {
+        kv_table_set_owner(table, p, 0, (uint16_t)(p % 2));
+        kv_table_set_owner(table, p, 1, (uint16_t)((p + 1) % 2));
+    }
+    return table;
+}
+
+Test(kv_table, healthy_when_every_primary_is_active) {
+    kv_table_t *table = s_two_active_nodes();
+    cr_expect(kv_table_healthy(table));
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, unhealthy_with_an_unassigned_partition) {
+    kv_table_t *table = s_two_active_nodes();
+    kv_table_set_owner(table, 3, 0, KV_NO_NODE);
+    cr_expect_not(kv_table_healthy(table));
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, unhealthy_with_an_owner_index_past_the_nodes) {
+    kv_table_t *table = s_two_active_nodes();
+    kv_table_set_owner(table, 0, 0, 2);
+    cr_expect_not(kv_table_healthy(table));
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, unhealthy_when_a_primary_is_not_active) {
+    const uint8_t states[] = {KV_NODE_DOWN, KV_NODE_JOINING, KV_NODE_LEAVING};
+    for (size_t i = 0; i < sizeof states; i++) {
+        kv_table_t *table = s_two_active_nodes();
+        table->nodes[1].state = states[i];
+        cr_expect_not(kv_table_healthy(table), "primary %s", kv_node_state_name(states[i]));
+        kv_table_destroy(&table);
+    }
+}
+
+/* Replicas do not count: a down replica leaves reads and writes possible. */
+Test(kv_table, healthy_with_a_down_replica) {
+    kv_table_t *table = s_two_active_nodes();
+    kv_table_upsert(table, "c", "tcp://c:1", "");
+    table->nodes[2].state = KV_NODE_DOWN;
+    for (uint32_t p = 0; p < 4; p++) kv_table_set_owner(table, p, 1, 2);
+    cr_expect(kv_table_healthy(table));
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, dup_is_an_independent_copy) {
+    kv_table_t *table = s_sample_table();
+    kv_table_t *copy = kv_table_dup(table);
+    cr_assert_not_null(copy);
+    s_assert_same(copy, table);
+    cr_expect_neq(copy->nodes, table->nodes);
+    cr_expect_neq(copy->owners, table->owners);
+
+    copy->epoch++;
+    kv_table_set_owner(copy, 0, 0, 2);
+    kv_table_upsert(copy, "node-d", "tcp://d:1", "");
+    copy->nodes[0].state = KV_NODE_DOWN;
+    strcpy(copy->nodes[1].endpoint, "changed");
+    cr_expect_eq(table->epoch, 0x0102030405060708);
+    cr_expect_eq(kv_table_owner(table, 0, 0), 0);
+    cr_expect_eq(table->node_count, 3);
+    cr_expect_eq(table->nodes[0].state, KV_NODE_ACTIVE);
+    s_expect_text(table->nodes[1].endpoint, "tcp://b:5601");
+
+    kv_table_destroy(&table);
+    cr_expect_eq(kv_table_owner(copy, 0, 0), 2, "the copy outlives the original");
+    kv_table_destroy(&copy);
+}
+
+//  --------------------------------------------------------------------------
+//  Encoding
+
+Test(kv_table, round_trip_keeps_everything) {
+    kv_table_t *table = s_sample_table();
+    size_t len;
+    uint8_t *frame = s_encode(table, &len);
+    kv_table_t *decoded = s_decode_exact(frame, len);
+    cr_assert_not_null(decoded);
+    s_assert_same(decoded, table);
+    kv_table_destroy(&decoded);
+    kv_table_destroy(&table);
+    free(frame);
+}
+
+Test(kv_table, round_trip_of_an_empty_table) {
+    kv_table_t *table = kv_table_new(1, 1);
+    size_t len;
+    uint8_t *frame = s_encode(table, &len);
+    cr_expect_eq(len, 1 + 8 + 4 + 1 + 2 + 2);
+    kv_table_t *decoded = s_decode_exact(frame, len);
+    cr_assert_not_null(decoded);
+    s_assert_same(decoded, table);
+    kv_table_destroy(&decoded);
+    kv_table_destroy(&table);
+    free(frame);
+}
+
+/* The largest table the limits allow: every partition, slot and node. */
+Test(kv_table, round_trip_of_the_largest_table) {
+    kv_table_t *table = kv_table_new(KV_PARTITIONS_MAX, KV_REPLICATION_MAX);
+    char id[KV_NODE_ID_MAX + 1];
+    char endpoint[KV_ENDPOINT_MAX + 1];
+    memset(endpoint, 'e', KV_ENDPOINT_MAX);
+    endpoint[KV_ENDPOINT_MAX] = '\0';
+    for (int i = 0; i < KV_MAX_NODES; i++) {
+        memset(id, 'a' + i % 26, KV_NODE_ID_MAX);
+        id[KV_NODE_ID_MAX - 2] = (char)(1 + i / 16); /* unique, never NUL */
+        id[KV_NODE_ID_MAX - 1] = (char)(1 + i % 16);
+        id[KV_NODE_ID_MAX] = '\0';
+        cr_assert_eq(kv_table_upsert(table, id, endpoint, endpoint), i);
+        table->nodes[i].state = (uint8_t)(i % 4);
+    }
+    for (uint32_t p = 0; p < KV_PARTITIONS_MAX; p++)
+        for (uint32_t slot = 0; slot < KV_REPLICATION_MAX; slot++)
+            kv_table_set_owner(table, p, slot, (uint16_t)((p + slot) % KV_MAX_NODES));
+    table->epoch = UINT64_MAX;
+    size_t len;
+    uint8_t *frame = s_encode(table, &len);
+    kv_table_t *decoded = s_decode_exact(frame, len);
+    cr_assert_not_null(decoded);
+    s_assert_same(decoded, table);
+    kv_table_destroy(&decoded);
+    kv_table_destroy(&table);
+    free(frame);
+}
+
+Test(kv_table, encode_into_too_small_buffer_returns_zero) {
+    kv_table_t *table = s_sample_table();
+    size_t size = kv_table_encoded_size(table);
+    for (size_t cap = 0; cap < size; cap++) {
+        uint8_t *buf = malloc(cap ? cap : 1);
+        cr_assert_eq(kv_table_encode(table, buf, cap), 0, "%zu of %zu bytes", cap, size);
+        free(buf);
+    }
+    cr_expect_eq(kv_table_encode(table, NULL, size), 0, "no buffer");
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, decode_null_fails) {
+    cr_expect_null(kv_table_decode(NULL, 0));
+    cr_expect_null(kv_table_decode(NULL, 100));
+}
+
+Test(kv_table, every_truncation_fails) {
+    kv_table_t *table = s_sample_table();
+    size_t len;
+    uint8_t *frame = s_encode(table, &len);
+    for (size_t cut = 0; cut < len; cut++)
+        cr_assert_null(s_decode_exact(frame, cut), "cut to %zu of %zu bytes", cut, len);
+    kv_table_destroy(&table);
+    free(frame);
+}
+
+Test(kv_table, trailing_byte_fails) {
+    kv_table_t *table = s_sample_table();
+    size_t len;
+    uint8_t *frame = s_encode(table, &len);
+    uint8_t *longer = malloc(len + 1);
+    memcpy(longer, frame, len);
+    longer[len] = 0;
+    cr_expect_null(s_decode_exact(longer, len + 1));
+    free(longer);
+    kv_table_destroy(&table);
+    free(frame);
+}
+
+Test(kv_table, wrong_version_fails) {
+    kv_table_t *table = s_sample_table();
+    size_t len;
+    uint8_t *frame = s_encode(table, &len);
+    for (int version = 0; version < 256; version++) {
+        if (version == 1) continue;
+        frame[0] = (uint8_t)version;
+        cr_assert_null(kv_table_decode(frame, len), "version %d", version);
+    }
+    kv_table_destroy(&table);
+    free(frame);
+}
+
+Test(kv_table, partitions_or_replication_out_of_range_fail) {
+    const uint32_t bad[][2] = {
+        {0, 1}, {1, 0}, {KV_PARTITIONS_MAX + 1, 1}, {1, KV_REPLICATION_MAX + 1}, {1, 255}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t slots = (size_t)bad[i][0] * bad[i][1];
+        size_t cap = 16 + 2 * slots;
+        uint8_t *frame = malloc(cap);
+        kv_writer_t w = {frame, cap, 0, 0};
+        s_put_head(&w, bad[i][0], bad[i][1], 0);
+        for (size_t s = 0; s < slots; s++) kv_wire_put_uint(&w, KV_NO_NODE, 2);
+        cr_assert_not(w.failed);
+        cr_expect_null(s_decode_exact(frame, w.pos), "P %u R %u", bad[i][0], bad[i][1]);
+        free(frame);
+    }
+}
+
+Test(kv_table, more_nodes_than_the_limit_fail) {
+    size_t cap = 16 + (KV_MAX_NODES + 1) * 32 + 2;
+    uint8_t *frame = malloc(cap);
+    kv_writer_t w = {frame, cap, 0, 0};
+    s_put_head(&w, 1, 1, KV_MAX_NODES + 1);
+    char id[8];
+    for (int i = 0; i <= KV_MAX_NODES; i++)
+        s_put_node(&w, id, (size_t)snprintf(id, sizeof id, "n%d", i), KV_NODE_ACTIVE);
+    kv_wire_put_uint(&w, 0, 2);
+    cr_assert_not(w.failed);
+    cr_expect_null(s_decode_exact(frame, w.pos), "257 nodes");
+
+    w = (kv_writer_t){frame, cap, 0, 0}; /* the same with a node count of 0xFFFF */
+    s_put_head(&w, 1, 1, 0xFFFF);
+    kv_wire_put_uint(&w, 0, 2);
+    cr_expect_null(s_decode_exact(frame, w.pos), "65535 nodes");
+    free(frame);
+}
+
+/* Owners must name one of the table's nodes, or be KV_NO_NODE. */
+Test(kv_table, owner_index_out_of_range_fails) {
+    const uint16_t owners[] = {0, 1, 2, 3, 255, 256, 0xFFFE, KV_NO_NODE};
+    uint8_t frame[128];
+    for (size_t i = 0; i < sizeof owners / sizeof owners[0]; i++) {
+        kv_writer_t w = {frame, sizeof frame, 0, 0};
+        s_put_head(&w, 2, 1, 2);
+        s_put_node(&w, "a", 1, KV_NODE_ACTIVE);
+        s_put_node(&w, "b", 1, KV_NODE_ACTIVE);
+        kv_wire_put_uint(&w, 0, 2);
+        kv_wire_put_uint(&w, owners[i], 2);
+        cr_assert_not(w.failed);
+        kv_table_t *table = s_decode_exact(frame, w.pos);
+        int valid = owners[i] < 2 || owners[i] == KV_NO_NODE;
+        cr_expect_eq(table != NULL, valid, "owner %u of 2 nodes", owners[i]);
+        if (table) cr_expect_eq(kv_table_owner(table, 1, 0), owners[i]);
+        kv_table_destroy(&table);
+    }
+}
+
+Test(kv_table, malformed_nodes_fail) {
+    static char long_id[KV_NODE_ID_MAX + 1];
+    memset(long_id, 'x', sizeof long_id);
+    struct {
+        const char *id;
+        size_t idlen;
+        uint8_t state;
+        const char *why;
+    } cases[] = {
+        {"", 0, KV_NODE_ACTIVE, "empty id"},
+        {long_id, KV_NODE_ID_MAX + 1, KV_NODE_ACTIVE, "id of 65 bytes"},
+        {"a\0b", 3, KV_NODE_ACTIVE, "NUL inside the id"},
+        {"a", 1, KV_NODE_DOWN + 1, "unknown state"},
+        {"a", 1, 0xFF, "state 255"},
+    };
+    uint8_t frame[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        kv_writer_t w = {frame, sizeof frame, 0, 0};
+        s_put_head(&w, 1, 1, 1);
+        s_put_node(&w, cases[i].id, cases[i].idlen, cases[i].state);
+        kv_wire_put_uint(&w, 0, 2);
+        cr_assert_not(w.failed);
+        cr_expect_null(s_decode_exact(frame, w.pos), "%s", cases[i].why);
+    }
+    kv_writer_t w = {frame, sizeof frame, 0, 0}; /* the longest id is fine */
+    s_put_head(&w, 1, 1, 1);
+    s_put_node(&w, long_id, KV_NODE_ID_MAX, KV_NODE_DOWN);
+    kv_wire_put_uint(&w, 0, 2);
+    kv_table_t *table = s_decode_exact(frame, w.pos);
+    cr_expect_not_null(table);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, endpoint_longer_than_the_limit_fails) {
+    static char endpoint[KV_ENDPOINT_MAX + 1];
+    memset(endpoint, 'e', sizeof endpoint);
+    uint8_t frame[600];
+    for (size_t len = KV_ENDPOINT_MAX; len <= KV_ENDPOINT_MAX + 1; len++) {
+        kv_writer_t w = {frame, sizeof frame, 0, 0};
+        s_put_head(&w, 1, 1, 1);
+        kv_wire_put_str(&w, "a", 1, 1);
+        kv_wire_put_str(&w, endpoint, len, 2);
+        kv_wire_put_str(&w, "", 0, 2);
+        kv_wire_put_uint(&w, KV_NODE_ACTIVE, 1);
+        kv_wire_put_uint(&w, KV_NO_NODE, 2);
+        cr_assert_not(w.failed);
+        kv_table_t *table = s_decode_exact(frame, w.pos);
+        cr_expect_eq(table != NULL, len == KV_ENDPOINT_MAX, "endpoint of %zu bytes", len);
+        kv_table_destroy(&table);
+    }
+}
+
+#ifdef __SANITIZE_ADDRESS__
+/* AddressSanitizer calls these on every allocation: the largest size tells
+ * whether a decoder believed a size claim before checking it. */
+int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                              void (*free_hook)(const volatile void *));
+static size_t s_largest_malloc;
+static void s_malloc_hook(const volatile void *ptr, size_t size) {
+    if (size > s_largest_malloc) s_largest_malloc = size;
+}
+static void s_free_hook(const volatile void *ptr) {}
+#endif
+
+/* A 16-byte frame claiming 65536 partitions x 5 slots (640 KiB of owners)
+ * is rejected by its length alone, before the owners are allocated. */
+Test(kv_table, size_claim_larger_than_the_frame_fails_without_allocating_it) {
+    uint8_t frame[16];
+    kv_writer_t w = {frame, sizeof frame, 0, 0};
+    s_put_head(&w, KV_PARTITIONS_MAX, KV_REPLICATION_MAX, 0);
+    kv_wire_put_uint(&w, KV_NO_NODE, 2);
+#ifdef __SANITIZE_ADDRESS__
+    __sanitizer_install_malloc_and_free_hooks(s_malloc_hook, s_free_hook);
+    s_largest_malloc = 0;
+#endif
+    cr_expect_null(s_decode_exact(frame, w.pos));
+#ifdef __SANITIZE_ADDRESS__
+    size_t owners = (size_t)KV_PARTITIONS_MAX * KV_REPLICATION_MAX * sizeof(uint16_t);
+    cr_expect_gt(s_largest_malloc, 0, "the hook saw the frame's copy");
+    cr_expect_lt(s_largest_malloc, owners, "allocated %zu bytes for a 16-byte frame",
+                 s_largest_malloc);
+#endif
+
+    /* A claim the frame can hold passes that check; one byte short fails. */
+    const size_t claim = 12; /* 2 partitions x 3 slots x 2 bytes */
+    uint8_t *exact = malloc(16 + claim);
+    w = (kv_writer_t){exact, 16 + claim, 0, 0};
+    s_put_head(&w, 2, 3, 0);
+    for (int s = 0; s < 6; s++) kv_wire_put_uint(&w, KV_NO_NODE, 2);
+    cr_assert_not(w.failed);
+    kv_table_t *table = s_decode_exact(exact, w.pos);
+    cr_expect_not_null(table);
+    kv_table_destroy(&table);
+    cr_expect_null(s_decode_exact(exact, w.pos - 1));
+    free(exact);
+}
+
+/* Every byte of the sample's encoding, corrupted by each single-bit flip
+ * and by 0x00 and 0xFF. */
+Test(kv_table, every_corruption_fails_or_decodes_consistently) {
+    kv_table_t *table = s_sample_table();
+    size_t len;
+    uint8_t *frame = s_encode(table, &len);
+    uint8_t *copy = malloc(len);
+    size_t accepted = 0, rejected = 0;
+    for (size_t at = 0; at < len; at++) {
+        uint8_t corruptions[10];
+        for (int bit = 0; bit < 8; bit++) corruptions[bit] = frame[at] ^ (uint8_t)(1u << bit);
+        corruptions[8] = 0x00;
+        corruptions[9] = 0xFF;
+        for (size_t c = 0; c < sizeof corruptions; c++) {
+            memcpy(copy, frame, len);
+            copy[at] = corruptions[c];
+            kv_table_t *decoded = kv_table_decode(copy, len);
+            if (!decoded) {
+                rejected++;
+                continue;
+            }
+            accepted++;
+            s_assert_consistent(decoded);
+            kv_table_healthy(decoded); /* safe on anything decode accepts */
+            size_t again_len;
+            uint8_t *again = s_encode(decoded, &again_len);
+            cr_assert_eq(again_len, len, "byte %zu = 0x%02x", at, copy[at]);
+            cr_assert_arr_eq(again, copy, len, "the encoding is canonical");
+            free(again);
+            kv_table_destroy(&decoded);
+        }
+    }
+    cr_expect_gt(rejected, 0);
+    cr_expect_gt(accepted, 0, "epoch, state and endpoint bytes stay decodable");
+    free(copy);
+    free(frame);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, node_state_names) {
+    cr_expect_str_eq(kv_node_state_name(KV_NODE_JOINING), "joining");
+    cr_expect_str_eq(kv_node_state_name(KV_NODE_ACTIVE), "active");
+    cr_expect_str_eq(kv_node_state_name(KV_NODE_LEAVING), "leaving");
+    cr_expect_str_eq(kv_node_state_name(KV_NODE_DOWN), "down");
+    cr_expect_str_eq(kv_node_state_name(-1), "unknown");
+    cr_expect_str_eq(kv_node_state_name(KV_NODE_DOWN + 1), "unknown");
+}
