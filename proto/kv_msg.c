@@ -134,7 +134,8 @@ static void s_decode_scan_reply(kv_reader_t *r, kv_msg_t *m) {
         s_get_str(r, 2);
     }
     if (m->more > 1) r->failed = 1;
-    if (!r->failed) m->entries = (kv_bytes_t){(const char *)r->buf + start, r->pos - start};
+    if (!r->failed && m->count) /* like every other empty string: NULL */
+        m->entries = (kv_bytes_t){(const char *)r->buf + start, r->pos - start};
 }
 
 static void s_encode_stats_reply(kv_writer_t *w, const kv_msg_t *m) {
