@@ -25,8 +25,8 @@
 #define KV_MAX_NODES 256    /* nodes one routing table can name */
 #define KV_NO_NODE 0xFFFF   /* "no owner" in a routing table slot */
 
-#define KV_HEARTBEAT_MS 250        /* node -> coordinator heartbeat period */
-#define KV_NODE_TIMEOUT_MS 1000    /* silence after which a node is down */
+#define KV_HEARTBEAT_MS 100        /* node -> coordinator heartbeat period */
+#define KV_NODE_TIMEOUT_MS 800     /* silence after which a node is down */
 #define KV_REQUEST_TIMEOUT_MS 2000 /* gateway waits this long for a node */
 #define KV_MAX_URI_BYTES 8192      /* longer request targets get 414 */
 

@@ -1,22 +1,47 @@
-/*  kv_coord.c: the coordinator actor (see kv_coord.h). */
+/*  kv_coord.c: the coordinator actor (see kv_coord.h).
+ *
+ *  One loop: registrations, heartbeats (with per-partition reports), table
+ *  requests and cluster requests (JOIN, LEAVE) on the ROUTER; invitations
+ *  to nodes on short-lived DEALERs; and a tick that detects dead nodes, runs
+ *  the planner (kv_plan) and publishes the table whenever it changed.
+ */
 #include "kv_coord.h"
 
 #include "kv_actor.h"
 #include "kv_clock.h"
+#include "kv_endpoint.h"
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_msg.h"
+#include "kv_plan.h"
 #include "kv_table.h"
 
 #define KV_COORD_REPUBLISH_MS 1000 /* repeat the table for late subscribers */
-#define KV_COORD_TICK_MS 50        /* liveness check period */
+#define KV_COORD_TICK_MS 20        /* liveness and planning period */
+#define KV_COORD_INVITE_MS 2000    /* a /join waits this long for the node */
+#define KV_COORD_JOINS 16          /* invitations in flight at once */
+#define KV_COORD_LEAVES 64         /* /leave requests waiting for a drain */
 
 typedef struct {
     zframe_t *routing_id; /* the node's ROUTER identity, to send it tables */
     int64_t last_seen;    /* mono ms of its last HELLO or heartbeat */
+    uint64_t incarnation; /* its process; a new one means its data is gone */
     uint64_t keys;        /* keys it reported */
     uint64_t memory;      /* bytes it reported */
 } s_member_t;
+
+typedef struct {
+    zsock_t *dealer;      /* to the invited node; NULL when the slot is free */
+    zframe_t *gateway;    /* who asked */
+    uint64_t req_id;      /* the gateway's request */
+    int64_t deadline;     /* mono ms */
+} s_join_t;
+
+typedef struct {
+    zframe_t *gateway;    /* who asked; NULL when the slot is free */
+    uint64_t req_id;      /* the gateway's request */
+    uint16_t node;        /* the node draining */
+} s_leave_t;
 
 typedef struct {
     zsock_t *pipe;                    /* to the actor's owner */
@@ -25,11 +50,27 @@ typedef struct {
     kv_coord_config_t config;         /* settings */
     kv_table_t *table;                /* the routing table we own */
     s_member_t members[KV_MAX_NODES]; /* by table node index */
+    kv_plan_report_t *reports;        /* report_rows x partitions, by node index */
+    uint32_t report_rows;             /* rows allocated */
+    uint64_t *learner_since;          /* per partition: epoch its learner was set */
+    uint16_t *learners_before;        /* scratch: learners before a planning step */
+    s_join_t joins[KV_COORD_JOINS];   /* invitations in flight */
+    s_leave_t leaves[KV_COORD_LEAVES]; /* drains a gateway waits for */
+    int started;                      /* min_nodes reached once (or a table adopted) */
+    int64_t plan_after;               /* mono ms: no planning before (after a restart) */
     int64_t next_publish;             /* mono ms of the next repeat */
+    uint64_t invite_ids;              /* INVITE request ids */
     int terminated;                   /* $TERM received */
 } s_coord_t;
 
 /* --- sending ------------------------------------------------------------- */
+
+static zframe_t *s_frame(const kv_msg_t *msg) {
+    size_t size = kv_msg_encoded_size(msg);
+    zframe_t *frame = size ? zframe_new(NULL, size) : NULL;
+    if (frame) kv_msg_encode(msg, zframe_data(frame), size);
+    return frame;
+}
 
 /* Encodes the TABLE message for the current table into a frame. */
 static zframe_t *s_table_frame(s_coord_t *self) {
@@ -38,14 +79,13 @@ static zframe_t *s_table_frame(s_coord_t *self) {
     if (!tbuf) return NULL;
     kv_msg_t msg = {.type = KV_MSG_TABLE};
     msg.table = (kv_bytes_t){(const char *)tbuf, kv_table_encode(self->table, tbuf, tsize)};
-    size_t size = kv_msg_encoded_size(&msg);
-    zframe_t *frame = zframe_new(NULL, size);
-    if (frame) kv_msg_encode(&msg, zframe_data(frame), size);
+    zframe_t *frame = s_frame(&msg);
     free(tbuf);
     return frame;
 }
 
 static void s_send_to(s_coord_t *self, zframe_t *routing_id, zframe_t *body) {
+    if (!routing_id || !body) return;
     zframe_t *id = zframe_dup(routing_id);
     zframe_t *copy = zframe_dup(body);
     if (zframe_send(&id, self->router, ZFRAME_MORE | ZFRAME_DONTWAIT) == 0)
@@ -54,11 +94,23 @@ static void s_send_to(s_coord_t *self, zframe_t *routing_id, zframe_t *body) {
     zframe_destroy(&copy);
 }
 
-static void s_send_table(s_coord_t *self, zframe_t *routing_id) {
-    zframe_t *frame = s_table_frame(self);
-    if (!frame) return;
+static void s_send_msg(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
+    zframe_t *frame = s_frame(msg);
     s_send_to(self, routing_id, frame);
     zframe_destroy(&frame);
+}
+
+static void s_send_table(s_coord_t *self, zframe_t *routing_id) {
+    zframe_t *frame = s_table_frame(self);
+    s_send_to(self, routing_id, frame);
+    zframe_destroy(&frame);
+}
+
+static void s_cluster_reply(s_coord_t *self, zframe_t *gateway, uint64_t req_id,
+                            kv_status_t status, const char *node_id) {
+    kv_msg_t reply = {.type = KV_MSG_CLUSTER_REPLY, .req_id = req_id, .status = (uint8_t)status};
+    reply.node_id = (kv_bytes_t){node_id, node_id ? strlen(node_id) : 0};
+    s_send_msg(self, gateway, &reply);
 }
 
 /* Publishes the table and pushes it to every node we can reach. */
@@ -66,7 +118,8 @@ static void s_broadcast(s_coord_t *self) {
     zframe_t *frame = s_table_frame(self);
     if (!frame) return;
     for (uint32_t i = 0; i < self->table->node_count; i++)
-        if (self->members[i].routing_id) s_send_to(self, self->members[i].routing_id, frame);
+        if (self->table->nodes[i].state != KV_NODE_LEFT)
+            s_send_to(self, self->members[i].routing_id, frame);
     zframe_send(&frame, self->pub, ZFRAME_DONTWAIT);
     zframe_destroy(&frame);
     self->next_publish = kv_clock_mono_ms() + KV_COORD_REPUBLISH_MS;
@@ -74,28 +127,92 @@ static void s_broadcast(s_coord_t *self) {
 
 static void s_bump(s_coord_t *self, const char *why) {
     self->table->epoch++;
-    kv_log_info("epoch %" PRIu64 ": %s", self->table->epoch, why);
+    kv_log_info("epoch %" PRIu64 ": %s (%u partitions moving)", self->table->epoch, why,
+                kv_plan_moves(self->table));
     s_broadcast(self);
 }
 
+/* --- reports ------------------------------------------------------------- */
+
+static kv_plan_report_t *s_report_row(s_coord_t *self, uint32_t node) {
+    if (node >= self->report_rows) {
+        uint32_t rows = node + 8;
+        size_t bytes = (size_t)rows * self->table->partitions * sizeof(kv_plan_report_t);
+        kv_plan_report_t *grown = realloc(self->reports, bytes);
+        if (!grown) return NULL;
+        size_t old = (size_t)self->report_rows * self->table->partitions;
+        memset(grown + old, 0, bytes - old * sizeof(kv_plan_report_t));
+        self->reports = grown;
+        self->report_rows = rows;
+    }
+    return self->reports + (size_t)node * self->table->partitions;
+}
+
+static void s_clear_reports(s_coord_t *self, uint32_t node) {
+    kv_plan_report_t *row = s_report_row(self, node);
+    if (row) memset(row, 0, self->table->partitions * sizeof(*row));
+}
+
+static void s_store_reports(s_coord_t *self, uint32_t node, const kv_bytes_t *blob,
+                            uint64_t epoch) {
+    kv_plan_report_t *row = s_report_row(self, node);
+    if (!row) return;
+    memset(row, 0, self->table->partitions * sizeof(*row));
+    size_t count = blob->len / KV_MSG_REPORT_SIZE;
+    for (size_t i = 0; i < count; i++) {
+        kv_msg_report_t report = kv_msg_report_read(blob, i);
+        if (report.partition >= self->table->partitions) continue;
+        kv_plan_report_t *fact = &row[report.partition];
+        fact->held = 1;
+        fact->live = (report.state & KV_REPORT_LIVE) != 0;
+        fact->ready = (report.state & KV_REPORT_READY) != 0;
+        fact->seq = report.seq;
+        if (self->table->learners[report.partition] == node &&
+            epoch < self->learner_since[report.partition])
+            fact->live = fact->ready = 0; /* sent before it knew it was learner */
+    }
+}
+
+/* --- planning ------------------------------------------------------------ */
+
+/* A report is a fact about the past: one sent before a node learned it is
+ * a partition's learner may say "live" about a role it no longer has. So a
+ * new learner's report starts empty, and reports older than the epoch that
+ * made it learner are not believed (s_store_reports). */
+static void s_note_new_learners(s_coord_t *self, const uint16_t *before) {
+    for (uint32_t p = 0; p < self->table->partitions; p++) {
+        uint16_t learner = self->table->learners[p];
+        if (learner == before[p] || learner == KV_NO_NODE) continue;
+        self->learner_since[p] = self->table->epoch + 1; /* the epoch s_bump publishes */
+        kv_plan_report_t *row = s_report_row(self, learner);
+        if (row) row[p].live = row[p].ready = 0;
+    }
+}
+
+static void s_plan(s_coord_t *self, const char *why) {
+    if (!self->started || kv_clock_mono_ms() < self->plan_after) return;
+    uint32_t nodes = self->table->node_count;
+    if (nodes && !s_report_row(self, nodes - 1)) return; /* out of memory: next tick */
+    size_t bytes = self->table->partitions * sizeof(uint16_t);
+    memcpy(self->learners_before, self->table->learners, bytes);
+    kv_plan_facts_t facts = {self->reports, nodes};
+    if (kv_plan_step(self->table, &facts, (uint32_t)self->config.max_moves) <= 0) return;
+    s_note_new_learners(self, self->learners_before);
+    s_bump(self, why);
+}
+
+/* Answers the /leave requests whose node has drained. */
+static void s_check_leaves(s_coord_t *self) {
+    for (int i = 0; i < KV_COORD_LEAVES; i++) {
+        s_leave_t *leave = &self->leaves[i];
+        if (!leave->gateway || self->table->nodes[leave->node].state != KV_NODE_LEFT) continue;
+        s_cluster_reply(self, leave->gateway, leave->req_id, KV_STATUS_OK,
+                        self->table->nodes[leave->node].id);
+        zframe_destroy(&leave->gateway);
+    }
+}
+
 /* --- membership ---------------------------------------------------------- */
-
-static int s_assigned(const kv_table_t *table) {
-    return kv_table_owner(table, 0, 0) != KV_NO_NODE;
-}
-
-/* Round-robin over the nodes in table order: primaries differ by at most
- * one per node, and replicas of a partition sit on distinct nodes. */
-static void s_assign(s_coord_t *self) {
-    kv_table_t *table = self->table;
-    uint32_t nodes = table->node_count;
-    for (uint32_t p = 0; p < table->partitions; p++)
-        for (uint32_t slot = 0; slot < table->replication; slot++)
-            kv_table_set_owner(table, p, slot,
-                               slot < nodes ? (uint16_t)((p + slot) % nodes) : KV_NO_NODE);
-    for (uint32_t i = 0; i < nodes; i++) table->nodes[i].state = KV_NODE_ACTIVE;
-    s_bump(self, "partitions assigned");
-}
 
 /* After a restart the nodes know the routing better than we do: adopt the
  * newest table one of them reports. */
@@ -124,6 +241,12 @@ static void s_adopt_reported(s_coord_t *self, kv_bytes_t bytes, const char *from
     memcpy(self->members, members, sizeof(members));
     kv_table_destroy(&self->table);
     self->table = table;
+    free(self->reports);
+    self->reports = NULL;
+    self->report_rows = 0;
+    self->started = 1;
+    /* Plan only once every node had time to report, or it would look down. */
+    self->plan_after = now + 2 * self->config.node_timeout_ms;
 }
 
 static void s_set_routing_id(s_member_t *member, zframe_t *routing_id) {
@@ -131,58 +254,90 @@ static void s_set_routing_id(s_member_t *member, zframe_t *routing_id) {
     member->routing_id = zframe_dup(routing_id);
 }
 
-static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
-    char id[KV_NODE_ID_MAX + 1], endpoint[KV_ENDPOINT_MAX + 1], pub[KV_ENDPOINT_MAX + 1];
-    if (msg->node_id.len == 0 || msg->node_id.len > KV_NODE_ID_MAX ||
-        msg->endpoint.len > KV_ENDPOINT_MAX || msg->pub_endpoint.len > KV_ENDPOINT_MAX)
-        return;
-    snprintf(id, sizeof(id), "%.*s", (int)msg->node_id.len, msg->node_id.ptr);
-    snprintf(endpoint, sizeof(endpoint), "%.*s", (int)msg->endpoint.len,
-             msg->endpoint.ptr ? msg->endpoint.ptr : "");
-    snprintf(pub, sizeof(pub), "%.*s", (int)msg->pub_endpoint.len,
-             msg->pub_endpoint.ptr ? msg->pub_endpoint.ptr : "");
-    s_adopt_reported(self, msg->table, id);
+/* A node came back as a new process: whatever it held is gone. Its
+ * partitions fail over as if it had died, then it starts afresh. */
+static void s_forget_data(s_coord_t *self, uint32_t index) {
+    kv_table_node_t *node = &self->table->nodes[index];
+    kv_log_warn("node %s restarted (new incarnation): its data is gone", node->id);
+    s_clear_reports(self, index);
+    uint8_t state = node->state;
+    node->state = KV_NODE_DOWN;
+    uint32_t nodes = self->table->node_count;
+    kv_plan_facts_t facts = {self->reports, nodes};
+    if (s_report_row(self, nodes - 1)) kv_plan_step(self->table, &facts, 0);
+    node->state = state == KV_NODE_LEFT ? KV_NODE_JOINING : KV_NODE_ACTIVE;
+    s_bump(self, "node restarted");
+}
+
+static int s_text_of(kv_bytes_t bytes, char *out, size_t cap) {
+    if (bytes.len >= cap) return -1;
+    if (bytes.len) memcpy(out, bytes.ptr, bytes.len);
+    out[bytes.len] = '\0';
+    return 0;
+}
+
+/* Registers (or re-registers) a node; returns its index or -1. */
+static int s_register(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg, const char *id) {
+    char endpoint[KV_ENDPOINT_MAX + 1], pub[KV_ENDPOINT_MAX + 1];
+    if (s_text_of(msg->endpoint, endpoint, sizeof(endpoint)) ||
+        s_text_of(msg->pub_endpoint, pub, sizeof(pub)))
+        return -1;
     int known = kv_table_find(self->table, id) >= 0;
     int index = kv_table_upsert(self->table, id, endpoint, pub);
     if (index < 0) {
         kv_log_warn("node %s refused: table full or bad endpoint", id);
-        return;
+        return -1;
     }
     s_member_t *member = &self->members[index];
     s_set_routing_id(member, routing_id);
     member->last_seen = kv_clock_mono_ms();
     member->keys = msg->keys;
     member->memory = msg->memory;
-    if (!known) kv_log_info("node %s registered at %s", id, endpoint);
-    if (!s_assigned(self->table) && self->table->node_count >= (uint32_t)self->config.min_nodes)
-        s_assign(self);
-    else if (self->table->nodes[index].state == KV_NODE_DOWN && s_assigned(self->table)) {
-        self->table->nodes[index].state = KV_NODE_ACTIVE;
+    if (!known)
+        kv_log_info("node %s registered at %s", id, endpoint);
+    else if (member->incarnation && member->incarnation != msg->incarnation)
+        s_forget_data(self, (uint32_t)index);
+    member->incarnation = msg->incarnation;
+    return index;
+}
+
+static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
+    char id[KV_NODE_ID_MAX + 1];
+    if (msg->node_id.len == 0 || s_text_of(msg->node_id, id, sizeof(id))) return;
+    s_adopt_reported(self, msg->table, id);
+    int index = s_register(self, routing_id, msg, id);
+    if (index < 0) return;
+    kv_table_node_t *node = &self->table->nodes[index];
+    if (node->state == KV_NODE_DOWN || node->state == KV_NODE_LEFT) {
+        node->state = kv_table_count_primaries(self->table, (uint16_t)index) ? KV_NODE_ACTIVE
+                                                                               : KV_NODE_JOINING;
         s_bump(self, "node back");
     }
+    if (!self->started && self->table->node_count >= (uint32_t)self->config.min_nodes) {
+        self->started = 1;
+        s_plan(self, "partitions assigned");
+    } else if (self->started)
+        s_plan(self, "node registered");
     s_send_table(self, routing_id);
 }
 
 static void s_on_heartbeat(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
     char id[KV_NODE_ID_MAX + 1];
-    snprintf(id, sizeof(id), "%.*s", (int)msg->node_id.len,
-             msg->node_id.ptr ? msg->node_id.ptr : "");
-    int index = kv_table_find(self->table, id);
-    if (index < 0) { /* we restarted, or it was never registered */
+    int index = s_text_of(msg->node_id, id, sizeof(id)) ? -1 : kv_table_find(self->table, id);
+    s_member_t *member = index >= 0 ? &self->members[index] : NULL;
+    if (!member || member->incarnation != msg->incarnation) { /* we restarted, or it did */
         kv_msg_t who = {.type = KV_MSG_WHO};
-        uint8_t buf[8];
-        zframe_t *frame = zframe_new(buf, kv_msg_encode(&who, buf, sizeof(buf)));
-        s_send_to(self, routing_id, frame);
-        zframe_destroy(&frame);
+        s_send_msg(self, routing_id, &who);
         return;
     }
-    s_member_t *member = &self->members[index];
     s_set_routing_id(member, routing_id);
     member->last_seen = kv_clock_mono_ms();
     member->keys = msg->keys;
     member->memory = msg->memory;
-    if (self->table->nodes[index].state == KV_NODE_DOWN && s_assigned(self->table)) {
-        self->table->nodes[index].state = KV_NODE_ACTIVE;
+    s_store_reports(self, (uint32_t)index, &msg->reports, msg->epoch);
+    kv_table_node_t *node = &self->table->nodes[index];
+    if (node->state == KV_NODE_DOWN) {
+        node->state = KV_NODE_ACTIVE;
         kv_log_info("node %s: heartbeats again", id);
         s_bump(self, "node back");
     } else if (msg->epoch < self->table->epoch)
@@ -194,12 +349,114 @@ static void s_check_liveness(s_coord_t *self) {
     int64_t now = kv_clock_mono_ms();
     for (uint32_t i = 0; i < self->table->node_count; i++) {
         kv_table_node_t *node = &self->table->nodes[i];
-        if (node->state == KV_NODE_DOWN) continue;
+        if (node->state == KV_NODE_DOWN || node->state == KV_NODE_LEFT) continue;
         if (now - self->members[i].last_seen <= self->config.node_timeout_ms) continue;
         node->state = KV_NODE_DOWN;
+        s_clear_reports(self, i);
         kv_log_warn("node %s: no heartbeat for %" PRId64 " ms, marked down", node->id,
                     now - self->members[i].last_seen);
         s_bump(self, "node down");
+    }
+}
+
+/* --- cluster requests ---------------------------------------------------- */
+
+static int s_serving_others(const s_coord_t *self, uint32_t except) {
+    int count = 0;
+    for (uint32_t i = 0; i < self->table->node_count; i++)
+        count += i != except && (self->table->nodes[i].state == KV_NODE_ACTIVE ||
+                                 self->table->nodes[i].state == KV_NODE_JOINING);
+    return count;
+}
+
+/* LEAVE from a gateway (/leave) or from a node draining itself. */
+static void s_on_leave(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
+    char id[KV_NODE_ID_MAX + 1];
+    int index = s_text_of(msg->node_id, id, sizeof(id)) ? -1 : kv_table_find(self->table, id);
+    int from_gateway = msg->req_id != 0;
+    if (index < 0) {
+        if (from_gateway) s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_NOT_FOUND, id);
+        return;
+    }
+    kv_table_node_t *node = &self->table->nodes[index];
+    uint16_t me = (uint16_t)index;
+    int owns = kv_table_count_primaries(self->table, me) + kv_table_count_replicas(self->table, me);
+    if (node->state != KV_NODE_LEFT && owns && !s_serving_others(self, (uint32_t)index)) {
+        kv_log_warn("node %s cannot leave: no other node to take its partitions", id);
+        if (from_gateway) s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_UNAVAILABLE, id);
+        return;
+    }
+    if (node->state != KV_NODE_LEAVING && node->state != KV_NODE_LEFT) {
+        node->state = owns ? KV_NODE_LEAVING : KV_NODE_LEFT;
+        s_bump(self, owns ? "node leaving" : "node left");
+    }
+    if (!from_gateway) return; /* the node watches the table for LEFT itself */
+    if (node->state == KV_NODE_LEFT) {
+        s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_OK, id);
+        return;
+    }
+    for (int i = 0; i < KV_COORD_LEAVES; i++)
+        if (!self->leaves[i].gateway) {
+            self->leaves[i] = (s_leave_t){zframe_dup(routing_id), msg->req_id, me};
+            return;
+        }
+    s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_UNAVAILABLE, id); /* too many */
+}
+
+static void s_join_free(s_join_t *join) {
+    zsock_destroy(&join->dealer);
+    zframe_destroy(&join->gateway);
+}
+
+/* JOIN from a gateway: invite the node at that endpoint to register here. */
+static void s_on_join(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
+    char endpoint[KV_ENDPOINT_MAX + 1];
+    if (s_text_of(msg->endpoint, endpoint, sizeof(endpoint)) || !kv_endpoint_is_valid(endpoint)) {
+        s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_BAD_REQUEST, NULL);
+        return;
+    }
+    s_join_t *join = NULL;
+    for (int i = 0; i < KV_COORD_JOINS && !join; i++)
+        if (!self->joins[i].dealer) join = &self->joins[i];
+    if (join) join->dealer = zsock_new(ZMQ_DEALER);
+    if (!join || !join->dealer || zsock_connect(join->dealer, "%s", endpoint) != 0) {
+        if (join) zsock_destroy(&join->dealer);
+        s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_UNAVAILABLE, NULL);
+        return;
+    }
+    zsock_set_linger(join->dealer, 0);
+    join->gateway = zframe_dup(routing_id);
+    join->req_id = msg->req_id;
+    join->deadline = kv_clock_mono_ms() + KV_COORD_INVITE_MS;
+    kv_msg_t invite = {.type = KV_MSG_INVITE, .req_id = ++self->invite_ids};
+    invite.endpoint = (kv_bytes_t){self->config.advertise, strlen(self->config.advertise)};
+    zframe_t *frame = s_frame(&invite);
+    if (frame) zframe_send(&frame, join->dealer, ZFRAME_DONTWAIT);
+    zframe_destroy(&frame);
+    kv_log_info("inviting the node at %s", endpoint);
+}
+
+static void s_on_join_reply(s_coord_t *self, s_join_t *join) {
+    zframe_t *frame = zframe_recv(join->dealer);
+    kv_msg_t msg;
+    if (frame && kv_msg_decode(zframe_data(frame), zframe_size(frame), &msg) == 0 &&
+        msg.type == KV_MSG_REPLY && msg.status == KV_STATUS_OK) {
+        char id[KV_NODE_ID_MAX + 1];
+        if (s_text_of(msg.value, id, sizeof(id)) == 0) {
+            s_cluster_reply(self, join->gateway, join->req_id, KV_STATUS_OK, id);
+            s_join_free(join);
+        }
+    }
+    zframe_destroy(&frame);
+}
+
+static void s_expire_joins(s_coord_t *self) {
+    int64_t now = kv_clock_mono_ms();
+    for (int i = 0; i < KV_COORD_JOINS; i++) {
+        s_join_t *join = &self->joins[i];
+        if (!join->dealer || now < join->deadline) continue;
+        s_cluster_reply(self, join->gateway, join->req_id, KV_STATUS_UNAVAILABLE, NULL);
+        s_join_free(join);
     }
 }
 
@@ -218,6 +475,10 @@ static void s_on_router(s_coord_t *self) {
         s_on_heartbeat(self, routing_id, &msg);
     else if (msg.type == KV_MSG_TABLE_REQ)
         s_send_table(self, routing_id);
+    else if (msg.type == KV_MSG_LEAVE)
+        s_on_leave(self, routing_id, &msg);
+    else if (msg.type == KV_MSG_JOIN)
+        s_on_join(self, routing_id, &msg);
     else
         kv_log_warn("unexpected %s on the coordinator socket dropped", kv_msg_type_name(msg.type));
     zframe_destroy(&routing_id);
@@ -232,9 +493,13 @@ static int s_coord_init(s_coord_t *self, zsock_t *pipe, const kv_coord_config_t 
     self->pipe = pipe;
     self->config = *config;
     self->table = kv_table_new((uint32_t)config->partitions, (uint32_t)config->replication);
+    self->learner_since = calloc((size_t)config->partitions, sizeof(*self->learner_since));
+    self->learners_before = calloc((size_t)config->partitions, sizeof(*self->learners_before));
+    if (!self->learner_since || !self->learners_before) return -1;
     self->router = zsock_new(ZMQ_ROUTER);
     self->pub = zsock_new(ZMQ_PUB);
     if (!self->table || !self->router || !self->pub) return -1;
+    zsock_set_sndhwm(self->router, 100000);
     if (zsock_bind(self->router, "%s", config->bind) < 0) {
         kv_log_error("cannot bind %s: %s", config->bind, zmq_strerror(errno));
         return -1;
@@ -248,26 +513,59 @@ static int s_coord_init(s_coord_t *self, zsock_t *pipe, const kv_coord_config_t 
 
 static void s_coord_destroy(s_coord_t *self) {
     for (int i = 0; i < KV_MAX_NODES; i++) zframe_destroy(&self->members[i].routing_id);
+    for (int i = 0; i < KV_COORD_JOINS; i++) s_join_free(&self->joins[i]);
+    for (int i = 0; i < KV_COORD_LEAVES; i++) zframe_destroy(&self->leaves[i].gateway);
     zsock_destroy(&self->router);
     zsock_destroy(&self->pub);
     kv_table_destroy(&self->table);
+    free(self->reports);
+    free(self->learner_since);
+    free(self->learners_before);
+}
+
+static void s_tick(s_coord_t *self) {
+    s_check_liveness(self);
+    s_plan(self, "partitions moved");
+    s_check_leaves(self);
+    s_expire_joins(self);
+    if (kv_clock_mono_ms() >= self->next_publish) s_broadcast(self);
 }
 
 static void s_loop(s_coord_t *self) {
-    zpoller_t *poller = zpoller_new(self->pipe, self->router, NULL);
-    while (!self->terminated && poller) {
-        zsock_t *which = zpoller_wait(poller, KV_COORD_TICK_MS);
-        if (zpoller_terminated(poller)) break;
-        if (which == self->pipe) {
+    int64_t next_tick = 0;
+    while (!self->terminated) {
+        zmq_pollitem_t items[2 + KV_COORD_JOINS];
+        s_join_t *owners[2 + KV_COORD_JOINS];
+        int count = 0;
+        items[count++] = (zmq_pollitem_t){zsock_resolve(self->pipe), 0, ZMQ_POLLIN, 0};
+        items[count++] = (zmq_pollitem_t){zsock_resolve(self->router), 0, ZMQ_POLLIN, 0};
+        for (int i = 0; i < KV_COORD_JOINS; i++)
+            if (self->joins[i].dealer) {
+                owners[count] = &self->joins[i];
+                items[count++] =
+                    (zmq_pollitem_t){zsock_resolve(self->joins[i].dealer), 0, ZMQ_POLLIN, 0};
+            }
+        long timeout = (long)(next_tick - kv_clock_mono_ms());
+        int rc = zmq_poll(items, count, timeout < 0 ? 0 : timeout);
+        if (rc < 0 && errno == EINTR) continue;
+        if (rc < 0) break;
+        if (items[0].revents & ZMQ_POLLIN) {
             char *command = zstr_recv(self->pipe);
             self->terminated = !command || streq(command, "$TERM");
             zstr_free(&command);
-        } else if (which == self->router)
+        }
+        for (int n = 0; (items[1].revents & ZMQ_POLLIN) && n < 1000; n++) {
             s_on_router(self);
-        s_check_liveness(self);
-        if (kv_clock_mono_ms() >= self->next_publish) s_broadcast(self);
+            if (!(zsock_events(self->router) & ZMQ_POLLIN)) break;
+        }
+        for (int i = 2; i < count; i++)
+            if ((items[i].revents & ZMQ_POLLIN) && owners[i]->dealer)
+                s_on_join_reply(self, owners[i]);
+        if (kv_clock_mono_ms() >= next_tick) {
+            s_tick(self);
+            next_tick = kv_clock_mono_ms() + KV_COORD_TICK_MS;
+        }
     }
-    zpoller_destroy(&poller);
 }
 
 void kv_coord_actor(zsock_t *pipe, void *args) {

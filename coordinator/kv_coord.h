@@ -10,10 +10,12 @@
  *  nodes report in their HELLO (nodes it does not know are asked WHO, and
  *  answer with HELLO), so routing survives its restart unchanged.
  *
- *  Membership in this version: partitions are assigned once min_nodes nodes
- *  have registered (round-robin primaries, replicas on the following nodes).
- *  A node that misses heartbeats for node_timeout_ms is marked down, which
- *  bumps the epoch; one that comes back is marked active again.
+ *  Membership: partitions are first assigned once min_nodes nodes have
+ *  registered; from then on kv_plan decides every change (joins, leaves,
+ *  failures, balance) from the nodes' heartbeat reports, and each change is
+ *  a new epoch. A node silent for node_timeout_ms is marked down and its
+ *  partitions fail over to their replicas. /join invites a node (INVITE on
+ *  its request socket); /leave and a node's own LEAVE (on SIGTERM) drain it.
  */
 #ifndef KV_COORD_H
 #define KV_COORD_H
@@ -21,12 +23,14 @@
 #include <czmq.h>
 
 typedef struct {
-    const char *bind;     /* ROUTER endpoint to bind */
-    const char *pub_bind; /* PUB endpoint to bind */
-    long partitions;      /* P, fixed for the cluster's life */
-    long replication;     /* R */
-    long min_nodes;       /* registrations needed before assigning */
-    long node_timeout_ms; /* silence after which a node is down */
+    const char *bind;      /* ROUTER endpoint to bind */
+    const char *pub_bind;  /* PUB endpoint to bind */
+    const char *advertise; /* ROUTER endpoint nodes connect to (sent on /join) */
+    long partitions;       /* P, fixed for the cluster's life */
+    long replication;      /* R */
+    long min_nodes;        /* registrations needed before the first assignment */
+    long node_timeout_ms;  /* silence after which a node is down */
+    long max_moves;        /* partitions moving at once */
 } kv_coord_config_t;
 
 /* The actor body: start with kv_actor_start(kv_coord_actor, &config). */

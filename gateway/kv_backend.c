@@ -17,6 +17,7 @@
 #include "kv_hash.h"
 #include "kv_limits.h"
 #include "kv_log.h"
+#include "kv_peers.h"
 
 #define KV_SLOT_BITS 16
 #define KV_SLOTS (1u << KV_SLOT_BITS) /* requests in flight at most */
@@ -26,6 +27,8 @@
 #define KV_TABLE_REFRESH_MS 5000      /* table requests when all is well */
 #define KV_REQUEST_MAX (KV_MAX_KEY_BYTES * 2 + KV_MAX_VALUE_BYTES + 64)
 #define KV_SUBMITTERS_MAX 256 /* HTTP threads that may submit */
+#define KV_JOIN_TIMEOUT_MS 5000    /* the coordinator gives a node 2 s to answer */
+#define KV_LEAVE_TIMEOUT_MS 600000 /* a drain copies the node's data away */
 
 typedef struct {
     kv_call_t *call;  /* the call this request serves; NULL when free */
@@ -35,24 +38,22 @@ typedef struct {
 } s_slot_t;
 
 typedef struct {
-    char endpoint[KV_ENDPOINT_MAX + 1]; /* where sock is connected */
-    zsock_t *sock;                      /* DEALER to the node */
-} s_peer_t;
-
-typedef struct {
     zsock_t *pipe;  /* to kv_backend_new's thread */
     zsock_t *pull;  /* submitted calls */
     zsock_t *coord; /* DEALER to the coordinator */
     zsock_t *sub;   /* table broadcasts */
     kv_backend_config_t config;
     kv_table_t *table;            /* current routing table, NULL before the first */
-    s_peer_t peers[KV_MAX_NODES]; /* by table index */
+    kv_peers_t *peers;         /* a DEALER per node, by table index */
+    uint16_t item_nodes[KV_MAX_NODES]; /* node index of each peer poll item */
     s_slot_t *slots;              /* KV_SLOTS */
     uint32_t *free_slots;         /* stack of free slot indexes */
     uint32_t free_count;
     uint64_t *fifo; /* (gen << 16 | index) in send order, a ring */
     uint32_t fifo_head, fifo_count;
     kv_call_t *parked;      /* calls waiting for a route */
+    kv_call_t *cluster_calls; /* JOIN and LEAVE waiting for the coordinator */
+    uint64_t cluster_ids;     /* their request ids */
     int64_t next_retry;     /* mono ms */
     int64_t next_table_ask; /* mono ms */
     zmq_pollitem_t *items;  /* rebuilt when peers change */
@@ -132,12 +133,11 @@ static void s_park(s_backend_t *self, kv_call_t *call) {
 /* Sends msg to node for call. Returns 0, or -1 when the node cannot be
  * reached or no slot is free (nothing was sent). */
 static int s_send(s_backend_t *self, kv_call_t *call, uint16_t node, kv_msg_t *msg) {
-    s_peer_t *peer = node < KV_MAX_NODES ? &self->peers[node] : NULL;
-    if (!peer || !peer->sock) return -1;
+    if (!kv_peers_socket(self->peers, node)) return -1;
     if (s_slot_take(self, call, node, &msg->req_id) != 0) return -1;
     uint8_t buf[KV_REQUEST_MAX];
     size_t size = kv_msg_encode(msg, buf, sizeof(buf));
-    if (size && zmq_send(zsock_resolve(peer->sock), buf, size, ZMQ_DONTWAIT) == (int)size) {
+    if (size && kv_peers_send(self->peers, node, buf, size) == 0) {
         call->sent = 1;
         return 0;
     }
@@ -231,8 +231,75 @@ static void s_dispatch_status(s_backend_t *self, kv_call_t *call) {
     if (call->pending == 0) s_finish(call, KV_CALL_OK);
 }
 
+/* JOIN and LEAVE go to the coordinator and wait there, with their own
+ * deadlines (a drain may take minutes), outside the per-node slots. */
+static void s_dispatch_cluster(s_backend_t *self, kv_call_t *call) {
+    kv_msg_t msg = {.type = call->op == KV_CALL_JOIN ? KV_MSG_JOIN : KV_MSG_LEAVE};
+    msg.req_id = call->cluster_id = ++self->cluster_ids;
+    if (call->op == KV_CALL_JOIN)
+        msg.endpoint = (kv_bytes_t){call->key, call->klen};
+    else
+        msg.node_id = (kv_bytes_t){call->key, call->klen};
+    uint8_t buf[KV_REQUEST_MAX];
+    size_t size = kv_msg_encode(&msg, buf, sizeof(buf));
+    if (!size) {
+        s_finish(call, KV_CALL_BAD_REQUEST);
+        return;
+    }
+    if (zmq_send(zsock_resolve(self->coord), buf, size, ZMQ_DONTWAIT) != (int)size) {
+        s_finish(call, KV_CALL_UNAVAILABLE); /* no coordinator right now */
+        return;
+    }
+    int64_t wait = call->op == KV_CALL_JOIN ? KV_JOIN_TIMEOUT_MS : KV_LEAVE_TIMEOUT_MS;
+    call->deadline = kv_clock_mono_ms() + wait;
+    call->next_parked = self->cluster_calls;
+    self->cluster_calls = call;
+}
+
+/* Takes the cluster call with this id out of the list, or returns NULL. */
+static kv_call_t *s_take_cluster_call(s_backend_t *self, uint64_t id, int64_t expired_before) {
+    for (kv_call_t **link = &self->cluster_calls; *link; link = &(*link)->next_parked) {
+        kv_call_t *call = *link;
+        if (call->cluster_id != id && call->deadline >= expired_before) continue;
+        *link = call->next_parked;
+        call->next_parked = NULL;
+        return call;
+    }
+    return NULL;
+}
+
+static void s_expire_cluster_calls(s_backend_t *self) {
+    kv_call_t *call;
+    while ((call = s_take_cluster_call(self, 0, kv_clock_mono_ms())) != NULL)
+        s_finish(call, KV_CALL_TIMEOUT);
+}
+
+static void s_on_cluster_reply(s_backend_t *self, zmq_msg_t *frame, const kv_msg_t *msg) {
+    kv_call_t *call = msg->req_id ? s_take_cluster_call(self, msg->req_id, INT64_MIN) : NULL;
+    if (!call) return; /* late */
+    zmq_msg_move(&call->reply, frame);
+    kv_msg_decode(zmq_msg_data(&call->reply), zmq_msg_size(&call->reply), &call->msg);
+    switch (msg->status) {
+    case KV_STATUS_OK:
+        s_finish(call, KV_CALL_OK);
+        break;
+    case KV_STATUS_NOT_FOUND:
+        s_finish(call, KV_CALL_NOT_FOUND);
+        break;
+    case KV_STATUS_BAD_REQUEST:
+        s_finish(call, KV_CALL_BAD_REQUEST);
+        break;
+    default:
+        s_finish(call, KV_CALL_UNAVAILABLE);
+    }
+}
+
 static void s_dispatch(s_backend_t *self, kv_call_t *call) {
     switch (call->op) {
+    case KV_CALL_JOIN:
+    case KV_CALL_LEAVE:
+        s_dispatch_cluster(self, call);
+        break;
     case KV_CALL_TABLE:
         call->table = self->table ? kv_table_dup(self->table) : NULL;
         s_finish(call, KV_CALL_OK);
@@ -278,29 +345,6 @@ static void s_ask_table(s_backend_t *self) {
 
 static void s_rebuild_items(s_backend_t *self);
 
-static void s_connect_peers(s_backend_t *self) {
-    for (uint32_t i = 0; i < KV_MAX_NODES; i++) {
-        s_peer_t *peer = &self->peers[i];
-        const char *want = i < self->table->node_count ? self->table->nodes[i].endpoint : "";
-        if (peer->sock && streq(peer->endpoint, want)) continue;
-        zsock_destroy(&peer->sock);
-        peer->endpoint[0] = '\0';
-        if (!*want) continue;
-        peer->sock = zsock_new(ZMQ_DEALER);
-        if (!peer->sock) continue;
-        zsock_set_linger(peer->sock, 0);
-        zsock_set_sndhwm(peer->sock, 100000);
-        zsock_set_rcvhwm(peer->sock, 100000);
-        if (zsock_connect(peer->sock, "%s", want) != 0) {
-            kv_log_warn("cannot connect to node %s at %s", self->table->nodes[i].id, want);
-            zsock_destroy(&peer->sock);
-            continue;
-        }
-        snprintf(peer->endpoint, sizeof(peer->endpoint), "%s", want);
-    }
-    s_rebuild_items(self);
-}
-
 static void s_adopt_table(s_backend_t *self, kv_bytes_t bytes) {
     kv_table_t *table = kv_table_decode((const uint8_t *)bytes.ptr, bytes.len);
     if (!table) {
@@ -317,7 +361,7 @@ static void s_adopt_table(s_backend_t *self, kv_bytes_t bytes) {
     kv_table_destroy(&self->table);
     self->table = table;
     atomic_store(self->partitions, table->partitions);
-    s_connect_peers(self);
+    if (kv_peers_update(self->peers, table)) s_rebuild_items(self);
     s_retry_parked(self); /* routes may exist now */
 }
 
@@ -330,9 +374,10 @@ static void s_drain_tables(s_backend_t *self, zsock_t *sock) {
             return;
         }
         kv_msg_t msg;
-        if (kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0 &&
-            msg.type == KV_MSG_TABLE)
-            s_adopt_table(self, msg.table);
+        if (kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0) {
+            if (msg.type == KV_MSG_TABLE) s_adopt_table(self, msg.table);
+            if (msg.type == KV_MSG_CLUSTER_REPLY) s_on_cluster_reply(self, &frame, &msg);
+        }
         zmq_msg_close(&frame);
     }
 }
@@ -415,8 +460,7 @@ static void s_on_reply(s_backend_t *self, zmq_msg_t *frame) {
         s_on_single_reply(self, call, frame, &msg);
 }
 
-static void s_drain_peer(s_backend_t *self, zsock_t *sock) {
-    void *handle = zsock_resolve(sock);
+static void s_drain_peer(s_backend_t *self, void *handle) {
     for (int i = 0; i < KV_BACKEND_BATCH; i++) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
@@ -507,10 +551,8 @@ static void s_rebuild_items(s_backend_t *self) {
     for (int i = 0; i < KV_FIXED_ITEMS; i++)
         self->items[self->item_count++] =
             (zmq_pollitem_t){zsock_resolve(fixed[i]), 0, ZMQ_POLLIN, 0};
-    for (int i = 0; i < KV_MAX_NODES; i++)
-        if (self->peers[i].sock)
-            self->items[self->item_count++] =
-                (zmq_pollitem_t){zsock_resolve(self->peers[i].sock), 0, ZMQ_POLLIN, 0};
+    self->item_count +=
+        kv_peers_poll_items(self->peers, self->items + self->item_count, self->item_nodes);
 }
 
 static int s_backend_init(s_backend_t *self, zsock_t *pipe, const s_start_args_t *args) {
@@ -524,10 +566,11 @@ static int s_backend_init(s_backend_t *self, zsock_t *pipe, const s_start_args_t
     if (!self->slots || !self->free_slots || !self->fifo) return -1;
     for (uint32_t i = 0; i < KV_SLOTS; i++) self->free_slots[i] = KV_SLOTS - 1 - i;
     self->free_count = KV_SLOTS;
+    self->peers = kv_peers_new(KV_NO_NODE);
     self->pull = zsock_new_pull(NULL);
     self->coord = zsock_new(ZMQ_DEALER);
     self->sub = zsock_new(ZMQ_SUB);
-    if (!self->pull || !self->coord || !self->sub) return -1;
+    if (!self->peers || !self->pull || !self->coord || !self->sub) return -1;
     zsock_set_rcvhwm(self->pull, 0);
     zsock_set_linger(self->coord, 0);
     zsock_set_sndhwm(self->coord, 16);
@@ -550,7 +593,12 @@ static void s_backend_destroy(s_backend_t *self) {
         self->parked = call->next_parked;
         s_finish(call, KV_CALL_UNAVAILABLE);
     }
-    for (int i = 0; i < KV_MAX_NODES; i++) zsock_destroy(&self->peers[i].sock);
+    while (self->cluster_calls) {
+        kv_call_t *call = self->cluster_calls;
+        self->cluster_calls = call->next_parked;
+        s_finish(call, KV_CALL_UNAVAILABLE);
+    }
+    kv_peers_destroy(&self->peers);
     zsock_destroy(&self->pull);
     zsock_destroy(&self->coord);
     zsock_destroy(&self->sub);
@@ -565,6 +613,7 @@ static long s_poll_timeout(const s_backend_t *self) {
     int64_t now = kv_clock_mono_ms();
     int64_t wake = self->next_table_ask;
     if (self->parked && self->next_retry < wake) wake = self->next_retry;
+    if (self->cluster_calls && now + 100 < wake) wake = now + 100;
     if (self->fifo_count) {
         const s_slot_t *slot = &self->slots[self->fifo[self->fifo_head] & (KV_SLOTS - 1)];
         if (slot->deadline < wake) wake = slot->deadline;
@@ -587,12 +636,7 @@ static void s_loop(s_backend_t *self) {
         int count = self->item_count;
         int tables = (items[2].revents | items[3].revents) & ZMQ_POLLIN;
         for (int i = KV_FIXED_ITEMS; i < count; i++)
-            if (items[i].revents & ZMQ_POLLIN) {
-                for (int p = 0; p < KV_MAX_NODES; p++)
-                    if (self->peers[p].sock &&
-                        zsock_resolve(self->peers[p].sock) == items[i].socket)
-                        s_drain_peer(self, self->peers[p].sock);
-            }
+            if (items[i].revents & ZMQ_POLLIN) s_drain_peer(self, items[i].socket);
         if (items[1].revents & ZMQ_POLLIN) s_drain_submitted(self);
         if (tables) {
             s_drain_tables(self, self->coord);
@@ -600,6 +644,7 @@ static void s_loop(s_backend_t *self) {
         }
         int64_t now = kv_clock_mono_ms();
         s_expire(self);
+        if (self->cluster_calls) s_expire_cluster_calls(self);
         if (self->parked && now >= self->next_retry) s_retry_parked(self);
         if (now >= self->next_table_ask) s_ask_table(self);
     }

@@ -37,6 +37,8 @@ typedef enum {
     KV_CALL_SCAN,   /* one key-ordered page of one partition */
     KV_CALL_STATUS, /* a table copy plus every node's STATS */
     KV_CALL_TABLE,  /* a table copy only */
+    KV_CALL_JOIN,   /* invite the node at endpoint `key` (coordinator) */
+    KV_CALL_LEAVE,  /* drain node id `key` (coordinator) */
 } kv_call_op_t;
 
 typedef enum {
@@ -46,6 +48,7 @@ typedef enum {
     KV_CALL_TIMEOUT,     /* the owner did not answer in time */
     KV_CALL_NO_MEMORY,   /* the owner is at its memory limit */
     KV_CALL_FAILED,      /* the node refused the request as malformed */
+    KV_CALL_BAD_REQUEST, /* JOIN: not an endpoint the coordinator accepts */
 } kv_call_result_t;
 
 /* One node's STATS answer, for KV_CALL_STATUS (indexed like table nodes). */
@@ -83,7 +86,8 @@ struct _kv_call_t {
     int64_t deadline;       /* mono ms after which the call fails */
     uint32_t pending;       /* replies still awaited (fan-out calls) */
     int sent;               /* some request left for a node */
-    kv_call_t *next_parked; /* in the parked list */
+    kv_call_t *next_parked; /* in the parked list, or the cluster calls list */
+    uint64_t cluster_id;    /* JOIN, LEAVE: request id sent to the coordinator */
 };
 
 typedef struct {

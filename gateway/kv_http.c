@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "kv_bulk.h"
+#include "kv_endpoint.h"
 #include "kv_json.h"
 #include "kv_limits.h"
 #include "kv_log.h"
@@ -78,7 +79,10 @@ typedef enum {
     F_INVALID_LIMIT,
     F_INVALID_CURSOR,
     F_INVALID_NODE,
-    F_MEMBERSHIP,
+    F_UNKNOWN_NODE,
+    F_NODE_UNREACHABLE,
+    F_NO_COORDINATOR,
+    F_CANNOT_DRAIN,
     F_QUERY, /* + kv_query_err_t: the validation errors */
     F_COUNT = F_QUERY + KV_QUERY_VALUE_TOO_LONG + 1,
 } s_fixed_t;
@@ -199,8 +203,13 @@ static int s_build_fixed(kv_http_t *self) {
                       "cursor must be a value from an X-Next-Cursor header");
     rc |= s_add_error(self, F_INVALID_NODE, 400, "INVALID_NODE_ADDRESS",
                       "node must be a ZeroMQ endpoint such as tcp://host:5601");
-    rc |= s_add_error(self, F_MEMBERSHIP, 501, "NOT_IMPLEMENTED",
-                      "live membership changes are not available in this version");
+    rc |= s_add_error(self, F_UNKNOWN_NODE, 404, "UNKNOWN_NODE", "no node with this id");
+    rc |= s_add_error(self, F_NODE_UNREACHABLE, 502, "NODE_UNREACHABLE",
+                      "no node answered at that endpoint in time");
+    rc |= s_add_error(self, F_NO_COORDINATOR, 503, "UNAVAILABLE",
+                      "the coordinator cannot be reached; membership cannot change now");
+    rc |= s_add_error(self, F_CANNOT_DRAIN, 503, "UNAVAILABLE",
+                      "no other node can take this node's partitions");
     for (int err = KV_QUERY_MISSING_KEY; err <= KV_QUERY_VALUE_TOO_LONG; err++)
         rc |= s_add_error(self, (s_fixed_t)(F_QUERY + err), 400, kv_query_err_code(err),
                           kv_query_err_message(err));
@@ -504,11 +513,45 @@ static enum MHD_Result s_answer_status(s_request_t *req) {
     return s_queue_json(req->conn, 200, body);
 }
 
+/* /join?node=ENDPOINT and /leave?node=ID go to the coordinator. */
 static enum MHD_Result s_start_membership(s_request_t *req) {
     const kv_param_t *node = &req->query.node;
-    if (req->route == R_JOIN && (!node->present || node->len == 0 || node->bad_escape))
-        return s_queue_fixed(req, F_INVALID_NODE);
-    return s_queue_fixed(req, F_MEMBERSHIP);
+    int bad = !node->present || node->len == 0 || node->bad_escape ||
+              memchr(node->ptr, '\0', node->len) != NULL;
+    if (req->route == R_JOIN) {
+        char endpoint[KV_ENDPOINT_MAX + 1];
+        if (bad || node->len > KV_ENDPOINT_MAX) return s_queue_fixed(req, F_INVALID_NODE);
+        memcpy(endpoint, node->ptr, node->len);
+        endpoint[node->len] = '\0';
+        if (!kv_endpoint_is_valid(endpoint)) return s_queue_fixed(req, F_INVALID_NODE);
+    } else if (bad || node->len > KV_NODE_ID_MAX)
+        return s_queue_fixed(req, F_UNKNOWN_NODE);
+    req->call.key = node->ptr;
+    req->call.klen = node->len;
+    return s_submit(req, req->route == R_JOIN ? KV_CALL_JOIN : KV_CALL_LEAVE);
+}
+
+static enum MHD_Result s_answer_membership(s_request_t *req) {
+    kv_call_result_t result = req->call.result;
+    if (result == KV_CALL_OK) {
+        const kv_bytes_t *id = &req->call.msg.node_id;
+        json_t *body = json_pack("{s:b, s:s%}", "success", 1, "node", id->ptr ? id->ptr : "",
+                                 id->len);
+        if (req->route == R_LEAVE) json_object_del(body, "node");
+        return s_queue_json(req->conn, 200, body);
+    }
+    if (req->route == R_JOIN) {
+        if (result == KV_CALL_BAD_REQUEST) return s_queue_fixed(req, F_INVALID_NODE);
+        if (result == KV_CALL_UNAVAILABLE && req->call.msg.type == KV_MSG_CLUSTER_REPLY)
+            return s_queue_fixed(req, F_NODE_UNREACHABLE);
+        if (result == KV_CALL_TIMEOUT) return s_queue_fixed(req, F_NODE_UNREACHABLE);
+        return s_queue_fixed(req, F_NO_COORDINATOR);
+    }
+    if (result == KV_CALL_NOT_FOUND) return s_queue_fixed(req, F_UNKNOWN_NODE);
+    if (result == KV_CALL_UNAVAILABLE && req->call.msg.type == KV_MSG_CLUSTER_REPLY)
+        return s_queue_fixed(req, F_CANNOT_DRAIN);
+    if (result == KV_CALL_TIMEOUT) return s_queue_fixed(req, F_TIMEOUT);
+    return s_queue_fixed(req, F_NO_COORDINATOR);
 }
 
 /* --- MHD callbacks -------------------------------------------------------- */
@@ -565,6 +608,9 @@ static enum MHD_Result s_answer(s_request_t *req) {
         return s_answer_status(req);
     case R_CLEAR:
         return s_queue_result(req, req->call.result);
+    case R_JOIN:
+    case R_LEAVE:
+        return s_answer_membership(req);
     default:
         return s_answer_keyed(req);
     }

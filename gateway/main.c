@@ -41,6 +41,7 @@ int main(int argc, char **argv) {
     kv_log_init("gateway", (kv_log_level_t)level);
     zsys_init();
     zsys_set_logstream(NULL);
+    kv_signals_init();
     kv_backend_config_t backend_config = {http.coordinator, coordinator_pub, http.timeout_ms};
     kv_backend_t *backend = kv_backend_new(&backend_config);
     if (!backend) return 1;
@@ -49,7 +50,7 @@ int main(int argc, char **argv) {
         kv_backend_destroy(&backend);
         return 1;
     }
-    kv_actor_wait_interrupt();
+    kv_actor_wait(NULL, NULL);
     kv_log_info("gateway stopping");
     kv_http_destroy(&server);
     kv_backend_destroy(&backend);

@@ -3,7 +3,14 @@
  *  Requests are drained from the ROUTER in batches of up to KV_NODE_BATCH
  *  per wake-up: under load one zmq_poll serves many requests and ZeroMQ
  *  batches the replies into few syscalls. Replies are encoded on the stack
- *  (a value is at most 1 KiB); only scan pages allocate.
+ *  (a value is at most 1 KiB); only scan pages allocate. Writes go through
+ *  the replication engine (kv_repl), which answers them once they are safe.
+ *
+ *  Life cycle: HELLO to the coordinator until a table arrives, heartbeats
+ *  (with a report per partition) after that; "DRAIN" from the owner (on
+ *  SIGTERM) sends LEAVE and waits until the table says LEFT, then "LEFT"
+ *  tells the owner it may exit. A node started without a coordinator waits
+ *  for an INVITE (/join) to learn where it is.
  */
 #include "kv_node.h"
 
@@ -13,6 +20,7 @@
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_msg.h"
+#include "kv_repl.h"
 #include "kv_store.h"
 #include "kv_table.h"
 
@@ -20,28 +28,58 @@
 #define KV_NODE_SCAN_MAX 4096       /* entries per scan page at most */
 #define KV_NODE_TABLE_ASK_MS 100    /* at most one table request per this */
 #define KV_NODE_IDLE_REHASH_US 1000 /* rehash work per idle wake-up */
-#define KV_NODE_REPLY_MAX (KV_MAX_VALUE_BYTES + 64)
+#define KV_NODE_REPORT_MS 20        /* earliest heartbeat after a report changed */
+#define KV_NODE_WAKE_MS 20          /* longest sleep: replication housekeeping */
+#define KV_NODE_FIXED_ITEMS 3       /* pipe, router, dealer */
 
 typedef struct {
     zsock_t *pipe;   /* to the actor's owner */
-    zsock_t *router; /* requests from gateways */
+    zsock_t *router; /* gateways' requests; peers' acks and snapshot requests */
     zsock_t *dealer; /* to the coordinator */
     zsock_t *pub;    /* replication stream */
     void *router_h;  /* raw handles for the hot path */
     void *dealer_h;
-    kv_node_config_t config; /* strings owned by the caller, valid for our life */
-    kv_table_t *table;       /* latest routing table, NULL before the first */
-    int self;                /* our index in table, -1 when not listed */
-    kv_store_t *store;       /* created with the first table (P is in it) */
-    int64_t next_heartbeat;  /* mono ms of the next heartbeat */
-    int64_t last_table_ask;  /* mono ms of the last table request */
-    uint64_t bad_frames;     /* malformed frames dropped */
-    int terminated;          /* $TERM received */
+    kv_node_config_t config;               /* strings owned by the caller */
+    char coordinator[KV_ENDPOINT_MAX + 1]; /* where dealer is connected, "" nowhere */
+    uint64_t incarnation;  /* random per process: tells a restart from a return */
+    uint64_t memory_limit; /* cgroup memory limit in bytes, 0 when none */
+    kv_table_t *table;     /* latest routing table, NULL before the first */
+    int self;              /* our index in table, -1 when not listed */
+    kv_store_t *store;     /* created with the first table (P is in it) */
+    kv_repl_t *repl;       /* replication engine, created with the store */
+    zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES]; /* + repl sockets */
+    int item_count;
+    int64_t next_heartbeat; /* mono ms of the next heartbeat */
+    int64_t last_heartbeat; /* mono ms of the last one */
+    int64_t last_table_ask; /* mono ms of the last table request */
+    int64_t drain_deadline; /* mono ms; 0 when not draining */
+    uint64_t bad_frames;    /* malformed frames dropped */
+    int left;               /* "LEFT" was sent to the owner */
+    int terminated;         /* $TERM received */
 } s_node_t;
+
+/* The cgroup (v2, then v1) memory limit of this process, 0 when none. */
+static uint64_t s_memory_limit(void) {
+    const char *paths[] = {"/sys/fs/cgroup/memory.max",
+                           "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        FILE *file = fopen(paths[i], "r");
+        if (!file) continue;
+        char text[64] = "";
+        char *line = fgets(text, sizeof(text), file);
+        fclose(file);
+        if (!line) continue;
+        unsigned long long limit = strtoull(text, NULL, 10);
+        /* "max" parses as 0; v1 says "no limit" with a huge number */
+        return limit >= (1ULL << 60) ? 0 : (uint64_t)limit;
+    }
+    return 0;
+}
 
 /* --- coordinator side ---------------------------------------------------- */
 
 static void s_send_dealer(s_node_t *self, const kv_msg_t *msg) {
+    if (!self->coordinator[0]) return; /* not invited anywhere yet */
     size_t size = kv_msg_encoded_size(msg);
     uint8_t *buf = size ? malloc(size) : NULL;
     if (!buf) return;
@@ -59,7 +97,7 @@ static kv_bytes_t s_text(const char *text) {
 }
 
 static void s_send_hello(s_node_t *self) {
-    kv_msg_t msg = {.type = KV_MSG_HELLO};
+    kv_msg_t msg = {.type = KV_MSG_HELLO, .incarnation = self->incarnation};
     msg.node_id = s_text(self->config.id);
     msg.endpoint = s_text(self->config.advertise);
     msg.pub_endpoint = s_text(self->config.pub_advertise);
@@ -71,8 +109,7 @@ static void s_send_hello(s_node_t *self) {
     if (self->table) { /* lets a restarted coordinator rebuild its view */
         size_t size = kv_table_encoded_size(self->table);
         table = malloc(size);
-        if (table)
-            msg.table = (kv_bytes_t){(char *)table, kv_table_encode(self->table, table, size)};
+        if (table) msg.table = (kv_bytes_t){(char *)table, kv_table_encode(self->table, table, size)};
     }
     s_send_dealer(self, &msg);
     free(table);
@@ -80,12 +117,22 @@ static void s_send_hello(s_node_t *self) {
 
 static void s_send_heartbeat(s_node_t *self) {
     kv_msg_t msg = {.type = KV_MSG_HEARTBEAT, .node_id = s_text(self->config.id)};
+    msg.incarnation = self->incarnation;
     msg.epoch = self->table ? self->table->epoch : 0;
+    msg.memory_limit = self->memory_limit;
+    uint8_t *reports = NULL;
     if (self->store) {
         msg.keys = kv_store_size(self->store);
         msg.memory = kv_store_memory(self->store);
     }
+    if (self->repl) {
+        size_t len = 0;
+        reports = kv_repl_reports(self->repl, &len);
+        if (reports) msg.reports = (kv_bytes_t){(const char *)reports, len};
+    }
     s_send_dealer(self, &msg);
+    free(reports);
+    self->last_heartbeat = kv_clock_mono_ms();
 }
 
 static void s_ask_table(s_node_t *self) {
@@ -94,6 +141,55 @@ static void s_ask_table(s_node_t *self) {
     self->last_table_ask = now;
     kv_msg_t msg = {.type = KV_MSG_TABLE_REQ, .epoch = self->table ? self->table->epoch : 0};
     s_send_dealer(self, &msg);
+}
+
+/* The first LEAVE asks for an answer (req_id 1): the coordinator says at
+ * once when no other node can take our partitions. Repeats (for a
+ * coordinator that restarted) do not; the table tells us when we are LEFT. */
+static void s_send_leave(s_node_t *self, int first) {
+    kv_msg_t msg = {.type = KV_MSG_LEAVE, .node_id = s_text(self->config.id)};
+    msg.req_id = first ? 1 : 0;
+    s_send_dealer(self, &msg);
+}
+
+static void s_announce_left(s_node_t *self) {
+    if (self->left) return;
+    self->left = 1;
+    zstr_send(self->pipe, "LEFT");
+}
+
+static void s_on_cluster_reply(s_node_t *self, const kv_msg_t *msg) {
+    if (!self->drain_deadline || msg->status == KV_STATUS_OK) return; /* LEFT comes in a table */
+    kv_log_warn("node %s: cannot drain (%s): no other node can take its partitions; leaving",
+                self->config.id, kv_status_name(msg->status));
+    s_announce_left(self);
+}
+
+static int s_connect_coordinator(s_node_t *self, const char *endpoint) {
+    if (streq(self->coordinator, endpoint)) return 0;
+    if (self->coordinator[0]) zsock_disconnect(self->dealer, "%s", self->coordinator);
+    self->coordinator[0] = '\0';
+    if (!*endpoint) return 0;
+    if (zsock_connect(self->dealer, "%s", endpoint) != 0) {
+        kv_log_error("node %s: bad coordinator endpoint %s", self->config.id, endpoint);
+        return -1;
+    }
+    snprintf(self->coordinator, sizeof(self->coordinator), "%s", endpoint);
+    return 0;
+}
+
+static void s_rebuild_items(s_node_t *self) {
+    self->item_count = KV_NODE_FIXED_ITEMS;
+    if (self->repl) self->item_count += kv_repl_poll_items(self->repl, self->items + KV_NODE_FIXED_ITEMS);
+}
+
+/* Tells the owner we own nothing any more and may exit. */
+static void s_check_left(s_node_t *self) {
+    if (self->left || !self->table || self->self < 0) return;
+    if (self->table->nodes[self->self].state != KV_NODE_LEFT) return;
+    kv_log_info("node %s: drained, leaving the cluster (epoch %" PRIu64 ")", self->config.id,
+                self->table->epoch);
+    s_announce_left(self);
 }
 
 /* Installs a newer table. Tables only move forward: an older or equal
@@ -115,12 +211,23 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
         return;
     }
     if (!self->store) self->store = kv_store_new(table->partitions);
+    if (self->store && !self->repl) {
+        kv_repl_config_t config = {self->config.id, self->router_h, zsock_resolve(self->pub),
+                                   self->config.write_acks, self->config.repl_hwm};
+        self->repl = kv_repl_new(&config, self->store, table->partitions);
+    }
     kv_table_destroy(&self->table);
     self->table = table;
     self->self = kv_table_find(table, self->config.id);
-    uint32_t primaries = self->self < 0 ? 0 : kv_table_count_primaries(table, (uint16_t)self->self);
-    kv_log_info("node %s: table epoch %" PRIu64 ": primary of %u of %u partitions", self->config.id,
-                table->epoch, primaries, table->partitions);
+    if (self->repl) {
+        kv_repl_on_table(self->repl, table, self->self);
+        s_rebuild_items(self);
+    }
+    uint16_t me = self->self < 0 ? KV_NO_NODE : (uint16_t)self->self;
+    kv_log_info("node %s: table epoch %" PRIu64 ": primary of %u, replica of %u of %u partitions",
+                self->config.id, table->epoch, kv_table_count_primaries(table, me),
+                kv_table_count_replicas(table, me), table->partitions);
+    s_check_left(self);
 }
 
 static void s_drain_dealer(s_node_t *self) {
@@ -138,6 +245,8 @@ static void s_drain_dealer(s_node_t *self) {
             s_adopt_table(self, msg.table);
         else if (msg.type == KV_MSG_WHO)
             s_send_hello(self);
+        else if (msg.type == KV_MSG_CLUSTER_REPLY)
+            s_on_cluster_reply(self, &msg);
         zmq_msg_close(&frame);
     }
 }
@@ -146,7 +255,7 @@ static void s_drain_dealer(s_node_t *self) {
 
 /* Whether we may serve partition at the request's epoch. */
 static kv_status_t s_route_status(s_node_t *self, uint32_t partition, uint64_t epoch) {
-    if (!self->table || self->self < 0) return KV_STATUS_NOT_READY;
+    if (!self->table || self->self < 0 || !self->repl) return KV_STATUS_NOT_READY;
     if (epoch > self->table->epoch) {
         s_ask_table(self); /* the gateway knows a newer table than we do */
         return KV_STATUS_STALE_EPOCH;
@@ -161,9 +270,10 @@ static void s_send_reply(s_node_t *self, zmq_msg_t *identity, const uint8_t *buf
     zmq_send(self->router_h, buf, size, ZMQ_DONTWAIT); /* an unroutable reply is dropped */
 }
 
+/* Replies to a request that failed before reaching the store. */
 static void s_reply(s_node_t *self, zmq_msg_t *identity, uint64_t req_id, kv_status_t status,
                     const char *value, size_t vlen) {
-    uint8_t buf[KV_NODE_REPLY_MAX];
+    uint8_t buf[KV_MAX_VALUE_BYTES + 64];
     kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = req_id, .status = (uint8_t)status};
     reply.epoch = self->table ? self->table->epoch : 0;
     reply.value = (kv_bytes_t){value, vlen};
@@ -179,47 +289,53 @@ static int s_keyed_is_valid(s_node_t *self, const kv_msg_t *req) {
     return kv_partition_of(req->key.ptr, req->key.len, self->table->partitions) == req->partition;
 }
 
-static kv_status_t s_apply_keyed(s_node_t *self, const kv_msg_t *req, const kv_entry_t **found) {
-    const kv_msg_t *m = req;
-    switch (m->type) {
-    case KV_MSG_SET:
-        if (kv_store_put(self->store, m->partition, m->key.ptr, m->key.len, m->value.ptr,
-                         m->value.len) != 0)
-            return KV_STATUS_NO_MEMORY;
-        return KV_STATUS_OK;
-    case KV_MSG_RM:
-        return kv_store_delete(self->store, m->partition, m->key.ptr, m->key.len) == 0
-                   ? KV_STATUS_OK
-                   : KV_STATUS_NOT_FOUND;
-    default: /* GET and IS */
-        *found = kv_store_get(self->store, m->partition, m->key.ptr, m->key.len);
-        return *found ? KV_STATUS_OK : KV_STATUS_NOT_FOUND;
-    }
-}
-
 static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_status_t status = s_route_status(self, req->partition, req->epoch);
     if (status == KV_STATUS_OK && !s_keyed_is_valid(self, req)) status = KV_STATUS_BAD_REQUEST;
-    const kv_entry_t *found = NULL;
-    if (status == KV_STATUS_OK) status = s_apply_keyed(self, req, &found);
-    if (found && req->type == KV_MSG_GET)
-        s_reply(self, identity, req->req_id, status, kv_entry_value(found), kv_entry_vlen(found));
-    else
+    int write = req->type == KV_MSG_SET || req->type == KV_MSG_RM;
+    if (status == KV_STATUS_OK && write && kv_repl_is_fenced(self->repl, req->partition))
+        status = KV_STATUS_MOVED; /* handing the partition over: retry at the new primary */
+    if (status != KV_STATUS_OK) {
         s_reply(self, identity, req->req_id, status, NULL, 0);
+        return;
+    }
+    if (write) {
+        kv_repl_write(self->repl, identity, req);
+        return;
+    }
+    const kv_entry_t *found = kv_store_get(self->store, req->partition, req->key.ptr, req->key.len);
+    if (!found)
+        s_reply(self, identity, req->req_id, KV_STATUS_NOT_FOUND, NULL, 0);
+    else if (req->type == KV_MSG_GET)
+        s_reply(self, identity, req->req_id, KV_STATUS_OK, kv_entry_value(found),
+                kv_entry_vlen(found));
+    else
+        s_reply(self, identity, req->req_id, KV_STATUS_OK, NULL, 0);
 }
 
 /* Clears the partitions we are primary of; the gateway sends CLEAR to every
  * node, so together the whole cluster is cleared. */
 static void s_serve_clear(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_status_t status = KV_STATUS_NOT_READY;
-    if (self->table && self->self >= 0)
+    if (self->table && self->self >= 0 && self->repl)
         status = req->epoch > self->table->epoch ? KV_STATUS_STALE_EPOCH : KV_STATUS_OK;
     if (status == KV_STATUS_STALE_EPOCH) s_ask_table(self);
     if (status == KV_STATUS_OK)
-        for (uint32_t p = 0; p < self->table->partitions; p++)
-            if (kv_table_owner(self->table, p, 0) == self->self)
-                kv_store_clear_partition(self->store, p);
-    s_reply(self, identity, req->req_id, status, NULL, 0);
+        kv_repl_clear(self->repl, identity, req);
+    else
+        s_reply(self, identity, req->req_id, status, NULL, 0);
+}
+
+/* /join: the coordinator tells a node started without one where it is. */
+static void s_serve_invite(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    char endpoint[KV_ENDPOINT_MAX + 1];
+    snprintf(endpoint, sizeof(endpoint), "%.*s", (int)req->endpoint.len,
+             req->endpoint.ptr ? req->endpoint.ptr : "");
+    int ok = *endpoint && s_connect_coordinator(self, endpoint) == 0;
+    kv_log_info("node %s: invited by coordinator %s", self->config.id, endpoint);
+    s_reply(self, identity, req->req_id, ok ? KV_STATUS_OK : KV_STATUS_BAD_REQUEST, self->config.id,
+            strlen(self->config.id));
+    if (ok) s_send_hello(self);
 }
 
 typedef struct {
@@ -289,6 +405,7 @@ static void s_serve_stats(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
         reply.epoch = self->table->epoch;
         reply.keys = kv_store_size(self->store);
         reply.memory = kv_store_memory(self->store);
+        reply.memory_limit = self->memory_limit;
         for (uint32_t p = 0; self->self >= 0 && p < self->table->partitions; p++) {
             int primary = kv_table_owner(self->table, p, 0) == self->self;
             reply.primaries += primary;
@@ -305,8 +422,8 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
     kv_msg_t req;
     if (kv_msg_decode(zmq_msg_data(body), zmq_msg_size(body), &req) != 0) {
         if (self->bad_frames++ % 1000 == 0) /* one line per 1000: a bad peer must not flood */
-            kv_log_warn("node %s: malformed request dropped (%" PRIu64 " so far)", self->config.id,
-                        self->bad_frames);
+            kv_log_warn("node %s: malformed request dropped (%" PRIu64 " so far)",
+                        self->config.id, self->bad_frames);
         return;
     }
     switch (req.type) {
@@ -324,6 +441,15 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
         break;
     case KV_MSG_STATS:
         s_serve_stats(self, identity, &req);
+        break;
+    case KV_MSG_ACK:
+        if (self->repl) kv_repl_on_ack(self->repl, &req);
+        break;
+    case KV_MSG_SNAPSHOT_REQ:
+        if (self->repl) kv_repl_on_snapshot_req(self->repl, identity, &req);
+        break;
+    case KV_MSG_INVITE:
+        s_serve_invite(self, identity, &req);
         break;
     default:
         kv_log_warn("node %s: unexpected %s on the request socket dropped", self->config.id,
@@ -368,27 +494,33 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     self->pipe = pipe;
     self->config = *config;
     self->self = -1;
+    self->incarnation = ((uint64_t)randof(0x7fffffff) << 32) ^ (uint64_t)kv_clock_mono_us() ^
+                        (uint64_t)getpid();
+    self->memory_limit = s_memory_limit();
     self->router = zsock_new(ZMQ_ROUTER);
     self->dealer = zsock_new(ZMQ_DEALER);
     self->pub = zsock_new(ZMQ_PUB);
     if (!self->router || !self->dealer || !self->pub) return -1;
-    zsock_set_sndhwm(self->router, 100000);
-    zsock_set_rcvhwm(self->router, 100000);
+    zsock_set_sndhwm(self->router, 1000000);
+    zsock_set_rcvhwm(self->router, 1000000);
+    zsock_set_sndhwm(self->pub, (int)config->repl_hwm);
     zsock_set_immediate(self->dealer, 1);
     zsock_set_sndhwm(self->dealer, 64);
     zsock_set_linger(self->dealer, 0);
+    zsock_set_linger(self->pub, 0);
     if (s_bind(self->router, config->bind, "request") || s_bind(self->pub, config->pub_bind, "pub"))
         return -1;
-    if (zsock_connect(self->dealer, "%s", config->coordinator) < 0) {
-        kv_log_error("bad coordinator endpoint %s", config->coordinator);
-        return -1;
-    }
     self->router_h = zsock_resolve(self->router);
     self->dealer_h = zsock_resolve(self->dealer);
-    return 0;
+    self->items[0] = (zmq_pollitem_t){zsock_resolve(self->pipe), 0, ZMQ_POLLIN, 0};
+    self->items[1] = (zmq_pollitem_t){self->router_h, 0, ZMQ_POLLIN, 0};
+    self->items[2] = (zmq_pollitem_t){self->dealer_h, 0, ZMQ_POLLIN, 0};
+    self->item_count = KV_NODE_FIXED_ITEMS;
+    return s_connect_coordinator(self, config->coordinator ? config->coordinator : "");
 }
 
 static void s_node_destroy(s_node_t *self) {
+    kv_repl_destroy(&self->repl);
     zsock_destroy(&self->router);
     zsock_destroy(&self->dealer);
     zsock_destroy(&self->pub);
@@ -396,18 +528,44 @@ static void s_node_destroy(s_node_t *self) {
     kv_store_destroy(&self->store);
 }
 
+/* DRAIN: ask to leave; a node that owns nothing (or has no cluster) can go
+ * at once. */
+static void s_start_drain(s_node_t *self) {
+    uint16_t me = self->self < 0 ? KV_NO_NODE : (uint16_t)self->self;
+    int owns = self->table && me != KV_NO_NODE &&
+               (kv_table_count_primaries(self->table, me) || kv_table_count_replicas(self->table, me));
+    if (!owns || !self->coordinator[0]) {
+        s_announce_left(self);
+        return;
+    }
+    kv_log_info("node %s: draining before exit", self->config.id);
+    self->drain_deadline = kv_clock_mono_ms() + self->config.drain_timeout_ms;
+    s_send_leave(self, 1);
+}
+
 static void s_handle_pipe(s_node_t *self) {
     char *command = zstr_recv(self->pipe);
-    if (!command || streq(command, "$TERM")) self->terminated = 1;
+    if (!command || streq(command, "$TERM"))
+        self->terminated = 1;
+    else if (streq(command, "DRAIN"))
+        s_start_drain(self);
     zstr_free(&command);
 }
 
-/* Heartbeats, or HELLO until a table arrives (the coordinator may have
- * started after us, or restarted). */
+/* Heartbeats (early when a partition report changed: the coordinator waits
+ * for it to move partitions), or HELLO until a table arrives. */
 static void s_tick(s_node_t *self) {
     int64_t now = kv_clock_mono_ms();
-    if (now < self->next_heartbeat) return;
+    int early = self->repl && kv_repl_reports_dirty(self->repl) &&
+                now - self->last_heartbeat >= KV_NODE_REPORT_MS;
+    if (self->drain_deadline && !self->left && now >= self->drain_deadline) {
+        kv_log_warn("node %s: drain did not finish in %ld ms, leaving anyway", self->config.id,
+                    self->config.drain_timeout_ms);
+        s_announce_left(self);
+    }
+    if (now < self->next_heartbeat && !early) return;
     self->next_heartbeat = now + self->config.heartbeat_ms;
+    if (self->drain_deadline) s_send_leave(self, 0); /* repeated: the coordinator may restart */
     if (self->table)
         s_send_heartbeat(self);
     else
@@ -415,18 +573,22 @@ static void s_tick(s_node_t *self) {
 }
 
 static void s_loop(s_node_t *self) {
-    zmq_pollitem_t items[] = {{zsock_resolve(self->pipe), 0, ZMQ_POLLIN, 0},
-                              {self->router_h, 0, ZMQ_POLLIN, 0},
-                              {self->dealer_h, 0, ZMQ_POLLIN, 0}};
     while (!self->terminated) {
         long timeout = (long)(self->next_heartbeat - kv_clock_mono_ms());
-        int rc = zmq_poll(items, 3, timeout < 0 ? 0 : timeout);
+        if (timeout > KV_NODE_WAKE_MS) timeout = KV_NODE_WAKE_MS;
+        int rc = zmq_poll(self->items, self->item_count, timeout < 0 ? 0 : timeout);
         if (rc < 0 && errno == EINTR) continue;
         if (rc < 0) break; /* context terminated */
+        zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES];
+        int count = self->item_count; /* a table below may rebuild self->items */
+        memcpy(items, self->items, (size_t)count * sizeof(items[0]));
         if (items[0].revents & ZMQ_POLLIN) s_handle_pipe(self);
         for (int served = 0; (items[1].revents & ZMQ_POLLIN) && served < KV_NODE_BATCH; served++)
             if (s_serve_one(self) != 0) break;
         if (items[2].revents & ZMQ_POLLIN) s_drain_dealer(self);
+        if (self->repl && count > KV_NODE_FIXED_ITEMS && self->item_count == count)
+            kv_repl_on_readable(self->repl, items + KV_NODE_FIXED_ITEMS, count - KV_NODE_FIXED_ITEMS);
+        if (self->repl) kv_repl_tick(self->repl);
         s_tick(self);
         if (rc == 0 && self->store) kv_store_rehash_for(self->store, KV_NODE_IDLE_REHASH_US);
     }
@@ -442,7 +604,8 @@ void kv_node_actor(zsock_t *pipe, void *args) {
         return;
     }
     kv_log_info("node %s: serving %s, replication %s, coordinator %s", self.config.id,
-                self.config.advertise, self.config.pub_advertise, self.config.coordinator);
+                self.config.advertise, self.config.pub_advertise,
+                self.coordinator[0] ? self.coordinator : "(none: waiting for /join)");
     s_loop(&self);
     kv_log_info("node %s: stopping", self.config.id);
     s_node_destroy(&self);

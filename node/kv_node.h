@@ -14,7 +14,9 @@
  *
  *  Start with kv_actor_start(kv_node_actor, &config), which returns once the
  *  sockets are bound, or NULL when they could not be. Stop with
- *  zactor_destroy.
+ *  zactor_destroy. Send "DRAIN" to have the node hand its partitions to the
+ *  others first; the actor sends "LEFT" on its pipe once it owns nothing
+ *  (after a drain, or a /leave), and the owner then destroys it.
  */
 #ifndef KV_NODE_H
 #define KV_NODE_H
@@ -27,8 +29,11 @@ typedef struct {
     const char *advertise;     /* ROUTER endpoint others connect to */
     const char *pub_bind;      /* PUB endpoint to bind for replication */
     const char *pub_advertise; /* PUB endpoint others connect to */
-    const char *coordinator;   /* coordinator ROUTER endpoint */
+    const char *coordinator;   /* coordinator ROUTER endpoint; "" waits for /join */
     long heartbeat_ms;         /* heartbeat period */
+    long write_acks;           /* replica confirmations per write */
+    long repl_hwm;             /* replication PUB/SUB high-water mark */
+    long drain_timeout_ms;     /* longest wait for a drain on SIGTERM */
 } kv_node_config_t;
 
 /* The actor body; args is a kv_node_config_t * read before the handshake. */

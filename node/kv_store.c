@@ -117,6 +117,16 @@ static int s_entry_compare(const void *a, const void *b) {
                                 kv_entry_klen(y));
 }
 
+/* A scan may meet an entry twice when a rehash step shrinks the table
+ * between its calls; pages must not. Drops adjacent duplicates of a sorted
+ * array and returns the new count. */
+static size_t s_unique(const kv_entry_t **items, size_t count) {
+    size_t kept = 0;
+    for (size_t i = 0; i < count; i++)
+        if (kept == 0 || items[kept - 1] != items[i]) items[kept++] = items[i];
+    return kept;
+}
+
 static void s_gather(const kv_entry_t *entry, void *arg) {
     s_gather_t *gather = arg;
     if (gather->failed) return;
@@ -151,10 +161,32 @@ int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, co
     /* Sorted even when the whole rest fits in one page: fn may stop early, and
      * the caller then resumes after the last key it took. */
     if (gather.count > 1) qsort(gather.items, gather.count, sizeof(*gather.items), s_entry_compare);
+    gather.count = s_unique(gather.items, gather.count);
     size_t given = 0;
     while (given < gather.count && given < limit)
         if (fn(gather.items[given++], arg)) break;
     int more = given < gather.count;
     free(gather.items);
     return more;
+}
+
+typedef struct {
+    kv_store_entry_fn *fn; /* the caller's function */
+    void *arg;             /* its argument */
+    int stopped;           /* fn asked to stop */
+} s_foreach_t;
+
+static void s_foreach_entry(const kv_entry_t *entry, void *arg) {
+    s_foreach_t *foreach = arg;
+    if (!foreach->stopped) foreach->stopped = foreach->fn(entry, foreach->arg);
+}
+
+void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg) {
+    kv_dict_t *dict = s_dict(self, partition, 0);
+    if (!dict) return;
+    s_foreach_t foreach = {fn, arg, 0};
+    uint64_t cursor = 0;
+    do
+        cursor = kv_dict_scan(dict, cursor, s_foreach_entry, &foreach);
+    while (cursor != 0 && !foreach.stopped);
 }

@@ -63,6 +63,10 @@ typedef int(kv_store_entry_fn)(const kv_entry_t *entry, void *arg);
 int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, const char *after,
                          size_t alen, uint32_t limit, kv_store_entry_fn *fn, void *arg);
 
+/* Calls fn on every entry of partition, in no particular order, until fn
+ * returns non-zero. fn must not modify the store. */
+void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg);
+
 /* Orders two keys the way scans do. */
 int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen);
 

@@ -1,5 +1,6 @@
 /*  main.c of kv-node: flags, then the node actor until SIGINT or SIGTERM. */
 #include <czmq.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "kv_actor.h"
@@ -19,7 +20,8 @@ int main(int argc, char **argv) {
     const char *id = hostname, *bind = "tcp://*:5601", *pub = "tcp://*:5602";
     const char *advertise = NULL, *pub_advertise = NULL;
     const char *coordinator = "tcp://127.0.0.1:5550", *log_level = "info";
-    long heartbeat_ms = KV_HEARTBEAT_MS;
+    long heartbeat_ms = KV_HEARTBEAT_MS, write_acks = 1, repl_hwm = 1000000;
+    long drain_timeout_ms = 120000;
     const kv_opt_t opts[] = {
         {"id", "KV_NODE_ID", KV_OPT_STRING, &id, 0, 0, "unique node id (default: host name)"},
         {"bind", "KV_NODE_BIND", KV_OPT_STRING, &bind, 0, 0, "ZeroMQ endpoint for requests"},
@@ -29,9 +31,15 @@ int main(int argc, char **argv) {
         {"pub-advertise", "KV_NODE_PUB_ADVERTISE", KV_OPT_STRING, &pub_advertise, 0, 0,
          "replication endpoint others connect to (default: derived from --pub)"},
         {"coordinator", "KV_COORDINATOR", KV_OPT_STRING, &coordinator, 0, 0,
-         "coordinator ROUTER endpoint"},
+         "coordinator ROUTER endpoint; empty: wait to be invited with /join"},
         {"heartbeat-ms", "KV_HEARTBEAT_MS", KV_OPT_LONG, &heartbeat_ms, 10, 60000,
          "heartbeat period in milliseconds"},
+        {"write-acks", "KV_WRITE_ACKS", KV_OPT_LONG, &write_acks, 0, KV_REPLICATION_MAX - 1,
+         "replicas that must confirm a write before it is acknowledged (capped at R-1)"},
+        {"repl-hwm", "KV_REPL_HWM", KV_OPT_LONG, &repl_hwm, 1, 100000000,
+         "replication PUB/SUB high-water mark, in messages"},
+        {"drain-timeout-ms", "KV_DRAIN_TIMEOUT_MS", KV_OPT_LONG, &drain_timeout_ms, 0, 3600000,
+         "on SIGTERM, longest wait for the partitions to move away"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
          "error, warn, info or debug"},
     };
@@ -54,10 +62,24 @@ int main(int argc, char **argv) {
     kv_log_init(id, (kv_log_level_t)level);
     zsys_init();
     zsys_set_logstream(NULL);
-    kv_node_config_t config = {id, bind, advertise, pub, pub_advertise, coordinator, heartbeat_ms};
+    kv_signals_init();
+    kv_node_config_t config = {id,           bind,       advertise, pub,
+                               pub_advertise, coordinator, heartbeat_ms, write_acks,
+                               repl_hwm,     drain_timeout_ms};
     zactor_t *node = kv_actor_start(kv_node_actor, &config);
     if (!node) return 1;
-    kv_actor_wait_interrupt();
+    /* SIGTERM drains first; SIGINT (or a second signal) stops at once. */
+    for (int draining = 0;;) {
+        char *message = NULL;
+        int signal = kv_actor_wait(node, &message);
+        int left = message && streq(message, "LEFT");
+        zstr_free(&message);
+        if (left || signal == SIGINT || (signal && draining)) break;
+        if (signal == SIGTERM) {
+            draining = 1;
+            zstr_send(node, "DRAIN");
+        }
+    }
     zactor_destroy(&node);
     return 0;
 }

@@ -25,14 +25,34 @@
  *      then count x (str16 key, str16 value)
  *  STATS_REPLY: u64 req_id, u8 status, u64 epoch, u64 keys (held),
  *      u64 primary_keys (in partitions it is primary of), u64 memory,
- *      u32 primaries, u32 replicas
+ *      u64 memory_limit (cgroup limit, 0 when none), u32 primaries, u32 replicas
  *  HELLO (node -> coordinator, on start and when asked): registration
- *      str8 node_id, str16 endpoint, str16 pub_endpoint,
+ *      str8 node_id, u64 incarnation (random per process start: a new one
+ *      means the node lost its data), str16 endpoint, str16 pub_endpoint,
  *      u64 keys, u64 memory, blob32 table   the node's last table (may be empty)
- *  HEARTBEAT (node -> coordinator): str8 node_id, u64 epoch, u64 keys, u64 memory
+ *  HEARTBEAT (node -> coordinator): str8 node_id, u64 incarnation, u64 epoch,
+ *      u64 keys, u64 memory, u64 memory_limit, blob32 reports: n x KV_MSG_REPORT_SIZE
+ *      (u32 partition, u8 role, u8 state bits KV_REPORT_*, u64 seq)
  *  TABLE_REQ (anyone -> coordinator): u64 epoch   the asker's epoch
  *  TABLE (coordinator -> nodes, gateways): blob32 table (kv_table encoding)
  *  WHO (coordinator -> node): empty; "I do not know you, send HELLO"
+ *  JOIN (gateway -> coordinator): u64 req_id, str16 endpoint of a node to invite
+ *  LEAVE (gateway or node -> coordinator): u64 req_id, str8 node_id to drain
+ *  INVITE (coordinator -> node request socket): u64 req_id, str16 coordinator
+ *      endpoint; the node answers REPLY (value: its id) and registers there
+ *  CLUSTER_REPLY (coordinator -> gateway): u64 req_id, u8 status, str8 node_id
+ *
+ *  Replication (see node/kv_repl.h for the protocol):
+ *  UPDATE (primary PUB, topic frame = u32 partition): u32 partition,
+ *      u16 sender, u64 epoch, u64 seq, u8 op (KV_OP_*), str16 key, str16 value
+ *  BEACON (primary PUB, topic KV_TOPIC_BEACON): u16 sender, u64 epoch,
+ *      blob32 items: n x KV_MSG_ITEM_SIZE (u32 partition, u64 seq, u8 fenced)
+ *  ACK (replica -> primary request socket): u16 sender, blob32 items:
+ *      n x KV_MSG_ITEM_SIZE (u32 partition, u64 seq applied, u8 0)
+ *  SNAPSHOT_REQ (replica -> primary): u64 req_id, u32 partition, u16 sender
+ *  SNAPSHOT (primary -> replica): u64 req_id, u32 partition, u8 status,
+ *      u64 seq (the snapshot is the partition at exactly this sequence),
+ *      u32 chunk (0, 1, ...), u8 more, u32 count, count x (str16 key, str16 value)
  *
  *  Decoders validate every length against the frame and reject trailing
  *  bytes, unknown versions and types: a malformed frame is an error, never a
@@ -63,7 +83,35 @@ typedef enum {
     KV_MSG_TABLE_REQ = 34,
     KV_MSG_TABLE = 35,
     KV_MSG_WHO = 36,
+    KV_MSG_JOIN = 37,
+    KV_MSG_LEAVE = 38,
+    KV_MSG_INVITE = 39,
+    KV_MSG_CLUSTER_REPLY = 40,
+    KV_MSG_UPDATE = 48,
+    KV_MSG_BEACON = 49,
+    KV_MSG_ACK = 50,
+    KV_MSG_SNAPSHOT_REQ = 51,
+    KV_MSG_SNAPSHOT = 52,
 } kv_msg_type_t;
+
+/* Operations carried by UPDATE. */
+typedef enum {
+    KV_OP_SET = 1,   /* key = value */
+    KV_OP_RM = 2,    /* remove key */
+    KV_OP_CLEAR = 3, /* remove every key of the partition */
+    KV_OP_FENCE = 4, /* end of this primary's stream for the partition */
+    KV_OP_MAX = 4,
+} kv_op_t;
+
+#define KV_TOPIC_BEACON 0xFFFFFFFFu /* PUB topic of beacons */
+#define KV_MSG_ITEM_SIZE 13         /* u32 partition, u64 seq, u8 flag */
+#define KV_MSG_REPORT_SIZE 14       /* u32 partition, u8 role, u8 state, u64 seq */
+
+#define KV_ROLE_LEARNER 0xFF /* report role of a learner */
+
+/* Report state bits. */
+#define KV_REPORT_LIVE 0x01  /* replica/learner: following the stream */
+#define KV_REPORT_READY 0x02 /* learner: applied the fenced stream to its end */
 
 /* Outcome of a request, as a node reports it. */
 typedef enum {
@@ -108,7 +156,38 @@ typedef struct {
     kv_bytes_t endpoint;     /* HELLO */
     kv_bytes_t pub_endpoint; /* HELLO */
     kv_bytes_t table;        /* HELLO, TABLE: kv_table encoding */
+    uint64_t incarnation;    /* HELLO, HEARTBEAT */
+    uint64_t memory_limit;   /* HEARTBEAT, STATS_REPLY: bytes, 0 when unlimited */
+    uint64_t seq;            /* UPDATE, SNAPSHOT */
+    uint32_t chunk;          /* SNAPSHOT */
+    uint16_t sender;         /* UPDATE, BEACON, ACK, SNAPSHOT_REQ: node index */
+    uint8_t op;              /* UPDATE: kv_op_t */
+    kv_bytes_t items;        /* BEACON, ACK: KV_MSG_ITEM_SIZE records */
+    kv_bytes_t reports;      /* HEARTBEAT: KV_MSG_REPORT_SIZE records */
 } kv_msg_t;
+
+/* One (partition, seq, flag) record of a BEACON or ACK. */
+typedef struct {
+    uint32_t partition;
+    uint64_t seq;
+    uint8_t flag;
+} kv_msg_item_t;
+
+/* One partition report of a HEARTBEAT. */
+typedef struct {
+    uint32_t partition;
+    uint8_t role;  /* slot: 0 primary, 1.. replica, KV_ROLE_LEARNER */
+    uint8_t state; /* KV_REPORT_* bits */
+    uint64_t seq;
+} kv_msg_report_t;
+
+/* Writes record i of an items / reports blob at buf (caller sized it). */
+void kv_msg_item_write(uint8_t *buf, size_t i, const kv_msg_item_t *item);
+void kv_msg_report_write(uint8_t *buf, size_t i, const kv_msg_report_t *report);
+
+/* Reads record i; the caller checks i < blob.len / size. */
+kv_msg_item_t kv_msg_item_read(const kv_bytes_t *blob, size_t i);
+kv_msg_report_t kv_msg_report_read(const kv_bytes_t *blob, size_t i);
 
 /* Bytes kv_msg_encode will write for msg, or 0 when msg cannot be encoded
  * (unknown type, a string over its length field). */

@@ -6,7 +6,7 @@
 
 #include "kv_wire.h"
 
-#define KV_TABLE_VERSION 1
+#define KV_TABLE_VERSION 2
 
 kv_table_t *kv_table_new(uint32_t partitions, uint32_t replication) {
     if (partitions == 0 || partitions > KV_PARTITIONS_MAX) return NULL;
@@ -17,11 +17,14 @@ kv_table_t *kv_table_new(uint32_t partitions, uint32_t replication) {
     self->replication = replication;
     self->nodes = calloc(KV_MAX_NODES, sizeof(*self->nodes));
     self->owners = malloc((size_t)partitions * replication * sizeof(*self->owners));
-    if (!self->nodes || !self->owners) {
+    self->learners = malloc((size_t)partitions * sizeof(*self->learners));
+    self->flags = calloc(partitions, sizeof(*self->flags));
+    if (!self->nodes || !self->owners || !self->learners || !self->flags) {
         kv_table_destroy(&self);
         return NULL;
     }
     memset(self->owners, 0xFF, (size_t)partitions * replication * sizeof(*self->owners));
+    memset(self->learners, 0xFF, (size_t)partitions * sizeof(*self->learners));
     return self;
 }
 
@@ -30,6 +33,8 @@ void kv_table_destroy(kv_table_t **self_p) {
     kv_table_t *self = *self_p;
     free(self->nodes);
     free(self->owners);
+    free(self->learners);
+    free(self->flags);
     free(self);
     *self_p = NULL;
 }
@@ -42,6 +47,8 @@ kv_table_t *kv_table_dup(const kv_table_t *self) {
     memcpy(copy->nodes, self->nodes, KV_MAX_NODES * sizeof(*self->nodes));
     memcpy(copy->owners, self->owners,
            (size_t)self->partitions * self->replication * sizeof(*self->owners));
+    memcpy(copy->learners, self->learners, (size_t)self->partitions * sizeof(*self->learners));
+    memcpy(copy->flags, self->flags, (size_t)self->partitions * sizeof(*self->flags));
     return copy;
 }
 
@@ -79,6 +86,29 @@ uint16_t kv_table_owner(const kv_table_t *self, uint32_t partition, uint32_t slo
 void kv_table_set_owner(kv_table_t *self, uint32_t partition, uint32_t slot, uint16_t node) {
     if (partition >= self->partitions || slot >= self->replication) return;
     self->owners[(size_t)partition * self->replication + slot] = node;
+}
+
+uint16_t kv_table_learner(const kv_table_t *self, uint32_t partition) {
+    return partition < self->partitions ? self->learners[partition] : KV_NO_NODE;
+}
+
+void kv_table_set_learner(kv_table_t *self, uint32_t partition, uint16_t node) {
+    if (partition < self->partitions) self->learners[partition] = node;
+}
+
+uint8_t kv_table_flags(const kv_table_t *self, uint32_t partition) {
+    return partition < self->partitions ? self->flags[partition] : 0;
+}
+
+void kv_table_set_flags(kv_table_t *self, uint32_t partition, uint8_t flags) {
+    if (partition < self->partitions) self->flags[partition] = flags;
+}
+
+int kv_table_role(const kv_table_t *self, uint32_t partition, uint16_t node) {
+    if (partition >= self->partitions || node == KV_NO_NODE) return -1;
+    for (uint32_t slot = 0; slot < self->replication; slot++)
+        if (kv_table_owner(self, partition, slot) == node) return (int)slot;
+    return self->learners[partition] == node ? (int)self->replication : -1;
 }
 
 static uint32_t s_count_slots(const kv_table_t *self, uint16_t node, uint32_t first,
@@ -121,8 +151,12 @@ static size_t s_encode(const kv_table_t *self, uint8_t *buf, size_t cap) {
         kv_wire_put_str(&w, node->pub_endpoint, strlen(node->pub_endpoint), 2);
         kv_wire_put_uint(&w, node->state, 1);
     }
-    size_t slots = (size_t)self->partitions * self->replication;
-    for (size_t i = 0; i < slots; i++) kv_wire_put_uint(&w, self->owners[i], 2);
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        for (uint32_t slot = 0; slot < self->replication; slot++)
+            kv_wire_put_uint(&w, kv_table_owner(self, p, slot), 2);
+        kv_wire_put_uint(&w, self->learners[p], 2);
+        kv_wire_put_uint(&w, self->flags[p], 1);
+    }
     return w.failed ? 0 : w.pos;
 }
 
@@ -153,18 +187,25 @@ static int s_decode_nodes(kv_reader_t *r, kv_table_t *self, uint32_t count) {
         s_get_text(r, 2, node->endpoint, KV_ENDPOINT_MAX);
         s_get_text(r, 2, node->pub_endpoint, KV_ENDPOINT_MAX);
         node->state = (uint8_t)kv_wire_get_uint(r, 1);
-        if (node->state > KV_NODE_DOWN || !node->id[0]) r->failed = 1;
+        if (node->state > KV_NODE_LEFT || !node->id[0]) r->failed = 1;
     }
     self->node_count = count;
     return r->failed ? -1 : 0;
 }
 
+static uint16_t s_get_node_index(kv_reader_t *r, const kv_table_t *self) {
+    uint16_t node = (uint16_t)kv_wire_get_uint(r, 2);
+    if (node != KV_NO_NODE && node >= self->node_count) r->failed = 1;
+    return node;
+}
+
 static int s_decode_owners(kv_reader_t *r, kv_table_t *self) {
-    size_t slots = (size_t)self->partitions * self->replication;
-    for (size_t i = 0; i < slots && !r->failed; i++) {
-        uint16_t owner = (uint16_t)kv_wire_get_uint(r, 2);
-        if (owner != KV_NO_NODE && owner >= self->node_count) r->failed = 1;
-        self->owners[i] = owner;
+    for (uint32_t p = 0; p < self->partitions && !r->failed; p++) {
+        for (uint32_t slot = 0; slot < self->replication; slot++)
+            kv_table_set_owner(self, p, slot, s_get_node_index(r, self));
+        self->learners[p] = s_get_node_index(r, self);
+        self->flags[p] = (uint8_t)kv_wire_get_uint(r, 1);
+        if (self->flags[p] & ~KV_PART_FLAGS_ALL) r->failed = 1;
     }
     return r->failed ? -1 : 0;
 }
@@ -179,7 +220,7 @@ kv_table_t *kv_table_decode(const uint8_t *buf, size_t len) {
     uint32_t count = (uint32_t)kv_wire_get_uint(&r, 2);
     if (r.failed || version != KV_TABLE_VERSION || count > KV_MAX_NODES) return NULL;
     /* Reject a size claim the frame cannot hold before allocating for it. */
-    if ((size_t)partitions * replication * 2 > len) return NULL;
+    if ((size_t)partitions * (replication * 2 + 3) > len) return NULL;
     kv_table_t *self = kv_table_new(partitions, replication);
     if (!self) return NULL;
     self->epoch = epoch;
@@ -189,7 +230,7 @@ kv_table_t *kv_table_decode(const uint8_t *buf, size_t len) {
 }
 
 const char *kv_node_state_name(int state) {
-    static const char *const names[] = {"joining", "active", "leaving", "down"};
-    if (state < 0 || state > KV_NODE_DOWN) return "unknown";
+    static const char *const names[] = {"joining", "active", "leaving", "down", "left"};
+    if (state < 0 || state > KV_NODE_LEFT) return "unknown";
     return names[state];
 }

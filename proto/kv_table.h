@@ -1,14 +1,19 @@
 /*  kv_table.h: the routing table, owned by the coordinator, copied by all.
  *
  *  The table maps each of P partitions to R owner slots: slot 0 is the
- *  primary, slots 1..R-1 the replicas, each a node index or KV_NO_NODE. It
- *  also lists the nodes (id, data endpoint, replication endpoint, state).
- *  Every change bumps the epoch; a table with a higher epoch always wins.
+ *  primary, slots 1..R-1 the replicas, each a node index or KV_NO_NODE.
+ *  A partition may also have a learner: a node copying the partition (a
+ *  snapshot, then the update stream) before it takes a slot; that is how
+ *  partitions move on join, leave and re-replication. Per-partition flags
+ *  drive a primary hand-off (see kv_plan.h). The table also lists the nodes
+ *  (id, data endpoint, replication endpoint, state). Every change bumps the
+ *  epoch; a table with a higher epoch always wins. Node indexes are never
+ *  reused for another id, so an index means the same node in every epoch.
  *
  *  Encoding (big-endian), carried in TABLE and HELLO messages:
  *      u8 version, u64 epoch, u32 partitions, u8 replication, u16 nodes,
  *      nodes x (str8 id, str16 endpoint, str16 pub_endpoint, u8 state),
- *      partitions x replication x u16 owner
+ *      partitions x (replication x u16 owner, u16 learner, u8 flags)
  */
 #ifndef KV_TABLE_H
 #define KV_TABLE_H
@@ -23,7 +28,13 @@ typedef enum {
     KV_NODE_ACTIVE = 1,  /* serving the partitions it owns */
     KV_NODE_LEAVING = 2, /* draining its partitions to others */
     KV_NODE_DOWN = 3,    /* missed its heartbeats */
+    KV_NODE_LEFT = 4,    /* drained and gone; owns nothing */
 } kv_node_state_t;
+
+/* Per-partition flags. */
+#define KV_PART_MOVE_PRIMARY 0x01 /* the learner will take the primary slot */
+#define KV_PART_FENCED 0x02       /* the primary refuses writes: hand-off underway */
+#define KV_PART_FLAGS_ALL 0x03
 
 typedef struct {
     char id[KV_NODE_ID_MAX + 1];            /* unique node id */
@@ -39,6 +50,8 @@ typedef struct {
     uint32_t node_count;    /* entries used in nodes */
     kv_table_node_t *nodes; /* KV_MAX_NODES entries */
     uint16_t *owners;       /* partitions x replication node indexes */
+    uint16_t *learners;     /* per partition: node copying it, or KV_NO_NODE */
+    uint8_t *flags;         /* per partition: KV_PART_* */
 } kv_table_t;
 
 /* Creates an empty table (epoch 0, no nodes, no owners). NULL on bad
@@ -65,6 +78,21 @@ uint16_t kv_table_owner(const kv_table_t *self, uint32_t partition, uint32_t slo
 /* Sets an owner slot. */
 void kv_table_set_owner(kv_table_t *self, uint32_t partition, uint32_t slot, uint16_t node);
 
+/* The partition's learner, or KV_NO_NODE. */
+uint16_t kv_table_learner(const kv_table_t *self, uint32_t partition);
+
+/* Sets the learner. */
+void kv_table_set_learner(kv_table_t *self, uint32_t partition, uint16_t node);
+
+/* The partition's KV_PART_* flags. */
+uint8_t kv_table_flags(const kv_table_t *self, uint32_t partition);
+
+/* Sets the flags. */
+void kv_table_set_flags(kv_table_t *self, uint32_t partition, uint8_t flags);
+
+/* The slot node holds in partition (0 primary), R for learner, -1 none. */
+int kv_table_role(const kv_table_t *self, uint32_t partition, uint16_t node);
+
 /* Partitions whose slot 0 (primary) or other slots (replica) are node. */
 uint32_t kv_table_count_primaries(const kv_table_t *self, uint16_t node);
 uint32_t kv_table_count_replicas(const kv_table_t *self, uint16_t node);
@@ -80,7 +108,7 @@ size_t kv_table_encode(const kv_table_t *self, uint8_t *buf, size_t cap);
  * range, partitions or replication out of range, trailing bytes). */
 kv_table_t *kv_table_decode(const uint8_t *buf, size_t len);
 
-/* "joining", "active", "leaving", "down". */
+/* "joining", "active", "leaving", "down", "left". */
 const char *kv_node_state_name(int state);
 
 #endif

@@ -23,6 +23,7 @@ PACKAGES=(
     gcovr
     curl
     ca-certificates
+    wrk redis-server redis-tools webdis linux-perf # make bench (tools/bench/bench.sh)
 )
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -18,7 +18,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 2
 
-SRC_DIRS=(common proto node coordinator gateway tests)
+SRC_DIRS=(common proto node coordinator gateway tests tools)
 BUILD_DIR=${KV_LINT_BUILD_DIR:-build/release}
 JOBS=${KV_LINT_JOBS:-$(nproc 2>/dev/null || echo 2)}
 OUT_DIR=$BUILD_DIR/lint

@@ -3,7 +3,7 @@
 #
 # Starts kv-coordinator, KV_NODES kv-node processes and kv-gateway, prefixes
 # every output line with the process name, and prints the URL once the
-# gateway's /healthcheck answers 200. Ctrl-C (or SIGTERM) sends SIGTERM to
+# gateway's /healthcheck answers 200. Ctrl-C (or SIGTERM) sends SIGINT to
 # every process, waits up to KV_STOP_TIMEOUT seconds, then SIGKILLs the rest,
 # so nothing is orphaned and the ports are free when the script returns. If
 # any process exits on its own, the others are stopped the same way.
@@ -16,9 +16,10 @@
 #   KV_NODES [3]                   number of nodes
 #   KV_NODE_BASE_PORT [5601]       node i binds BASE+2(i-1), publishes on the next port
 #   KV_MIN_NODES [KV_NODES]        --min-nodes for the coordinator
+#   KV_REPLICATION [2]             --replication for the coordinator (copies of each key)
 #   KV_HTTP_PORT [8080]            gateway HTTP port
 #   KV_START_TIMEOUT [30]          seconds to wait for /healthcheck
-#   KV_STOP_TIMEOUT [5]            seconds between SIGTERM and SIGKILL
+#   KV_STOP_TIMEOUT [5]            seconds between SIGINT and SIGKILL
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +32,7 @@ COORD_PUB_PORT=${KV_COORD_PUB_PORT:-5551}
 NODES=${KV_NODES:-3}
 NODE_BASE_PORT=${KV_NODE_BASE_PORT:-5601}
 MIN_NODES=${KV_MIN_NODES:-$NODES}
+REPLICATION=${KV_REPLICATION:-2}
 HTTP_PORT=${KV_HTTP_PORT:-8080}
 START_TIMEOUT=${KV_START_TIMEOUT:-30}
 STOP_TIMEOUT=${KV_STOP_TIMEOUT:-5}
@@ -127,8 +129,8 @@ stop_all() {
     local pids
     mapfile -t pids < <(alive_pids)
     if [ "${#pids[@]}" -gt 0 ]; then
-        say "stopping ${#pids[@]} processes (SIGTERM, SIGKILL after ${STOP_TIMEOUT}s)"
-        kill -TERM "${pids[@]}" 2>/dev/null
+        say "stopping ${#pids[@]} processes (SIGINT: no drain, the whole cluster stops; SIGKILL after ${STOP_TIMEOUT}s)"
+        kill -INT "${pids[@]}" 2>/dev/null
         local deadline=$((SECONDS + STOP_TIMEOUT))
         while [ "$SECONDS" -lt "$deadline" ]; do
             mapfile -t pids < <(alive_pids)
@@ -167,7 +169,7 @@ trap on_signal INT TERM
 trap stop_all EXIT
 
 start coordinator "$(find_binary kv-coordinator)" \
-    --bind "$COORD_EP" --pub "$COORD_PUB_EP" --min-nodes "$MIN_NODES"
+    --bind "$COORD_EP" --pub "$COORD_PUB_EP" --min-nodes "$MIN_NODES" --replication "$REPLICATION"
 for ((i = 1; i <= NODES; i++)); do
     port=$((NODE_BASE_PORT + 2 * (i - 1)))
     start "node-$i" "$(find_binary kv-node)" --id "node-$i" \
@@ -210,11 +212,19 @@ else
     say "warning: $URL/healthcheck not healthy after ${START_TIMEOUT}s (last HTTP status: ${code:-none}); still running"
 fi
 
-# Run until a process exits or a signal arrives; wait returns early on a
-# trapped signal, and on_signal takes over from there.
-wait -n "${PIDS[@]}"
-rc=$?
-dead=$(first_dead || echo "a process")
+# Run until the coordinator or the gateway exits or a signal arrives; wait
+# returns early on a trapped signal, and on_signal takes over from there. A
+# node may exit on its own: after /leave (or kill -TERM) it drains and goes.
+while :; do
+    wait -n "${PIDS[@]}"
+    rc=$?
+    dead=$(first_dead || echo "a process")
+    case "$dead" in
+    node-*) say "$dead exited (status $rc); the cluster goes on without it" ;;
+    *) break ;;
+    esac
+    for i in "${!PIDS[@]}"; do [ "${NAMES[$i]}" = "$dead" ] && unset "PIDS[$i]" "NAMES[$i]"; done
+done
 say "$dead exited (status $rc): stopping the cluster"
 stop_all
 exit 1

@@ -63,12 +63,13 @@ static int s_wait_exit(pid_t pid, int ms, int *status) {
     return 0;
 }
 
-/* Stops a process with SIGTERM. Returns 0 when it exited cleanly with
- * status 0, -1 when it failed, crashed or had to be killed. */
+/* Stops a process with SIGINT (for a node: at once, no drain). Returns 0
+ * when it exited cleanly with status 0, -1 when it failed, crashed or had
+ * to be killed. */
 static int s_stop(pid_t *pid) {
     if (*pid <= 0) return 0;
     int status = 0, rc = 0;
-    kill(*pid, SIGTERM);
+    kill(*pid, SIGINT);
     if (!s_wait_exit(*pid, 5000, &status)) {
         kill(*pid, SIGKILL);
         s_wait_exit(*pid, 5000, NULL);

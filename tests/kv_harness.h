@@ -40,7 +40,7 @@ typedef struct {
  * did not become healthy within 20 s (logs printed). */
 kv_cluster_t *kv_cluster_start(int nodes, const char *const *extra_gateway_args);
 
-/* Stops every process with SIGTERM and frees the cluster; sets *self_p to
+/* Stops every process with SIGINT (nodes do not drain) and frees the cluster; sets *self_p to
  * NULL. Returns the number of problems: a process that did not exit 0 on
  * SIGTERM, or any sanitizer report in the logs (then the logs are printed;
  * else they are removed unless KV_KEEP_LOGS is set). */

@@ -1,8 +1,9 @@
 /*  test_kv_table.c: the routing table and its encoding.
  *
  *  The first tests show how the coordinator builds a table: add nodes, give
- *  each partition a primary and replicas, mark nodes active, and ask whether
- *  the cluster is healthy. The rest hold the decoder to its promise: a table
+ *  each partition a primary and replicas, a learner where a partition moves
+ *  (with the hand-off flags), mark nodes active, and ask whether the cluster
+ *  is healthy. The rest hold the decoder to its promise: a table
  *  arrives from the network inside HELLO and TABLE messages, so every cut
  *  and every corrupted byte of a frame must be rejected, or decode into a
  *  table that is internally consistent (owners name real nodes, strings are
@@ -36,6 +37,9 @@ static kv_table_t *s_sample_table(void) {
         kv_table_set_owner(table, p, 1, (uint16_t)((p + 1) % 3));
     }
     kv_table_set_owner(table, 7, 0, 0);
+    kv_table_set_learner(table, 1, 0); /* a copy to a new replica */
+    kv_table_set_learner(table, 3, 1); /* a fenced primary hand-off */
+    kv_table_set_flags(table, 3, KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
     return table;
 }
 
@@ -75,10 +79,13 @@ static void s_assert_same(const kv_table_t *got, const kv_table_t *want) {
         s_expect_text(got->nodes[i].pub_endpoint, want->nodes[i].pub_endpoint);
         cr_expect_eq(got->nodes[i].state, want->nodes[i].state);
     }
-    for (uint32_t p = 0; p < want->partitions; p++)
+    for (uint32_t p = 0; p < want->partitions; p++) {
         for (uint32_t slot = 0; slot < want->replication; slot++)
             cr_expect_eq(kv_table_owner(got, p, slot), kv_table_owner(want, p, slot), "p %u s %u",
                          p, slot);
+        cr_expect_eq(kv_table_learner(got, p), kv_table_learner(want, p), "p %u", p);
+        cr_expect_eq(kv_table_flags(got, p), kv_table_flags(want, p), "p %u", p);
+    }
 }
 
 /* What a decoded table promises, whatever bytes it came from. */
@@ -92,19 +99,24 @@ static void s_assert_consistent(const kv_table_t *t) {
         cr_assert_not_null(memchr(node->endpoint, '\0', sizeof node->endpoint));
         cr_assert_not_null(memchr(node->pub_endpoint, '\0', sizeof node->pub_endpoint));
         cr_assert_neq(node->id[0], '\0', "a node without an id");
-        cr_assert_leq(node->state, KV_NODE_DOWN);
+        cr_assert_leq(node->state, KV_NODE_LEFT);
     }
-    for (uint32_t p = 0; p < t->partitions; p++)
+    for (uint32_t p = 0; p < t->partitions; p++) {
         for (uint32_t slot = 0; slot < t->replication; slot++) {
             uint16_t owner = kv_table_owner(t, p, slot);
             cr_assert(owner == KV_NO_NODE || owner < t->node_count, "owner %u of %u nodes", owner,
                       t->node_count);
         }
+        uint16_t learner = kv_table_learner(t, p);
+        cr_assert(learner == KV_NO_NODE || learner < t->node_count, "learner %u of %u nodes",
+                  learner, t->node_count);
+        cr_assert_eq(kv_table_flags(t, p) & ~KV_PART_FLAGS_ALL, 0);
+    }
 }
 
 /* The fixed part of an encoding, before the nodes. */
 static void s_put_head(kv_writer_t *w, uint32_t partitions, uint32_t replication, uint32_t nodes) {
-    kv_wire_put_uint(w, 1, 1); /* version */
+    kv_wire_put_uint(w, 2, 1); /* version */
     kv_wire_put_uint(w, 9, 8); /* epoch */
     kv_wire_put_uint(w, partitions, 4);
     kv_wire_put_uint(w, replication, 1);
@@ -116,6 +128,13 @@ static void s_put_node(kv_writer_t *w, const char *id, size_t idlen, uint8_t sta
     kv_wire_put_str(w, "tcp://x:1", 9, 2);
     kv_wire_put_str(w, "", 0, 2);
     kv_wire_put_uint(w, state, 1);
+}
+
+/* One partition of a table with one owner slot. */
+static void s_put_partition(kv_writer_t *w, uint16_t owner, uint16_t learner, uint8_t flags) {
+    kv_wire_put_uint(w, owner, 2);
+    kv_wire_put_uint(w, learner, 2);
+    kv_wire_put_uint(w, flags, 1);
 }
 
 //  --------------------------------------------------------------------------
@@ -139,9 +158,12 @@ Test(kv_table, new_table_is_empty_and_unassigned) {
     cr_expect_eq(table->partitions, 16);
     cr_expect_eq(table->replication, 3);
     cr_expect_eq(table->node_count, 0);
-    for (uint32_t p = 0; p < 16; p++)
+    for (uint32_t p = 0; p < 16; p++) {
         for (uint32_t slot = 0; slot < 3; slot++)
             cr_expect_eq(kv_table_owner(table, p, slot), KV_NO_NODE);
+        cr_expect_eq(kv_table_learner(table, p), KV_NO_NODE, "nothing moves");
+        cr_expect_eq(kv_table_flags(table, p), 0);
+    }
     cr_expect_not(kv_table_healthy(table));
     kv_table_destroy(&table);
 }
@@ -250,6 +272,63 @@ Test(kv_table, owner_out_of_range_is_no_node_and_set_is_ignored) {
     kv_table_destroy(&table);
 }
 
+Test(kv_table, learner_and_flags_are_set_per_partition) {
+    kv_table_t *table = kv_table_new(4, 2);
+    kv_table_set_learner(table, 1, 3);
+    kv_table_set_flags(table, 1, KV_PART_MOVE_PRIMARY);
+    cr_expect_eq(kv_table_learner(table, 1), 3);
+    cr_expect_eq(kv_table_flags(table, 1), KV_PART_MOVE_PRIMARY);
+    cr_expect_eq(kv_table_learner(table, 0), KV_NO_NODE, "neighbours untouched");
+    cr_expect_eq(kv_table_learner(table, 2), KV_NO_NODE);
+    cr_expect_eq(kv_table_flags(table, 2), 0);
+    kv_table_set_flags(table, 1, KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
+    cr_expect_eq(kv_table_flags(table, 1), KV_PART_FLAGS_ALL);
+    kv_table_set_learner(table, 1, KV_NO_NODE);
+    kv_table_set_flags(table, 1, 0);
+    cr_expect_eq(kv_table_learner(table, 1), KV_NO_NODE, "the move is over");
+    cr_expect_eq(kv_table_flags(table, 1), 0);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, learner_and_flags_out_of_range_read_empty_and_set_is_ignored) {
+    kv_table_t *table = kv_table_new(4, 2);
+    kv_table_set_learner(table, 4, 1);
+    kv_table_set_flags(table, 4, KV_PART_FENCED);
+    kv_table_set_learner(table, UINT32_MAX, 1);
+    kv_table_set_flags(table, UINT32_MAX, KV_PART_FENCED);
+    cr_expect_eq(kv_table_learner(table, 4), KV_NO_NODE);
+    cr_expect_eq(kv_table_flags(table, 4), 0);
+    cr_expect_eq(kv_table_learner(table, UINT32_MAX), KV_NO_NODE);
+    for (uint32_t p = 0; p < 4; p++) {
+        cr_expect_eq(kv_table_learner(table, p), KV_NO_NODE, "p %u", p);
+        cr_expect_eq(kv_table_flags(table, p), 0, "p %u", p);
+    }
+    kv_table_destroy(&table);
+}
+
+/* What a node asks of a table: am I primary, replica, learner, or none? */
+Test(kv_table, role_tells_primary_replica_learner_or_none) {
+    kv_table_t *table = kv_table_new(4, 3);
+    kv_table_set_owner(table, 2, 0, 5);
+    kv_table_set_owner(table, 2, 1, 6);
+    kv_table_set_owner(table, 2, 2, 7);
+    kv_table_set_learner(table, 2, 8);
+    cr_expect_eq(kv_table_role(table, 2, 5), 0, "primary");
+    cr_expect_eq(kv_table_role(table, 2, 6), 1, "first replica");
+    cr_expect_eq(kv_table_role(table, 2, 7), 2, "second replica");
+    cr_expect_eq(kv_table_role(table, 2, 8), 3, "learner: R");
+    cr_expect_eq(kv_table_role(table, 2, 9), -1, "none");
+    cr_expect_eq(kv_table_role(table, 1, 5), -1, "other partitions are separate");
+    cr_expect_eq(kv_table_role(table, 2, KV_NO_NODE), -1, "empty slots are nobody's");
+    cr_expect_eq(kv_table_role(table, 4, 5), -1, "partition out of range");
+
+    /* A replica that learns to become primary answers as the replica. */
+    kv_table_set_learner(table, 2, 6);
+    kv_table_set_flags(table, 2, KV_PART_MOVE_PRIMARY);
+    cr_expect_eq(kv_table_role(table, 2, 6), 1);
+    kv_table_destroy(&table);
+}
+
 Test(kv_table, counts_primaries_and_replicas) {
     kv_table_t *table = s_sample_table();
     /* Primaries: p%3 for p<7, and node 0 for p 7. Replicas: (p+1)%3 for p<7. */
@@ -310,7 +389,7 @@ Test(kv_table, unhealthy_with_an_owner_index_past_the_nodes) {
 }
 
 Test(kv_table, unhealthy_when_a_primary_is_not_active) {
-    const uint8_t states[] = {KV_NODE_DOWN, KV_NODE_JOINING, KV_NODE_LEAVING};
+    const uint8_t states[] = {KV_NODE_DOWN, KV_NODE_JOINING, KV_NODE_LEAVING, KV_NODE_LEFT};
     for (size_t i = 0; i < sizeof states; i++) {
         kv_table_t *table = s_two_active_nodes();
         table->nodes[1].state = states[i];
@@ -336,14 +415,20 @@ Test(kv_table, dup_is_an_independent_copy) {
     s_assert_same(copy, table);
     cr_expect_neq(copy->nodes, table->nodes);
     cr_expect_neq(copy->owners, table->owners);
+    cr_expect_neq(copy->learners, table->learners);
+    cr_expect_neq(copy->flags, table->flags);
 
     copy->epoch++;
     kv_table_set_owner(copy, 0, 0, 2);
+    kv_table_set_learner(copy, 3, KV_NO_NODE);
+    kv_table_set_flags(copy, 3, 0);
     kv_table_upsert(copy, "node-d", "tcp://d:1", "");
     copy->nodes[0].state = KV_NODE_DOWN;
     strcpy(copy->nodes[1].endpoint, "changed");
     cr_expect_eq(table->epoch, 0x0102030405060708);
     cr_expect_eq(kv_table_owner(table, 0, 0), 0);
+    cr_expect_eq(kv_table_learner(table, 3), 1);
+    cr_expect_eq(kv_table_flags(table, 3), KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
     cr_expect_eq(table->node_count, 3);
     cr_expect_eq(table->nodes[0].state, KV_NODE_ACTIVE);
     s_expect_text(table->nodes[1].endpoint, "tcp://b:5601");
@@ -372,7 +457,7 @@ Test(kv_table, round_trip_of_an_empty_table) {
     kv_table_t *table = kv_table_new(1, 1);
     size_t len;
     uint8_t *frame = s_encode(table, &len);
-    cr_expect_eq(len, 1 + 8 + 4 + 1 + 2 + 2);
+    cr_expect_eq(len, 1 + 8 + 4 + 1 + 2 + (2 + 2 + 1), "head, then one owner, learner, flags");
     kv_table_t *decoded = s_decode_exact(frame, len);
     cr_assert_not_null(decoded);
     s_assert_same(decoded, table);
@@ -394,11 +479,14 @@ Test(kv_table, round_trip_of_the_largest_table) {
         id[KV_NODE_ID_MAX - 1] = (char)(1 + i % 16);
         id[KV_NODE_ID_MAX] = '\0';
         cr_assert_eq(kv_table_upsert(table, id, endpoint, endpoint), i);
-        table->nodes[i].state = (uint8_t)(i % 4);
+        table->nodes[i].state = (uint8_t)(i % (KV_NODE_LEFT + 1));
     }
-    for (uint32_t p = 0; p < KV_PARTITIONS_MAX; p++)
+    for (uint32_t p = 0; p < KV_PARTITIONS_MAX; p++) {
         for (uint32_t slot = 0; slot < KV_REPLICATION_MAX; slot++)
             kv_table_set_owner(table, p, slot, (uint16_t)((p + slot) % KV_MAX_NODES));
+        kv_table_set_learner(table, p, (uint16_t)((p + KV_REPLICATION_MAX) % KV_MAX_NODES));
+        kv_table_set_flags(table, p, (uint8_t)(p % (KV_PART_FLAGS_ALL + 1)));
+    }
     table->epoch = UINT64_MAX;
     size_t len;
     uint8_t *frame = s_encode(table, &len);
@@ -455,7 +543,7 @@ Test(kv_table, wrong_version_fails) {
     size_t len;
     uint8_t *frame = s_encode(table, &len);
     for (int version = 0; version < 256; version++) {
-        if (version == 1) continue;
+        if (version == 2) continue;
         frame[0] = (uint8_t)version;
         cr_assert_null(kv_table_decode(frame, len), "version %d", version);
     }
@@ -468,11 +556,15 @@ Test(kv_table, partitions_or_replication_out_of_range_fail) {
         {0, 1}, {1, 0}, {KV_PARTITIONS_MAX + 1, 1}, {1, KV_REPLICATION_MAX + 1}, {1, 255}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         size_t slots = (size_t)bad[i][0] * bad[i][1];
-        size_t cap = 16 + 2 * slots;
+        size_t cap = 16 + 2 * slots + 3 * (size_t)bad[i][0];
         uint8_t *frame = malloc(cap);
         kv_writer_t w = {frame, cap, 0, 0};
         s_put_head(&w, bad[i][0], bad[i][1], 0);
-        for (size_t s = 0; s < slots; s++) kv_wire_put_uint(&w, KV_NO_NODE, 2);
+        for (uint32_t p = 0; p < bad[i][0]; p++) {
+            for (uint32_t s = 0; s < bad[i][1]; s++) kv_wire_put_uint(&w, KV_NO_NODE, 2);
+            kv_wire_put_uint(&w, KV_NO_NODE, 2);
+            kv_wire_put_uint(&w, 0, 1);
+        }
         cr_assert_not(w.failed);
         cr_expect_null(s_decode_exact(frame, w.pos), "P %u R %u", bad[i][0], bad[i][1]);
         free(frame);
@@ -487,13 +579,13 @@ Test(kv_table, more_nodes_than_the_limit_fail) {
     char id[8];
     for (int i = 0; i <= KV_MAX_NODES; i++)
         s_put_node(&w, id, (size_t)snprintf(id, sizeof id, "n%d", i), KV_NODE_ACTIVE);
-    kv_wire_put_uint(&w, 0, 2);
+    s_put_partition(&w, 0, KV_NO_NODE, 0);
     cr_assert_not(w.failed);
     cr_expect_null(s_decode_exact(frame, w.pos), "257 nodes");
 
     w = (kv_writer_t){frame, cap, 0, 0}; /* the same with a node count of 0xFFFF */
     s_put_head(&w, 1, 1, 0xFFFF);
-    kv_wire_put_uint(&w, 0, 2);
+    s_put_partition(&w, 0, KV_NO_NODE, 0);
     cr_expect_null(s_decode_exact(frame, w.pos), "65535 nodes");
     free(frame);
 }
@@ -507,14 +599,71 @@ Test(kv_table, owner_index_out_of_range_fails) {
         s_put_head(&w, 2, 1, 2);
         s_put_node(&w, "a", 1, KV_NODE_ACTIVE);
         s_put_node(&w, "b", 1, KV_NODE_ACTIVE);
-        kv_wire_put_uint(&w, 0, 2);
-        kv_wire_put_uint(&w, owners[i], 2);
+        s_put_partition(&w, 0, KV_NO_NODE, 0);
+        s_put_partition(&w, owners[i], KV_NO_NODE, 0);
         cr_assert_not(w.failed);
         kv_table_t *table = s_decode_exact(frame, w.pos);
         int valid = owners[i] < 2 || owners[i] == KV_NO_NODE;
         cr_expect_eq(table != NULL, valid, "owner %u of 2 nodes", owners[i]);
         if (table) cr_expect_eq(kv_table_owner(table, 1, 0), owners[i]);
         kv_table_destroy(&table);
+    }
+}
+
+/* A learner, like an owner, names one of the table's nodes or nobody. */
+Test(kv_table, learner_index_out_of_range_fails) {
+    const uint16_t learners[] = {0, 1, 2, 3, 255, 256, 0xFFFE, KV_NO_NODE};
+    uint8_t frame[128];
+    for (size_t i = 0; i < sizeof learners / sizeof learners[0]; i++) {
+        kv_writer_t w = {frame, sizeof frame, 0, 0};
+        s_put_head(&w, 2, 1, 2);
+        s_put_node(&w, "a", 1, KV_NODE_ACTIVE);
+        s_put_node(&w, "b", 1, KV_NODE_JOINING);
+        s_put_partition(&w, 0, KV_NO_NODE, 0);
+        s_put_partition(&w, 0, learners[i], KV_PART_MOVE_PRIMARY);
+        cr_assert_not(w.failed);
+        kv_table_t *table = s_decode_exact(frame, w.pos);
+        int valid = learners[i] < 2 || learners[i] == KV_NO_NODE;
+        cr_expect_eq(table != NULL, valid, "learner %u of 2 nodes", learners[i]);
+        if (table) {
+            cr_expect_eq(kv_table_learner(table, 1), learners[i]);
+            cr_expect_eq(kv_table_flags(table, 1), KV_PART_MOVE_PRIMARY);
+        }
+        kv_table_destroy(&table);
+    }
+}
+
+/* Flags this version does not know are an error, not something to skip:
+ * a node that ignored a new hand-off flag could take writes it must not. */
+Test(kv_table, unknown_flag_bits_fail) {
+    uint8_t frame[64];
+    for (int flags = 0; flags < 256; flags++) {
+        kv_writer_t w = {frame, sizeof frame, 0, 0};
+        s_put_head(&w, 1, 1, 2);
+        s_put_node(&w, "a", 1, KV_NODE_ACTIVE);
+        s_put_node(&w, "b", 1, KV_NODE_ACTIVE);
+        s_put_partition(&w, 0, 1, (uint8_t)flags);
+        cr_assert_not(w.failed);
+        kv_table_t *table = s_decode_exact(frame, w.pos);
+        cr_expect_eq(table != NULL, flags <= KV_PART_FLAGS_ALL, "flags 0x%02x", flags);
+        if (table) cr_expect_eq(kv_table_flags(table, 0), flags);
+        kv_table_destroy(&table);
+    }
+}
+
+Test(kv_table, every_node_state_round_trips) {
+    for (int state = KV_NODE_JOINING; state <= KV_NODE_LEFT; state++) {
+        kv_table_t *table = kv_table_new(1, 1);
+        kv_table_upsert(table, "a", "tcp://a:1", "");
+        table->nodes[0].state = (uint8_t)state;
+        size_t len;
+        uint8_t *frame = s_encode(table, &len);
+        kv_table_t *decoded = s_decode_exact(frame, len);
+        cr_assert_not_null(decoded, "%s", kv_node_state_name(state));
+        cr_expect_eq(decoded->nodes[0].state, state);
+        kv_table_destroy(&decoded);
+        kv_table_destroy(&table);
+        free(frame);
     }
 }
 
@@ -530,7 +679,7 @@ Test(kv_table, malformed_nodes_fail) {
         {"", 0, KV_NODE_ACTIVE, "empty id"},
         {long_id, KV_NODE_ID_MAX + 1, KV_NODE_ACTIVE, "id of 65 bytes"},
         {"a\0b", 3, KV_NODE_ACTIVE, "NUL inside the id"},
-        {"a", 1, KV_NODE_DOWN + 1, "unknown state"},
+        {"a", 1, KV_NODE_LEFT + 1, "unknown state"},
         {"a", 1, 0xFF, "state 255"},
     };
     uint8_t frame[256];
@@ -538,14 +687,14 @@ Test(kv_table, malformed_nodes_fail) {
         kv_writer_t w = {frame, sizeof frame, 0, 0};
         s_put_head(&w, 1, 1, 1);
         s_put_node(&w, cases[i].id, cases[i].idlen, cases[i].state);
-        kv_wire_put_uint(&w, 0, 2);
+        s_put_partition(&w, 0, KV_NO_NODE, 0);
         cr_assert_not(w.failed);
         cr_expect_null(s_decode_exact(frame, w.pos), "%s", cases[i].why);
     }
     kv_writer_t w = {frame, sizeof frame, 0, 0}; /* the longest id is fine */
     s_put_head(&w, 1, 1, 1);
-    s_put_node(&w, long_id, KV_NODE_ID_MAX, KV_NODE_DOWN);
-    kv_wire_put_uint(&w, 0, 2);
+    s_put_node(&w, long_id, KV_NODE_ID_MAX, KV_NODE_LEFT);
+    s_put_partition(&w, 0, KV_NO_NODE, 0);
     kv_table_t *table = s_decode_exact(frame, w.pos);
     cr_expect_not_null(table);
     kv_table_destroy(&table);
@@ -562,7 +711,7 @@ Test(kv_table, endpoint_longer_than_the_limit_fails) {
         kv_wire_put_str(&w, endpoint, len, 2);
         kv_wire_put_str(&w, "", 0, 2);
         kv_wire_put_uint(&w, KV_NODE_ACTIVE, 1);
-        kv_wire_put_uint(&w, KV_NO_NODE, 2);
+        s_put_partition(&w, KV_NO_NODE, KV_NO_NODE, 0);
         cr_assert_not(w.failed);
         kv_table_t *table = s_decode_exact(frame, w.pos);
         cr_expect_eq(table != NULL, len == KV_ENDPOINT_MAX, "endpoint of %zu bytes", len);
@@ -583,7 +732,8 @@ static void s_free_hook(const volatile void *ptr) {}
 #endif
 
 /* A 16-byte frame claiming 65536 partitions x 5 slots (640 KiB of owners)
- * is rejected by its length alone, before the owners are allocated. */
+ * is rejected by its length alone, before the owners are allocated. Each
+ * partition takes R x 2 bytes of owners, 2 of learner and 1 of flags. */
 Test(kv_table, size_claim_larger_than_the_frame_fails_without_allocating_it) {
     uint8_t frame[16];
     kv_writer_t w = {frame, sizeof frame, 0, 0};
@@ -602,11 +752,15 @@ Test(kv_table, size_claim_larger_than_the_frame_fails_without_allocating_it) {
 #endif
 
     /* A claim the frame can hold passes that check; one byte short fails. */
-    const size_t claim = 12; /* 2 partitions x 3 slots x 2 bytes */
+    const size_t claim = 18; /* 2 partitions x (3 slots x 2 + 2 + 1) bytes */
     uint8_t *exact = malloc(16 + claim);
     w = (kv_writer_t){exact, 16 + claim, 0, 0};
     s_put_head(&w, 2, 3, 0);
-    for (int s = 0; s < 6; s++) kv_wire_put_uint(&w, KV_NO_NODE, 2);
+    for (int p = 0; p < 2; p++) {
+        for (int s = 0; s < 3; s++) kv_wire_put_uint(&w, KV_NO_NODE, 2);
+        kv_wire_put_uint(&w, KV_NO_NODE, 2);
+        kv_wire_put_uint(&w, 0, 1);
+    }
     cr_assert_not(w.failed);
     kv_table_t *table = s_decode_exact(exact, w.pos);
     cr_expect_not_null(table);
@@ -659,6 +813,7 @@ Test(kv_table, node_state_names) {
     cr_expect_str_eq(kv_node_state_name(KV_NODE_ACTIVE), "active");
     cr_expect_str_eq(kv_node_state_name(KV_NODE_LEAVING), "leaving");
     cr_expect_str_eq(kv_node_state_name(KV_NODE_DOWN), "down");
+    cr_expect_str_eq(kv_node_state_name(KV_NODE_LEFT), "left");
     cr_expect_str_eq(kv_node_state_name(-1), "unknown");
-    cr_expect_str_eq(kv_node_state_name(KV_NODE_DOWN + 1), "unknown");
+    cr_expect_str_eq(kv_node_state_name(KV_NODE_LEFT + 1), "unknown");
 }

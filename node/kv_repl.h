@@ -1,0 +1,103 @@
+/*  kv_repl.h: a node's replication engine (primary and replica sides).
+ *
+ *  The protocol, per partition (the ZeroMQ Guide's Clone pattern, with
+ *  per-partition sequences, gap detection and epochs added):
+ *
+ *  - The primary numbers every change of the partition (seq, one sequence
+ *    per partition that continues across primaries), applies it, and
+ *    publishes UPDATE on its PUB socket with the partition as topic. A write
+ *    (SET, RM, CLEAR) is acknowledged to the gateway only once write_acks
+ *    replicas (capped at R-1) have confirmed it with ACK; with fewer live
+ *    replicas than that in the table it is refused UNAVAILABLE before it is
+ *    applied. Every 100 ms the primary publishes a BEACON with the latest
+ *    seq of each of its partitions, so an idle replica also learns when it
+ *    is behind.
+ *  - A replica (or learner) subscribes to the partition's topic, then asks
+ *    the primary for a SNAPSHOT (the partition at exactly one seq, sent in
+ *    chunks within one turn of the primary's loop, so nothing interleaves),
+ *    buffers the updates that arrive meanwhile, applies the snapshot, drops
+ *    buffered updates at or below its seq and applies the rest. It applies
+ *    updates strictly in order: seq != applied + 1, a beacon ahead of it, or
+ *    one behind it (it holds writes the primary never had) means resync:
+ *    a new snapshot. It acknowledges what it applied (ACK, batched per wake
+ *    up) and only accepts updates from the node its table names primary.
+ *  - Roles come from the routing table (kv_repl_on_table). A replica that
+ *    becomes primary continues the sequence from what it applied; a primary
+ *    that is demoted drops the partition and resyncs from the new primary
+ *    (it may hold writes nobody acknowledged); a node that loses a partition
+ *    drops its data.
+ *  - Hand-off (kv_plan.h): when the table fences a partition, the primary
+ *    refuses writes (MOVED; the gateway retries) and publishes FENCE with its
+ *    last seq: the end of its stream. A learner that has applied up to there
+ *    reports ready; the coordinator then makes it primary.
+ *  - Fencing of a stale primary: a primary frozen and replaced keeps its old
+ *    table for a moment after it wakes, but the replicas follow the new
+ *    table, refuse its updates and never ACK them, so none of its writes is
+ *    acknowledged; its next table demotes it.
+ */
+#ifndef KV_REPL_H
+#define KV_REPL_H
+
+#include <czmq.h>
+
+#include "kv_msg.h"
+#include "kv_store.h"
+#include "kv_table.h"
+
+typedef struct _kv_repl_t kv_repl_t;
+
+typedef struct {
+    const char *node_id; /* for logs */
+    void *router;        /* the node's request socket: replies go out there */
+    void *pub;           /* the node's bound PUB socket */
+    long write_acks;     /* replica confirmations a write needs (capped at R-1) */
+    long hwm;            /* PUB/SUB high-water mark (tests make it tiny) */
+} kv_repl_config_t;
+
+/* Creates the engine for store (borrowed, P partitions). NULL on failure. */
+kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32_t partitions);
+
+/* Frees it; pending writes are dropped unanswered. Sets *self_p to NULL. */
+void kv_repl_destroy(kv_repl_t **self_p);
+
+/* Applies a new routing table (borrowed until the next call): role changes,
+ * subscriptions, snapshots, peers. self is our index in it. Returns 1 when
+ * the sockets to poll changed. */
+int kv_repl_on_table(kv_repl_t *self, const kv_table_t *table, int node);
+
+/* Serves a SET or RM the caller routed to us as primary: applies,
+ * replicates, and replies now or once replicas confirm. */
+void kv_repl_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
+/* Serves CLEAR for every partition we are primary of. */
+void kv_repl_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
+/* Handles ACK and SNAPSHOT_REQ arriving on the request socket. */
+void kv_repl_on_ack(kv_repl_t *self, const kv_msg_t *ack);
+void kv_repl_on_snapshot_req(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
+/* True when the partition refuses writes (fenced for a hand-off). */
+int kv_repl_is_fenced(const kv_repl_t *self, uint32_t partition);
+
+/* Fills items (room for KV_MAX_NODES + 1) with the sockets to poll. */
+int kv_repl_poll_items(kv_repl_t *self, zmq_pollitem_t *items);
+
+/* Drains whatever is readable on the items kv_repl_poll_items gave. */
+void kv_repl_on_readable(kv_repl_t *self, const zmq_pollitem_t *items, int count);
+
+/* Periodic work: beacons, snapshot retries, expiry. Call every wake-up. */
+void kv_repl_tick(kv_repl_t *self);
+
+/* The per-partition report for a heartbeat: a malloc'd blob of
+ * KV_MSG_REPORT_SIZE records (caller frees), its length in *len. */
+uint8_t *kv_repl_reports(kv_repl_t *self, size_t *len);
+
+/* True when a report changed since the last kv_repl_reports (send one
+ * early: the coordinator waits for it to move partitions). */
+int kv_repl_reports_dirty(const kv_repl_t *self);
+
+/* Replies REPLY(req_id, status, value) to the gateway behind identity. */
+void kv_repl_reply(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, kv_status_t status,
+                   const char *value, size_t vlen);
+
+#endif
