@@ -495,6 +495,14 @@ static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *sta
                      "reachable", stats->answered);
 }
 
+/* Partitions being copied to a new owner right now. */
+static json_int_t s_moving(const kv_table_t *table) {
+    json_int_t moving = 0;
+    for (uint32_t p = 0; table && p < table->partitions; p++)
+        moving += kv_table_learner(table, p) != KV_NO_NODE;
+    return moving;
+}
+
 static enum MHD_Result s_answer_status(s_request_t *req) {
     const kv_table_t *table = req->call.table;
     json_t *nodes = json_array();
@@ -510,6 +518,7 @@ static enum MHD_Result s_answer_status(s_request_t *req) {
                              "partitions", (json_int_t)(table ? table->partitions : 0),
                              "replicationFactor", (json_int_t)(table ? table->replication : 0),
                              "healthy", table && kv_table_healthy(table), "nodes", nodes);
+    json_object_set_new(body, "movingPartitions", json_integer(s_moving(table)));
     return s_queue_json(req->conn, 200, body);
 }
 

@@ -136,56 +136,61 @@ static const char *s_binary(const char *name, char *out, size_t cap) {
     return out;
 }
 
-static pid_t s_start_node(kv_cluster_t *self, kv_harness_node_t *node) {
-    char bind[64], pub[64], coord[64], log[192];
+/* argv = fixed flags, then the NULL-terminated extra list. */
+static pid_t s_spawn_with(const char **argv, int argc, const char *const *extra, const char *log) {
+    for (int i = 0; extra && extra[i] && argc < 62; i++) argv[argc++] = extra[i];
+    argv[argc] = NULL;
+    return kv_spawn(argv, log);
+}
+
+static pid_t s_start_node(kv_cluster_t *self, kv_harness_node_t *node, int registered) {
+    char bind[64], pub[64], coord[64], log[192], binary[512];
     snprintf(bind, sizeof(bind), "tcp://127.0.0.1:%d", node->port);
     snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", node->pub_port);
     snprintf(coord, sizeof(coord), "tcp://127.0.0.1:%d", self->coord_port);
     snprintf(log, sizeof(log), "%s/%s.log", self->dir, node->id);
-    char binary[512];
-    const char *argv[] = {s_binary("node/kv-node", binary, sizeof(binary)),
-                          "--id",
-                          node->id,
-                          "--bind",
-                          bind,
-                          "--pub",
-                          pub,
-                          "--coordinator",
-                          coord,
-                          "--heartbeat-ms",
-                          "100",
-                          NULL};
-    return kv_spawn(argv, log);
+    const char *argv[64] = {s_binary("node/kv-node", binary, sizeof(binary)),
+                            "--id",
+                            node->id,
+                            "--bind",
+                            bind,
+                            "--pub",
+                            pub,
+                            "--coordinator",
+                            registered ? coord : "",
+                            "--heartbeat-ms",
+                            "100"};
+    return s_spawn_with(argv, 11, self->options.node_args, log);
 }
 
-static pid_t s_start_coordinator(kv_cluster_t *self, int nodes) {
-    char bind[64], pub[64], min[16], log[192];
+static pid_t s_start_coordinator(kv_cluster_t *self) {
+    char bind[64], pub[64], min[16], replication[16], log[192], binary[512];
     snprintf(bind, sizeof(bind), "tcp://127.0.0.1:%d", self->coord_port);
     snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", self->coord_pub_port);
-    snprintf(min, sizeof(min), "%d", nodes);
+    snprintf(min, sizeof(min), "%d", self->options.min_nodes);
+    snprintf(replication, sizeof(replication), "%d", self->options.replication);
     snprintf(log, sizeof(log), "%s/coordinator.log", self->dir);
-    char binary[512];
-    const char *argv[] = {s_binary("coordinator/kv-coordinator", binary, sizeof(binary)),
-                          "--bind",
-                          bind,
-                          "--pub",
-                          pub,
-                          "--min-nodes",
-                          min,
-                          "--node-timeout-ms",
-                          "1000",
-                          NULL};
-    return kv_spawn(argv, log);
+    const char *argv[64] = {s_binary("coordinator/kv-coordinator", binary, sizeof(binary)),
+                            "--bind",
+                            bind,
+                            "--pub",
+                            pub,
+                            "--min-nodes",
+                            min,
+                            "--replication",
+                            replication,
+                            "--node-timeout-ms",
+                            "1000"};
+    return s_spawn_with(argv, 11, self->options.coordinator_args, log);
 }
 
-static pid_t s_start_gateway(kv_cluster_t *self, const char *const *extra) {
-    char port[16], coord[64], pub[64], log[192];
+static pid_t s_start_gateway(kv_cluster_t *self) {
+    char port[16], coord[64], pub[64], log[192], binary[512];
     snprintf(port, sizeof(port), "%d", self->http_port);
     snprintf(coord, sizeof(coord), "tcp://127.0.0.1:%d", self->coord_port);
     snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", self->coord_pub_port);
     snprintf(log, sizeof(log), "%s/gateway.log", self->dir);
-    char binary[512];
-    const char *argv[32] = {s_binary("gateway/kv-gateway", binary, sizeof(binary)),
+    const char *argv[64] = {s_binary("gateway/kv-gateway", binary, sizeof(binary)),
                             "--host",
                             "127.0.0.1",
                             "--port",
@@ -194,10 +199,7 @@ static pid_t s_start_gateway(kv_cluster_t *self, const char *const *extra) {
                             coord,
                             "--coordinator-pub",
                             pub};
-    int argc = 9;
-    for (int i = 0; extra && extra[i] && argc < 31; i++) argv[argc++] = extra[i];
-    argv[argc] = NULL;
-    return kv_spawn(argv, log);
+    return s_spawn_with(argv, 9, self->options.gateway_args, log);
 }
 
 static int s_wait_healthy(kv_cluster_t *self, int ms) {
@@ -214,10 +216,13 @@ static int s_wait_healthy(kv_cluster_t *self, int ms) {
     return -1;
 }
 
-kv_cluster_t *kv_cluster_start(int nodes, const char *const *extra_gateway_args) {
-    if (nodes < 1 || nodes > KV_HARNESS_MAX_NODES) return NULL;
+kv_cluster_t *kv_cluster_start_with(const kv_cluster_options_t *options) {
+    if (options->nodes < 1 || options->nodes > KV_HARNESS_MAX_NODES) return NULL;
     kv_cluster_t *self = calloc(1, sizeof(*self));
     if (!self) return NULL;
+    self->options = *options;
+    if (self->options.replication < 1) self->options.replication = 1;
+    if (self->options.min_nodes < 1) self->options.min_nodes = options->nodes;
     snprintf(self->dir, sizeof(self->dir), "/tmp/kvtest-%d-XXXXXX", (int)getpid());
     if (!mkdtemp(self->dir)) {
         free(self);
@@ -226,18 +231,11 @@ kv_cluster_t *kv_cluster_start(int nodes, const char *const *extra_gateway_args)
     self->coord_port = kv_free_port();
     self->coord_pub_port = kv_free_port();
     self->http_port = kv_free_port();
-    self->coordinator = s_start_coordinator(self, nodes);
-    for (int i = 0; i < nodes; i++) {
-        kv_harness_node_t *node = &self->nodes[i];
-        snprintf(node->id, sizeof(node->id), "node-%d", i + 1);
-        node->port = kv_free_port();
-        node->pub_port = kv_free_port();
-        node->pid = s_start_node(self, node);
-    }
-    self->node_count = nodes;
-    self->gateway = s_start_gateway(self, extra_gateway_args);
+    self->coordinator = s_start_coordinator(self);
+    for (int i = 0; i < options->nodes; i++) kv_cluster_add_node(self, 1);
+    self->gateway = s_start_gateway(self);
     if (s_wait_healthy(self, 20000) != 0) {
-        fprintf(stderr, "cluster of %d nodes did not become healthy\n", nodes);
+        fprintf(stderr, "cluster of %d nodes did not become healthy\n", options->nodes);
         s_print_logs(self);
         kv_cluster_stop(&self);
         self = NULL;
@@ -245,11 +243,90 @@ kv_cluster_t *kv_cluster_start(int nodes, const char *const *extra_gateway_args)
     return self;
 }
 
+kv_cluster_t *kv_cluster_start(int nodes, const char *const *extra_gateway_args) {
+    kv_cluster_options_t options = {nodes, 1, nodes, extra_gateway_args, NULL, NULL};
+    return kv_cluster_start_with(&options);
+}
+
+int kv_cluster_add_node(kv_cluster_t *self, int registered) {
+    if (self->node_count >= KV_HARNESS_MAX_NODES) return -1;
+    int index = self->node_count++;
+    kv_harness_node_t *node = &self->nodes[index];
+    snprintf(node->id, sizeof(node->id), "node-%d", index + 1);
+    node->port = kv_free_port();
+    node->pub_port = kv_free_port();
+    node->pid = s_start_node(self, node, registered);
+    return node->pid > 0 ? index : -1;
+}
+
+void kv_cluster_node_endpoint(const kv_cluster_t *self, int i, char *out, size_t cap) {
+    snprintf(out, cap, "tcp://127.0.0.1:%d", self->nodes[i].port);
+}
+
+void kv_cluster_signal_coordinator(kv_cluster_t *self, int sig) {
+    if (self->coordinator <= 0) return;
+    kill(self->coordinator, sig);
+    if (sig == SIGKILL || sig == SIGINT || sig == SIGTERM) {
+        s_wait_exit(self->coordinator, 5000, NULL);
+        self->coordinator = 0;
+    }
+}
+
+void kv_cluster_restart_coordinator(kv_cluster_t *self) {
+    if (self->coordinator > 0) kv_cluster_signal_coordinator(self, SIGKILL);
+    self->coordinator = s_start_coordinator(self);
+}
+
+int kv_cluster_wait_node_exit(kv_cluster_t *self, int i, int ms) {
+    kv_harness_node_t *node = &self->nodes[i];
+    int status = -1;
+    if (node->pid <= 0) return 0;
+    if (!s_wait_exit(node->pid, ms, &status)) return 0;
+    node->pid = 0;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* True when /status shows a healthy table whose serving nodes' primaries
+ * differ by at most one and where nothing is moving. */
+static int s_balanced(json_t *status) {
+    json_t *nodes = json_object_get(status, "nodes");
+    json_int_t low = -1, high = -1;
+    size_t i;
+    json_t *node;
+    json_array_foreach(nodes, i, node) {
+        const char *state = json_string_value(json_object_get(node, "state"));
+        if (!state || strcmp(state, "active") != 0) continue;
+        json_int_t primaries = json_integer_value(json_object_get(node, "primaries"));
+        if (low < 0 || primaries < low) low = primaries;
+        if (primaries > high) high = primaries;
+    }
+    json_t *moving = json_object_get(status, "movingPartitions");
+    return low >= 0 && high - low <= 1 && (!moving || json_integer_value(moving) == 0) &&
+           json_is_true(json_object_get(status, "healthy"));
+}
+
+int kv_cluster_wait_balanced(kv_cluster_t *self, int ms) {
+    long long deadline = kv_now_ms() + ms;
+    while (kv_now_ms() < deadline) {
+        kv_reply_t reply;
+        int ok = 0;
+        if (kv_get(self->http_port, "/status", &reply) == 0 && reply.status == 200) {
+            json_t *status = kv_reply_json(&reply);
+            ok = status && s_balanced(status);
+            json_decref(status);
+        }
+        kv_reply_free(&reply);
+        if (ok) return 0;
+        usleep(50000);
+    }
+    return -1;
+}
+
 void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig) {
     kv_harness_node_t *node = &self->nodes[i];
     if (node->pid <= 0) return;
     kill(node->pid, sig);
-    if (sig == SIGKILL || sig == SIGTERM) {
+    if (sig == SIGKILL || sig == SIGINT) {
         s_wait_exit(node->pid, 5000, NULL);
         node->pid = 0;
     }

@@ -3,7 +3,7 @@
  *  kv_cluster_start spawns kv-coordinator, N kv-node and one kv-gateway
  *  (the executables of this build) on free loopback ports, waits until
  *  /healthcheck answers 200 (a check, not a sleep) and returns a handle;
- *  kv_cluster_stop sends SIGTERM, waits, and SIGKILLs what is left. Process
+ *  kv_cluster_stop sends SIGINT, waits, and SIGKILLs what is left. Process
  *  output goes to log files in a per-cluster directory under /tmp, printed
  *  on failure to help a reader.
  *
@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#define KV_HARNESS_MAX_NODES 16
+#define KV_HARNESS_MAX_NODES 64
 
 typedef struct {
     char id[32];  /* node id */
@@ -25,8 +25,20 @@ typedef struct {
     int pub_port; /* replication port */
 } kv_harness_node_t;
 
+/* How to start a cluster; zeroes are defaults. Argument lists are
+ * NULL-terminated and must outlive the cluster (restarts reuse them). */
+typedef struct {
+    int nodes;                           /* nodes started with the cluster */
+    int replication;                     /* R (default 1) */
+    int min_nodes;                       /* coordinator --min-nodes (default nodes) */
+    const char *const *gateway_args;     /* extra gateway flags */
+    const char *const *node_args;        /* extra flags for every node */
+    const char *const *coordinator_args; /* extra coordinator flags */
+} kv_cluster_options_t;
+
 typedef struct {
     char dir[128];                                 /* log directory */
+    kv_cluster_options_t options;                  /* as started */
     pid_t coordinator;                             /* pid */
     int coord_port, coord_pub_port;                /* coordinator ports */
     pid_t gateway;                                 /* pid */
@@ -40,13 +52,39 @@ typedef struct {
  * did not become healthy within 20 s (logs printed). */
 kv_cluster_t *kv_cluster_start(int nodes, const char *const *extra_gateway_args);
 
+/* Starts a cluster as options say; NULL when it did not become healthy. */
+kv_cluster_t *kv_cluster_start_with(const kv_cluster_options_t *options);
+
+/* Starts one more node and returns its index: registered with the
+ * coordinator when registered is set, else waiting for /join at its
+ * endpoint (kv_cluster_node_endpoint). -1 on failure. */
+int kv_cluster_add_node(kv_cluster_t *self, int registered);
+
+/* The request endpoint of node i ("tcp://127.0.0.1:PORT"), into out. */
+void kv_cluster_node_endpoint(const kv_cluster_t *self, int i, char *out, size_t cap);
+
+/* Sends sig to the coordinator; SIGKILL, SIGINT, SIGTERM wait for the exit. */
+void kv_cluster_signal_coordinator(kv_cluster_t *self, int sig);
+
+/* Starts the coordinator again on the same ports (killing it if running). */
+void kv_cluster_restart_coordinator(kv_cluster_t *self);
+
+/* Waits up to ms for node i to exit by itself (after a drain). Returns 1
+ * when it exited with status 0. */
+int kv_cluster_wait_node_exit(kv_cluster_t *self, int i, int ms);
+
+/* Polls /status until the table is healthy and primaries per serving node
+ * differ by at most one, or ms pass. Returns 0 when balanced. */
+int kv_cluster_wait_balanced(kv_cluster_t *self, int ms);
+
 /* Stops every process with SIGINT (nodes do not drain) and frees the cluster; sets *self_p to
  * NULL. Returns the number of problems: a process that did not exit 0 on
- * SIGTERM, or any sanitizer report in the logs (then the logs are printed;
+ * SIGINT, or any sanitizer report in the logs (then the logs are printed;
  * else they are removed unless KV_KEEP_LOGS is set). */
 int kv_cluster_stop(kv_cluster_t **self_p);
 
-/* Sends sig to node index i (and reaps it on SIGKILL/SIGTERM). */
+/* Sends sig to node index i (and reaps it on SIGKILL/SIGINT; SIGTERM
+ * drains first, see kv_cluster_wait_node_exit). */
 void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig);
 
 /* Starts a process with argv, output to log (appended). Returns the pid. */
