@@ -21,6 +21,7 @@
 #define KV_COORD_INVITE_MS 2000    /* a /join waits this long for the node */
 #define KV_COORD_JOINS 16          /* invitations in flight at once */
 #define KV_COORD_LEAVES 64         /* /leave requests waiting for a drain */
+#define KV_COORD_FORGET_MS 10000   /* a down node holding nothing is gone after this */
 
 typedef struct {
     zframe_t *routing_id; /* the node's ROUTER identity, to send it tables */
@@ -28,6 +29,7 @@ typedef struct {
     uint64_t incarnation; /* its process; a new one means its data is gone */
     uint64_t keys;        /* keys it reported */
     uint64_t memory;      /* bytes it reported */
+    int64_t down_since;   /* mono ms it was marked down, 0 when up */
 } s_member_t;
 
 typedef struct {
@@ -58,6 +60,7 @@ typedef struct {
     s_leave_t leaves[KV_COORD_LEAVES]; /* drains a gateway waits for */
     int started;                      /* min_nodes reached once (or a table adopted) */
     int64_t plan_after;               /* mono ms: no planning before (after a restart) */
+    int64_t first_assign_after;       /* mono ms: no fresh assignment before */
     int64_t next_publish;             /* mono ms of the next repeat */
     uint64_t invite_ids;              /* INVITE request ids */
     int terminated;                   /* $TERM received */
@@ -245,8 +248,9 @@ static void s_adopt_reported(s_coord_t *self, kv_bytes_t bytes, const char *from
     self->reports = NULL;
     self->report_rows = 0;
     self->started = 1;
-    /* Plan only once every node had time to report, or it would look down. */
-    self->plan_after = now + 2 * self->config.node_timeout_ms;
+    /* Plan once the nodes had time to report (heartbeats come every 100 ms
+     * by default); hand-offs that were fenced when we died wait until then. */
+    self->plan_after = now + self->config.node_timeout_ms / 2;
 }
 
 static void s_set_routing_id(s_member_t *member, zframe_t *routing_id) {
@@ -313,7 +317,10 @@ static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
                                                                                : KV_NODE_JOINING;
         s_bump(self, "node back");
     }
-    if (!self->started && self->table->node_count >= (uint32_t)self->config.min_nodes) {
+    /* A restarted coordinator first hears from nodes that may still report
+     * the cluster's table: wait a little before assigning a fresh one. */
+    if (!self->started && self->table->node_count >= (uint32_t)self->config.min_nodes &&
+        kv_clock_mono_ms() >= self->first_assign_after) {
         self->started = 1;
         s_plan(self, "partitions assigned");
     } else if (self->started)
@@ -338,6 +345,7 @@ static void s_on_heartbeat(s_coord_t *self, zframe_t *routing_id, const kv_msg_t
     kv_table_node_t *node = &self->table->nodes[index];
     if (node->state == KV_NODE_DOWN) {
         node->state = KV_NODE_ACTIVE;
+        member->down_since = 0;
         kv_log_info("node %s: heartbeats again", id);
         s_bump(self, "node back");
     } else if (msg->epoch < self->table->epoch)
@@ -352,6 +360,7 @@ static void s_check_liveness(s_coord_t *self) {
         if (node->state == KV_NODE_DOWN || node->state == KV_NODE_LEFT) continue;
         if (now - self->members[i].last_seen <= self->config.node_timeout_ms) continue;
         node->state = KV_NODE_DOWN;
+        self->members[i].down_since = now;
         s_clear_reports(self, i);
         kv_log_warn("node %s: no heartbeat for %" PRId64 " ms, marked down", node->id,
                     now - self->members[i].last_seen);
@@ -493,6 +502,7 @@ static int s_coord_init(s_coord_t *self, zsock_t *pipe, const kv_coord_config_t 
     self->pipe = pipe;
     self->config = *config;
     self->table = kv_table_new((uint32_t)config->partitions, (uint32_t)config->replication);
+    self->first_assign_after = kv_clock_mono_ms() + config->node_timeout_ms / 2;
     self->learner_since = calloc((size_t)config->partitions, sizeof(*self->learner_since));
     self->learners_before = calloc((size_t)config->partitions, sizeof(*self->learners_before));
     if (!self->learner_since || !self->learners_before) return -1;
@@ -523,8 +533,34 @@ static void s_coord_destroy(s_coord_t *self) {
     free(self->learners_before);
 }
 
+/* A node down for a while that holds nothing any more (its partitions
+ * failed over) is gone: LEFT, so peers stop connecting to it. One still
+ * holding a partition nobody else has is kept: it may come back with it. */
+static void s_forget_dead(s_coord_t *self) {
+    int64_t now = kv_clock_mono_ms();
+    for (uint32_t i = 0; i < self->table->node_count; i++) {
+        s_member_t *member = &self->members[i];
+        if (self->table->nodes[i].state != KV_NODE_DOWN || !member->down_since) continue;
+        if (now - member->down_since < KV_COORD_FORGET_MS) continue;
+        uint16_t node = (uint16_t)i;
+        int holds = kv_table_count_primaries(self->table, node) +
+                    kv_table_count_replicas(self->table, node);
+        for (uint32_t p = 0; !holds && p < self->table->partitions; p++)
+            holds = kv_table_learner(self->table, p) == node;
+        if (holds || kv_plan_forget_node(self->table, node) != 0) continue;
+        member->down_since = 0;
+        s_bump(self, "down node forgotten");
+    }
+}
+
 static void s_tick(s_coord_t *self) {
     s_check_liveness(self);
+    s_forget_dead(self);
+    if (!self->started && self->table->node_count >= (uint32_t)self->config.min_nodes &&
+        kv_clock_mono_ms() >= self->first_assign_after) {
+        self->started = 1;
+        s_plan(self, "partitions assigned");
+    }
     s_plan(self, "partitions moved");
     s_check_leaves(self);
     s_expire_joins(self);
