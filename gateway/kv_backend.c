@@ -9,10 +9,7 @@
  */
 #include "kv_backend.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
 
-#include "kv_actor.h"
 #include "kv_clock.h"
 #include "kv_hash.h"
 #include "kv_limits.h"
@@ -26,7 +23,6 @@
 #define KV_TABLE_ASK_MS 100           /* table requests while we need one */
 #define KV_TABLE_REFRESH_MS 5000      /* table requests when all is well */
 #define KV_REQUEST_MAX (KV_MAX_KEY_BYTES * 2 + KV_MAX_VALUE_BYTES + 64)
-#define KV_SUBMITTERS_MAX 256 /* HTTP threads that may submit */
 #define KV_JOIN_TIMEOUT_MS 5000    /* the coordinator gives a node 2 s to answer */
 #define KV_LEAVE_TIMEOUT_MS 600000 /* a drain copies the node's data away */
 
@@ -37,45 +33,24 @@ typedef struct {
     int64_t deadline; /* mono ms */
 } s_slot_t;
 
-typedef struct {
-    zsock_t *pipe;  /* to kv_backend_new's thread */
-    zsock_t *pull;  /* submitted calls */
-    zsock_t *coord; /* DEALER to the coordinator */
-    zsock_t *sub;   /* table broadcasts */
-    kv_backend_config_t config;
-    kv_table_t *table;            /* current routing table, NULL before the first */
-    kv_peers_t *peers;         /* a DEALER per node, by table index */
-    uint16_t item_nodes[KV_MAX_NODES]; /* node index of each peer poll item */
-    s_slot_t *slots;              /* KV_SLOTS */
-    uint32_t *free_slots;         /* stack of free slot indexes */
-    uint32_t free_count;
-    uint64_t *fifo; /* (gen << 16 | index) in send order, a ring */
-    uint32_t fifo_head, fifo_count;
-    kv_call_t *parked;      /* calls waiting for a route */
-    kv_call_t *cluster_calls; /* JOIN and LEAVE waiting for the coordinator */
-    uint64_t cluster_ids;     /* their request ids */
-    int64_t next_retry;     /* mono ms */
-    int64_t next_table_ask; /* mono ms */
-    zmq_pollitem_t *items;  /* rebuilt when peers change */
-    int item_count;
-    _Atomic uint32_t *partitions; /* P for other threads, 0 before a table */
-    int terminated;
-} s_backend_t;
-
 struct _kv_backend_t {
-    zactor_t *actor;                     /* the s_backend_t thread */
-    _Atomic uint32_t partitions;         /* P of the current table, 0 before one */
-    char endpoint[64];                   /* inproc endpoint of its PULL socket */
-    pthread_mutex_t lock;                /* guards submitters */
-    void *submitters[KV_SUBMITTERS_MAX]; /* every thread's PUSH socket */
-    int submitter_count;
+    zsock_t *coord;                    /* DEALER to the coordinator */
+    zsock_t *sub;                      /* table broadcasts */
+    kv_backend_config_t config;        /* settings */
+    kv_table_t *table;                 /* current routing table, NULL before the first */
+    kv_peers_t *peers;                 /* a DEALER per node, by table index */
+    int peers_changed;                 /* poll items must be rebuilt */
+    s_slot_t *slots;                   /* KV_SLOTS */
+    uint32_t *free_slots;              /* stack of free slot indexes */
+    uint32_t free_count;
+    uint64_t *fifo;                    /* (gen << 16 | index) in send order, a ring */
+    uint32_t fifo_head, fifo_count;
+    kv_call_t *parked;                 /* calls waiting for a route */
+    kv_call_t *cluster_calls;          /* JOIN and LEAVE waiting for the coordinator */
+    uint64_t cluster_ids;              /* their request ids */
+    int64_t next_retry;                /* mono ms */
+    int64_t next_table_ask;            /* mono ms */
 };
-
-typedef struct {
-    kv_backend_config_t config;   /* copied for the actor */
-    const char *endpoint;         /* PULL endpoint to bind */
-    _Atomic uint32_t *partitions; /* where to publish P */
-} s_start_args_t;
 
 /* --- calls ---------------------------------------------------------------- */
 
@@ -98,7 +73,7 @@ static void s_finish(kv_call_t *call, kv_call_result_t result) {
 
 /* --- slots ---------------------------------------------------------------- */
 
-static int s_slot_take(s_backend_t *self, kv_call_t *call, uint16_t node, uint64_t *req_id) {
+static int s_slot_take(kv_backend_t *self, kv_call_t *call, uint16_t node, uint64_t *req_id) {
     if (self->free_count == 0) return -1; /* overloaded: KV_SLOTS in flight */
     uint32_t index = self->free_slots[--self->free_count];
     s_slot_t *slot = &self->slots[index];
@@ -111,13 +86,13 @@ static int s_slot_take(s_backend_t *self, kv_call_t *call, uint16_t node, uint64
     return 0;
 }
 
-static void s_slot_release(s_backend_t *self, uint32_t index) {
+static void s_slot_release(kv_backend_t *self, uint32_t index) {
     self->slots[index].call = NULL;
     self->free_slots[self->free_count++] = index;
 }
 
 /* The slot a reply belongs to, or NULL when it is stale or unknown. */
-static s_slot_t *s_slot_find(s_backend_t *self, uint64_t req_id) {
+static s_slot_t *s_slot_find(kv_backend_t *self, uint64_t req_id) {
     s_slot_t *slot = &self->slots[req_id & (KV_SLOTS - 1)];
     if (!slot->call || slot->gen != (uint32_t)(req_id >> KV_SLOT_BITS)) return NULL;
     return slot;
@@ -125,14 +100,14 @@ static s_slot_t *s_slot_find(s_backend_t *self, uint64_t req_id) {
 
 /* --- sending -------------------------------------------------------------- */
 
-static void s_park(s_backend_t *self, kv_call_t *call) {
+static void s_park(kv_backend_t *self, kv_call_t *call) {
     call->next_parked = self->parked;
     self->parked = call;
 }
 
 /* Sends msg to node for call. Returns 0, or -1 when the node cannot be
  * reached or no slot is free (nothing was sent). */
-static int s_send(s_backend_t *self, kv_call_t *call, uint16_t node, kv_msg_t *msg) {
+static int s_send(kv_backend_t *self, kv_call_t *call, uint16_t node, kv_msg_t *msg) {
     if (!kv_peers_socket(self->peers, node)) return -1;
     if (s_slot_take(self, call, node, &msg->req_id) != 0) return -1;
     uint8_t buf[KV_REQUEST_MAX];
@@ -146,7 +121,7 @@ static int s_send(s_backend_t *self, kv_call_t *call, uint16_t node, kv_msg_t *m
 }
 
 /* The live primary of partition, or KV_NO_NODE. */
-static uint16_t s_primary(const s_backend_t *self, uint32_t partition) {
+static uint16_t s_primary(const kv_backend_t *self, uint32_t partition) {
     if (!self->table) return KV_NO_NODE;
     uint16_t node = kv_table_owner(self->table, partition, 0);
     if (node >= self->table->node_count) return KV_NO_NODE;
@@ -154,7 +129,7 @@ static uint16_t s_primary(const s_backend_t *self, uint32_t partition) {
     return node;
 }
 
-static void s_dispatch_single(s_backend_t *self, kv_call_t *call) {
+static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
     static const uint8_t types[] = {[KV_CALL_GET] = KV_MSG_GET,
                                     [KV_CALL_SET] = KV_MSG_SET,
                                     [KV_CALL_RM] = KV_MSG_RM,
@@ -187,7 +162,7 @@ static void s_dispatch_single(s_backend_t *self, kv_call_t *call) {
 }
 
 /* Sends msg to every node selected by want; returns how many were sent. */
-static uint32_t s_fan_out(s_backend_t *self, kv_call_t *call, kv_msg_t *msg,
+static uint32_t s_fan_out(kv_backend_t *self, kv_call_t *call, kv_msg_t *msg,
                           int (*want)(const kv_table_t *, uint16_t)) {
     uint32_t sent = 0;
     for (uint32_t i = 0; i < self->table->node_count; i++) {
@@ -208,7 +183,7 @@ static int s_is_primary_somewhere(const kv_table_t *table, uint16_t node) {
 
 /* CLEAR goes to every node that is primary of something; all must be live
  * or the clear would be partial. */
-static void s_dispatch_clear(s_backend_t *self, kv_call_t *call) {
+static void s_dispatch_clear(kv_backend_t *self, kv_call_t *call) {
     if (!self->table || !kv_table_healthy(self->table)) {
         s_park(self, call);
         return;
@@ -219,7 +194,7 @@ static void s_dispatch_clear(s_backend_t *self, kv_call_t *call) {
     if (call->pending == 0) s_park(self, call);
 }
 
-static void s_dispatch_status(s_backend_t *self, kv_call_t *call) {
+static void s_dispatch_status(kv_backend_t *self, kv_call_t *call) {
     call->table = self->table ? kv_table_dup(self->table) : NULL;
     if (!call->table) {
         s_finish(call, KV_CALL_OK);
@@ -233,7 +208,7 @@ static void s_dispatch_status(s_backend_t *self, kv_call_t *call) {
 
 /* JOIN and LEAVE go to the coordinator and wait there, with their own
  * deadlines (a drain may take minutes), outside the per-node slots. */
-static void s_dispatch_cluster(s_backend_t *self, kv_call_t *call) {
+static void s_dispatch_cluster(kv_backend_t *self, kv_call_t *call) {
     kv_msg_t msg = {.type = call->op == KV_CALL_JOIN ? KV_MSG_JOIN : KV_MSG_LEAVE};
     msg.req_id = call->cluster_id = ++self->cluster_ids;
     if (call->op == KV_CALL_JOIN)
@@ -257,7 +232,7 @@ static void s_dispatch_cluster(s_backend_t *self, kv_call_t *call) {
 }
 
 /* Takes the cluster call with this id out of the list, or returns NULL. */
-static kv_call_t *s_take_cluster_call(s_backend_t *self, uint64_t id, int64_t expired_before) {
+static kv_call_t *s_take_cluster_call(kv_backend_t *self, uint64_t id, int64_t expired_before) {
     for (kv_call_t **link = &self->cluster_calls; *link; link = &(*link)->next_parked) {
         kv_call_t *call = *link;
         if (call->cluster_id != id && call->deadline >= expired_before) continue;
@@ -268,13 +243,13 @@ static kv_call_t *s_take_cluster_call(s_backend_t *self, uint64_t id, int64_t ex
     return NULL;
 }
 
-static void s_expire_cluster_calls(s_backend_t *self) {
+static void s_expire_cluster_calls(kv_backend_t *self) {
     kv_call_t *call;
     while ((call = s_take_cluster_call(self, 0, kv_clock_mono_ms())) != NULL)
         s_finish(call, KV_CALL_TIMEOUT);
 }
 
-static void s_on_cluster_reply(s_backend_t *self, zmq_msg_t *frame, const kv_msg_t *msg) {
+static void s_on_cluster_reply(kv_backend_t *self, zmq_msg_t *frame, const kv_msg_t *msg) {
     kv_call_t *call = msg->req_id ? s_take_cluster_call(self, msg->req_id, INT64_MIN) : NULL;
     if (!call) return; /* late */
     zmq_msg_move(&call->reply, frame);
@@ -294,7 +269,7 @@ static void s_on_cluster_reply(s_backend_t *self, zmq_msg_t *frame, const kv_msg
     }
 }
 
-static void s_dispatch(s_backend_t *self, kv_call_t *call) {
+static void s_dispatch(kv_backend_t *self, kv_call_t *call) {
     switch (call->op) {
     case KV_CALL_JOIN:
     case KV_CALL_LEAVE:
@@ -316,7 +291,7 @@ static void s_dispatch(s_backend_t *self, kv_call_t *call) {
 }
 
 /* Re-dispatches parked calls, failing those past their deadline. */
-static void s_retry_parked(s_backend_t *self) {
+static void s_retry_parked(kv_backend_t *self) {
     kv_call_t *list = self->parked;
     self->parked = NULL;
     int64_t now = kv_clock_mono_ms();
@@ -334,7 +309,7 @@ static void s_retry_parked(s_backend_t *self) {
 
 /* --- table ---------------------------------------------------------------- */
 
-static void s_ask_table(s_backend_t *self) {
+static void s_ask_table(kv_backend_t *self) {
     uint8_t buf[16];
     kv_msg_t msg = {.type = KV_MSG_TABLE_REQ, .epoch = self->table ? self->table->epoch : 0};
     size_t size = kv_msg_encode(&msg, buf, sizeof(buf));
@@ -343,9 +318,8 @@ static void s_ask_table(s_backend_t *self) {
     self->next_table_ask = kv_clock_mono_ms() + wait;
 }
 
-static void s_rebuild_items(s_backend_t *self);
 
-static void s_adopt_table(s_backend_t *self, kv_bytes_t bytes) {
+static void s_adopt_table(kv_backend_t *self, kv_bytes_t bytes) {
     kv_table_t *table = kv_table_decode((const uint8_t *)bytes.ptr, bytes.len);
     if (!table) {
         kv_log_warn("malformed table dropped");
@@ -360,12 +334,11 @@ static void s_adopt_table(s_backend_t *self, kv_bytes_t bytes) {
                 kv_table_healthy(table) ? "healthy" : "some partition has no live primary");
     kv_table_destroy(&self->table);
     self->table = table;
-    atomic_store(self->partitions, table->partitions);
-    if (kv_peers_update(self->peers, table)) s_rebuild_items(self);
+    if (kv_peers_update(self->peers, table)) self->peers_changed = 1;
     s_retry_parked(self); /* routes may exist now */
 }
 
-static void s_drain_tables(s_backend_t *self, zsock_t *sock) {
+static void s_drain_tables(kv_backend_t *self, zsock_t *sock) {
     for (int i = 0; i < KV_BACKEND_BATCH; i++) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
@@ -405,7 +378,7 @@ static int s_is_reroute(uint8_t status) {
            status == KV_STATUS_NOT_READY;
 }
 
-static void s_on_single_reply(s_backend_t *self, kv_call_t *call, zmq_msg_t *frame,
+static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *frame,
                               const kv_msg_t *msg) {
     if (s_is_reroute(msg->status)) {
         if (!self->table || msg->epoch >= self->table->epoch || msg->status != KV_STATUS_MOVED)
@@ -422,7 +395,7 @@ static void s_on_single_reply(s_backend_t *self, kv_call_t *call, zmq_msg_t *fra
     s_finish(call, s_result_of(msg->status));
 }
 
-static void s_on_part_reply(s_backend_t *self, kv_call_t *call, uint16_t node,
+static void s_on_part_reply(kv_backend_t *self, kv_call_t *call, uint16_t node,
                             const kv_msg_t *msg) {
     if (call->op == KV_CALL_STATUS && msg->status == KV_STATUS_OK &&
         node < call->table->node_count) {
@@ -443,7 +416,7 @@ static void s_on_part_reply(s_backend_t *self, kv_call_t *call, uint16_t node,
     s_finish(call, call->result);
 }
 
-static void s_on_reply(s_backend_t *self, zmq_msg_t *frame) {
+static void s_on_reply(kv_backend_t *self, zmq_msg_t *frame) {
     kv_msg_t msg;
     if (kv_msg_decode(zmq_msg_data(frame), zmq_msg_size(frame), &msg) != 0) {
         kv_log_warn("malformed reply from a node dropped");
@@ -460,7 +433,7 @@ static void s_on_reply(s_backend_t *self, zmq_msg_t *frame) {
         s_on_single_reply(self, call, frame, &msg);
 }
 
-static void s_drain_peer(s_backend_t *self, void *handle) {
+static void s_drain_peer(kv_backend_t *self, void *handle) {
     for (int i = 0; i < KV_BACKEND_BATCH; i++) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
@@ -474,7 +447,7 @@ static void s_drain_peer(s_backend_t *self, void *handle) {
 }
 
 /* Fails the requests whose node stayed silent past the deadline. */
-static void s_expire(s_backend_t *self) {
+static void s_expire(kv_backend_t *self) {
     int64_t now = kv_clock_mono_ms();
     while (self->fifo_count > 0) {
         uint64_t req_id = self->fifo[self->fifo_head];
@@ -500,116 +473,27 @@ static void s_expire(s_backend_t *self) {
     }
 }
 
-/* --- submission ----------------------------------------------------------- */
-
-static __thread kv_backend_t *s_tls_owner; /* backend this thread's socket feeds */
-static __thread void *s_tls_push;          /* this thread's PUSH socket */
+/* --- the engine ----------------------------------------------------------- */
 
 int kv_backend_submit(kv_backend_t *self, kv_call_t *call) {
-    if (s_tls_owner != self || !s_tls_push) {
-        void *push = zsys_socket(ZMQ_PUSH, NULL, 0);
-        if (!push) return -1;
-        zsock_set_sndhwm(push, 0); /* never drop or block a call */
-        if (zmq_connect(push, self->endpoint) != 0) {
-            zsys_close(push, NULL, 0);
-            return -1;
-        }
-        pthread_mutex_lock(&self->lock);
-        int registered = self->submitter_count < KV_SUBMITTERS_MAX;
-        if (registered) self->submitters[self->submitter_count++] = push;
-        pthread_mutex_unlock(&self->lock);
-        if (!registered) {
-            zsys_close(push, NULL, 0);
-            return -1;
-        }
-        s_tls_owner = self;
-        s_tls_push = push;
-    }
-    return zmq_send(s_tls_push, &call, sizeof(call), 0) == sizeof(call) ? 0 : -1;
+    call->deadline = kv_clock_mono_ms() + self->config.timeout_ms;
+    s_dispatch(self, call);
+    return 0;
 }
 
-static void s_drain_submitted(s_backend_t *self) {
-    void *handle = zsock_resolve(self->pull);
-    for (int i = 0; i < KV_BACKEND_BATCH; i++) {
-        kv_call_t *call = NULL;
-        if (zmq_recv(handle, &call, sizeof(call), ZMQ_DONTWAIT) != sizeof(call)) return;
-        call->deadline = kv_clock_mono_ms() + self->config.timeout_ms;
-        s_dispatch(self, call);
-    }
+#define KV_FIXED_ITEMS 2 /* coord, sub */
+
+int kv_backend_poll_items(kv_backend_t *self, zmq_pollitem_t *items) {
+    uint16_t nodes[KV_MAX_NODES];
+    items[0] = (zmq_pollitem_t){zsock_resolve(self->coord), 0, ZMQ_POLLIN, 0};
+    items[1] = (zmq_pollitem_t){zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0};
+    self->peers_changed = 0;
+    return KV_FIXED_ITEMS + kv_peers_poll_items(self->peers, items + KV_FIXED_ITEMS, nodes);
 }
 
-/* --- the actor ------------------------------------------------------------ */
+int kv_backend_items_changed(const kv_backend_t *self) { return self->peers_changed; }
 
-#define KV_FIXED_ITEMS 4 /* pipe, pull, coord, sub */
-
-static void s_rebuild_items(s_backend_t *self) {
-    free(self->items);
-    self->items = calloc(KV_FIXED_ITEMS + KV_MAX_NODES, sizeof(*self->items));
-    self->item_count = 0;
-    if (!self->items) return;
-    zsock_t *fixed[KV_FIXED_ITEMS] = {self->pipe, self->pull, self->coord, self->sub};
-    for (int i = 0; i < KV_FIXED_ITEMS; i++)
-        self->items[self->item_count++] =
-            (zmq_pollitem_t){zsock_resolve(fixed[i]), 0, ZMQ_POLLIN, 0};
-    self->item_count +=
-        kv_peers_poll_items(self->peers, self->items + self->item_count, self->item_nodes);
-}
-
-static int s_backend_init(s_backend_t *self, zsock_t *pipe, const s_start_args_t *args) {
-    memset(self, 0, sizeof(*self));
-    self->pipe = pipe;
-    self->config = args->config;
-    self->partitions = args->partitions;
-    self->slots = calloc(KV_SLOTS, sizeof(*self->slots));
-    self->free_slots = malloc(KV_SLOTS * sizeof(*self->free_slots));
-    self->fifo = malloc(KV_SLOTS * sizeof(*self->fifo));
-    if (!self->slots || !self->free_slots || !self->fifo) return -1;
-    for (uint32_t i = 0; i < KV_SLOTS; i++) self->free_slots[i] = KV_SLOTS - 1 - i;
-    self->free_count = KV_SLOTS;
-    self->peers = kv_peers_new(KV_NO_NODE);
-    self->pull = zsock_new_pull(NULL);
-    self->coord = zsock_new(ZMQ_DEALER);
-    self->sub = zsock_new(ZMQ_SUB);
-    if (!self->peers || !self->pull || !self->coord || !self->sub) return -1;
-    zsock_set_rcvhwm(self->pull, 0);
-    zsock_set_linger(self->coord, 0);
-    zsock_set_sndhwm(self->coord, 16);
-    zsock_set_immediate(self->coord, 1);
-    zsock_set_subscribe(self->sub, "");
-    if (zsock_bind(self->pull, "%s", args->endpoint) != 0) return -1;
-    if (zsock_connect(self->coord, "%s", self->config.coordinator) != 0 ||
-        zsock_connect(self->sub, "%s", self->config.coordinator_pub) != 0) {
-        kv_log_error("bad coordinator endpoint %s or %s", self->config.coordinator,
-                     self->config.coordinator_pub);
-        return -1;
-    }
-    s_rebuild_items(self);
-    return self->items ? 0 : -1;
-}
-
-static void s_backend_destroy(s_backend_t *self) {
-    while (self->parked) { /* nobody waits for these any more; fail them */
-        kv_call_t *call = self->parked;
-        self->parked = call->next_parked;
-        s_finish(call, KV_CALL_UNAVAILABLE);
-    }
-    while (self->cluster_calls) {
-        kv_call_t *call = self->cluster_calls;
-        self->cluster_calls = call->next_parked;
-        s_finish(call, KV_CALL_UNAVAILABLE);
-    }
-    kv_peers_destroy(&self->peers);
-    zsock_destroy(&self->pull);
-    zsock_destroy(&self->coord);
-    zsock_destroy(&self->sub);
-    kv_table_destroy(&self->table);
-    free(self->items);
-    free(self->slots);
-    free(self->free_slots);
-    free(self->fifo);
-}
-
-static long s_poll_timeout(const s_backend_t *self) {
+long kv_backend_timeout(const kv_backend_t *self) {
     int64_t now = kv_clock_mono_ms();
     int64_t wake = self->next_table_ask;
     if (self->parked && self->next_retry < wake) wake = self->next_retry;
@@ -621,65 +505,78 @@ static long s_poll_timeout(const s_backend_t *self) {
     return wake <= now ? 0 : (long)(wake - now);
 }
 
-static void s_loop(s_backend_t *self) {
-    s_ask_table(self);
-    while (!self->terminated) {
-        int rc = zmq_poll(self->items, self->item_count, s_poll_timeout(self));
-        if (rc < 0 && errno == EINTR) continue;
-        if (rc < 0) break;
-        if (self->items[0].revents & ZMQ_POLLIN) {
-            char *command = zstr_recv(self->pipe);
-            self->terminated = !command || streq(command, "$TERM");
-            zstr_free(&command);
-        }
-        zmq_pollitem_t *items = self->items; /* peers may be rebuilt below */
-        int count = self->item_count;
-        int tables = (items[2].revents | items[3].revents) & ZMQ_POLLIN;
+void kv_backend_process(kv_backend_t *self, const zmq_pollitem_t *items, int count) {
+    if (!self->peers_changed) { /* the items still name our sockets */
         for (int i = KV_FIXED_ITEMS; i < count; i++)
             if (items[i].revents & ZMQ_POLLIN) s_drain_peer(self, items[i].socket);
-        if (items[1].revents & ZMQ_POLLIN) s_drain_submitted(self);
-        if (tables) {
+        if (count >= KV_FIXED_ITEMS && ((items[0].revents | items[1].revents) & ZMQ_POLLIN)) {
             s_drain_tables(self, self->coord);
             s_drain_tables(self, self->sub);
         }
-        int64_t now = kv_clock_mono_ms();
-        s_expire(self);
-        if (self->cluster_calls) s_expire_cluster_calls(self);
-        if (self->parked && now >= self->next_retry) s_retry_parked(self);
-        if (now >= self->next_table_ask) s_ask_table(self);
     }
-}
-
-static void s_backend_actor(zsock_t *pipe, void *args) {
-    s_backend_t self;
-    zsock_signal(pipe, 0);
-    int ok = s_backend_init(&self, pipe, args) == 0;
-    kv_actor_ready(pipe, ok);
-    if (ok) s_loop(&self);
-    s_backend_destroy(&self);
+    int64_t now = kv_clock_mono_ms();
+    s_expire(self);
+    if (self->cluster_calls) s_expire_cluster_calls(self);
+    if (self->parked && now >= self->next_retry) s_retry_parked(self);
+    if (now >= self->next_table_ask) s_ask_table(self);
 }
 
 kv_backend_t *kv_backend_new(const kv_backend_config_t *config) {
     kv_backend_t *self = calloc(1, sizeof(*self));
     if (!self) return NULL;
-    pthread_mutex_init(&self->lock, NULL);
-    snprintf(self->endpoint, sizeof(self->endpoint), "inproc://kv-backend-%p", (void *)self);
-    s_start_args_t args = {*config, self->endpoint, &self->partitions};
-    self->actor = kv_actor_start(s_backend_actor, &args);
-    if (!self->actor) kv_backend_destroy(&self);
+    self->config = *config;
+    self->slots = calloc(KV_SLOTS, sizeof(*self->slots));
+    self->free_slots = malloc(KV_SLOTS * sizeof(*self->free_slots));
+    self->fifo = malloc(KV_SLOTS * sizeof(*self->fifo));
+    self->peers = kv_peers_new(KV_NO_NODE);
+    self->coord = zsock_new(ZMQ_DEALER);
+    self->sub = zsock_new(ZMQ_SUB);
+    if (!self->slots || !self->free_slots || !self->fifo || !self->peers || !self->coord ||
+        !self->sub) {
+        kv_backend_destroy(&self);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < KV_SLOTS; i++) self->free_slots[i] = KV_SLOTS - 1 - i;
+    self->free_count = KV_SLOTS;
+    zsock_set_linger(self->coord, 0);
+    zsock_set_sndhwm(self->coord, 16);
+    zsock_set_immediate(self->coord, 1);
+    zsock_set_subscribe(self->sub, "");
+    if (zsock_connect(self->coord, "%s", config->coordinator) != 0 ||
+        zsock_connect(self->sub, "%s", config->coordinator_pub) != 0) {
+        kv_log_error("bad coordinator endpoint %s or %s", config->coordinator,
+                     config->coordinator_pub);
+        kv_backend_destroy(&self);
+        return NULL;
+    }
+    s_ask_table(self);
     return self;
 }
 
 void kv_backend_destroy(kv_backend_t **self_p) {
     if (!self_p || !*self_p) return;
     kv_backend_t *self = *self_p;
-    for (int i = 0; i < self->submitter_count; i++) zsys_close(self->submitters[i], NULL, 0);
-    zactor_destroy(&self->actor);
-    pthread_mutex_destroy(&self->lock);
+    while (self->parked) { /* nobody waits for these any more; fail them */
+        kv_call_t *call = self->parked;
+        self->parked = call->next_parked;
+        s_finish(call, KV_CALL_UNAVAILABLE);
+    }
+    while (self->cluster_calls) {
+        kv_call_t *call = self->cluster_calls;
+        self->cluster_calls = call->next_parked;
+        s_finish(call, KV_CALL_UNAVAILABLE);
+    }
+    kv_peers_destroy(&self->peers);
+    zsock_destroy(&self->coord);
+    zsock_destroy(&self->sub);
+    kv_table_destroy(&self->table);
+    free(self->slots);
+    free(self->free_slots);
+    free(self->fifo);
     free(self);
     *self_p = NULL;
 }
 
-uint32_t kv_backend_partitions(kv_backend_t *self) {
-    return atomic_load(&self->partitions);
+uint32_t kv_backend_partitions(const kv_backend_t *self) {
+    return self->table ? self->table->partitions : 0;
 }

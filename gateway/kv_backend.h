@@ -1,17 +1,17 @@
-/*  kv_backend.h: the gateway's I/O actor, its only door to the cluster.
+/*  kv_backend.h: the gateway's door to the cluster, one per HTTP thread.
  *
- *  HTTP threads never talk to nodes. They fill a kv_call_t, suspend the
- *  connection and submit the call; the backend actor owns the routing table
- *  and one DEALER socket per node, sends the call to the partition's
- *  primary, matches the reply by request id and hands the call back through
- *  its done callback (run on the backend thread), which resumes the HTTP
- *  connection. Many calls are in flight at once and each wake-up drains
- *  every ready socket, so ZeroMQ batches messages into few syscalls: this is
- *  the design shared/spec/PERFORMANCE.md measured as the fast one.
+ *  Each gateway worker thread runs one event loop over its libmicrohttpd
+ *  daemon and its backend's ZeroMQ sockets (kv_http.c). A request is parsed
+ *  and validated, the connection suspended, and a kv_call_t submitted; the
+ *  backend owns the routing table and one DEALER per node, sends the call to
+ *  the partition's primary, matches the reply by request id and hands the
+ *  call back through its done callback, in the same thread, which resumes
+ *  the connection. Many calls are in flight at once and each wake-up drains
+ *  every ready socket, so ZeroMQ batches messages into few syscalls; and no
+ *  request ever crosses a thread of ours, which is what the batched design
+ *  of shared/spec/PERFORMANCE.md still paid for (a hand-off per request).
  *
- *  Submission crosses threads over inproc PUSH/PULL (one PUSH per HTTP
- *  thread, created on first use), carrying only the call's pointer: the
- *  submitter gives the call up until done runs. No lock is shared.
+ *  Not thread-safe: every function is called from the owning thread.
  *
  *  Routing rules: a call waits (parked) while its partition has no live
  *  primary or the node answers MOVED / STALE_EPOCH / NOT_READY; the backend
@@ -98,12 +98,12 @@ typedef struct {
 
 typedef struct _kv_backend_t kv_backend_t;
 
-/* Starts the backend actor. Returns NULL when it could not start. */
+/* Creates a backend for the calling thread and asks for the table. NULL
+ * when a socket cannot be made or an endpoint is malformed. */
 kv_backend_t *kv_backend_new(const kv_backend_config_t *config);
 
-/* Stops the actor and closes every thread's submit socket. Call only once
- * no thread submits any more (the HTTP server is stopped) and no call is
- * outstanding. Sets *self_p to NULL; safe on NULL. */
+/* Fails calls still waiting (done runs for each), closes the sockets; sets
+ * *self_p to NULL. Safe on NULL. */
 void kv_backend_destroy(kv_backend_t **self_p);
 
 /* Prepares a call for use (zeroes it). */
@@ -113,12 +113,25 @@ void kv_call_init(kv_call_t *call);
  * zeroes it for reuse. */
 void kv_call_reset(kv_call_t *call);
 
-/* Hands call to the backend from any thread. The call belongs to the
- * backend until call->done runs. Returns 0, or -1 when it could not be
- * queued (done will not run). */
+/* Starts call. done may run before this returns (a table copy, a refusal).
+ * Returns 0. */
 int kv_backend_submit(kv_backend_t *self, kv_call_t *call);
 
-/* P of the cluster, from any thread; 0 until the first table arrives. */
-uint32_t kv_backend_partitions(kv_backend_t *self);
+/* Fills items (room for 2 + KV_MAX_NODES) with the sockets to poll;
+ * returns how many. Call again when kv_backend_items_changed says so. */
+int kv_backend_poll_items(kv_backend_t *self, zmq_pollitem_t *items);
+
+/* True when the sockets changed since kv_backend_poll_items (new table). */
+int kv_backend_items_changed(const kv_backend_t *self);
+
+/* Milliseconds until the backend has timed work to do. */
+long kv_backend_timeout(const kv_backend_t *self);
+
+/* Drains the ready sockets among items (from kv_backend_poll_items, after
+ * zmq_poll) and does the timed work: replies, tables, retries, expiry. */
+void kv_backend_process(kv_backend_t *self, const zmq_pollitem_t *items, int count);
+
+/* P of the cluster; 0 until the first table arrives. */
+uint32_t kv_backend_partitions(const kv_backend_t *self);
 
 #endif

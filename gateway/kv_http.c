@@ -1,9 +1,15 @@
 /*  kv_http.c: the gateway's HTTP server (see kv_http.h).
  *
+ *  Threads: `threads` workers, each with its own MHD daemon (external epoll
+ *  mode, all listening on the port with SO_REUSEPORT so the kernel spreads
+ *  connections) and its own kv_backend, driven by one zmq_poll loop over
+ *  MHD's epoll fd and the backend's sockets. A request never leaves its
+ *  worker thread: that saves the thread hand-offs a shared I/O thread costs.
+ *
  *  A request's life: s_uri_log copies the raw query (before MHD decodes
  *  anything) into a new s_request_t; s_handler validates and either answers
- *  at once or submits a backend call and suspends; s_call_done (backend
- *  thread) resumes; s_handler runs again and answers from the call. Fixed
+ *  at once or submits a backend call and suspends; s_call_done resumes; the
+ *  next MHD_run calls s_handler again, which answers from the call. Fixed
  *  bodies (success, the validation errors, ...) are built once at start and
  *  shared by every connection: MHD responses are reference counted.
  */
@@ -11,10 +17,12 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
-#include <stdatomic.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <unistd.h>
 
 #include "kv_bulk.h"
+#include "kv_clock.h"
 #include "kv_endpoint.h"
 #include "kv_json.h"
 #include "kv_limits.h"
@@ -92,17 +100,31 @@ typedef struct {
     struct MHD_Response *response; /* shared body */
 } s_fixed_response_t;
 
+typedef struct _s_worker_t s_worker_t;
+
 struct _kv_http_t {
-    struct MHD_Daemon *daemon;         /* the server */
-    kv_backend_t *backend;             /* door to the cluster */
     kv_http_config_t config;           /* settings */
     char hostname[256];                /* for /settings and /status */
     s_fixed_response_t fixed[F_COUNT]; /* shared bodies */
-    atomic_int in_flight;              /* calls submitted, not yet answered */
+    s_worker_t *workers;               /* config.threads of them */
+    int stop_pipe[2];                  /* a byte written here stops every worker */
+};
+
+/* One event loop: an MHD daemon and a backend, owned by one thread. */
+struct _s_worker_t {
+    kv_http_t *server;          /* owner */
+    pthread_t thread;           /* runs s_worker_run */
+    struct MHD_Daemon *daemon;  /* this thread's HTTP server */
+    kv_backend_t *backend;      /* this thread's door to the cluster */
+    int in_flight;              /* calls submitted, not yet answered */
+    int started;                /* the thread was created */
+    sem_t ready;                /* posted once the loop runs (or failed) */
+    int failed;                 /* start-up failed */
 };
 
 typedef struct {
     kv_http_t *server;           /* owner */
+    s_worker_t *worker;          /* the thread serving the connection */
     struct MHD_Connection *conn; /* while suspended */
     s_route_t route;             /* what was asked */
     int seen_headers;            /* the handler was called with the headers */
@@ -238,13 +260,13 @@ static enum MHD_Result s_queue_result(s_request_t *req, kv_call_result_t result)
 /* Runs on the backend thread: the call is finished, wake the connection. */
 static void s_call_done(kv_call_t *call) {
     s_request_t *req = call->arg;
-    kv_http_t *server = req->server;
+    s_worker_t *worker = req->worker;
     req->ready = 1;
     req->page_ready = call->op == KV_CALL_SCAN && call->result == KV_CALL_OK;
     req->failed = call->op == KV_CALL_SCAN && call->result != KV_CALL_OK;
     req->entry_pos = 0;
     MHD_resume_connection(req->conn);
-    atomic_fetch_sub(&server->in_flight, 1);
+    worker->in_flight--;
 }
 
 /* Suspends the connection and hands the prepared call to the backend. The
@@ -254,9 +276,9 @@ static enum MHD_Result s_submit(s_request_t *req, kv_call_op_t op) {
     req->call.done = s_call_done;
     req->call.arg = req;
     req->ready = 0;
-    atomic_fetch_add(&req->server->in_flight, 1);
+    req->worker->in_flight++;
     MHD_suspend_connection(req->conn);
-    if (kv_backend_submit(req->server->backend, &req->call) != 0) {
+    if (kv_backend_submit(req->worker->backend, &req->call) != 0) {
         req->call.result = KV_CALL_UNAVAILABLE;
         s_call_done(&req->call);
     }
@@ -445,7 +467,7 @@ static enum MHD_Result s_start_bulk(s_request_t *req) {
     req->kind = req->route == R_KEYS     ? KV_BULK_KEYS
                 : req->route == R_VALUES ? KV_BULK_VALUES
                                          : KV_BULK_ALL;
-    req->partitions = kv_backend_partitions(req->server->backend);
+    req->partitions = kv_backend_partitions(req->worker->backend);
     if (s_parse_limit(&req->query.limit, &req->limit) != 0)
         return s_queue_fixed(req, F_INVALID_LIMIT);
     if (req->partitions == 0) return s_queue_fixed(req, F_NO_TABLE);
@@ -657,7 +679,8 @@ static void *s_uri_log(void *cls, const char *uri, struct MHD_Connection *conn) 
     size_t qlen = mark && !too_long ? len - (size_t)(mark + 1 - uri) : 0;
     s_request_t *req = calloc(1, sizeof(*req) + qlen + 1);
     if (!req) return NULL;
-    req->server = cls;
+    req->worker = cls;
+    req->server = req->worker->server;
     req->uri_too_long = too_long;
     req->query_len = qlen;
     if (qlen) memcpy(req->query_buf, mark + 1, qlen);
@@ -680,29 +703,104 @@ static size_t s_unescape_none(void *cls, struct MHD_Connection *conn, char *text
     return strlen(text);
 }
 
-kv_http_t *kv_http_new(const kv_http_config_t *config, kv_backend_t *backend) {
-    kv_http_t *self = calloc(1, sizeof(*self));
-    if (!self) return NULL;
-    self->config = *config;
-    self->backend = backend;
-    if (gethostname(self->hostname, sizeof(self->hostname) - 1) != 0)
-        strcpy(self->hostname, "localhost");
+/* --- workers ---------------------------------------------------------- */
+
+static struct MHD_Daemon *s_start_daemon(s_worker_t *worker) {
+    const kv_http_config_t *config = &worker->server->config;
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)config->port)};
-    if (s_build_fixed(self) != 0 || inet_pton(AF_INET, config->host, &addr.sin_addr) != 1) {
-        kv_log_error("bad listen address %s or out of memory", config->host);
-        kv_http_destroy(&self);
-        return NULL;
-    }
-    self->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-            MHD_USE_ERROR_LOG,
-        (uint16_t)config->port, NULL, NULL, s_handler, self, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)config->threads, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_URI_LOG_CALLBACK,
-        s_uri_log, self, MHD_OPTION_NOTIFY_COMPLETED, s_completed, self,
+    if (inet_pton(AF_INET, config->host, &addr.sin_addr) != 1) return NULL;
+    return MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, (uint16_t)config->port, NULL,
+        NULL, s_handler, worker, MHD_OPTION_SOCK_ADDR, &addr, MHD_OPTION_URI_LOG_CALLBACK,
+        s_uri_log, worker, MHD_OPTION_NOTIFY_COMPLETED, s_completed, worker,
         MHD_OPTION_UNESCAPE_CALLBACK, s_unescape_none, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)KV_CONNECTION_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT, 60u,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
-    if (!self->daemon) {
+}
+
+#define KV_WORKER_ITEMS (2 + 2 + KV_MAX_NODES) /* MHD, stop, backend sockets */
+
+static int s_worker_items(s_worker_t *worker, zmq_pollitem_t *items) {
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(worker->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    items[0] = (zmq_pollitem_t){NULL, info ? info->epoll_fd : -1, ZMQ_POLLIN, 0};
+    items[1] = (zmq_pollitem_t){NULL, worker->server->stop_pipe[0], ZMQ_POLLIN, 0};
+    return 2 + kv_backend_poll_items(worker->backend, items + 2);
+}
+
+static long s_worker_timeout(s_worker_t *worker) {
+    long timeout = kv_backend_timeout(worker->backend);
+    MHD_UNSIGNED_LONG_LONG mhd = 0;
+    if (MHD_get_timeout(worker->daemon, &mhd) == MHD_YES && (long long)mhd < timeout)
+        timeout = (long)mhd;
+    return timeout > 1000 ? 1000 : timeout;
+}
+
+/* The loop: wait for HTTP or ZeroMQ, let the backend finish calls (which
+ * resumes connections), then let MHD read requests and write answers. On
+ * stop it stops accepting and lets calls in flight end (by their deadline
+ * at the latest) before it closes anything. */
+static void s_worker_loop(s_worker_t *worker) {
+    zmq_pollitem_t items[KV_WORKER_ITEMS];
+    int count = s_worker_items(worker, items);
+    int64_t stop_deadline = 0;
+    for (;;) {
+        if (kv_backend_items_changed(worker->backend)) count = s_worker_items(worker, items);
+        int rc = zmq_poll(items, count, s_worker_timeout(worker));
+        if (rc < 0 && errno != EINTR) break;
+        if (rc > 0 && (items[1].revents & ZMQ_POLLIN) && !stop_deadline) {
+            MHD_socket listener = MHD_quiesce_daemon(worker->daemon);
+            if (listener != MHD_INVALID_SOCKET) close(listener);
+            stop_deadline = kv_clock_mono_ms() + 2 * worker->server->config.timeout_ms;
+            items[1].events = 0; /* the byte stays in the pipe for the other workers */
+        }
+        kv_backend_process(worker->backend, items + 2, rc > 0 ? count - 2 : 0);
+        MHD_run(worker->daemon);
+        if (stop_deadline && (worker->in_flight == 0 || kv_clock_mono_ms() > stop_deadline))
+            break;
+    }
+}
+
+static void *s_worker_run(void *arg) {
+    s_worker_t *worker = arg;
+    kv_backend_config_t config = {worker->server->config.coordinator,
+                                  worker->server->config.coordinator_pub,
+                                  worker->server->config.timeout_ms};
+    worker->backend = kv_backend_new(&config);
+    worker->daemon = worker->backend ? s_start_daemon(worker) : NULL;
+    worker->failed = !worker->daemon;
+    sem_post(&worker->ready);
+    if (!worker->failed) s_worker_loop(worker);
+    kv_backend_destroy(&worker->backend); /* fails what still waits: resumes connections */
+    if (worker->daemon) {
+        MHD_run(worker->daemon);
+        MHD_stop_daemon(worker->daemon);
+    }
+    return NULL;
+}
+
+kv_http_t *kv_http_new(const kv_http_config_t *config) {
+    kv_http_t *self = calloc(1, sizeof(*self));
+    if (!self) return NULL;
+    self->config = *config;
+    self->stop_pipe[0] = self->stop_pipe[1] = -1;
+    if (gethostname(self->hostname, sizeof(self->hostname) - 1) != 0)
+        strcpy(self->hostname, "localhost");
+    self->workers = calloc((size_t)config->threads, sizeof(*self->workers));
+    if (!self->workers || s_build_fixed(self) != 0 || pipe(self->stop_pipe) != 0) {
+        kv_log_error("out of memory or file descriptors");
+        kv_http_destroy(&self);
+        return NULL;
+    }
+    int failed = 0;
+    for (long i = 0; i < config->threads; i++) {
+        s_worker_t *worker = &self->workers[i];
+        worker->server = self;
+        sem_init(&worker->ready, 0, 0);
+        worker->started = pthread_create(&worker->thread, NULL, s_worker_run, worker) == 0;
+        if (worker->started) sem_wait(&worker->ready);
+        failed |= !worker->started || worker->failed;
+    }
+    if (failed) {
         kv_log_error("cannot listen on %s:%ld", config->host, config->port);
         kv_http_destroy(&self);
         return NULL;
@@ -715,14 +813,17 @@ kv_http_t *kv_http_new(const kv_http_config_t *config, kv_backend_t *backend) {
 void kv_http_destroy(kv_http_t **self_p) {
     if (!self_p || !*self_p) return;
     kv_http_t *self = *self_p;
-    if (self->daemon) {
-        MHD_quiesce_daemon(self->daemon); /* no new connections */
-        for (int waited = 0; atomic_load(&self->in_flight) > 0 && waited < 10000; waited += 10)
-            usleep(10 * 1000); /* calls end by their deadline at the latest */
-        MHD_stop_daemon(self->daemon);
+    if (self->stop_pipe[1] >= 0 && write(self->stop_pipe[1], "x", 1) != 1)
+        kv_log_error("cannot stop the HTTP workers");
+    for (long i = 0; self->workers && i < self->config.threads; i++) {
+        if (self->workers[i].started) pthread_join(self->workers[i].thread, NULL);
+        sem_destroy(&self->workers[i].ready);
     }
+    for (int i = 0; i < 2; i++)
+        if (self->stop_pipe[i] >= 0) close(self->stop_pipe[i]);
     for (int i = 0; i < F_COUNT; i++)
         if (self->fixed[i].response) MHD_destroy_response(self->fixed[i].response);
+    free(self->workers);
     free(self);
     *self_p = NULL;
 }

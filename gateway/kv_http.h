@@ -1,9 +1,10 @@
 /*  kv_http.h: the gateway's HTTP server (libmicrohttpd).
  *
- *  MHD runs a pool of epoll threads. A request is parsed and validated on
- *  its MHD thread; anything that needs the cluster becomes a kv_call_t for
- *  the backend while the connection is suspended, and is resumed when the
- *  backend's answer arrives. No MHD thread ever blocks on a node.
+ *  `threads` worker threads, each running an MHD daemon and a kv_backend in
+ *  one event loop. A request is parsed and validated on its worker;
+ *  anything that needs the cluster becomes a kv_call_t for the worker's
+ *  backend while the connection is suspended, and is resumed when the
+ *  backend's answer arrives. No worker ever blocks on a node.
  *
  *  Bulk reads stream: the response is chunked and produced by a content
  *  reader that fetches one partition page at a time (suspending the
@@ -21,13 +22,14 @@ typedef struct {
     long port;               /* TCP port */
     long threads;            /* MHD thread pool size */
     long timeout_ms;         /* per backend call (reported in /settings) */
-    const char *coordinator; /* reported in /settings */
+    const char *coordinator;     /* coordinator ROUTER endpoint (tables on request) */
+    const char *coordinator_pub; /* coordinator PUB endpoint (tables as they change) */
 } kv_http_config_t;
 
 typedef struct _kv_http_t kv_http_t;
 
 /* Starts serving. Returns NULL (after logging why) when it cannot listen. */
-kv_http_t *kv_http_new(const kv_http_config_t *config, kv_backend_t *backend);
+kv_http_t *kv_http_new(const kv_http_config_t *config);
 
 /* Stops accepting, lets requests in flight finish (each is bounded by the
  * backend timeout), then stops the server. Sets *self_p to NULL. */

@@ -3,7 +3,6 @@
 #include <czmq.h>
 
 #include "kv_actor.h"
-#include "kv_backend.h"
 #include "kv_http.h"
 #include "kv_limits.h"
 #include "kv_log.h"
@@ -15,8 +14,9 @@ static const char *s_summary =
     "answers JSON (see the API in README.md).";
 
 int main(int argc, char **argv) {
-    kv_http_config_t http = {"0.0.0.0", 8080, 2, KV_REQUEST_TIMEOUT_MS, "tcp://127.0.0.1:5550"};
-    const char *coordinator_pub = "tcp://127.0.0.1:5551", *log_level = "info";
+    kv_http_config_t http = {"0.0.0.0", 8080, 2, KV_REQUEST_TIMEOUT_MS, "tcp://127.0.0.1:5550",
+                             "tcp://127.0.0.1:5551"};
+    const char *log_level = "info";
     const kv_opt_t opts[] = {
         {"host", "KV_HTTP_HOST", KV_OPT_STRING, &http.host, 0, 0, "IPv4 address to listen on"},
         {"port", "KV_HTTP_PORT", KV_OPT_LONG, &http.port, 1, 65535, "HTTP port"},
@@ -26,7 +26,7 @@ int main(int argc, char **argv) {
          "how long a request may wait for its node before 504/503"},
         {"coordinator", "KV_COORDINATOR", KV_OPT_STRING, &http.coordinator, 0, 0,
          "coordinator ROUTER endpoint (tables on request)"},
-        {"coordinator-pub", "KV_COORDINATOR_PUB", KV_OPT_STRING, &coordinator_pub, 0, 0,
+        {"coordinator-pub", "KV_COORDINATOR_PUB", KV_OPT_STRING, &http.coordinator_pub, 0, 0,
          "coordinator PUB endpoint (tables as they change)"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
          "error, warn, info or debug"},
@@ -42,17 +42,10 @@ int main(int argc, char **argv) {
     zsys_init();
     zsys_set_logstream(NULL);
     kv_signals_init();
-    kv_backend_config_t backend_config = {http.coordinator, coordinator_pub, http.timeout_ms};
-    kv_backend_t *backend = kv_backend_new(&backend_config);
-    if (!backend) return 1;
-    kv_http_t *server = kv_http_new(&http, backend);
-    if (!server) {
-        kv_backend_destroy(&backend);
-        return 1;
-    }
+    kv_http_t *server = kv_http_new(&http);
+    if (!server) return 1;
     kv_actor_wait(NULL, NULL);
     kv_log_info("gateway stopping");
     kv_http_destroy(&server);
-    kv_backend_destroy(&backend);
     return 0;
 }
