@@ -9,6 +9,8 @@
 #   make lint         clang-format check, clang-tidy, cppcheck (scripts/lint.sh)
 #   make coverage     gcov build in build/coverage + gcovr report (scripts/coverage.sh)
 #   make run          coordinator + 3 nodes + gateway on loopback (scripts/run-local.sh)
+#   make stress       kv-stress: 100,000 checked sets on :8080 (tools/stress/stress.sh)
+#   make bench        kvstore vs redis+webdis vs bare MHD with wrk (tools/bench/bench.sh)
 #   make format       clang-format -i every project .c/.h
 #   make clean        remove build/
 
@@ -20,7 +22,7 @@ CMAKE_ARGS  ?=
 CTEST_ARGS  ?=
 CTEST_JOBS  ?= $(NPROC)
 
-SRC_DIRS    := common proto node coordinator gateway tests
+SRC_DIRS    := common proto node coordinator gateway tests tools
 RELEASE_DIR := build/release
 DEBUG_DIR   := build/debug
 ASAN_DIR    := build/asan
@@ -32,7 +34,7 @@ ASAN_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_aft
                UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                $(if $(LSAN_SUPP),LSAN_OPTIONS=suppressions=$(LSAN_SUPP):print_suppressions=0)
 
-.PHONY: all release debug asan test test-release lint coverage run format clean
+.PHONY: all release debug asan test test-release lint coverage run format clean stress bench
 
 all: release
 
@@ -62,6 +64,14 @@ coverage:
 
 run: release
 	KV_BUILD_DIR=$(RELEASE_DIR) scripts/run-local.sh
+
+# kv-stress against the cluster on :8080, started (and stopped) if none answers.
+stress: release
+	KV_BUILD_DIR=$(RELEASE_DIR) tools/stress/stress.sh $(STRESS_ARGS)
+
+# kvstore against redis+webdis and bare libmicrohttpd, wrk, medians (tools/bench).
+bench: release
+	KV_BENCH_BUILD_DIR=$(RELEASE_DIR) tools/bench/bench.sh
 
 format:
 	@files=$$(find $(wildcard $(SRC_DIRS)) -type f -name '*.[ch]' 2>/dev/null); \

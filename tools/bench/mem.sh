@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# mem.sh: bytes per key against Redis at 10,000,000 keys, and what that many
+# keys do to the cluster (`make bench-mem`).
+#
+# In one sitting, on loopback:
+#   1. starts redis-server (no persistence) and our cluster: coordinator
+#      (--replication 2 --min-nodes 3), 3 nodes and a gateway from BUILD_DIR,
+#      with the flags scripts/run-local.sh uses, on ports of their own;
+#   2. preloads 100,000 keys (k7-*, kv-stress through the gateway) and
+#      measures /get latency on them (tools/bench/bigkeys.sh latency);
+#   3. takes each node's VmRSS and Redis's used_memory and RSS, then loads
+#      KEYS keys of (mostly) 11 bytes, k77-<n>, with 32-byte values into both
+#      at once: kv-zstress straight to the primaries over ZeroMQ (routed by
+#      the coordinator's table, --window requests in flight per node, every
+#      reply checked), and redis-cli --pipe with generated protocol;
+#   4. once the nodes are idle (rehashes done: RSS stops moving), prints
+#      bytes per stored copy = sum of the nodes' RSS growth / (KEYS x R)
+#      against Redis's bytes per key (used_memory and RSS growth), and the
+#      ratio (target: at most 0.7 of Redis's used_memory);
+#   5. with the keys loaded (tools/bench/bigkeys.sh): /get latency on random
+#      keys of the KEYS, /getKeys streamed whole (count, gateway RSS growth,
+#      limit 64 MB), and a fourth node joining under a checked kv-stress
+#      client (time to balance, failed requests: must be 0).
+#
+# Everything started here is stopped on exit (SIGINT, then SIGKILL after
+# 5 s), Ctrl-C included. Logs and raw output stay in a /tmp/kv-mem.* folder
+# (summary.txt). About 5 minutes and 4 GB of RAM at 10M keys.
+#
+# Settings (environment, defaults in brackets):
+#   KV_MEM_BUILD_DIR [build/release]  where kv-* binaries are
+#   KV_MEM_KEYS [10000000]            keys loaded into each store
+#   KV_MEM_PORT_BASE [23000]          gateway +80, redis +379, coordinator
+#                                     +550/+551, nodes +601, +603, +605, +607
+#                                     (publishers +1)
+#   KV_MEM_WINDOW [512]               kv-zstress requests in flight per node
+#   KV_MEM_BIG [1]                    0: memory only, skip step 5
+#   KV_MEM_JOIN [1]                   0: skip the fourth node
+#   KV_MEM_DURATION [5], KV_MEM_REPS [3]  wrk seconds per run and runs
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || exit 2
+
+BUILD_DIR=${KV_MEM_BUILD_DIR:-build/release}
+KEYS=${KV_MEM_KEYS:-10000000}
+PORT_BASE=${KV_MEM_PORT_BASE:-23000}
+WINDOW=${KV_MEM_WINDOW:-512}
+DO_BIG=${KV_MEM_BIG:-1}
+DO_JOIN=${KV_MEM_JOIN:-1}
+DURATION=${KV_MEM_DURATION:-5}
+REPS=${KV_MEM_REPS:-3}
+
+HOST=127.0.0.1
+NODES=3
+REPLICATION=2
+VALUE_SIZE=32
+SMALL_KEYS=100000
+SMALL_SEED=7 # k7-0 .. k7-99999, as make bench
+SEED=77      # k77-<n>: 11 bytes for n in [1,000,000, 10,000,000)
+GATEWAY_PORT=$((PORT_BASE + 80))
+REDIS_PORT=$((PORT_BASE + 379))
+COORD_PORT=$((PORT_BASE + 550))
+COORD_PUB_PORT=$((PORT_BASE + 551))
+NODE_BASE_PORT=$((PORT_BASE + 601))
+COORD_EP=tcp://$HOST:$COORD_PORT
+COORD_PUB_EP=tcp://$HOST:$COORD_PUB_PORT
+URL=http://$HOST:$GATEWAY_PORT
+
+WORK=$(mktemp -d /tmp/kv-mem.XXXXXX)
+SUMMARY=$WORK/summary.txt
+: >"$SUMMARY"
+
+say() { printf '[mem] %s\n' "$*" >&2; }
+die() {
+    say "error: $*"
+    exit 1
+}
+out() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
+
+# --- processes ---------------------------------------------------------------
+
+PIDS=()
+NAMES=()
+LOADER_PID= # redis-cli --pipe while it loads
+
+# start NAME CMD...: runs CMD in the background, output to WORK/NAME.log.
+start() {
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    PIDS+=($!)
+    NAMES+=("$name")
+}
+
+STOPPED=0
+# shellcheck disable=SC2317 # invoked by trap
+stop_all() {
+    [ "$STOPPED" -eq 1 ] && return
+    STOPPED=1
+    trap '' INT TERM
+    local pid alive=() i
+    [ -s "$WORK/node-4.pid" ] && PIDS+=("$(cat "$WORK/node-4.pid")")
+    [ -n "$LOADER_PID" ] && PIDS+=("$LOADER_PID")
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+    if [ "${#alive[@]}" -gt 0 ]; then
+        kill -INT "${alive[@]}" 2>/dev/null # not TERM: a node would drain its partitions first
+        for ((i = 0; i < 50; i++)); do
+            alive=()
+            for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+            [ "${#alive[@]}" -eq 0 ] && break
+            sleep 0.1
+        done
+        [ "${#alive[@]}" -gt 0 ] && kill -KILL "${alive[@]}" 2>/dev/null
+    fi
+    wait 2>/dev/null
+    say "stopped every process this run started; logs in $WORK"
+}
+trap stop_all EXIT
+trap 'echo; stop_all; exit 130' INT TERM
+
+port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# wait_ok NAME SECONDS CMD...: polls CMD until it succeeds while NAME's
+# process (the last one started) stays alive.
+wait_ok() {
+    local name=$1 seconds=$2 pid=${PIDS[-1]}
+    shift 2
+    local deadline=$((SECONDS + seconds))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $WORK/$name.log"
+        sleep 0.2
+    done
+    die "$name not ready after ${seconds}s; see $WORK/$name.log"
+}
+
+binary() {
+    local dir
+    for dir in "$BUILD_DIR" "$BUILD_DIR/bin" "$BUILD_DIR/$2"; do
+        [ -x "$dir/$1" ] && printf '%s\n' "$dir/$1" && return 0
+    done
+    die "$1 not found under $BUILD_DIR (run make first)"
+}
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# Sum of VmRSS (kB) over the pids given.
+rss_sum() {
+    local pid sum=0 v
+    for pid in "$@"; do
+        v=$(rss_kb "$pid")
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+redis_info() { redis-cli -h "$HOST" -p "$REDIS_PORT" info memory | tr -d '\r' | sed -n "s/^$1://p"; }
+
+check_alive() {
+    local i
+    for i in "${!PIDS[@]}"; do
+        kill -0 "${PIDS[$i]}" 2>/dev/null || die "${NAMES[$i]} (pid ${PIDS[$i]}) is gone; see $WORK/${NAMES[$i]}.log"
+    done
+}
+
+# --- steps ---------------------------------------------------------------------
+
+preflight() {
+    local tool
+    for tool in wrk redis-server redis-cli taskset curl awk; do
+        command -v "$tool" >/dev/null || die "$tool is missing (sudo scripts/install-deps.sh)"
+    done
+    COORD_BIN=$(binary kv-coordinator coordinator) || exit 1
+    NODE_BIN=$(binary kv-node node) || exit 1
+    GATEWAY_BIN=$(binary kv-gateway gateway) || exit 1
+    STRESS_BIN=$(binary kv-stress tools) || exit 1
+    ZSTRESS_BIN=$(binary kv-zstress tools) || exit 1
+    local port busy=0 i
+    local ports=("$GATEWAY_PORT" "$REDIS_PORT" "$COORD_PORT" "$COORD_PUB_PORT")
+    for ((i = 0; i < 2 * (NODES + 1); i++)); do ports+=($((NODE_BASE_PORT + i))); done
+    for port in "${ports[@]}"; do
+        port_busy "$port" && say "port $port is in use" && busy=1
+    done
+    [ "$busy" -eq 0 ] || die "free those ports or set KV_MEM_PORT_BASE"
+    local need_mb=$((KEYS / 1000000 * 400 + 1000)) avail_mb
+    avail_mb=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+    [ "$avail_mb" -ge "$need_mb" ] || die "about $need_mb MB of RAM needed, $avail_mb MB available"
+}
+
+start_servers() {
+    start redis redis-server --port "$REDIS_PORT" --bind "$HOST" --save "" --appendonly no \
+        --daemonize no --dir "$WORK"
+    REDIS_PID=${PIDS[-1]}
+    wait_ok redis 15 sh -c "redis-cli -h $HOST -p $REDIS_PORT ping | grep -q PONG"
+    start coordinator "$COORD_BIN" --bind "$COORD_EP" --pub "$COORD_PUB_EP" --min-nodes "$NODES" \
+        --replication "$REPLICATION"
+    local i port
+    NODE_PIDS=()
+    for ((i = 1; i <= NODES; i++)); do
+        port=$((NODE_BASE_PORT + 2 * (i - 1)))
+        start "node-$i" "$NODE_BIN" --id "node-$i" --bind "tcp://$HOST:$port" \
+            --pub "tcp://$HOST:$((port + 1))" --coordinator "$COORD_EP"
+        NODE_PIDS+=("${PIDS[-1]}")
+    done
+    start gateway "$GATEWAY_BIN" --host "$HOST" --port "$GATEWAY_PORT" --coordinator "$COORD_EP" \
+        --coordinator-pub "$COORD_PUB_EP"
+    GATEWAY_PID=${PIDS[-1]}
+    wait_ok gateway 30 curl -fsS --max-time 1 "$URL/healthcheck"
+    CLUSTER_PIDS="${PIDS[*]:1}" # coordinator, nodes, gateway
+    say "redis on $REDIS_PORT; cluster: $NODES nodes, R=$REPLICATION, gateway $URL"
+}
+
+# bigkeys SUBCOMMAND ARGS...: tools/bench/bigkeys.sh against this cluster.
+bigkeys() {
+    KV_BIG_URL=$URL KV_BIG_COORDINATOR=$COORD_EP KV_BIG_GATEWAY_PID=$GATEWAY_PID \
+        KV_BIG_SERVER_PIDS="$CLUSTER_PIDS" KV_BIG_DURATION=$DURATION KV_BIG_REPS=$REPS \
+        KV_BIG_BUILD_DIR=$BUILD_DIR KV_BIG_NODE_PORT=$((NODE_BASE_PORT + 2 * NODES)) \
+        KV_BIG_NODE_PID_FILE=$WORK/node-4.pid KV_BIG_WORK=$WORK \
+        tools/bench/bigkeys.sh "$@"
+}
+
+preload_small() {
+    say "preloading $SMALL_KEYS keys (k$SMALL_SEED-*) through the gateway"
+    "$STRESS_BIN" --url "$URL" --requests "$SMALL_KEYS" --mix set=100 --seed "$SMALL_SEED" \
+        --value-size "$VALUE_SIZE" --progress 0 >"$WORK/preload-small.txt" 2>&1 ||
+        die "preloading failed: $WORK/preload-small.txt"
+}
+
+# Waits until the nodes' summed RSS holds still for 2 s (incremental rehashes
+# finish in the nodes' idle time), at most 60 s. Prints the sum (kB).
+settled_rss() {
+    local last=-1 now i
+    for ((i = 0; i < 60; i++)); do
+        now=$(rss_sum "${NODE_PIDS[@]}")
+        if [ "$last" -ge 0 ] && [ $((now - last)) -lt 1024 ] && [ $((last - now)) -lt 1024 ]; then
+            echo "$now"
+            return
+        fi
+        last=$now
+        sleep 2
+    done
+    echo "$now"
+}
+
+load_big() {
+    say "loading $KEYS keys into the cluster (kv-zstress, window $WINDOW per node) and into redis (redis-cli --pipe), at once"
+    local start end
+    start=$(date +%s.%N)
+    awk -v n="$KEYS" -v seed="$SEED" 'BEGIN {
+        v = "0123456789abcdefghijklmnopqrstuv"
+        for (i = 0; i < n; i++) {
+            k = "k" seed "-" i
+            printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, length(v), v
+        }
+    }' | redis-cli -h "$HOST" -p "$REDIS_PORT" --pipe >"$WORK/load-redis.txt" 2>&1 &
+    LOADER_PID=$!
+    "$ZSTRESS_BIN" --coordinator "$COORD_EP" --mix set=100 --requests "$KEYS" --seed "$SEED" \
+        --value-size "$VALUE_SIZE" --window "$WINDOW" --timeout-ms 10000 \
+        >"$WORK/load-cluster.txt" 2>"$WORK/load-cluster.err" ||
+        die "loading the cluster failed: $WORK/load-cluster.txt"
+    end=$(date +%s.%N)
+    LOAD_CLUSTER_S=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    say "cluster loaded in ${LOAD_CLUSTER_S}s: $(grep -m1 'ok in' "$WORK/load-cluster.txt")"
+    wait "$LOADER_PID" || die "loading redis failed: $WORK/load-redis.txt"
+    end=$(date +%s.%N)
+    LOAD_REDIS_S=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    grep -q 'errors: 0' "$WORK/load-redis.txt" || die "redis load had errors: $WORK/load-redis.txt"
+    say "redis loaded after ${LOAD_REDIS_S}s"
+}
+
+memory_report() {
+    local ours redis_used redis_rss ours_counted=0 i status m
+    ours=$(awk -v a="$NODES_RSS_AFTER" -v b="$NODES_RSS_BEFORE" -v n="$KEYS" -v r="$REPLICATION" \
+        'BEGIN { printf "%.1f", (a - b) * 1024 / (n * r) }')
+    redis_used=$(awk -v a="$REDIS_USED_AFTER" -v b="$REDIS_USED_BEFORE" -v n="$KEYS" \
+        'BEGIN { printf "%.1f", (a - b) / n }')
+    redis_rss=$(awk -v a="$REDIS_RSS_AFTER" -v b="$REDIS_RSS_BEFORE" -v n="$KEYS" \
+        'BEGIN { printf "%.1f", (a - b) / n }')
+    status=$(curl -fsS --max-time 5 "$URL/status")
+    for m in $(printf '%s\n' "$status" | grep -o '"memoryBytes": *[0-9]*' | grep -o '[0-9]*$'); do
+        ours_counted=$((ours_counted + m))
+    done
+    out ""
+    out "Memory: $KEYS keys (k$SEED-<n>, mostly 11 bytes), $VALUE_SIZE-byte values"
+    out "  cluster: 3 nodes, R=$REPLICATION, loaded by kv-zstress in ${LOAD_CLUSTER_S}s" \
+        "($(awk -v n="$KEYS" -v s="$LOAD_CLUSTER_S" 'BEGIN { printf "%.0f", n / s }') keys/s)"
+    for i in "${!NODE_PIDS[@]}"; do
+        out "    node-$((i + 1)): VmRSS $((NODE_RSS_BEFORE[i] / 1024)) MB -> $((NODE_RSS_AFTER[i] / 1024)) MB"
+    done
+    out "    bytes per stored copy: $ours (RSS growth / (keys x $REPLICATION));" \
+        "the dicts count $(awk -v m="$ours_counted" -v n="$KEYS" -v r="$REPLICATION" \
+            'BEGIN { printf "%.1f", m / (n * r) }') (kv_store_memory, all keys)"
+    out "  redis $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-): loaded by redis-cli --pipe in ${LOAD_REDIS_S}s (alongside)"
+    out "    used_memory $((REDIS_USED_BEFORE / 1048576)) MB -> $((REDIS_USED_AFTER / 1048576)) MB: $redis_used bytes per key"
+    out "    RSS         $((REDIS_RSS_BEFORE / 1048576)) MB -> $((REDIS_RSS_AFTER / 1048576)) MB: $redis_rss bytes per key"
+    local r1 r2
+    r1=$(awk -v a="$ours" -v b="$redis_used" 'BEGIN { printf "%.2f", a / b }')
+    r2=$(awk -v a="$ours" -v b="$redis_rss" 'BEGIN { printf "%.2f", a / b }')
+    out "  ours per copy vs redis per key: ${r1}x of used_memory, ${r2}x of RSS" \
+        "(target <= 0.70x: $(awk -v r="$r1" 'BEGIN { print r <= 0.7 ? "met" : "MISSED" }'))"
+    MEM_RATIO=$r1
+}
+
+# --- main ----------------------------------------------------------------------
+
+preflight
+out "mem.sh $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')), $(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
+out "load $(cut -d' ' -f1-3 /proc/loadavg) at start; logs in $WORK"
+start_servers
+preload_small
+if [ "$DO_BIG" = 1 ]; then
+    say "/get latency on $SMALL_KEYS keys"
+    bigkeys latency "$SMALL_KEYS" "$SMALL_SEED" 100k >"$WORK/latency-small.out" ||
+        die "latency run failed"
+fi
+check_alive
+
+sleep 2
+NODE_RSS_BEFORE=()
+for pid in "${NODE_PIDS[@]}"; do NODE_RSS_BEFORE+=("$(rss_kb "$pid")"); done
+NODES_RSS_BEFORE=$(rss_sum "${NODE_PIDS[@]}")
+REDIS_USED_BEFORE=$(redis_info used_memory)
+REDIS_RSS_BEFORE=$(redis_info used_memory_rss)
+load_big
+check_alive
+say "waiting for the nodes to settle (rehashes finish in idle time)"
+NODES_RSS_AFTER=$(settled_rss)
+NODE_RSS_AFTER=()
+for pid in "${NODE_PIDS[@]}"; do NODE_RSS_AFTER+=("$(rss_kb "$pid")"); done
+REDIS_USED_AFTER=$(redis_info used_memory)
+REDIS_RSS_AFTER=$(redis_info used_memory_rss)
+memory_report
+
+FAILED=0
+if [ "$DO_BIG" = 1 ]; then
+    say "/get latency on $KEYS keys"
+    bigkeys latency $((KEYS * 9 / 10)) "$SEED" big >"$WORK/latency-big.out" || die "latency run failed"
+    small=$(tail -1 "$WORK/latency-small.out")
+    big=$(tail -1 "$WORK/latency-big.out")
+    out ""
+    out "/get latency (wrk -t1 -c50 -d${DURATION}s, medians of $REPS; cluster on CPU 0, wrk on CPU 1):"
+    for line in "$small" "$big"; do
+        read -r _ label rps p50 p99 errors <<<"$line"
+        out "$(printf '  %-22s %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  errors %s' \
+            "$([ "$label" = 100k ] && echo "$SMALL_KEYS keys" || echo "$KEYS keys")" "$rps" \
+            "$(awk -v u="$p50" 'BEGIN { print u / 1000 }')" "$(awk -v u="$p99" 'BEGIN { print u / 1000 }')" \
+            "$errors")"
+        [ "$errors" = 0 ] || FAILED=1
+    done
+    check_alive
+    say "streaming /getKeys"
+    bigkeys getkeys >"$WORK/getkeys.out" || FAILED=1
+    out ""
+    grep -v '^GETKEYS' "$WORK/getkeys.out" | tee -a "$SUMMARY"
+    check_alive
+    if [ "$DO_JOIN" = 1 ]; then
+        say "adding a fourth node under load"
+        bigkeys join >"$WORK/join.out" || FAILED=1
+        out ""
+        grep -v '^JOIN' "$WORK/join.out" | tee -a "$SUMMARY"
+    fi
+fi
+out ""
+out "load $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on this machine adds noise)"
+[ "$FAILED" -eq 0 ] || die "a check failed; see $SUMMARY"
+awk -v r="$MEM_RATIO" 'BEGIN { exit !(r <= 0.7) }' || die "memory ratio $MEM_RATIO above 0.70"
+exit 0
