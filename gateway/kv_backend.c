@@ -319,6 +319,25 @@ static void s_ask_table(kv_backend_t *self) {
 }
 
 
+/* Reads waiting on a node the new table declares down will never be
+ * answered: send them again to the new primary now rather than let them
+ * time out. Writes stay: one that reached the node may have been applied,
+ * so only its deadline (504, "may or may not have happened") is honest. */
+static void s_reroute_reads(kv_backend_t *self) {
+    for (uint32_t i = 0; i < self->fifo_count; i++) {
+        uint64_t req_id = self->fifo[(self->fifo_head + i) % KV_SLOTS];
+        s_slot_t *slot = s_slot_find(self, req_id);
+        if (!slot) continue;
+        kv_call_t *call = slot->call;
+        int read = call->op == KV_CALL_GET || call->op == KV_CALL_IS || call->op == KV_CALL_SCAN;
+        if (!read || slot->node >= self->table->node_count ||
+            self->table->nodes[slot->node].state != KV_NODE_DOWN)
+            continue;
+        s_slot_release(self, (uint32_t)(req_id & (KV_SLOTS - 1)));
+        s_park(self, call);
+    }
+}
+
 static void s_adopt_table(kv_backend_t *self, kv_bytes_t bytes) {
     kv_table_t *table = kv_table_decode((const uint8_t *)bytes.ptr, bytes.len);
     if (!table) {
@@ -335,6 +354,7 @@ static void s_adopt_table(kv_backend_t *self, kv_bytes_t bytes) {
     kv_table_destroy(&self->table);
     self->table = table;
     if (kv_peers_update(self->peers, table)) self->peers_changed = 1;
+    s_reroute_reads(self);
     s_retry_parked(self); /* routes may exist now */
 }
 
