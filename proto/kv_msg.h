@@ -135,25 +135,25 @@ typedef struct {
 /* One decoded (or to-be-encoded) message: the fields its type uses. */
 typedef struct {
     uint8_t type;            /* kv_msg_type_t */
-    uint8_t status;          /* replies: kv_status_t */
+    uint8_t status;          /* replies, CLUSTER_REPLY, SNAPSHOT: kv_status_t */
     uint8_t has_after;       /* SCAN: after is set */
-    uint8_t more;            /* SCAN_REPLY: the partition has entries after these */
-    uint32_t partition;      /* keyed requests, SCAN */
+    uint8_t more;            /* SCAN_REPLY, SNAPSHOT: more entries follow */
+    uint32_t partition;      /* keyed requests, SCAN, UPDATE, SNAPSHOT_REQ, SNAPSHOT */
     uint32_t limit;          /* SCAN: entries wanted */
-    uint32_t count;          /* SCAN_REPLY: entries in entries */
+    uint32_t count;          /* SCAN_REPLY, SNAPSHOT: entries in entries */
     uint32_t primaries;      /* STATS_REPLY */
     uint32_t replicas;       /* STATS_REPLY */
     uint64_t req_id;         /* requests and replies */
-    uint64_t epoch;          /* routing epoch */
+    uint64_t epoch;          /* requests, replies, HEARTBEAT, UPDATE, BEACON: routing epoch */
     uint64_t keys;           /* STATS_REPLY, HELLO, HEARTBEAT */
     uint64_t primary_keys;   /* STATS_REPLY */
     uint64_t memory;         /* STATS_REPLY, HELLO, HEARTBEAT */
     kv_bytes_t key;          /* keyed requests */
     kv_bytes_t value;        /* SET, REPLY */
     kv_bytes_t after;        /* SCAN */
-    kv_bytes_t entries;      /* SCAN_REPLY: count encoded (key, value) pairs */
-    kv_bytes_t node_id;      /* HELLO, HEARTBEAT */
-    kv_bytes_t endpoint;     /* HELLO */
+    kv_bytes_t entries;      /* SCAN_REPLY, SNAPSHOT: count encoded (key, value) pairs */
+    kv_bytes_t node_id;      /* HELLO, HEARTBEAT, LEAVE, CLUSTER_REPLY */
+    kv_bytes_t endpoint;     /* HELLO, JOIN, INVITE */
     kv_bytes_t pub_endpoint; /* HELLO */
     kv_bytes_t table;        /* HELLO, TABLE: kv_table encoding */
     uint64_t incarnation;    /* HELLO, HEARTBEAT */
