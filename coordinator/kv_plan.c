@@ -288,7 +288,19 @@ static void s_repair(s_plan_t *self, uint32_t p) {
             if (need_live && !report->live) continue;
             if (best < 0 || report->seq > s_report(self, replicas[best], p)->seq) best = (int)i;
         }
-        if (best >= 0) {
+        /* The learner confirms writes too (kv_repl.h): live and ahead of
+         * every replica, it holds acknowledged writes they lack, so it
+         * takes over and its move is over. */
+        uint16_t learner = table->learners[p];
+        const kv_plan_report_t *ahead = s_report(self, learner, p);
+        int in_slot = 0;
+        for (uint32_t i = 0; i < n; i++) in_slot |= replicas[i] == learner;
+        if (learner != KV_NO_NODE && !in_slot && s_state(self, learner) == KV_NODE_ACTIVE &&
+            ahead->live && (best < 0 || ahead->seq > s_report(self, replicas[best], p)->seq)) {
+            primary = learner;
+            table->learners[p] = KV_NO_NODE;
+            table->flags[p] = 0;
+        } else if (best >= 0) {
             primary = replicas[best];
             memmove(&replicas[best], &replicas[best + 1],
                     (n - (uint32_t)best - 1) * sizeof(*replicas));

@@ -561,6 +561,8 @@ kv_backend_t *kv_backend_new(const kv_backend_config_t *config) {
     zsock_set_linger(self->coord, 0);
     zsock_set_sndhwm(self->coord, 16);
     zsock_set_immediate(self->coord, 1);
+    kv_peers_set_heartbeats(self->coord);
+    kv_peers_set_heartbeats(self->sub);
     zsock_set_subscribe(self->sub, "");
     if (zsock_connect(self->coord, "%s", config->coordinator) != 0 ||
         zsock_connect(self->sub, "%s", config->coordinator_pub) != 0) {

@@ -20,6 +20,7 @@
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_msg.h"
+#include "kv_peers.h"
 #include "kv_repl.h"
 #include "kv_store.h"
 #include "kv_table.h"
@@ -505,6 +506,7 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     zsock_set_rcvhwm(self->router, 1000000);
     zsock_set_sndhwm(self->pub, (int)config->repl_hwm);
     zsock_set_immediate(self->dealer, 1);
+    kv_peers_set_heartbeats(self->dealer);
     zsock_set_sndhwm(self->dealer, 64);
     zsock_set_linger(self->dealer, 0);
     zsock_set_linger(self->pub, 0);

@@ -45,6 +45,7 @@ typedef struct {
     uint8_t live;        /* replica: snapshot applied, following the stream */
     uint8_t ready;       /* learner: applied the fenced stream to its end */
     uint8_t fenced;      /* primary: writes refused, FENCE published */
+    uint16_t heir;       /* primary, fenced: the learner taking over */
     uint16_t primary;    /* replica: the node we follow */
     uint64_t seq;        /* primary: last assigned; replica: last applied */
     uint64_t snap_req;   /* snapshot request in progress, 0 when none */
@@ -101,6 +102,8 @@ static uint32_t s_ackers(const kv_repl_t *self, uint32_t partition, uint16_t *no
         if (node != KV_NO_NODE && s_usable(self, node)) nodes[count++] = node;
     }
     uint16_t learner = kv_table_learner(self->table, partition);
+    for (uint32_t i = 0; i < count; i++)
+        if (nodes[i] == learner) return count; /* a replica taking the primary slot: once */
     if (learner != KV_NO_NODE && s_usable(self, learner)) nodes[count++] = learner;
     return count;
 }
@@ -686,15 +689,21 @@ void kv_repl_on_readable(kv_repl_t *self, const zmq_pollitem_t *items, int count
 static void s_drop(kv_repl_t *self, uint32_t partition) {
     s_part_t *part = &self->parts[partition];
     if (part->role == ROLE_REPLICA) s_subscribe(self, partition, 0);
-    /* A fenced primary is only replaced once its learner applied the whole
-     * stream (kv_plan.h), so its waiting writes are safe: confirm them. Any
-     * other loss of the role leaves them unanswered (504: may have happened). */
-    s_pending_release(self, part, UINT64_MAX, part->fenced);
+    /* A fenced primary hands over to its learner only once the learner has
+     * applied the whole stream (kv_plan.h): when the table makes that
+     * learner primary while we are up, our waiting writes are safe, confirm
+     * them. Any other loss of the role (a failover while we were fenced
+     * included: we are down in that table, and whoever was promoted may
+     * lack them) leaves them unanswered (504: may have happened). */
+    int handed_over = part->fenced && part->heir != KV_NO_NODE && self->self >= 0 &&
+                      kv_table_owner(self->table, partition, 0) == part->heir &&
+                      self->table->nodes[self->self].state != KV_NODE_DOWN;
+    s_pending_release(self, part, UINT64_MAX, handed_over);
     s_buffer_clear(part);
     kv_store_clear_partition(self->store, partition);
     memset(part, 0, sizeof(*part));
     for (int a = 0; a < KV_ACKERS; a++) part->acker[a] = KV_NO_NODE;
-    part->primary = KV_NO_NODE;
+    part->primary = part->heir = KV_NO_NODE;
 }
 
 static void s_become_primary(kv_repl_t *self, uint32_t partition, const kv_table_t *table) {
@@ -719,6 +728,7 @@ static void s_become_primary(kv_repl_t *self, uint32_t partition, const kv_table
         s_publish(self, partition, KV_OP_FENCE, part->seq, (kv_bytes_t){NULL, 0},
                   (kv_bytes_t){NULL, 0});
     part->fenced = (uint8_t)fenced;
+    part->heir = fenced ? kv_table_learner(table, partition) : KV_NO_NODE;
 }
 
 static void s_become_replica(kv_repl_t *self, uint32_t partition, const kv_table_t *table,
@@ -846,10 +856,11 @@ kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32
         return NULL;
     }
     for (uint32_t p = 0; p < partitions; p++) {
-        self->parts[p].primary = KV_NO_NODE;
+        self->parts[p].primary = self->parts[p].heir = KV_NO_NODE;
         for (int a = 0; a < KV_ACKERS; a++) self->parts[p].acker[a] = KV_NO_NODE;
     }
     zsock_set_rcvhwm(self->sub, (int)config->hwm);
+    kv_peers_set_heartbeats(self->sub);
     uint8_t topic[4];
     s_topic(KV_TOPIC_BEACON, topic);
     zmq_setsockopt(zsock_resolve(self->sub), ZMQ_SUBSCRIBE, topic, 4);

@@ -3,7 +3,9 @@
 
 #include "kv_log.h"
 
-#define KV_PEER_HWM 100000 /* frames queued per peer before sends fail */
+#define KV_PEER_HWM 100000          /* frames queued per peer before sends fail */
+#define KV_ZMTP_HEARTBEAT_MS 1000   /* ZMTP ping period on long-lived connections */
+#define KV_ZMTP_DEAD_MS 3000        /* no traffic for this long: reconnect */
 
 typedef struct {
     char endpoint[KV_ENDPOINT_MAX + 1]; /* where sock is connected */
@@ -34,6 +36,7 @@ static int s_connect(s_peer_t *peer, const char *endpoint) {
     if (!peer->sock) return -1;
     zsock_set_linger(peer->sock, 0);
     zsock_set_sndhwm(peer->sock, KV_PEER_HWM);
+    kv_peers_set_heartbeats(peer->sock);
     zsock_set_rcvhwm(peer->sock, KV_PEER_HWM);
     if (zsock_connect(peer->sock, "%s", endpoint) != 0) {
         kv_log_warn("cannot connect to %s", endpoint);
@@ -42,6 +45,11 @@ static int s_connect(s_peer_t *peer, const char *endpoint) {
     }
     snprintf(peer->endpoint, sizeof(peer->endpoint), "%s", endpoint);
     return 0;
+}
+
+void kv_peers_set_heartbeats(zsock_t *sock) {
+    zsock_set_heartbeat_ivl(sock, KV_ZMTP_HEARTBEAT_MS);
+    zsock_set_heartbeat_timeout(sock, KV_ZMTP_DEAD_MS);
 }
 
 int kv_peers_update(kv_peers_t *self, const kv_table_t *table) {

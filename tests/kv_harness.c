@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -391,10 +392,29 @@ static size_t s_on_header(char *data, size_t size, size_t count, void *arg) {
     return bytes;
 }
 
+/* One curl handle per thread, reused (keep-alive, like a real client) and
+ * cleaned up when the thread exits. */
+static pthread_key_t s_curl_key;
+static pthread_once_t s_curl_once = PTHREAD_ONCE_INIT;
+
+static void s_curl_free(void *curl) {
+    curl_easy_cleanup(curl);
+}
+
+static void s_curl_key_create(void) {
+    pthread_key_create(&s_curl_key, s_curl_free);
+}
+
+static CURL *s_curl(void) {
+    pthread_once(&s_curl_once, s_curl_key_create);
+    CURL *curl = pthread_getspecific(s_curl_key);
+    if (!curl && (curl = curl_easy_init()) != NULL) pthread_setspecific(s_curl_key, curl);
+    return curl;
+}
+
 int kv_request(int port, const char *method, const char *target, kv_reply_t *reply) {
     memset(reply, 0, sizeof(*reply));
-    static __thread CURL *curl; /* reused: keep-alive like a real client */
-    if (!curl) curl = curl_easy_init();
+    CURL *curl = s_curl();
     if (!curl) return -1;
     curl_easy_reset(curl);
     char url[16384];
