@@ -6,8 +6,9 @@
 #   3. build     `compose build` and the tests image
 #   4. up        `compose up -d`, then haproxy's /healthcheck answers 200
 #   5. contract  `compose run tests`: the API contract, through haproxy
-#   6. errors    a paused node: 504 TIMEOUT, then 503 UNAVAILABLE for its keys
-#                while the other keys keep answering; back to healthy after
+#   6. errors    a paused node: 504 TIMEOUT, then (replication 1) 503
+#                UNAVAILABLE for its keys or (2+) failover, and with a second
+#                paused node writes refused 503; back to healthy after
 #   7. attach    `compose run -d node` joins a node with a unique id
 #   8. stress    `compose run tests stress` (a short run), when kv-stress is built
 #   9. fault     compose/fault-test.sh, only with KV_FAULT_TEST=1
@@ -19,9 +20,11 @@
 #   KV_COMPOSE            compose command [docker compose, else docker-compose]
 #   COMPOSE_PROJECT_NAME  [kvstore-ci]
 #   KV_CI_HTTP_PORT       haproxy's host port [28080]; KV_CI_STATS_PORT [28404]
-#   KV_TIMEOUT_MS         gateway timeout [500: under the 1 s failure timeout,
-#                         so a frozen node costs 504 before it is declared down]
-#   KV_REPLICATION        replication factor [1] (see docker-compose.yml)
+#   KV_TIMEOUT_MS         gateway timeout [500]
+#   KV_NODE_TIMEOUT_MS    coordinator failure timeout [2000]: well above the
+#                         gateway timeout, so every request to a frozen node
+#                         costs 504 before the node is declared down
+#   KV_REPLICATION        replication factor [docker-compose.yml's]
 #   KV_FAULT_TEST         1: run the fault test [0]
 #   KV_CI_STRESS_ARGS     arguments of the short stress run [--requests 20000 --concurrency 20]
 #   KV_CI_KEEP            1: leave the cluster running at the end [0]
@@ -34,7 +37,7 @@ export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-kvstore-ci}
 export KV_HTTP_PORT=${KV_CI_HTTP_PORT:-28080}
 export KV_STATS_PORT=${KV_CI_STATS_PORT:-28404}
 export KV_TIMEOUT_MS=${KV_TIMEOUT_MS:-500}
-export KV_REPLICATION=${KV_REPLICATION:-1}
+export KV_NODE_TIMEOUT_MS=${KV_NODE_TIMEOUT_MS:-2000}
 URL=http://127.0.0.1:$KV_HTTP_PORT
 PROJECT=$COMPOSE_PROJECT_NAME
 
@@ -88,6 +91,10 @@ teardown() {
         project_containers | xargs -r docker rm -f >/dev/null 2>&1
         docker network rm "${PROJECT}_default" >/dev/null 2>&1
     fi
+    # The legacy builder leaves the superseded images of every source change
+    # behind (hundreds of MB each); those of this project older than a day
+    # go, the recent ones stay as the layer cache.
+    docker image prune -f --filter label=org.kvstore.image --filter until=24h >/dev/null 2>&1
     echo
     say "summary:"
     local i
@@ -166,60 +173,96 @@ step_contract() {
     compose run --rm -T tests contract
 }
 
-# A paused (frozen) node: its keys time out (504) while it is still in the
-# table, then answer 503 once the coordinator has declared it down; keys on
-# the other nodes answer 200 throughout (haproxy falls back to gateways that
-# report the cluster unhealthy). Unpaused, it is back and nothing was lost.
+# get_all KEYS PREFIX: GETs PREFIX0..PREFIX(KEYS-1) in parallel, so all start
+# within the failure timeout; prints "BODY KEY STATUS" per key, in order.
+get_all() {
+    local tmp i
+    tmp=$(mktemp -d)
+    for ((i = 0; i < $1; i++)); do
+        curl -s --max-time 5 -o "$tmp/$i" -w " $i %{http_code}\n" "$URL/get?k=$2$i" >"$tmp/$i.code" &
+    done
+    wait
+    for ((i = 0; i < $1; i++)); do cat "$tmp/$i" "$tmp/$i.code"; done
+    rm -rf "$tmp"
+}
+
+# count PATTERN TEXT: lines of TEXT matching the extended regex PATTERN.
+count() { grep -cE "$1" <<<"$2" || true; }
+
+# The cluster errors, with a paused (frozen) node:
+#   while it is frozen and not yet declared down, its keys answer 504
+#   TIMEOUT (CI runs the gateways with a 500 ms timeout and the coordinator
+#   with a 2 s failure timeout, so every request started meanwhile does);
+#   once it is declared down, with replication 1 its keys answer 503
+#   UNAVAILABLE and /healthcheck 503; with 2 or more a replica takes over
+#   and every key answers 200. Then, with 2 or more, a second node frozen
+#   leaves no live replica: writes are refused 503 UNAVAILABLE.
+# Unpaused, the nodes come back and every key reads back.
 step_errors() {
-    local keys=60 i node
+    local keys=30 i a b r
+    r=$(curl -s "$URL/settings" | jq '.replicationFactor')
     for ((i = 0; i < keys; i++)); do
         [ "$(curl -s -o /dev/null -w '%{http_code}' "$URL/set?k=err-$i&v=$i")" = 200 ] || {
             say "set err-$i failed"
             return 1
         }
     done
-    node=$(node_containers | head -n 1)
-    say "docker pause $(docker inspect -f '{{.Name}}' "$node")"
-    docker pause "$node" >/dev/null
-    # In parallel, so most requests start before the failure timeout: those
-    # get 504 TIMEOUT, any that start after it 503 UNAVAILABLE.
-    local frozen down tmp
-    tmp=$(mktemp -d)
-    for ((i = 0; i < keys; i++)); do
-        curl -s --max-time 5 -o "$tmp/$i" -w " $i %{http_code}\n" "$URL/get?k=err-$i" >"$tmp/$i.code" &
-    done
-    wait
-    frozen=$(for ((i = 0; i < keys; i++)); do cat "$tmp/$i" "$tmp/$i.code"; done)
-    rm -rf "$tmp"
-    sleep 2.5 # past the coordinator's failure timeout and haproxy's checks
-    down=$(for ((i = 0; i < keys; i++)); do curl -s -w " $i %{http_code}\n" "$URL/get?k=err-$i"; done)
-    local timeouts late ok1 unavailable ok2 health lost_keys
-    timeouts=$(grep -c '"TIMEOUT".* 504$' <<<"$frozen" || true)
-    late=$(grep -c '"UNAVAILABLE".* 503$' <<<"$frozen" || true)
-    ok1=$(grep -c ' 200$' <<<"$frozen" || true)
-    unavailable=$(grep -c '"UNAVAILABLE".* 503$' <<<"$down" || true)
-    ok2=$(grep -c ' 200$' <<<"$down" || true)
-    health=$(curl -s -w ' %{http_code}' "$URL/healthcheck")
-    say "frozen: $timeouts x 504 TIMEOUT, $late x 503 (started late), $ok1 x 200"
-    say "declared down: $unavailable x 503 UNAVAILABLE, $ok2 x 200; /healthcheck: $health"
-    # The keys that failed must be the same set in both phases: the frozen node's.
-    lost_keys=$(diff <(awk '$NF != 200 { print $(NF - 1) }' <<<"$frozen" | sort) \
-        <(awk '$NF != 200 { print $(NF - 1) }' <<<"$down" | sort) | grep -c '^[<>]' || true)
-    docker unpause "$node" >/dev/null
-    wait_for /healthcheck 200 30
+    mapfile -t nodes < <(node_containers)
+    a=${nodes[0]} b=${nodes[1]}
+    say "replication $r; docker pause $(docker inspect -f '{{.Name}}' "$a")"
+    docker pause "$a" >/dev/null
+    local frozen down timeouts ok1 ok=1
+    frozen=$(get_all "$keys" err-)
+    timeouts=$(count '"TIMEOUT".* 504$' "$frozen")
+    ok1=$(count ' 200$' "$frozen")
+    say "frozen: $timeouts x 504 TIMEOUT, $ok1 x 200"
+    [ "$timeouts" -gt 0 ] || { say "no 504 TIMEOUT while frozen"; ok=0; }
+    [ $((timeouts + ok1)) -eq "$keys" ] || { say "unexpected answers while frozen: $(grep -vE ' (200|504)$' <<<"$frozen" | head -n 3)"; ok=0; }
+    sleep 3 # past the failure timeout and haproxy's health checks
+    if [ "$r" -lt 2 ]; then
+        down=$(get_all "$keys" err-)
+        local unavailable ok2 health
+        unavailable=$(count '"UNAVAILABLE".* 503$' "$down")
+        ok2=$(count ' 200$' "$down")
+        health=$(curl -s -w ' %{http_code}' "$URL/healthcheck")
+        say "declared down: $unavailable x 503 UNAVAILABLE, $ok2 x 200; /healthcheck: $health"
+        if [ $((unavailable + ok2)) -ne "$keys" ] || [ "$ok2" -eq 0 ]; then
+            say "unexpected answers once down"
+            ok=0
+        fi
+        # The keys that failed must be the frozen node's in both phases.
+        if ! diff -q <(awk '$NF != 200 { print $(NF - 1) }' <<<"$frozen") \
+            <(awk '$NF != 200 { print $(NF - 1) }' <<<"$down") >/dev/null; then
+            say "the failing keys differ between the two phases"
+            ok=0
+        fi
+        [[ $health == *'"unavailable"'*' 503' ]] || { say "/healthcheck did not report 503"; ok=0; }
+    else
+        wait_for /healthcheck 200 15 || ok=0
+        down=$(get_all "$keys" err-)
+        say "after failover: $(count ' 200$' "$down") of $keys keys answer 200"
+        [ "$(count ' 200$' "$down")" -eq "$keys" ] || { say "keys lost their owner"; ok=0; }
+        say "docker pause $(docker inspect -f '{{.Name}}' "$b"): no live replica left"
+        docker pause "$b" >/dev/null
+        sleep 3
+        local refused=0 code
+        for ((i = 0; i < 10; i++)); do
+            code=$(curl -s --max-time 5 -w ' %{http_code}' "$URL/set?k=refused-$i&v=$i")
+            [[ $code == *'"UNAVAILABLE"'*' 503' ]] && refused=$((refused + 1))
+        done
+        say "writes with one live node: $refused of 10 refused 503 UNAVAILABLE"
+        [ "$refused" -eq 10 ] || { say "writes without a live replica were not refused"; ok=0; }
+        docker unpause "$b" >/dev/null
+    fi
+    docker unpause "$a" >/dev/null
+    wait_for /healthcheck 200 30 || ok=0
     local back=0
     for ((i = 0; i < keys; i++)); do
         [ "$(curl -s "$URL/get?k=err-$i")" = "\"$i\"" ] && back=$((back + 1))
     done
     say "after unpause: $back of $keys keys read back"
-    curl -s -o /dev/null "$URL/clear"
-    local ok=1
-    [ "$timeouts" -gt 0 ] || { say "no 504 TIMEOUT while frozen"; ok=0; }
-    [ $((timeouts + late + ok1)) -eq "$keys" ] || { say "unexpected answers while frozen"; ok=0; }
-    [ $((unavailable + ok2)) -eq "$keys" ] && [ "$ok2" -gt 0 ] || { say "unexpected answers once down"; ok=0; }
-    [ "$lost_keys" -eq 0 ] || { say "the failing keys differ between the two phases"; ok=0; }
-    [[ $health == *'"unavailable"'*' 503' ]] || { say "/healthcheck did not report 503"; ok=0; }
     [ "$back" -eq "$keys" ] || { say "keys missing after unpause"; ok=0; }
+    curl -s -o /dev/null "$URL/clear"
     [ "$ok" -eq 1 ]
 }
 
