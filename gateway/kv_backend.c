@@ -424,6 +424,7 @@ static void s_on_part_reply(kv_backend_t *self, kv_call_t *call, uint16_t node,
         stats->keys = msg->keys;
         stats->primary_keys = msg->primary_keys;
         stats->memory = msg->memory;
+        stats->memory_limit = msg->memory_limit;
     }
     if (call->op == KV_CALL_CLEAR && msg->status != KV_STATUS_OK)
         call->result = KV_CALL_UNAVAILABLE;

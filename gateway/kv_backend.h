@@ -57,6 +57,7 @@ typedef struct {
     uint64_t keys;         /* keys it holds */
     uint64_t primary_keys; /* keys in partitions it is primary of */
     uint64_t memory;       /* bytes its store holds */
+    uint64_t memory_limit; /* its cgroup memory limit, 0 when none */
 } kv_node_stats_t;
 
 typedef struct _kv_call_t kv_call_t;

@@ -507,14 +507,17 @@ static enum MHD_Result s_answer_settings(s_request_t *req) {
 
 static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *stats, uint16_t i) {
     const kv_table_node_t *node = &table->nodes[i];
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:b}", "id", node->id, "address",
+    json_t *limit = stats->answered && stats->memory_limit
+                        ? json_integer((json_int_t)stats->memory_limit)
+                        : json_null(); /* unknown, or no limit */
+    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o, s:b}", "id", node->id, "address",
                      node->endpoint, "state", kv_node_state_name(node->state), "primaries",
                      (json_int_t)kv_table_count_primaries(table, i), "replicas",
                      (json_int_t)kv_table_count_replicas(table, i), "keys",
                      stats->answered ? json_integer((json_int_t)stats->keys) : json_null(),
                      "memoryBytes",
                      stats->answered ? json_integer((json_int_t)stats->memory) : json_null(),
-                     "reachable", stats->answered);
+                     "memoryLimitBytes", limit, "reachable", stats->answered);
 }
 
 /* Partitions being copied to a new owner right now. */
