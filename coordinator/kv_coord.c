@@ -33,37 +33,37 @@ typedef struct {
 } s_member_t;
 
 typedef struct {
-    zsock_t *dealer;      /* to the invited node; NULL when the slot is free */
-    zframe_t *gateway;    /* who asked */
-    uint64_t req_id;      /* the gateway's request */
-    int64_t deadline;     /* mono ms */
+    zsock_t *dealer;   /* to the invited node; NULL when the slot is free */
+    zframe_t *gateway; /* who asked */
+    uint64_t req_id;   /* the gateway's request */
+    int64_t deadline;  /* mono ms */
 } s_join_t;
 
 typedef struct {
-    zframe_t *gateway;    /* who asked; NULL when the slot is free */
-    uint64_t req_id;      /* the gateway's request */
-    uint16_t node;        /* the node draining */
+    zframe_t *gateway; /* who asked; NULL when the slot is free */
+    uint64_t req_id;   /* the gateway's request */
+    uint16_t node;     /* the node draining */
 } s_leave_t;
 
 typedef struct {
-    zsock_t *pipe;                    /* to the actor's owner */
-    zsock_t *router;                  /* nodes and gateways */
-    zsock_t *pub;                     /* table broadcasts */
-    kv_coord_config_t config;         /* settings */
-    kv_table_t *table;                /* the routing table we own */
-    s_member_t members[KV_MAX_NODES]; /* by table node index */
-    kv_plan_report_t *reports;        /* report_rows x partitions, by node index */
-    uint32_t report_rows;             /* rows allocated */
-    uint64_t *learner_since;          /* per partition: epoch its learner was set */
-    uint16_t *learners_before;        /* scratch: learners before a planning step */
-    s_join_t joins[KV_COORD_JOINS];   /* invitations in flight */
+    zsock_t *pipe;                     /* to the actor's owner */
+    zsock_t *router;                   /* nodes and gateways */
+    zsock_t *pub;                      /* table broadcasts */
+    kv_coord_config_t config;          /* settings */
+    kv_table_t *table;                 /* the routing table we own */
+    s_member_t members[KV_MAX_NODES];  /* by table node index */
+    kv_plan_report_t *reports;         /* report_rows x partitions, by node index */
+    uint32_t report_rows;              /* rows allocated */
+    uint64_t *learner_since;           /* per partition: epoch its learner was set */
+    uint16_t *learners_before;         /* scratch: learners before a planning step */
+    s_join_t joins[KV_COORD_JOINS];    /* invitations in flight */
     s_leave_t leaves[KV_COORD_LEAVES]; /* drains a gateway waits for */
-    int started;                      /* min_nodes reached once (or a table adopted) */
-    int64_t plan_after;               /* mono ms: no planning before (after a restart) */
-    int64_t first_assign_after;       /* mono ms: no fresh assignment before */
-    int64_t next_publish;             /* mono ms of the next repeat */
-    uint64_t invite_ids;              /* INVITE request ids */
-    int terminated;                   /* $TERM received */
+    int started;                       /* min_nodes reached once (or a table adopted) */
+    int64_t plan_after;                /* mono ms: no planning before (after a restart) */
+    int64_t first_assign_after;        /* mono ms: no fresh assignment before */
+    int64_t next_publish;              /* mono ms of the next repeat */
+    uint64_t invite_ids;               /* INVITE request ids */
+    int terminated;                    /* $TERM received */
 } s_coord_t;
 
 /* --- sending ------------------------------------------------------------- */
@@ -109,8 +109,8 @@ static void s_send_table(s_coord_t *self, zframe_t *routing_id) {
     zframe_destroy(&frame);
 }
 
-static void s_cluster_reply(s_coord_t *self, zframe_t *gateway, uint64_t req_id,
-                            kv_status_t status, const char *node_id) {
+static void s_cluster_reply(s_coord_t *self, zframe_t *gateway, uint64_t req_id, kv_status_t status,
+                            const char *node_id) {
     kv_msg_t reply = {.type = KV_MSG_CLUSTER_REPLY, .req_id = req_id, .status = (uint8_t)status};
     reply.node_id = (kv_bytes_t){node_id, node_id ? strlen(node_id) : 0};
     s_send_msg(self, gateway, &reply);
@@ -138,6 +138,7 @@ static void s_bump(s_coord_t *self, const char *why) {
 /* --- reports ------------------------------------------------------------- */
 
 static kv_plan_report_t *s_report_row(s_coord_t *self, uint32_t node) {
+    if (self->table->partitions == 0) return NULL; /* a table always has some */
     if (node >= self->report_rows) {
         uint32_t rows = node + 8;
         size_t bytes = (size_t)rows * self->table->partitions * sizeof(kv_plan_report_t);
@@ -314,7 +315,7 @@ static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
     kv_table_node_t *node = &self->table->nodes[index];
     if (node->state == KV_NODE_DOWN || node->state == KV_NODE_LEFT) {
         node->state = kv_table_count_primaries(self->table, (uint16_t)index) ? KV_NODE_ACTIVE
-                                                                               : KV_NODE_JOINING;
+                                                                             : KV_NODE_JOINING;
         s_bump(self, "node back");
     }
     /* A restarted coordinator first hears from nodes that may still report

@@ -14,9 +14,14 @@ static const char *s_summary =
     "partitions to them and publishes the routing table to gateways and nodes.";
 
 int main(int argc, char **argv) {
-    kv_coord_config_t config = {"tcp://*:5550",         "tcp://*:5551",        NULL,
-                                KV_PARTITIONS_DEFAULT, KV_REPLICATION_DEFAULT, 1,
-                                KV_NODE_TIMEOUT_MS,    64};
+    kv_coord_config_t config = {"tcp://*:5550",
+                                "tcp://*:5551",
+                                NULL,
+                                KV_PARTITIONS_DEFAULT,
+                                KV_REPLICATION_DEFAULT,
+                                1,
+                                KV_NODE_TIMEOUT_MS,
+                                64};
     const char *log_level = "info";
     const kv_opt_t opts[] = {
         {"bind", "KV_COORD_BIND", KV_OPT_STRING, &config.bind, 0, 0,
@@ -27,12 +32,12 @@ int main(int argc, char **argv) {
          "ROUTER endpoint nodes invited by /join connect to (default: bind, '*' as host name)"},
         {"partitions", "KV_PARTITIONS", KV_OPT_LONG, &config.partitions, 1, KV_PARTITIONS_MAX,
          "hash partitions, fixed for the life of the cluster"},
-        {"replication", "KV_REPLICATION", KV_OPT_LONG, &config.replication, 1,
-         KV_REPLICATION_MAX, "owners per partition: one primary and R-1 replicas"},
+        {"replication", "KV_REPLICATION", KV_OPT_LONG, &config.replication, 1, KV_REPLICATION_MAX,
+         "owners per partition: one primary and R-1 replicas"},
         {"min-nodes", "KV_MIN_NODES", KV_OPT_LONG, &config.min_nodes, 1, KV_MAX_NODES,
          "nodes that must register before partitions are first assigned"},
-        {"node-timeout-ms", "KV_NODE_TIMEOUT_MS", KV_OPT_LONG, &config.node_timeout_ms, 50,
-         600000, "heartbeat silence after which a node is marked down"},
+        {"node-timeout-ms", "KV_NODE_TIMEOUT_MS", KV_OPT_LONG, &config.node_timeout_ms, 50, 600000,
+         "heartbeat silence after which a node is marked down"},
         {"max-moves", "KV_MAX_MOVES", KV_OPT_LONG, &config.max_moves, 1, 65536,
          "partitions copied to new owners at once"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,

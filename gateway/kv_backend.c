@@ -9,7 +9,6 @@
  */
 #include "kv_backend.h"
 
-
 #include "kv_clock.h"
 #include "kv_hash.h"
 #include "kv_limits.h"
@@ -34,22 +33,22 @@ typedef struct {
 } s_slot_t;
 
 struct _kv_backend_t {
-    zsock_t *coord;                    /* DEALER to the coordinator */
-    zsock_t *sub;                      /* table broadcasts */
-    kv_backend_config_t config;        /* settings */
-    kv_table_t *table;                 /* current routing table, NULL before the first */
-    kv_peers_t *peers;                 /* a DEALER per node, by table index */
-    int peers_changed;                 /* poll items must be rebuilt */
-    s_slot_t *slots;                   /* KV_SLOTS */
-    uint32_t *free_slots;              /* stack of free slot indexes */
+    zsock_t *coord;             /* DEALER to the coordinator */
+    zsock_t *sub;               /* table broadcasts */
+    kv_backend_config_t config; /* settings */
+    kv_table_t *table;          /* current routing table, NULL before the first */
+    kv_peers_t *peers;          /* a DEALER per node, by table index */
+    int peers_changed;          /* poll items must be rebuilt */
+    s_slot_t *slots;            /* KV_SLOTS */
+    uint32_t *free_slots;       /* stack of free slot indexes */
     uint32_t free_count;
-    uint64_t *fifo;                    /* (gen << 16 | index) in send order, a ring */
+    uint64_t *fifo; /* (gen << 16 | index) in send order, a ring */
     uint32_t fifo_head, fifo_count;
-    kv_call_t *parked;                 /* calls waiting for a route */
-    kv_call_t *cluster_calls;          /* JOIN and LEAVE waiting for the coordinator */
-    uint64_t cluster_ids;              /* their request ids */
-    int64_t next_retry;                /* mono ms */
-    int64_t next_table_ask;            /* mono ms */
+    kv_call_t *parked;        /* calls waiting for a route */
+    kv_call_t *cluster_calls; /* JOIN and LEAVE waiting for the coordinator */
+    uint64_t cluster_ids;     /* their request ids */
+    int64_t next_retry;       /* mono ms */
+    int64_t next_table_ask;   /* mono ms */
 };
 
 /* --- calls ---------------------------------------------------------------- */
@@ -318,7 +317,6 @@ static void s_ask_table(kv_backend_t *self) {
     self->next_table_ask = kv_clock_mono_ms() + wait;
 }
 
-
 /* Reads waiting on a node the new table declares down will never be
  * answered: send them again to the new primary now rather than let them
  * time out. Writes stay: one that reached the node may have been applied,
@@ -512,7 +510,9 @@ int kv_backend_poll_items(kv_backend_t *self, zmq_pollitem_t *items) {
     return KV_FIXED_ITEMS + kv_peers_poll_items(self->peers, items + KV_FIXED_ITEMS, nodes);
 }
 
-int kv_backend_items_changed(const kv_backend_t *self) { return self->peers_changed; }
+int kv_backend_items_changed(const kv_backend_t *self) {
+    return self->peers_changed;
+}
 
 long kv_backend_timeout(const kv_backend_t *self) {
     int64_t now = kv_clock_mono_ms();

@@ -112,14 +112,14 @@ struct _kv_http_t {
 
 /* One event loop: an MHD daemon and a backend, owned by one thread. */
 struct _s_worker_t {
-    kv_http_t *server;          /* owner */
-    pthread_t thread;           /* runs s_worker_run */
-    struct MHD_Daemon *daemon;  /* this thread's HTTP server */
-    kv_backend_t *backend;      /* this thread's door to the cluster */
-    int in_flight;              /* calls submitted, not yet answered */
-    int started;                /* the thread was created */
-    sem_t ready;                /* posted once the loop runs (or failed) */
-    int failed;                 /* start-up failed */
+    kv_http_t *server;         /* owner */
+    pthread_t thread;          /* runs s_worker_run */
+    struct MHD_Daemon *daemon; /* this thread's HTTP server */
+    kv_backend_t *backend;     /* this thread's door to the cluster */
+    int in_flight;             /* calls submitted, not yet answered */
+    int started;               /* the thread was created */
+    sem_t ready;               /* posted once the loop runs (or failed) */
+    int failed;                /* start-up failed */
 };
 
 typedef struct {
@@ -569,8 +569,8 @@ static enum MHD_Result s_answer_membership(s_request_t *req) {
     kv_call_result_t result = req->call.result;
     if (result == KV_CALL_OK) {
         const kv_bytes_t *id = &req->call.msg.node_id;
-        json_t *body = json_pack("{s:b, s:s%}", "success", 1, "node", id->ptr ? id->ptr : "",
-                                 id->len);
+        json_t *body =
+            json_pack("{s:b, s:s%}", "success", 1, "node", id->ptr ? id->ptr : "", id->len);
         if (req->route == R_LEAVE) json_object_del(body, "node");
         return s_queue_json(req->conn, 200, body);
     }
@@ -724,7 +724,8 @@ static struct MHD_Daemon *s_start_daemon(s_worker_t *worker) {
 #define KV_WORKER_ITEMS (2 + 2 + KV_MAX_NODES) /* MHD, stop, backend sockets */
 
 static int s_worker_items(s_worker_t *worker, zmq_pollitem_t *items) {
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(worker->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(worker->daemon, MHD_DAEMON_INFO_EPOLL_FD);
     items[0] = (zmq_pollitem_t){NULL, info ? info->epoll_fd : -1, ZMQ_POLLIN, 0};
     items[1] = (zmq_pollitem_t){NULL, worker->server->stop_pipe[0], ZMQ_POLLIN, 0};
     return 2 + kv_backend_poll_items(worker->backend, items + 2);
@@ -758,8 +759,7 @@ static void s_worker_loop(s_worker_t *worker) {
         }
         kv_backend_process(worker->backend, items + 2, rc > 0 ? count - 2 : 0);
         MHD_run(worker->daemon);
-        if (stop_deadline && (worker->in_flight == 0 || kv_clock_mono_ms() > stop_deadline))
-            break;
+        if (stop_deadline && (worker->in_flight == 0 || kv_clock_mono_ms() > stop_deadline)) break;
     }
 }
 

@@ -18,10 +18,10 @@
 #include "kv_backend.h"
 
 typedef struct {
-    const char *host;        /* address to listen on ("0.0.0.0" for all) */
-    long port;               /* TCP port */
-    long threads;            /* MHD thread pool size */
-    long timeout_ms;         /* per backend call (reported in /settings) */
+    const char *host;            /* address to listen on ("0.0.0.0" for all) */
+    long port;                   /* TCP port */
+    long threads;                /* MHD thread pool size */
+    long timeout_ms;             /* per backend call (reported in /settings) */
     const char *coordinator;     /* coordinator ROUTER endpoint (tables on request) */
     const char *coordinator_pub; /* coordinator PUB endpoint (tables as they change) */
 } kv_http_config_t;

@@ -14,8 +14,8 @@ static const char *s_summary =
     "answers JSON (see the API in README.md).";
 
 int main(int argc, char **argv) {
-    kv_http_config_t http = {"0.0.0.0", 8080, 2, KV_REQUEST_TIMEOUT_MS, "tcp://127.0.0.1:5550",
-                             "tcp://127.0.0.1:5551"};
+    kv_http_config_t http = {
+        "0.0.0.0", 8080, 2, KV_REQUEST_TIMEOUT_MS, "tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551"};
     const char *log_level = "info";
     const kv_opt_t opts[] = {
         {"host", "KV_HTTP_HOST", KV_OPT_STRING, &http.host, 0, 0, "IPv4 address to listen on"},

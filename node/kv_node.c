@@ -42,12 +42,12 @@ typedef struct {
     void *dealer_h;
     kv_node_config_t config;               /* strings owned by the caller */
     char coordinator[KV_ENDPOINT_MAX + 1]; /* where dealer is connected, "" nowhere */
-    uint64_t incarnation;  /* random per process: tells a restart from a return */
-    uint64_t memory_limit; /* cgroup memory limit in bytes, 0 when none */
-    kv_table_t *table;     /* latest routing table, NULL before the first */
-    int self;              /* our index in table, -1 when not listed */
-    kv_store_t *store;     /* created with the first table (P is in it) */
-    kv_repl_t *repl;       /* replication engine, created with the store */
+    uint64_t incarnation;                  /* random per process: tells a restart from a return */
+    uint64_t memory_limit;                 /* cgroup memory limit in bytes, 0 when none */
+    kv_table_t *table;                     /* latest routing table, NULL before the first */
+    int self;                              /* our index in table, -1 when not listed */
+    kv_store_t *store;                     /* created with the first table (P is in it) */
+    kv_repl_t *repl;                       /* replication engine, created with the store */
     zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES]; /* + repl sockets */
     int item_count;
     int64_t next_heartbeat; /* mono ms of the next heartbeat */
@@ -110,7 +110,8 @@ static void s_send_hello(s_node_t *self) {
     if (self->table) { /* lets a restarted coordinator rebuild its view */
         size_t size = kv_table_encoded_size(self->table);
         table = malloc(size);
-        if (table) msg.table = (kv_bytes_t){(char *)table, kv_table_encode(self->table, table, size)};
+        if (table)
+            msg.table = (kv_bytes_t){(char *)table, kv_table_encode(self->table, table, size)};
     }
     s_send_dealer(self, &msg);
     free(table);
@@ -181,7 +182,8 @@ static int s_connect_coordinator(s_node_t *self, const char *endpoint) {
 
 static void s_rebuild_items(s_node_t *self) {
     self->item_count = KV_NODE_FIXED_ITEMS;
-    if (self->repl) self->item_count += kv_repl_poll_items(self->repl, self->items + KV_NODE_FIXED_ITEMS);
+    if (self->repl)
+        self->item_count += kv_repl_poll_items(self->repl, self->items + KV_NODE_FIXED_ITEMS);
 }
 
 /* Tells the owner we own nothing any more and may exit. */
@@ -423,8 +425,8 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
     kv_msg_t req;
     if (kv_msg_decode(zmq_msg_data(body), zmq_msg_size(body), &req) != 0) {
         if (self->bad_frames++ % 1000 == 0) /* one line per 1000: a bad peer must not flood */
-            kv_log_warn("node %s: malformed request dropped (%" PRIu64 " so far)",
-                        self->config.id, self->bad_frames);
+            kv_log_warn("node %s: malformed request dropped (%" PRIu64 " so far)", self->config.id,
+                        self->bad_frames);
         return;
     }
     switch (req.type) {
@@ -495,8 +497,8 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     self->pipe = pipe;
     self->config = *config;
     self->self = -1;
-    self->incarnation = ((uint64_t)randof(0x7fffffff) << 32) ^ (uint64_t)kv_clock_mono_us() ^
-                        (uint64_t)getpid();
+    self->incarnation =
+        ((uint64_t)randof(0x7fffffff) << 32) ^ (uint64_t)kv_clock_mono_us() ^ (uint64_t)getpid();
     self->memory_limit = s_memory_limit();
     self->router = zsock_new(ZMQ_ROUTER);
     self->dealer = zsock_new(ZMQ_DEALER);
@@ -534,8 +536,9 @@ static void s_node_destroy(s_node_t *self) {
  * at once. */
 static void s_start_drain(s_node_t *self) {
     uint16_t me = self->self < 0 ? KV_NO_NODE : (uint16_t)self->self;
-    int owns = self->table && me != KV_NO_NODE &&
-               (kv_table_count_primaries(self->table, me) || kv_table_count_replicas(self->table, me));
+    int owns =
+        self->table && me != KV_NO_NODE &&
+        (kv_table_count_primaries(self->table, me) || kv_table_count_replicas(self->table, me));
     if (!owns || !self->coordinator[0]) {
         s_announce_left(self);
         return;
@@ -589,7 +592,8 @@ static void s_loop(s_node_t *self) {
             if (s_serve_one(self) != 0) break;
         if (items[2].revents & ZMQ_POLLIN) s_drain_dealer(self);
         if (self->repl && count > KV_NODE_FIXED_ITEMS && self->item_count == count)
-            kv_repl_on_readable(self->repl, items + KV_NODE_FIXED_ITEMS, count - KV_NODE_FIXED_ITEMS);
+            kv_repl_on_readable(self->repl, items + KV_NODE_FIXED_ITEMS,
+                                count - KV_NODE_FIXED_ITEMS);
         if (self->repl) kv_repl_tick(self->repl);
         s_tick(self);
         if (rc == 0 && self->store) kv_store_rehash_for(self->store, KV_NODE_IDLE_REHASH_US);

@@ -6,13 +6,13 @@
 #include "kv_log.h"
 #include "kv_peers.h"
 
-#define KV_BEACON_MS 100          /* primary beacon period */
-#define KV_SNAPSHOT_RETRY_MS 500  /* re-ask a snapshot after this silence */
-#define KV_SNAPSHOT_CHUNK 2048    /* entries per SNAPSHOT frame */
-#define KV_PENDING_EXPIRY_MS 10000 /* forget unconfirmed writes after this */
-#define KV_BUFFER_MAX 100000      /* updates buffered during a snapshot */
-#define KV_DRAIN_BATCH 4096       /* frames per socket per wake-up */
-#define KV_SCAN_MS 20             /* period of the per-partition housekeeping walk */
+#define KV_BEACON_MS 100                   /* primary beacon period */
+#define KV_SNAPSHOT_RETRY_MS 500           /* re-ask a snapshot after this silence */
+#define KV_SNAPSHOT_CHUNK 2048             /* entries per SNAPSHOT frame */
+#define KV_PENDING_EXPIRY_MS 10000         /* forget unconfirmed writes after this */
+#define KV_BUFFER_MAX 100000               /* updates buffered during a snapshot */
+#define KV_DRAIN_BATCH 4096                /* frames per socket per wake-up */
+#define KV_SCAN_MS 20                      /* period of the per-partition housekeeping walk */
 #define KV_ACKERS (KV_REPLICATION_MAX + 1) /* replicas + a learner */
 #define KV_UPDATE_MAX (KV_MAX_KEY_BYTES + KV_MAX_VALUE_BYTES + 64)
 
@@ -40,46 +40,48 @@ typedef struct _s_buffered_t {
 } s_buffered_t;
 
 typedef struct {
-    uint8_t role;        /* s_role_t */
-    uint8_t learner;     /* replica role held as the table's learner */
-    uint8_t live;        /* replica: snapshot applied, following the stream */
-    uint8_t ready;       /* learner: applied the fenced stream to its end */
-    uint8_t fenced;      /* primary: writes refused, FENCE published */
-    uint16_t heir;       /* primary, fenced: the learner taking over */
-    uint16_t primary;    /* replica: the node we follow */
-    uint64_t seq;        /* primary: last assigned; replica: last applied */
-    uint64_t snap_req;   /* snapshot request in progress, 0 when none */
-    uint32_t snap_chunk; /* next chunk expected */
-    int64_t snap_asked;  /* mono ms of the request */
-    s_buffered_t *buffer, *buffer_tail; /* updates held during a snapshot */
-    uint32_t buffered;   /* their count */
+    uint8_t role;                        /* s_role_t */
+    uint8_t learner;                     /* replica role held as the table's learner */
+    uint8_t live;                        /* replica: snapshot applied, following the stream */
+    uint8_t ready;                       /* learner: applied the fenced stream to its end */
+    uint8_t fenced;                      /* primary: writes refused, FENCE published */
+    uint16_t heir;                       /* primary, fenced: the learner taking over */
+    uint16_t primary;                    /* replica: the node we follow */
+    uint64_t seq;                        /* primary: last assigned; replica: last applied */
+    uint64_t snap_req;                   /* snapshot request in progress, 0 when none */
+    uint32_t snap_chunk;                 /* next chunk expected */
+    int64_t snap_asked;                  /* mono ms of the request */
+    s_buffered_t *buffer, *buffer_tail;  /* updates held during a snapshot */
+    uint32_t buffered;                   /* their count */
     s_pending_t *pending, *pending_tail; /* writes awaiting confirmation */
-    uint16_t acker[KV_ACKERS]; /* nodes that confirmed something, KV_NO_NODE free */
-    uint64_t acked[KV_ACKERS]; /* the highest seq each confirmed */
-    uint8_t dirty;       /* replica: applied something not yet acknowledged */
+    uint16_t acker[KV_ACKERS];           /* nodes that confirmed something, KV_NO_NODE free */
+    uint64_t acked[KV_ACKERS];           /* the highest seq each confirmed */
+    uint8_t dirty;                       /* replica: applied something not yet acknowledged */
 } s_part_t;
 
 struct _kv_repl_t {
-    kv_repl_config_t config;  /* settings */
-    kv_store_t *store;        /* the data (borrowed) */
-    uint32_t partitions;      /* P */
-    s_part_t *parts;          /* P entries */
-    kv_table_t *table;        /* copy of the current table */
-    int self;                 /* our index in it, -1 when absent */
-    zsock_t *sub;             /* updates and beacons of the primaries we follow */
-    kv_peers_t *peers;        /* DEALER to each node: ACK, SNAPSHOT_REQ */
+    kv_repl_config_t config; /* settings */
+    kv_store_t *store;       /* the data (borrowed) */
+    uint32_t partitions;     /* P */
+    s_part_t *parts;         /* P entries */
+    kv_table_t *table;       /* copy of the current table */
+    int self;                /* our index in it, -1 when absent */
+    zsock_t *sub;            /* updates and beacons of the primaries we follow */
+    kv_peers_t *peers;       /* DEALER to each node: ACK, SNAPSHOT_REQ */
     char subscribed_to[KV_MAX_NODES][KV_ENDPOINT_MAX + 1]; /* SUB connections */
-    uint64_t next_req;        /* snapshot request ids */
-    int64_t next_beacon;      /* mono ms */
-    int64_t next_scan;        /* mono ms of the next walk over all partitions */
-    int reports_dirty;        /* a report changed since the last heartbeat */
-    uint32_t *dirty_list;     /* partitions with unacknowledged applies */
+    uint64_t next_req;                                     /* snapshot request ids */
+    int64_t next_beacon;                                   /* mono ms */
+    int64_t next_scan;    /* mono ms of the next walk over all partitions */
+    int reports_dirty;    /* a report changed since the last heartbeat */
+    uint32_t *dirty_list; /* partitions with unacknowledged applies */
     uint32_t dirty_count;
 };
 
 /* --- helpers ---------------------------------------------------------------- */
 
-static uint64_t s_epoch(const kv_repl_t *self) { return self->table ? self->table->epoch : 0; }
+static uint64_t s_epoch(const kv_repl_t *self) {
+    return self->table ? self->table->epoch : 0;
+}
 
 static int s_usable(const kv_repl_t *self, uint16_t node) {
     if (!self->table || node >= self->table->node_count) return 0;
@@ -121,7 +123,9 @@ static void s_subscribe(kv_repl_t *self, uint32_t partition, int on) {
     zmq_setsockopt(zsock_resolve(self->sub), on ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE, topic, 4);
 }
 
-static void s_report_changed(kv_repl_t *self) { self->reports_dirty = 1; }
+static void s_report_changed(kv_repl_t *self) {
+    self->reports_dirty = 1;
+}
 
 /* --- replies and pending writes ------------------------------------------- */
 
@@ -198,7 +202,7 @@ static uint64_t s_confirmed_seq(const kv_repl_t *self, uint32_t partition, const
     uint32_t required = s_required(self);
     if (required == 0) return part->seq;
     if (count < required) return 0;
-    uint64_t seqs[KV_ACKERS];
+    uint64_t seqs[KV_ACKERS] = {0};
     for (uint32_t i = 0; i < count; i++) {
         seqs[i] = 0;
         for (int a = 0; a < KV_ACKERS; a++)
@@ -242,8 +246,8 @@ void kv_repl_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
 
 /* --- primary side --------------------------------------------------------- */
 
-static void s_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
-                      kv_bytes_t key, kv_bytes_t value) {
+static void s_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq, kv_bytes_t key,
+                      kv_bytes_t value) {
     uint8_t topic[4], buf[KV_UPDATE_MAX];
     s_topic(partition, topic);
     kv_msg_t update = {.type = KV_MSG_UPDATE, .partition = partition, .op = op, .seq = seq};
@@ -327,12 +331,12 @@ int kv_repl_is_fenced(const kv_repl_t *self, uint32_t partition) {
 }
 
 typedef struct {
-    kv_repl_t *repl;      /* engine */
-    zmq_msg_t *identity;  /* the replica's DEALER */
-    kv_msg_t msg;         /* SNAPSHOT header being filled */
-    uint8_t *entries;     /* encoded entries of the current chunk */
-    size_t cap, pos;      /* their buffer */
-    int failed;           /* out of memory */
+    kv_repl_t *repl;     /* engine */
+    zmq_msg_t *identity; /* the replica's DEALER */
+    kv_msg_t msg;        /* SNAPSHOT header being filled */
+    uint8_t *entries;    /* encoded entries of the current chunk */
+    size_t cap, pos;     /* their buffer */
+    int failed;          /* out of memory */
 } s_snapshot_t;
 
 static void s_snapshot_send(s_snapshot_t *snap, int more) {
@@ -359,7 +363,8 @@ static void s_snapshot_send(s_snapshot_t *snap, int more) {
 static int s_snapshot_entry(const kv_entry_t *entry, void *arg) {
     s_snapshot_t *snap = arg;
     size_t need = kv_msg_entry_size(kv_entry_klen(entry), kv_entry_vlen(entry));
-    if (snap->msg.count >= KV_SNAPSHOT_CHUNK || snap->cap - snap->pos < need) s_snapshot_send(snap, 1);
+    if (snap->msg.count >= KV_SNAPSHOT_CHUNK || snap->cap - snap->pos < need)
+        s_snapshot_send(snap, 1);
     if (snap->cap - snap->pos < need) {
         size_t cap = snap->cap * 2 + need;
         uint8_t *grown = realloc(snap->entries, cap);
@@ -382,8 +387,8 @@ void kv_repl_on_snapshot_req(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_
     s_snapshot_t snap = {self, identity, {.type = KV_MSG_SNAPSHOT}, NULL, 0, 0, 0};
     snap.msg.req_id = req->req_id;
     snap.msg.partition = req->partition;
-    int primary = req->partition < self->partitions &&
-                  self->parts[req->partition].role == ROLE_PRIMARY;
+    int primary =
+        req->partition < self->partitions && self->parts[req->partition].role == ROLE_PRIMARY;
     snap.msg.status = primary ? KV_STATUS_OK : KV_STATUS_MOVED;
     if (primary) {
         snap.msg.seq = self->parts[req->partition].seq;
@@ -504,7 +509,7 @@ static void s_on_update(kv_repl_t *self, const kv_msg_t *update) {
             s_resync(self, update->partition, "fence mark ahead of us");
         return;
     }
-    if (!part->live) return; /* buffered by the caller while snapshotting */
+    if (!part->live) return;              /* buffered by the caller while snapshotting */
     if (update->seq <= part->seq) return; /* already applied (snapshot overlap) */
     if (update->seq != part->seq + 1) {
         s_resync(self, update->partition, "gap in the update stream");
@@ -553,8 +558,8 @@ static void s_on_sub_frame(kv_repl_t *self, const uint8_t *data, size_t len) {
         s_part_t *part = &self->parts[item.partition];
         if (part->role != ROLE_REPLICA || part->primary != msg.sender || !part->live) continue;
         if (part->seq != item.seq) { /* updates were dropped, or we hold extra ones */
-            s_resync(self, item.partition, part->seq < item.seq ? "behind the beacon"
-                                                                 : "ahead of the beacon");
+            s_resync(self, item.partition,
+                     part->seq < item.seq ? "behind the beacon" : "ahead of the beacon");
             continue;
         }
         if (item.flag && part->learner && !part->ready) {
@@ -762,8 +767,7 @@ static void s_become_replica(kv_repl_t *self, uint32_t partition, const kv_table
 static void s_connect_subs(kv_repl_t *self, const kv_table_t *table) {
     for (uint32_t i = 0; i < table->node_count && i < KV_MAX_NODES; i++) {
         const char *endpoint = table->nodes[i].pub_endpoint;
-        if ((int)i == self->self || !*endpoint || streq(self->subscribed_to[i], endpoint))
-            continue;
+        if ((int)i == self->self || !*endpoint || streq(self->subscribed_to[i], endpoint)) continue;
         if (self->subscribed_to[i][0]) zsock_disconnect(self->sub, "%s", self->subscribed_to[i]);
         if (zsock_connect(self->sub, "%s", endpoint) == 0)
             snprintf(self->subscribed_to[i], sizeof(self->subscribed_to[i]), "%s", endpoint);
@@ -829,8 +833,8 @@ uint8_t *kv_repl_reports(kv_repl_t *self, size_t *len) {
         kv_msg_report_t report = {p, 0, 0, part->seq};
         if (part->role == ROLE_REPLICA) {
             report.role = part->learner ? KV_ROLE_LEARNER : 1;
-            report.state = (uint8_t)((part->live ? KV_REPORT_LIVE : 0) |
-                                     (part->ready ? KV_REPORT_READY : 0));
+            report.state =
+                (uint8_t)((part->live ? KV_REPORT_LIVE : 0) | (part->ready ? KV_REPORT_READY : 0));
         }
         kv_msg_report_write(blob, count++, &report);
     }
@@ -838,7 +842,9 @@ uint8_t *kv_repl_reports(kv_repl_t *self, size_t *len) {
     return blob;
 }
 
-int kv_repl_reports_dirty(const kv_repl_t *self) { return self->reports_dirty; }
+int kv_repl_reports_dirty(const kv_repl_t *self) {
+    return self->reports_dirty;
+}
 
 kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32_t partitions) {
     kv_repl_t *self = calloc(1, sizeof(*self));

@@ -476,8 +476,7 @@ kv_msg_item_t kv_msg_item_read(const kv_bytes_t *blob, size_t i) {
 }
 
 kv_msg_report_t kv_msg_report_read(const kv_bytes_t *blob, size_t i) {
-    kv_reader_t r = {(const uint8_t *)blob->ptr + i * KV_MSG_REPORT_SIZE, KV_MSG_REPORT_SIZE, 0,
-                     0};
+    kv_reader_t r = {(const uint8_t *)blob->ptr + i * KV_MSG_REPORT_SIZE, KV_MSG_REPORT_SIZE, 0, 0};
     kv_msg_report_t report;
     report.partition = s_get_u32(&r);
     report.role = s_get_u8(&r);

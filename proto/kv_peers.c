@@ -3,9 +3,9 @@
 
 #include "kv_log.h"
 
-#define KV_PEER_HWM 100000          /* frames queued per peer before sends fail */
-#define KV_ZMTP_HEARTBEAT_MS 1000   /* ZMTP ping period on long-lived connections */
-#define KV_ZMTP_DEAD_MS 3000        /* no traffic for this long: reconnect */
+#define KV_PEER_HWM 100000        /* frames queued per peer before sends fail */
+#define KV_ZMTP_HEARTBEAT_MS 1000 /* ZMTP ping period on long-lived connections */
+#define KV_ZMTP_DEAD_MS 3000      /* no traffic for this long: reconnect */
 
 typedef struct {
     char endpoint[KV_ENDPOINT_MAX + 1]; /* where sock is connected */
