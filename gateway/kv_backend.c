@@ -24,6 +24,7 @@
 #define KV_REQUEST_MAX (KV_MAX_KEY_BYTES * 2 + KV_MAX_VALUE_BYTES + 64)
 #define KV_JOIN_TIMEOUT_MS 5000    /* the coordinator gives a node 2 s to answer */
 #define KV_LEAVE_TIMEOUT_MS 600000 /* a drain copies the node's data away */
+#define KV_LEAVE_RESEND_MS 1000    /* a waiting LEAVE is repeated this often */
 
 typedef struct {
     kv_call_t *call;  /* the call this request serves; NULL when free */
@@ -44,11 +45,12 @@ struct _kv_backend_t {
     uint32_t free_count;
     uint64_t *fifo; /* (gen << 16 | index) in send order, a ring */
     uint32_t fifo_head, fifo_count;
-    kv_call_t *parked;        /* calls waiting for a route */
-    kv_call_t *cluster_calls; /* JOIN and LEAVE waiting for the coordinator */
-    uint64_t cluster_ids;     /* their request ids */
-    int64_t next_retry;       /* mono ms */
-    int64_t next_table_ask;   /* mono ms */
+    kv_call_t *parked;           /* calls waiting for a route */
+    kv_call_t *cluster_calls;    /* JOIN and LEAVE waiting for the coordinator */
+    uint64_t cluster_ids;        /* their request ids */
+    int64_t next_cluster_resend; /* mono ms: repeat waiting LEAVEs */
+    int64_t next_retry;          /* mono ms */
+    int64_t next_table_ask;      /* mono ms */
 };
 
 /* --- calls ---------------------------------------------------------------- */
@@ -207,21 +209,13 @@ static void s_dispatch_status(kv_backend_t *self, kv_call_t *call) {
 
 /* JOIN and LEAVE go to the coordinator and wait there, with their own
  * deadlines (a drain may take minutes), outside the per-node slots. */
+static int s_send_cluster_call(kv_backend_t *self, kv_call_t *call);
+
 static void s_dispatch_cluster(kv_backend_t *self, kv_call_t *call) {
-    kv_msg_t msg = {.type = call->op == KV_CALL_JOIN ? KV_MSG_JOIN : KV_MSG_LEAVE};
-    msg.req_id = call->cluster_id = ++self->cluster_ids;
-    if (call->op == KV_CALL_JOIN)
-        msg.endpoint = (kv_bytes_t){call->key, call->klen};
-    else
-        msg.node_id = (kv_bytes_t){call->key, call->klen};
-    uint8_t buf[KV_REQUEST_MAX];
-    size_t size = kv_msg_encode(&msg, buf, sizeof(buf));
-    if (!size) {
-        s_finish(call, KV_CALL_BAD_REQUEST);
-        return;
-    }
-    if (zmq_send(zsock_resolve(self->coord), buf, size, ZMQ_DONTWAIT) != (int)size) {
-        s_finish(call, KV_CALL_UNAVAILABLE); /* no coordinator right now */
+    call->cluster_id = ++self->cluster_ids;
+    int rc = s_send_cluster_call(self, call);
+    if (rc != 0) { /* malformed, or no coordinator right now */
+        s_finish(call, rc == -1 ? KV_CALL_BAD_REQUEST : KV_CALL_UNAVAILABLE);
         return;
     }
     int64_t wait = call->op == KV_CALL_JOIN ? KV_JOIN_TIMEOUT_MS : KV_LEAVE_TIMEOUT_MS;
@@ -242,10 +236,31 @@ static kv_call_t *s_take_cluster_call(kv_backend_t *self, uint64_t id, int64_t e
     return NULL;
 }
 
+/* Sends the JOIN or LEAVE of call (again) to the coordinator. */
+static int s_send_cluster_call(kv_backend_t *self, kv_call_t *call) {
+    kv_msg_t msg = {.type = call->op == KV_CALL_JOIN ? KV_MSG_JOIN : KV_MSG_LEAVE};
+    msg.req_id = call->cluster_id;
+    if (call->op == KV_CALL_JOIN)
+        msg.endpoint = (kv_bytes_t){call->key, call->klen};
+    else
+        msg.node_id = (kv_bytes_t){call->key, call->klen};
+    uint8_t buf[KV_REQUEST_MAX];
+    size_t size = kv_msg_encode(&msg, buf, sizeof(buf));
+    if (!size) return -1;
+    call->sent = zmq_send(zsock_resolve(self->coord), buf, size, ZMQ_DONTWAIT) == (int)size;
+    return call->sent ? 0 : -2;
+}
+
+/* A drain can outlast the coordinator (it may restart meanwhile and forget
+ * the request): LEAVE is idempotent, so it is repeated every second. */
 static void s_expire_cluster_calls(kv_backend_t *self) {
+    int64_t now = kv_clock_mono_ms();
     kv_call_t *call;
-    while ((call = s_take_cluster_call(self, 0, kv_clock_mono_ms())) != NULL)
-        s_finish(call, KV_CALL_TIMEOUT);
+    while ((call = s_take_cluster_call(self, 0, now)) != NULL) s_finish(call, KV_CALL_TIMEOUT);
+    if (now < self->next_cluster_resend) return;
+    self->next_cluster_resend = now + KV_LEAVE_RESEND_MS;
+    for (call = self->cluster_calls; call; call = call->next_parked)
+        if (call->op == KV_CALL_LEAVE) s_send_cluster_call(self, call);
 }
 
 static void s_on_cluster_reply(kv_backend_t *self, zmq_msg_t *frame, const kv_msg_t *msg) {
@@ -317,20 +332,25 @@ static void s_ask_table(kv_backend_t *self) {
     self->next_table_ask = kv_clock_mono_ms() + wait;
 }
 
-/* Reads waiting on a node the new table declares down will never be
- * answered: send them again to the new primary now rather than let them
- * time out. Writes stay: one that reached the node may have been applied,
- * so only its deadline (504, "may or may not have happened") is honest. */
+/* Calls waiting on a node the new table declares down (reads) or gone
+ * (all) will never be answered: send them again to the new primary now
+ * rather than let them time out. Writes to a down node stay: one that
+ * reached it may have been applied, so only its deadline (504, "may or may
+ * not have happened") is honest. */
 static void s_reroute_reads(kv_backend_t *self) {
     for (uint32_t i = 0; i < self->fifo_count; i++) {
         uint64_t req_id = self->fifo[(self->fifo_head + i) % KV_SLOTS];
         s_slot_t *slot = s_slot_find(self, req_id);
         if (!slot) continue;
         kv_call_t *call = slot->call;
+        if (call->op == KV_CALL_STATUS || call->op == KV_CALL_CLEAR) continue; /* fan-outs */
         int read = call->op == KV_CALL_GET || call->op == KV_CALL_IS || call->op == KV_CALL_SCAN;
-        if (!read || slot->node >= self->table->node_count ||
-            self->table->nodes[slot->node].state != KV_NODE_DOWN)
-            continue;
+        uint8_t state = slot->node < self->table->node_count ? self->table->nodes[slot->node].state
+                                                             : KV_NODE_DOWN;
+        /* A LEFT node drained before it left: what it had not answered it
+         * would have answered MOVED, and its socket is closed now (its
+         * answers are lost), so any call may be sent again. */
+        if (state != KV_NODE_LEFT && !(read && state == KV_NODE_DOWN)) continue;
         s_slot_release(self, (uint32_t)(req_id & (KV_SLOTS - 1)));
         s_park(self, call);
     }

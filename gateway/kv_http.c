@@ -582,6 +582,8 @@ static enum MHD_Result s_answer_membership(s_request_t *req) {
         return s_queue_fixed(req, F_NO_COORDINATOR);
     }
     if (result == KV_CALL_NOT_FOUND) return s_queue_fixed(req, F_UNKNOWN_NODE);
+    if (req->call.msg.type == KV_MSG_CLUSTER_REPLY && req->call.msg.status == KV_STATUS_NOT_READY)
+        return s_queue_fixed(req, F_NO_COORDINATOR); /* restarted, still learning the nodes */
     if (result == KV_CALL_UNAVAILABLE && req->call.msg.type == KV_MSG_CLUSTER_REPLY)
         return s_queue_fixed(req, F_CANNOT_DRAIN);
     if (result == KV_CALL_TIMEOUT) return s_queue_fixed(req, F_TIMEOUT);

@@ -15,9 +15,21 @@
  *  bigger or smaller table is not an error: chains get longer or stay sparse
  *  until the next attempt.
  *
- *  Each entry is one allocation holding its header, key and value, and memory
- *  is counted as malloc_usable_size reports it, so kv_dict_memory is what the
- *  allocator really handed out (less its per-chunk header).
+ *  Entries are not malloc'd one by one: each dict cuts them from blocks of its
+ *  own (an arena), 8-byte aligned, with no per-entry allocator header. A
+ *  malloc'd 55-byte entry costs a 64-byte chunk; cut from a block it costs
+ *  56. A deleted or replaced entry is only marked dead in its block; once
+ *  the dead bytes exceed a quarter of the live ones, the dict compacts,
+ *  incrementally like the rehash: each put and delete (and idle time) walks
+ *  the oldest block a few entries further, moves its live entries to the
+ *  newest block, relinks them, and frees the block once it is empty. An
+ *  emptied dict frees every block at once.
+ *
+ *  Bucket arrays of 64 KB and more are mapped rather than malloc'd, so the
+ *  old array a finished rehash frees goes back to the system instead of
+ *  staying resident as a hole in the heap. Memory is counted as allocated
+ *  (malloc_usable_size, or the mapped size), so kv_dict_memory is what the
+ *  dict really holds: dead entries and unused block tails included.
  */
 #include "kv_dict.h"
 #include "kv_clock.h"
@@ -26,110 +38,259 @@
 
 #include <assert.h>
 #include <malloc.h>
+#include <stdalign.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define KV_DICT_MIN_BUCKETS 4     /* the smallest table; shrinking stops here */
 #define KV_DICT_SHRINK_RATIO 8    /* shrink when entries < buckets / this */
 #define KV_DICT_EMPTY_VISITS 10   /* empty buckets a rehash step may skip per bucket */
 #define KV_DICT_IDLE_BATCH 100    /* buckets moved between clock reads when idle */
 #define KV_DICT_SCAN_EMPTY_MAX 64 /* empty scan steps one kv_dict_scan call may take */
+#define KV_DICT_BLOCK_MIN 256     /* bytes of entries in the smallest block */
+#define KV_DICT_BLOCK_MAX 16352   /* ... and in the largest: a 16 KB malloc chunk */
+#define KV_DICT_BLOCK_SHARE 8     /* a new block holds about live bytes / this */
+#define KV_DICT_GARBAGE_RATIO 4   /* compact when dead bytes > live bytes / this */
+#define KV_DICT_GARBAGE_MIN 1024  /* ... and more than this many */
+#define KV_DICT_GARBAGE_STOP 8    /* stop once dead bytes <= live bytes / this */
+#define KV_DICT_COMPACT_MOVES 8   /* live entries one compaction step may move */
+#define KV_DICT_COMPACT_VISITS 64 /* entries, live or dead, one step may pass */
+#define KV_DICT_MAP_MIN 65536     /* bucket arrays this big are mapped, not malloc'd */
 
-/* One key/value pair in one allocation. The header is 20 bytes: an 11-byte
- * key with a 32-byte value needs 63, one 80-byte glibc chunk (72 usable),
- * where a separate key, value and node would take three chunks.
- * flags is zero today. It reserves room for optional trailing metadata: a set
- * bit will announce a fixed-size field (an expiry time, for example) stored
- * after the value bytes, so entries without it pay nothing and the layout
- * needs no change when it lands. */
+/* AddressSanitizer cannot see inside the blocks: tell it which bytes are
+ * free (block tails) or dead (deleted entries, past their header), so a
+ * stale kv_entry_t pointer still trips it. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KV_DICT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KV_DICT_ASAN 1
+#endif
+#endif
+#ifdef KV_DICT_ASAN
+#include <sanitizer/asan_interface.h>
+#define S_POISON(addr, size) ASAN_POISON_MEMORY_REGION((addr), (size))
+#define S_UNPOISON(addr, size) ASAN_UNPOISON_MEMORY_REGION((addr), (size))
+#else
+#define S_POISON(addr, size) ((void)(addr), (void)(size))
+#define S_UNPOISON(addr, size) ((void)(addr), (void)(size))
+#endif
+
+/* One key/value pair in one piece: a 12-byte header, the key, the value,
+ * then optional trailers. An 11-byte key with a 32-byte value needs 55 bytes
+ * and takes 56 in a block; malloc'd it would take a 64-byte glibc chunk (80
+ * with the former 20-byte header), and a separate key, value and node three.
+ *
+ * Metadata that only some entries need lives in fixed-size trailers after
+ * the value bytes, each announced by a flags bit, so entries without it pay
+ * nothing and adding one needs no new layout. The version (the base for
+ * conditional writes) is the first: stored only when the caller passes one.
+ * An expiry time would be the next bit. Trailers are unaligned: copy them
+ * with memcpy, in bit order. */
 struct _kv_entry_t {
     kv_entry_t *next; /* next entry in the same bucket, or NULL */
-    uint64_t version; /* the store's write version, for conditional writes */
     uint16_t vlen;    /* value bytes, 0..KV_MAX_VALUE_BYTES */
     uint8_t klen_m1;  /* key bytes minus one: keys are 1..KV_MAX_KEY_BYTES bytes */
-    uint8_t flags;    /* reserved for optional trailing metadata; 0 for now */
-    char data[];      /* klen key bytes, then vlen value bytes */
+    uint8_t flags;    /* KV_ENTRY_F_* bits: which trailers follow the value */
+    char data[];      /* klen key bytes, vlen value bytes, then the trailers */
 };
 
-_Static_assert(offsetof(kv_entry_t, data) == 20, "the entry header should stay 20 bytes");
+#define KV_ENTRY_F_VERSION 0x01 /* a uint64_t version follows the value */
+#define KV_ENTRY_F_DEAD 0x80    /* internal: deleted or replaced, awaiting compaction */
+
+#define KV_ENTRY_HEADER offsetof(kv_entry_t, data)
+#define KV_ENTRY_ALIGN alignof(kv_entry_t) /* entries start at multiples of this */
+
+_Static_assert(KV_ENTRY_HEADER == 12, "the entry header should stay 12 bytes");
 _Static_assert(KV_MAX_KEY_BYTES - 1 <= UINT8_MAX, "klen_m1 must hold every key length");
 _Static_assert(KV_MAX_VALUE_BYTES <= UINT16_MAX, "vlen must hold every value length");
+
+/* A run of entries cut one after the other. Entries are walked in order by
+ * their own lengths (every one is s_cut_bytes long), so a dead entry keeps
+ * its header until the block is freed. */
+typedef struct _dict_block_t {
+    struct _dict_block_t *next;          /* the next newer block, or NULL */
+    uint32_t size;                       /* bytes of data */
+    uint32_t used;                       /* bytes cut so far, from the start of data */
+    alignas(KV_ENTRY_ALIGN) char data[]; /* the entries */
+} dict_block_t;
 
 /* One bucket array with its chains. */
 typedef struct {
     kv_entry_t **buckets; /* chain heads; NULL when the table is not allocated */
     size_t size;          /* number of buckets: a power of two, or 0 */
     size_t used;          /* entries chained in this table */
+    bool mapped;          /* buckets came from mmap, not calloc */
 } dict_table_t;
 
 struct _kv_dict_t {
-    dict_table_t ht[2]; /* ht[0] serves; ht[1] is the resize target while rehashing */
-    size_t rehash_idx;  /* next ht[0] bucket to move while rehashing */
-    size_t memory;      /* usable bytes of all entries and bucket arrays */
-    uint8_t seed[16];   /* SipHash key of the bucket hash */
+    dict_table_t ht[2];   /* ht[0] serves; ht[1] is the resize target while rehashing */
+    size_t rehash_idx;    /* next ht[0] bucket to move while rehashing */
+    size_t memory;        /* usable bytes of all blocks and bucket arrays */
+    dict_block_t *oldest; /* entry blocks, oldest first: compaction empties this one */
+    dict_block_t *newest; /* where new entries are cut */
+    size_t live;          /* bytes of linked entries */
+    size_t dead;          /* bytes of dead entries still in blocks */
+    uint32_t compact_pos; /* offset in oldest of the next entry to compact */
+    bool compacting;      /* evacuating the oldest blocks until dead is low */
+    uint8_t seed[16];     /* SipHash key of the bucket hash */
 };
 
 //  --------------------------------------------------------------------------
-//  Entries
+//  Entry layout
 
 static inline size_t s_klen(const kv_entry_t *entry) {
     return (size_t)entry->klen_m1 + 1;
 }
 
-static inline size_t s_entry_bytes(size_t klen, size_t vlen) {
-    return sizeof(kv_entry_t) + klen + vlen;
+/* Bytes of the trailers flags announces. */
+static inline size_t s_trailer_bytes(uint8_t flags) {
+    return (flags & KV_ENTRY_F_VERSION) ? sizeof(uint64_t) : 0;
 }
 
-/* Allocates an entry for key and value and counts it. Returns NULL when out
- * of memory; the entry is not linked anywhere yet. */
-static kv_entry_t *s_entry_new(kv_dict_t *self, const char *key, size_t klen, const char *value,
-                               size_t vlen, uint64_t version) {
-    kv_entry_t *entry = malloc(s_entry_bytes(klen, vlen));
-    if (!entry) return NULL;
-    entry->next = NULL;
-    entry->version = version;
+/* Never less than the struct itself: a 1-byte key with an empty value would
+ * otherwise be a block smaller than its type. */
+static inline size_t s_entry_bytes(size_t klen, size_t vlen, uint8_t flags) {
+    size_t bytes = KV_ENTRY_HEADER + klen + vlen + s_trailer_bytes(flags);
+    return bytes < sizeof(kv_entry_t) ? sizeof(kv_entry_t) : bytes;
+}
+
+/* The version trailer's flag for version: 0 means "store none". */
+static inline uint8_t s_flags_for(uint64_t version) {
+    return version ? KV_ENTRY_F_VERSION : 0;
+}
+
+/* Fills in everything after the key: value bytes, flags, trailers. The block
+ * must be s_entry_bytes(klen, vlen, s_flags_for(version)) bytes at least. */
+static void s_entry_fill(kv_entry_t *entry, size_t klen, const char *value, size_t vlen,
+                         uint64_t version) {
+    char *end = entry->data + klen;
+    if (vlen) memcpy(end, value, vlen); /* value may be NULL when empty */
     entry->vlen = (uint16_t)vlen;
-    entry->klen_m1 = (uint8_t)(klen - 1);
-    entry->flags = 0;
-    memcpy(entry->data, key, klen);
-    if (vlen) memcpy(entry->data + klen, value, vlen); /* value may be NULL when empty */
-    self->memory += malloc_usable_size(entry);
-    return entry;
+    entry->flags = s_flags_for(version);
+    if (version) memcpy(end + vlen, &version, sizeof version);
 }
 
-static void s_entry_free(kv_dict_t *self, kv_entry_t *entry) {
-    self->memory -= malloc_usable_size(entry);
-    free(entry);
+/* Bytes an entry occupies in its block: whole KV_ENTRY_ALIGN units. */
+static inline size_t s_cut_bytes(size_t bytes) {
+    return (bytes + KV_ENTRY_ALIGN - 1) & ~(KV_ENTRY_ALIGN - 1);
+}
+
+static inline size_t s_entry_cut_bytes(const kv_entry_t *entry) {
+    return s_cut_bytes(s_entry_bytes(s_klen(entry), entry->vlen, entry->flags));
 }
 
 static inline bool s_entry_matches(const kv_entry_t *entry, const char *key, size_t klen) {
     return s_klen(entry) == klen && memcmp(entry->data, key, klen) == 0;
 }
 
-/* Writes a new value into the entry *link points to, in place when it fits.
- * A block that is too small grows with realloc; one that would waste more
- * bytes than it holds shrinks, so a value overwritten by a much shorter one
- * does not keep its old footprint. Returns -1, with the entry untouched, only
- * when it must grow and cannot. */
+//  --------------------------------------------------------------------------
+//  Blocks: the dict's arena
+
+/* Appends a block with room for at least need bytes, sized to about
+ * 1/KV_DICT_BLOCK_SHARE of the live data (so a small dict stays small and a
+ * big one has few blocks and at most one partly used). Returns it or NULL. */
+static dict_block_t *s_block_new(kv_dict_t *self, size_t need) {
+    size_t size = self->live / KV_DICT_BLOCK_SHARE;
+    if (size < KV_DICT_BLOCK_MIN) size = KV_DICT_BLOCK_MIN;
+    if (size > KV_DICT_BLOCK_MAX) size = KV_DICT_BLOCK_MAX;
+    if (size < need) size = need;
+    dict_block_t *block = malloc(offsetof(dict_block_t, data) + size);
+    if (!block) return NULL;
+    block->next = NULL;
+    block->size = (uint32_t)size;
+    block->used = 0;
+    S_POISON(block->data, size);
+    if (self->newest)
+        self->newest->next = block;
+    else
+        self->oldest = block;
+    self->newest = block;
+    self->memory += malloc_usable_size(block);
+    return block;
+}
+
+/* Frees the oldest block; what it still holds must be dead or moved. */
+static void s_block_pop(kv_dict_t *self) {
+    dict_block_t *block = self->oldest;
+    self->oldest = block->next;
+    if (!self->oldest) self->newest = NULL;
+    self->memory -= malloc_usable_size(block);
+    free(block);
+    self->compact_pos = 0;
+}
+
+static void s_blocks_free(kv_dict_t *self) {
+    while (self->oldest) s_block_pop(self);
+    self->live = 0;
+    self->dead = 0;
+    self->compacting = false;
+}
+
+/* Cuts bytes (a multiple of KV_ENTRY_ALIGN) for a live entry from the newest
+ * block, or from a new one. Never from the block being compacted. Returns
+ * NULL when out of memory. */
+static kv_entry_t *s_cut(kv_dict_t *self, size_t bytes) {
+    dict_block_t *block = self->newest;
+    if (!block || block->size - block->used < bytes || (self->compacting && block == self->oldest))
+        block = s_block_new(self, bytes);
+    if (!block) return NULL;
+    char *at = block->data + block->used;
+    block->used += (uint32_t)bytes;
+    S_UNPOISON(at, bytes);
+    self->live += bytes;
+    return (kv_entry_t *)(void *)at;
+}
+
+/* Marks an entry nobody links to any more as dead: its bytes wait in the
+ * block for compaction, and only its header stays readable for the walk. */
+static void s_entry_retire(kv_dict_t *self, kv_entry_t *entry) {
+    size_t bytes = s_entry_cut_bytes(entry);
+    entry->flags |= KV_ENTRY_F_DEAD;
+    self->live -= bytes;
+    self->dead += bytes;
+    S_POISON(entry->data, bytes - KV_ENTRY_HEADER);
+}
+
+//  --------------------------------------------------------------------------
+//  Entries
+
+/* Cuts an entry for key and value. Returns NULL when out of memory; the
+ * entry is not linked anywhere yet. */
+static kv_entry_t *s_entry_new(kv_dict_t *self, const char *key, size_t klen, const char *value,
+                               size_t vlen, uint64_t version) {
+    kv_entry_t *entry = s_cut(self, s_cut_bytes(s_entry_bytes(klen, vlen, s_flags_for(version))));
+    if (!entry) return NULL;
+    entry->next = NULL;
+    entry->klen_m1 = (uint8_t)(klen - 1);
+    memcpy(entry->data, key, klen);
+    s_entry_fill(entry, klen, value, vlen, version);
+    return entry;
+}
+
+/* Writes a new value into the entry *link points to: in place when it needs
+ * the same number of bytes, else into a new entry that takes the old one's
+ * place in its chain (the old one dies). Returns -1, with the entry
+ * untouched, only when out of memory. */
 static int s_entry_overwrite(kv_dict_t *self, kv_entry_t **link, const char *value, size_t vlen,
                              uint64_t version) {
     kv_entry_t *entry = *link;
     size_t klen = s_klen(entry);
-    size_t need = s_entry_bytes(klen, vlen);
-    size_t usable = malloc_usable_size(entry);
-    if (need > usable || usable - need > need) {
-        kv_entry_t *moved = realloc(entry, need);
-        if (!moved && need > usable) return -1; /* the old block is still intact */
-        if (moved) {
-            self->memory = self->memory - usable + malloc_usable_size(moved);
-            entry = *link = moved;
-        }
+    size_t need = s_cut_bytes(s_entry_bytes(klen, vlen, s_flags_for(version)));
+    if (need != s_entry_cut_bytes(entry)) {
+        kv_entry_t *moved = s_cut(self, need);
+        if (!moved) return -1;
+        moved->next = entry->next;
+        moved->klen_m1 = entry->klen_m1;
+        memcpy(moved->data, entry->data, klen);
+        *link = moved;
+        s_entry_retire(self, entry);
+        entry = moved;
     }
-    if (vlen) memcpy(entry->data + klen, value, vlen); /* value may be NULL when empty */
-    entry->vlen = (uint16_t)vlen;
-    entry->version = version;
+    s_entry_fill(entry, klen, value, vlen, version);
     return 0;
 }
 
@@ -144,33 +305,46 @@ static inline uint64_t s_hash(const kv_dict_t *self, const char *key, size_t kle
     return kv_siphash(key, klen, self->seed);
 }
 
-/* Allocates size empty buckets into an unallocated table. Returns 0 or -1. */
+/* Bytes of a table's bucket array as allocated. */
+static size_t s_table_bytes(const dict_table_t *table) {
+    if (!table->buckets) return 0;
+    return table->mapped ? table->size * sizeof(kv_entry_t *) : malloc_usable_size(table->buckets);
+}
+
+/* Fresh zero-filled pages, or NULL. */
+static void *s_map_zeroed(size_t bytes) {
+    /* cppcheck-suppress invalidFunctionArg ; fd -1 is what MAP_ANONYMOUS asks for */
+    void *pages = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return pages == MAP_FAILED ? NULL : pages;
+}
+
+/* Allocates size empty buckets into an unallocated table. Returns 0 or -1.
+ * Big arrays (whole pages: KV_DICT_MAP_MIN is a multiple of any page size
+ * in use) are mapped, so the one a finished rehash frees goes back to the
+ * system at once: from the heap it would stay resident as a hole. */
 static int s_table_alloc(kv_dict_t *self, dict_table_t *table, size_t size) {
-    kv_entry_t **buckets = calloc(size, sizeof(kv_entry_t *));
+    size_t bytes = size * sizeof(kv_entry_t *);
+    kv_entry_t **buckets = NULL;
+    bool mapped = false;
+    if (bytes >= KV_DICT_MAP_MIN) {
+        buckets = s_map_zeroed(bytes);
+        mapped = buckets != NULL; /* on failure, try the heap */
+    }
+    if (!mapped) buckets = calloc(size, sizeof(kv_entry_t *));
     if (!buckets) return -1;
-    table->buckets = buckets;
-    table->size = size;
-    table->used = 0;
-    self->memory += malloc_usable_size(buckets);
+    *table = (dict_table_t){buckets, size, 0, mapped};
+    self->memory += s_table_bytes(table);
     return 0;
 }
 
 /* Frees the bucket array (not the entries) and leaves the table unallocated. */
 static void s_table_release(kv_dict_t *self, dict_table_t *table) {
-    if (table->buckets) self->memory -= malloc_usable_size(table->buckets);
-    free(table->buckets);
+    self->memory -= s_table_bytes(table);
+    if (table->mapped)
+        munmap(table->buckets, table->size * sizeof(kv_entry_t *));
+    else
+        free(table->buckets);
     *table = (dict_table_t){0};
-}
-
-static void s_table_free_entries(kv_dict_t *self, dict_table_t *table) {
-    for (size_t i = 0; i < table->size; i++) {
-        kv_entry_t *entry = table->buckets[i];
-        while (entry) {
-            kv_entry_t *next = entry->next;
-            s_entry_free(self, entry);
-            entry = next;
-        }
-    }
 }
 
 /* The link (bucket head or a next field) that points to key's entry, or
@@ -306,6 +480,83 @@ static int s_shrink_if_needed(kv_dict_t *self) {
 }
 
 //  --------------------------------------------------------------------------
+//  Incremental compaction
+
+/* The link that points to entry (which is linked), found through its key. */
+static kv_entry_t **s_link_to(kv_dict_t *self, const kv_entry_t *entry) {
+    uint64_t hash = s_hash(self, entry->data, s_klen(entry));
+    for (int t = 0; t < 2; t++) {
+        dict_table_t *table = &self->ht[t];
+        if (!table->buckets) continue;
+        kv_entry_t **link = &table->buckets[hash & (table->size - 1)];
+        for (; *link; link = &(*link)->next)
+            if (*link == entry) return link;
+    }
+    return NULL;
+}
+
+/* Moves a live entry of the block being compacted to the newest block and
+ * relinks it. Returns 0, or -1 when no block could be allocated. */
+static int s_entry_move(kv_dict_t *self, kv_entry_t *entry, size_t bytes) {
+    kv_entry_t **link = s_link_to(self, entry);
+    assert(link); /* a live entry is always linked */
+    kv_entry_t *copy = s_cut(self, bytes);
+    if (!copy) return -1;
+    memcpy(copy, entry, bytes);
+    *link = copy;
+    self->live -= bytes; /* the old copy goes with its block */
+    return 0;
+}
+
+/* Starts compacting when dead bytes pass their share of the live ones. */
+static void s_compact_check(kv_dict_t *self) {
+    if (self->compacting || self->dead <= KV_DICT_GARBAGE_MIN) return;
+    if (self->dead <= self->live / KV_DICT_GARBAGE_RATIO) return;
+    self->compacting = true;
+    self->compact_pos = 0;
+}
+
+/* Walks the oldest block past up to visits entries, moving at most moves
+ * live ones; a block walked to its end is freed. Compaction stops once the
+ * dead bytes are down to half the share that started it, so it does not
+ * chase a trickle of deletes. Returns 1 while compaction remains, else 0. */
+static int s_compact(kv_dict_t *self, int moves, int visits) {
+    while (self->compacting && visits-- > 0) {
+        dict_block_t *block = self->oldest;
+        if (self->compact_pos >= block->used) {
+            s_block_pop(self);
+            if (!self->oldest || self->dead <= self->live / KV_DICT_GARBAGE_STOP)
+                self->compacting = false;
+            continue;
+        }
+        kv_entry_t *entry = (kv_entry_t *)(void *)(block->data + self->compact_pos);
+        size_t bytes = s_entry_cut_bytes(entry);
+        if (entry->flags & KV_ENTRY_F_DEAD) {
+            self->dead -= bytes;
+        } else {
+            if (moves-- == 0) break;
+            if (s_entry_move(self, entry, bytes) == -1) break; /* out of memory: later */
+        }
+        self->compact_pos += (uint32_t)bytes;
+    }
+    return self->compacting;
+}
+
+/* The bounded compaction step every put and delete pays while one runs. */
+static inline void s_compact_step(kv_dict_t *self) {
+    if (self->compacting) s_compact(self, KV_DICT_COMPACT_MOVES, KV_DICT_COMPACT_VISITS);
+}
+
+/* After an entry died: an emptied dict frees its blocks at once, else a
+ * compaction may be due. */
+static void s_after_retire(kv_dict_t *self) {
+    if (kv_dict_size(self) == 0)
+        s_blocks_free(self);
+    else
+        s_compact_check(self);
+}
+
+//  --------------------------------------------------------------------------
 //  Reverse-binary scan
 //
 //  Scanning is stateless: the cursor is all the caller keeps. It names a
@@ -403,16 +654,17 @@ int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value
     if (klen == 0 || klen > (size_t)KV_MAX_KEY_BYTES) return -1;
     if (vlen > (size_t)KV_MAX_VALUE_BYTES) return -1;
     s_rehash_step(self);
+    s_compact_step(self);
     uint64_t hash = s_hash(self, key, klen);
     kv_entry_t **link = s_find_link(self, hash, key, klen, NULL);
-    if (link) return s_entry_overwrite(self, link, value, vlen, version);
-
+    if (link) {
+        if (s_entry_overwrite(self, link, value, vlen, version) == -1) return -1;
+        s_compact_check(self); /* a resized value left a dead copy */
+        return 0;
+    }
+    if (s_reserve(self) == -1) return -1; /* no table at all: the dict is unchanged */
     kv_entry_t *entry = s_entry_new(self, key, klen, value, vlen, version);
     if (!entry) return -1;
-    if (s_reserve(self) == -1) {
-        s_entry_free(self, entry); /* no table at all: undo, the dict is unchanged */
-        return -1;
-    }
     s_link(self, entry, hash);
     return 0;
 }
@@ -429,25 +681,25 @@ int kv_dict_delete(kv_dict_t *self, const char *key, size_t klen) {
     assert(self);
     s_rehash_step(self);
     if (kv_dict_size(self) == 0) return -1;
+    s_compact_step(self);
     dict_table_t *table = NULL;
     kv_entry_t **link = s_find_link(self, s_hash(self, key, klen), key, klen, &table);
     if (!link) return -1;
     kv_entry_t *entry = *link;
     *link = entry->next;
     table->used--;
-    s_entry_free(self, entry);
+    s_entry_retire(self, entry);
+    s_after_retire(self);
     s_shrink_if_needed(self);
     return 0;
 }
 
-/* Frees every entry, and both bucket arrays, so an emptied partition costs
- * nothing until its next put. Unlike every other call it is O(entries). */
+/* Frees every block and both bucket arrays, so an emptied partition costs
+ * nothing until its next put. O(blocks): entries are not visited. */
 void kv_dict_clear(kv_dict_t *self) {
     assert(self);
-    for (int t = 0; t < 2; t++) {
-        s_table_free_entries(self, &self->ht[t]);
-        s_table_release(self, &self->ht[t]);
-    }
+    s_blocks_free(self);
+    for (int t = 0; t < 2; t++) s_table_release(self, &self->ht[t]);
     self->rehash_idx = 0;
 }
 
@@ -461,18 +713,21 @@ size_t kv_dict_memory(const kv_dict_t *self) {
     return self->memory;
 }
 
-/* Moves buckets in batches of KV_DICT_IDLE_BATCH, reading the clock between
- * batches, so it always does at least one batch (max_us <= 0 included) and
- * overruns max_us by at most one batch. */
+/* Moves buckets in batches of KV_DICT_IDLE_BATCH and compacts in steps of
+ * as many entries, reading the clock between batches, so it always does at
+ * least one batch (max_us <= 0 included) and overruns max_us by at most one
+ * batch. */
 int kv_dict_rehash_for(kv_dict_t *self, long max_us) {
     assert(self);
-    s_shrink_if_needed(self);            /* retries a shrink that an allocation failure skipped */
-    if (!s_is_rehashing(self)) return 0; /* the usual case: no clock read at all */
+    s_shrink_if_needed(self); /* retries a shrink that an allocation failure skipped */
+    if (!s_is_rehashing(self) && !self->compacting) return 0; /* usual: no clock read */
     int64_t deadline = kv_clock_mono_us() + max_us;
-    while (s_rehash(self, KV_DICT_IDLE_BATCH)) {
-        if (kv_clock_mono_us() >= deadline) break;
+    for (;;) {
+        int more = s_rehash(self, KV_DICT_IDLE_BATCH);
+        more |= s_compact(self, KV_DICT_IDLE_BATCH, KV_DICT_IDLE_BATCH * 8);
+        if (!more || kv_clock_mono_us() >= deadline) break;
     }
-    return s_is_rehashing(self);
+    return s_is_rehashing(self) || self->compacting;
 }
 
 /* Skips runs of empty buckets (up to KV_DICT_SCAN_EMPTY_MAX steps) so a
@@ -509,5 +764,8 @@ size_t kv_entry_vlen(const kv_entry_t *entry) {
 }
 
 uint64_t kv_entry_version(const kv_entry_t *entry) {
-    return entry->version;
+    if (!(entry->flags & KV_ENTRY_F_VERSION)) return 0;
+    uint64_t version;
+    memcpy(&version, entry->data + s_klen(entry) + entry->vlen, sizeof version);
+    return version;
 }

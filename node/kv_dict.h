@@ -4,16 +4,20 @@
  *  - growth and shrinking are incremental (two tables while rehashing, a
  *    bounded number of buckets moved per operation), so no request ever pays
  *    for a full rehash;
- *  - one allocation per entry: the entry header, key and value live in one
- *    block;
+ *  - an entry is a 12-byte header, the key and the value in one piece, cut
+ *    from the dict's own blocks (an arena) rather than malloc'd: an 11-byte
+ *    key with a 32-byte value takes 56 bytes; deleted entries are reclaimed
+ *    by an incremental compaction, and an emptied dict frees its blocks;
  *  - kv_dict_scan walks the table with a reverse-binary cursor that stays
  *    correct while the table grows or shrinks between calls: every entry
  *    present for the whole scan is returned at least once;
  *  - bucket hashes are SipHash under a per-dict random key (no hash flooding).
  *
- *  Entries carry a version (bumped by the store on every write: the base for
- *  conditional writes) and a flags byte reserved for optional metadata (for
- *  example an expiry) so those fit later without a new layout.
+ *  Metadata only some entries need rides in optional trailers after the
+ *  value, each announced by a bit of the entry's flags byte, so an entry
+ *  without it pays nothing and new metadata needs no new layout. A version
+ *  (the base for conditional writes) is the first such trailer, stored only
+ *  when kv_dict_put is given one; an expiry time (TTL) would be the next.
  *
  *  Not thread-safe: a dict belongs to the one actor that owns the partition.
  */
@@ -33,8 +37,10 @@ kv_dict_t *kv_dict_new(const uint8_t seed[16]);
 /* Frees the dict and every entry; sets *self_p to NULL. Safe on NULL. */
 void kv_dict_destroy(kv_dict_t **self_p);
 
-/* Creates or overwrites key with value and stores version in the entry.
- * Returns 0, or -1 when out of memory (the dict is then unchanged). */
+/* Creates or overwrites key with value. A non-zero version is stored in the
+ * entry (8 more bytes); 0 stores none, and an overwrite with 0 drops the
+ * previous one. Returns 0, or -1 when out of memory (the dict is then
+ * unchanged). */
 int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value, size_t vlen,
                 uint64_t version);
 
@@ -50,11 +56,13 @@ void kv_dict_clear(kv_dict_t *self);
 /* Number of entries. */
 size_t kv_dict_size(const kv_dict_t *self);
 
-/* Bytes held by the dict: entries as allocated plus bucket arrays. */
+/* Bytes held by the dict: its entry blocks as allocated (live entries, dead
+ * ones awaiting compaction, unused tails) plus bucket arrays. */
 size_t kv_dict_memory(const kv_dict_t *self);
 
-/* Performs rehash steps for about max_us microseconds when a rehash is in
- * progress (for idle time). Returns 1 if rehashing remains, else 0. */
+/* Does background work for about max_us microseconds (for idle time): moves
+ * buckets while a rehash is in progress and entries while a compaction is.
+ * Returns 1 if either remains, else 0. */
 int kv_dict_rehash_for(kv_dict_t *self, long max_us);
 
 typedef void(kv_dict_scan_fn)(const kv_entry_t *entry, void *arg);
@@ -69,6 +77,7 @@ const char *kv_entry_key(const kv_entry_t *entry);
 size_t kv_entry_klen(const kv_entry_t *entry);
 const char *kv_entry_value(const kv_entry_t *entry);
 size_t kv_entry_vlen(const kv_entry_t *entry);
+/* The version given to the last put, or 0 when it stored none. */
 uint64_t kv_entry_version(const kv_entry_t *entry);
 
 #endif

@@ -32,6 +32,7 @@
 #define KV_NODE_REPORT_MS 20        /* earliest heartbeat after a report changed */
 #define KV_NODE_WAKE_MS 20          /* longest sleep: replication housekeeping */
 #define KV_NODE_FIXED_ITEMS 3       /* pipe, router, dealer */
+#define KV_NODE_LINGER_MS 1000      /* answer MOVED this long after leaving */
 
 typedef struct {
     zsock_t *pipe;   /* to the actor's owner */
@@ -56,6 +57,7 @@ typedef struct {
     int64_t drain_deadline; /* mono ms; 0 when not draining */
     uint64_t bad_frames;    /* malformed frames dropped */
     int left;               /* "LEFT" was sent to the owner */
+    int64_t left_at;        /* mono ms to send it (after lingering), 0 if not yet due */
     int terminated;         /* $TERM received */
 } s_node_t;
 
@@ -154,8 +156,16 @@ static void s_send_leave(s_node_t *self, int first) {
     s_send_dealer(self, &msg);
 }
 
+/* We own nothing any more. Requests a gateway routed with an older table
+ * may still be on their way: stay a moment to answer them MOVED (the
+ * gateway retries at the new owner) before telling the owner to exit. */
 static void s_announce_left(s_node_t *self) {
-    if (self->left) return;
+    if (self->left || self->left_at) return;
+    self->left_at = kv_clock_mono_ms() + KV_NODE_LINGER_MS;
+}
+
+static void s_check_linger(s_node_t *self) {
+    if (self->left || !self->left_at || kv_clock_mono_ms() < self->left_at) return;
     self->left = 1;
     zstr_send(self->pipe, "LEFT");
 }
@@ -596,6 +606,7 @@ static void s_loop(s_node_t *self) {
                                 count - KV_NODE_FIXED_ITEMS);
         if (self->repl) kv_repl_tick(self->repl);
         s_tick(self);
+        s_check_linger(self);
         if (rc == 0 && self->store) kv_store_rehash_for(self->store, KV_NODE_IDLE_REHASH_US);
     }
 }

@@ -11,7 +11,6 @@ struct _kv_store_t {
     uint32_t partitions; /* number of partitions */
     kv_dict_t **dicts;   /* one per partition, NULL until first written */
     uint8_t seed[16];    /* bucket hash key shared by this store's dicts */
-    uint64_t version;    /* last version handed to an entry */
 };
 
 kv_store_t *kv_store_new(uint32_t partitions) {
@@ -47,7 +46,7 @@ int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t k
                  const char *value, size_t vlen) {
     kv_dict_t *dict = s_dict(self, partition, 1);
     if (!dict) return -1;
-    return kv_dict_put(dict, key, klen, value, vlen, ++self->version);
+    return kv_dict_put(dict, key, klen, value, vlen, 0); /* no version: nothing reads one yet */
 }
 
 const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
@@ -176,17 +175,17 @@ typedef struct {
     int stopped;           /* fn asked to stop */
 } s_foreach_t;
 
+/* (The walk is not called "foreach": clang-format takes that for a macro.) */
 static void s_foreach_entry(const kv_entry_t *entry, void *arg) {
-    s_foreach_t *foreach = arg;
-    if (!foreach->stopped) foreach->stopped = foreach->fn(entry, foreach->arg);
+    s_foreach_t *walk = arg;
+    if (!walk->stopped) walk->stopped = walk->fn(entry, walk->arg);
 }
 
 void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg) {
     kv_dict_t *dict = s_dict(self, partition, 0);
     if (!dict) return;
-    s_foreach_t foreach = {fn, arg, 0};
+    s_foreach_t walk = {fn, arg, 0};
     uint64_t cursor = 0;
-    do
-        cursor = kv_dict_scan(dict, cursor, s_foreach_entry, &foreach);
-    while (cursor != 0 && !foreach.stopped);
+    do cursor = kv_dict_scan(dict, cursor, s_foreach_entry, &walk);
+    while (cursor != 0 && !walk.stopped);
 }

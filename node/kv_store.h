@@ -29,8 +29,11 @@ kv_store_t *kv_store_new(uint32_t partitions);
 /* Frees the store and all its data; sets *self_p to NULL. Safe on NULL. */
 void kv_store_destroy(kv_store_t **self_p);
 
-/* Creates or overwrites. Returns 0, or -1 when out of memory (nothing
- * changed) or the partition is out of range. */
+/* Creates or overwrites. Entries carry no version (kv_entry_version is 0):
+ * nothing needs one yet, and it would cost 8 bytes per key; conditional
+ * writes would pass one to kv_dict_put, which keeps it as a trailer. Returns
+ * 0, or -1 when out of memory (nothing changed) or the partition is out of
+ * range. */
 int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
                  const char *value, size_t vlen);
 

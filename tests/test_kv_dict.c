@@ -134,8 +134,8 @@ Test(kv_dict, overwrite_keeps_one_entry) {
     kv_dict_destroy(&dict);
 }
 
-/* Growing past the allocation must move the entry (and relink it), and a
- * much shorter value must give the memory back. */
+/* A value that needs more room moves the entry (and relinks it), and a much
+ * shorter value gives the memory back once the dead copy is compacted. */
 Test(kv_dict, overwrite_resizes_the_entry_as_needed) {
     static char big[KV_MAX_VALUE_BYTES];
     memset(big, 'x', sizeof big);
@@ -151,11 +151,88 @@ Test(kv_dict, overwrite_resizes_the_entry_as_needed) {
 
     cr_assert_eq(kv_dict_put(dict, key, klen, BYTES("tiny"), 3), 0);
     cr_expect(s_value_is(kv_dict_get(dict, key, klen), BYTES("tiny")));
-    cr_expect_lt(kv_dict_memory(dict), before + 64, "the 1 KB block was not shrunk");
+    s_settle(dict); /* the dead 1 KB copy goes with compaction, in idle time */
+    cr_expect_lt(kv_dict_memory(dict), before + 512, "the 1 KB entry was not reclaimed");
     cr_expect_eq(kv_entry_version(kv_dict_get(dict, key, klen)), 3);
     cr_expect_eq(kv_dict_size(dict), 100);
     for (int id = 0; id < 100; id++)
         cr_expect(id == 50 || s_holds_id(s_get_id(dict, id), id), "key %d damaged", id);
+    kv_dict_destroy(&dict);
+}
+
+/* The version is an optional trailer: 0 stores none, and a later put may add
+ * one, change it or drop it, whatever the value's length does meanwhile. */
+Test(kv_dict, version_is_stored_only_when_given) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("plain"), 0), 0);
+    cr_expect_eq(kv_entry_version(kv_dict_get(dict, BYTES("k"))), 0);
+
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("a longer value than before"), 7), 0);
+    const kv_entry_t *entry = kv_dict_get(dict, BYTES("k"));
+    cr_expect(s_value_is(entry, BYTES("a longer value than before")));
+    cr_expect_eq(kv_entry_version(entry), 7);
+
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("x"), 0xFFFFFFFFFFFFFFFFULL), 0);
+    entry = kv_dict_get(dict, BYTES("k"));
+    cr_expect(s_value_is(entry, BYTES("x")));
+    cr_expect_eq(kv_entry_version(entry), 0xFFFFFFFFFFFFFFFFULL);
+
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES(""), 0), 0);
+    entry = kv_dict_get(dict, BYTES("k"));
+    cr_expect(s_value_is(entry, BYTES("")));
+    cr_expect_eq(kv_entry_version(entry), 0, "an overwrite without a version drops it");
+    cr_expect_eq(kv_dict_size(dict), 1);
+    kv_dict_destroy(&dict);
+}
+
+/* Adds keys "key:%07d" (11 bytes) first .. first + count - 1 with 32-byte
+ * values and the version given, and returns how much memory grew. */
+static size_t s_growth_of(kv_dict_t *dict, int first, int count, uint64_t version) {
+    static const char value[32] = "0123456789abcdef0123456789abcdef";
+    size_t before = kv_dict_memory(dict);
+    char key[16];
+    for (int id = first; id < first + count; id++) {
+        cr_assert_eq(snprintf(key, sizeof key, "key:%07d", id), 11);
+        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, version), 0);
+    }
+    return kv_dict_memory(dict) - before;
+}
+
+/* The benchmark's shape, an 11-byte key with a 32-byte value, is 55 bytes
+ * without a version and takes 56 in a block (a malloc'd one would take a
+ * 64-byte chunk). A version costs its 8 bytes only to entries that have one.
+ * Measured over 20,000 inserts into a table that does not resize meanwhile
+ * (40,000 to 60,000 entries in 65,536 buckets); block headers and the last
+ * block's free tail add under 2 bytes per entry. */
+Test(kv_dict, entry_without_version_takes_56_bytes) {
+    kv_dict_t *plain = kv_dict_new(s_seed);
+    kv_dict_t *versioned = kv_dict_new(s_seed);
+    s_growth_of(plain, 0, 40000, 0);
+    s_growth_of(versioned, 0, 40000, 9);
+    s_settle(plain);
+    s_settle(versioned);
+    double per_plain = (double)s_growth_of(plain, 40000, 20000, 0) / 20000;
+    double per_versioned = (double)s_growth_of(versioned, 40000, 20000, 9) / 20000;
+    cr_expect(per_plain >= 55.0 && per_plain < 58.0, "%.2f bytes per entry", per_plain);
+    cr_expect(per_versioned >= 63.0 && per_versioned < 66.0, "%.2f bytes per versioned entry",
+              per_versioned);
+    cr_expect_eq(kv_entry_version(kv_dict_get(versioned, BYTES("key:0050000"))), 9);
+    cr_expect_eq(kv_entry_version(kv_dict_get(plain, BYTES("key:0050000"))), 0);
+    kv_dict_destroy(&plain);
+    kv_dict_destroy(&versioned);
+}
+
+/* A 1-byte key with an empty value is the smallest entry there is. */
+Test(kv_dict, smallest_entry) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), NULL, 0, 0), 0);
+    const kv_entry_t *entry = kv_dict_get(dict, BYTES("k"));
+    cr_assert_not_null(entry);
+    cr_expect_eq(kv_entry_klen(entry), 1);
+    cr_expect_eq(kv_entry_vlen(entry), 0);
+    cr_expect_eq(kv_entry_version(entry), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), NULL, 0, 3), 0);
+    cr_expect_eq(kv_entry_version(kv_dict_get(dict, BYTES("k"))), 3);
     kv_dict_destroy(&dict);
 }
 
@@ -333,8 +410,9 @@ Test(kv_dict, memory_grows_and_falls_back) {
         last = kv_dict_memory(dict);
     }
     last = kv_dict_memory(dict);
-    /* Each entry holds at least its header and "key:%08d" + "value-%d". */
-    cr_expect_geq(last, (size_t)KEYS * (20 + 12 + 6));
+    /* Each entry holds at least its header, "key:%08d" + "value-%d" and the
+     * version trailer. */
+    cr_expect_geq(last, (size_t)KEYS * (12 + 12 + 6 + 8));
     for (int id = 0; id < KEYS; id++) cr_assert_eq(s_delete_id(dict, id), 0);
     s_settle(dict);
     cr_expect_leq(kv_dict_memory(dict), 64, "only the 4 minimum buckets should remain");
@@ -366,6 +444,104 @@ Test(kv_dict, rehash_for_finishes_an_idle_rehash) {
         cr_assert_eq(s_put_id(dict, id, 1), 0); /* the 4097th key starts a rehash */
     cr_expect_eq(kv_dict_rehash_for(dict, 1000000), 0, "a second is plenty for 4096 buckets");
     cr_expect_eq(kv_dict_rehash_for(dict, 0), 0);
+    kv_dict_destroy(&dict);
+}
+
+//  --------------------------------------------------------------------------
+//  Compaction: deleted and replaced entries wait in their blocks until the
+//  dict moves the live ones out and frees the blocks.
+
+/* Deleting half the keys, scattered, leaves half the blocks' bytes dead;
+ * compaction (driven by the deletes, then idle time) gives them back, and
+ * every remaining key keeps its value through the moves. */
+Test(kv_dict, compaction_reclaims_deleted_entries) {
+    enum { KEYS = 50000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 0), 0);
+    s_settle(dict);
+    size_t full = kv_dict_memory(dict);
+    for (int id = 0; id < KEYS; id += 2) {
+        cr_assert_eq(s_delete_id(dict, id), 0);
+        if (id % 1000 == 0) /* reads between the moves */
+            cr_assert(s_holds_id(s_get_id(dict, id + 1), id + 1), "key %d lost", id + 1);
+    }
+    s_settle(dict);
+    size_t half = kv_dict_memory(dict);
+    cr_expect_lt(half, full * 7 / 10, "memory %zu after deleting half of %zu", half, full);
+    for (int id = 0; id < KEYS; id++) {
+        if (id % 2)
+            cr_assert(s_holds_id(s_get_id(dict, id), id), "key %d lost in compaction", id);
+        else
+            cr_assert_null(s_get_id(dict, id), "key %d came back", id);
+    }
+    kv_dict_destroy(&dict);
+}
+
+/* Values that keep changing size leave a dead copy per overwrite; memory
+ * stays bounded, and the latest value is always the one read. */
+Test(kv_dict, resizing_overwrites_keep_memory_bounded) {
+    enum { KEYS = 2000, ROUNDS = 40 };
+    static char value[200];
+    memset(value, 'v', sizeof value);
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    char key[32];
+    size_t peak = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        size_t vlen = round % 2 ? sizeof value : 10 + (size_t)round;
+        for (int id = 0; id < KEYS; id++) {
+            size_t klen = s_key(key, sizeof key, id);
+            value[0] = (char)('a' + round % 26);
+            cr_assert_eq(kv_dict_put(dict, key, klen, value, vlen, 0), 0);
+        }
+        for (int id = 0; id < KEYS; id += 97) {
+            size_t klen = s_key(key, sizeof key, id);
+            const kv_entry_t *entry = kv_dict_get(dict, key, klen);
+            cr_assert(s_value_is(entry, value, vlen), "round %d key %d", round, id);
+        }
+        if (kv_dict_memory(dict) > peak) peak = kv_dict_memory(dict);
+    }
+    /* 2,000 entries of about 230 bytes are 460 KB live; dead copies may add
+     * a quarter before compaction starts, and a round adds up to one more
+     * full set while compaction catches up. */
+    cr_expect_lt(peak, (size_t)KEYS * 232 * 5 / 2, "peak memory %zu", peak);
+    cr_expect_eq(kv_dict_size(dict), KEYS);
+    kv_dict_destroy(&dict);
+}
+
+/* An overwrite with a value of the same size stays in place: no dead copy,
+ * no new memory. */
+Test(kv_dict, same_size_overwrite_stays_in_place) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("12345678"), 0), 0);
+    const kv_entry_t *before = kv_dict_get(dict, BYTES("k"));
+    size_t memory = kv_dict_memory(dict);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("abcdefgh"), 0), 0);
+    cr_expect_eq(kv_dict_get(dict, BYTES("k")), before, "the entry moved");
+    cr_expect(s_value_is(before, BYTES("abcdefgh")));
+    cr_expect_eq(kv_dict_memory(dict), memory);
+    kv_dict_destroy(&dict);
+}
+
+/* Compaction moves entries, never bucket membership: a scan between whose
+ * calls keys are deleted (so entries move) still returns every key that is
+ * never deleted. */
+Test(kv_dict, scan_returns_every_entry_while_compacting) {
+    enum { KEYS = 20000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 0), 0);
+    scan_tally_t tally = s_tally_new(KEYS);
+    int next_delete = 0; /* deletes the even keys, from the start */
+    uint64_t cursor = 0;
+    size_t calls = 0;
+    do {
+        cursor = kv_dict_scan(dict, cursor, s_tally, &tally);
+        for (int i = 0; i < 20 && next_delete < KEYS; i++, next_delete += 2)
+            cr_assert_eq(s_delete_id(dict, next_delete), 0);
+        cr_assert_lt(++calls, 1000000, "the scan does not terminate");
+    } while (cursor != 0);
+    for (int id = 1; id < KEYS; id += 2)
+        cr_expect_geq(tally.seen[id], 1, "key %d was never returned", id);
+    free(tally.seen);
     kv_dict_destroy(&dict);
 }
 
@@ -490,8 +666,9 @@ Test(kv_dict, scan_returns_every_entry_under_churn) {
     kv_dict_destroy(&dict);
 }
 
-/* The layout's cost in the benchmark's shape: 1,000,000 keys of 11 bytes with
- * 32-byte values (Redis: 120.5 bytes per key). */
+/* The layout's cost in the benchmark's shape, stored as the store does (no
+ * version): 1,000,000 keys of 11 bytes with 32-byte values. Redis takes
+ * 120.5 bytes per key; the target is at most 0.7 of that. */
 Test(kv_dict, memory_per_entry_beats_redis, .timeout = 120) {
     enum { KEYS = 1000000 };
     static const char value[32] = "0123456789abcdef0123456789abcdef";
@@ -500,11 +677,11 @@ Test(kv_dict, memory_per_entry_beats_redis, .timeout = 120) {
     for (int id = 0; id < KEYS; id++) {
         int klen = snprintf(key, sizeof key, "key:%07d", id);
         cr_assert_eq(klen, 11);
-        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, 1), 0);
+        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, 0), 0);
     }
     s_settle(dict);
     double per_entry = (double)kv_dict_memory(dict) / (double)kv_dict_size(dict);
     cr_log_info("%.1f bytes per entry for 1M entries (11-byte keys, 32-byte values)", per_entry);
-    cr_expect_lt(per_entry, 120.5);
+    cr_expect_lt(per_entry, 0.7 * 120.5);
     kv_dict_destroy(&dict);
 }
