@@ -11,6 +11,7 @@
 #   make run          coordinator + 3 nodes + gateway on loopback (scripts/run-local.sh)
 #   make stress       kv-stress: 100,000 checked sets on :8080 (tools/stress/stress.sh)
 #   make bench        kvstore vs redis+webdis vs bare MHD with wrk (tools/bench/bench.sh)
+#   make bench-mem    bytes per key vs redis at 10M keys, and 10M-key behaviour (tools/bench/mem.sh)
 #   make format       clang-format -i every project .c/.h
 #   make clean        remove build/
 
@@ -34,7 +35,7 @@ ASAN_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_aft
                UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                $(if $(LSAN_SUPP),LSAN_OPTIONS=suppressions=$(LSAN_SUPP):print_suppressions=0)
 
-.PHONY: all release debug asan test test-release lint coverage run format clean stress bench
+.PHONY: all release debug asan test test-release lint coverage run format clean stress bench bench-mem
 
 all: release
 
@@ -72,6 +73,11 @@ stress: release
 # kvstore against redis+webdis and bare libmicrohttpd, wrk, medians (tools/bench).
 bench: release
 	KV_BENCH_BUILD_DIR=$(RELEASE_DIR) tools/bench/bench.sh
+
+# Memory per key against redis with 10M keys loaded, then /get, /getKeys and a
+# fourth node joining with those keys in place (tools/bench/mem.sh).
+bench-mem: release
+	KV_MEM_BUILD_DIR=$(RELEASE_DIR) tools/bench/mem.sh
 
 format:
 	@files=$$(find $(wildcard $(SRC_DIRS)) -type f -name '*.[ch]' 2>/dev/null); \

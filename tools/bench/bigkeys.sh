@@ -247,8 +247,10 @@ cmd_join() {
         elapsed=$(awk -v a="$start" -v b="$now" 'BEGIN { printf "%.1f", b - a }')
         kill -0 "$node_pid" 2>/dev/null || die "$NODE_ID exited: $WORK/$NODE_ID.log"
         kill -0 "$stress_pid" 2>/dev/null || die "kv-stress stopped early: $WORK/join-stress.txt"
-        awk -v e="$elapsed" -v t="$MOVE_TIMEOUT" 'BEGIN { exit !(e > t) }' &&
-            die "no balance after ${MOVE_TIMEOUT}s"
+        if awk -v e="$elapsed" -v t="$MOVE_TIMEOUT" 'BEGIN { exit !(e > t) }'; then
+            say "no balance after ${MOVE_TIMEOUT}s: giving up (see $WORK/coordinator.log, if any)"
+            break
+        fi
         status=$(status_get) || {
             sleep 0.25
             continue
@@ -280,18 +282,26 @@ cmd_join() {
     wait "$stress_pid" 2>/dev/null
     local ok errors preload_errors
     ok=$(awk '/^  succeeded/ { print $2 }' "$WORK/join-stress.txt")
-    errors=$(awk '/^  errors / { print $2 }' "$WORK/join-stress.txt")
+    errors=$(awk '/^  errors +[0-9]/ { print $2 }' "$WORK/join-stress.txt")
     preload_errors=$(sed -n 's/.*preloaded .* s, \([0-9]*\) errors.*/\1/p' "$WORK/join-stress.txt")
     status=$(status_get)
-    echo "join: $NODE_ID took its share in ${balanced_at}s (nothing moving, primaries within one);" \
-        "every node within one slot after ${slots_at}s"
+    echo "join: $NODE_ID took its share in ${balanced_at:-(not within $MOVE_TIMEOUT )}s (nothing" \
+        "moving, primaries within one); every node within one slot after" \
+        "${slots_at:-(not within $MOVE_TIMEOUT )}s"
+    local downs
+    downs=$(grep -c 'marked down' "$WORK/coordinator.log" 2>/dev/null)
+    [ "${downs:-0}" -gt 0 ] && echo "  the coordinator marked nodes down $downs times" \
+        "(missed heartbeats): $(grep 'marked down' "$WORK/coordinator.log" |
+            sed 's/.*node \(node-[0-9]*\): no heartbeat for \([0-9]*\) ms.*/\1 \2 ms/' |
+            head -5 | paste -sd, -)"
     echo "  kv-stress during the move (get=90,set=10, 16 connections, every answer checked):" \
         "${ok:-?} requests succeeded, ${errors:-?} failed (preload: ${preload_errors:-?} failed)"
     echo "  after: $(node_table "$status" | awk '{ printf "%s%s %s primaries %s replicas %s keys",
         (NR > 1 ? "; " : ""), $1, $3, $4, $5 }')"
     echo "  $NODE_ID VmRSS $(($(rss_kb "$node_pid") / 1024)) MB"
-    printf 'JOIN %s %s %s %s\n' "$balanced_at" "$slots_at" "${ok:-0}" "$((${errors:-1} + ${preload_errors:-1}))"
-    [ "${errors:-1}" = 0 ] && [ "${preload_errors:-1}" = 0 ]
+    printf 'JOIN %s %s %s %s\n' "${balanced_at:--}" "${slots_at:--}" "${ok:-0}" \
+        "$((${errors:-1} + ${preload_errors:-1}))"
+    [ "${errors:-1}" = 0 ] && [ "${preload_errors:-1}" = 0 ] && [ -n "$slots_at" ]
 }
 
 # --- main ----------------------------------------------------------------------
