@@ -384,8 +384,11 @@ static void s_on_leave(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
     char id[KV_NODE_ID_MAX + 1];
     int index = s_text_of(msg->node_id, id, sizeof(id)) ? -1 : kv_table_find(self->table, id);
     int from_gateway = msg->req_id != 0;
-    if (index < 0) {
-        if (from_gateway) s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_NOT_FOUND, id);
+    if (index < 0) { /* just restarted: the nodes may not have told us who they are yet */
+        int rebuilding = !self->started || kv_clock_mono_ms() < self->plan_after;
+        if (from_gateway)
+            s_cluster_reply(self, routing_id, msg->req_id,
+                            rebuilding ? KV_STATUS_NOT_READY : KV_STATUS_NOT_FOUND, id);
         return;
     }
     kv_table_node_t *node = &self->table->nodes[index];
@@ -405,6 +408,10 @@ static void s_on_leave(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
         s_cluster_reply(self, routing_id, msg->req_id, KV_STATUS_OK, id);
         return;
     }
+    for (int i = 0; i < KV_COORD_LEAVES; i++) /* the gateway repeats its LEAVE: once is enough */
+        if (self->leaves[i].gateway && self->leaves[i].req_id == msg->req_id &&
+            zframe_eq(self->leaves[i].gateway, routing_id))
+            return;
     for (int i = 0; i < KV_COORD_LEAVES; i++)
         if (!self->leaves[i].gateway) {
             self->leaves[i] = (s_leave_t){zframe_dup(routing_id), msg->req_id, me};
