@@ -381,7 +381,7 @@ static int s_serving_others(const s_coord_t *self, uint32_t except) {
 
 /* LEAVE from a gateway (/leave) or from a node draining itself. */
 static void s_on_leave(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
-    char id[KV_NODE_ID_MAX + 1];
+    char id[KV_NODE_ID_MAX + 1] = "";
     int index = s_text_of(msg->node_id, id, sizeof(id)) ? -1 : kv_table_find(self->table, id);
     int from_gateway = msg->req_id != 0;
     if (index < 0) { /* just restarted: the nodes may not have told us who they are yet */

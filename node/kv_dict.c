@@ -315,7 +315,8 @@ static size_t s_table_bytes(const dict_table_t *table) {
 static void *s_map_zeroed(size_t bytes) {
     /* cppcheck-suppress invalidFunctionArg ; fd -1 is what MAP_ANONYMOUS asks for */
     void *pages = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    return pages == MAP_FAILED ? NULL : pages;
+    if (pages == MAP_FAILED) return NULL; /* nothing was mapped */
+    return pages;
 }
 
 /* Allocates size empty buckets into an unallocated table. Returns 0 or -1.

@@ -323,10 +323,27 @@ int kv_cluster_wait_balanced(kv_cluster_t *self, int ms) {
     return -1;
 }
 
+/* True once pid is stopped (state T in /proc/PID/stat). */
+static int s_is_stopped(pid_t pid) {
+    char path[64], text[256] = "";
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *file = fopen(path, "r");
+    if (!file) return 0;
+    size_t got = fread(text, 1, sizeof(text) - 1, file);
+    fclose(file);
+    text[got] = '\0';
+    const char *close = strrchr(text, ')'); /* the name may hold spaces */
+    return close && close[1] == ' ' && (close[2] == 'T' || close[2] == 't');
+}
+
 void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig) {
     kv_harness_node_t *node = &self->nodes[i];
     if (node->pid <= 0) return;
     kill(node->pid, sig);
+    /* kill() only queues SIGSTOP: wait until every thread really stopped,
+     * or a request sent next may still be answered. */
+    for (int waited = 0; sig == SIGSTOP && !s_is_stopped(node->pid) && waited < 2000; waited++)
+        usleep(1000);
     if (sig == SIGKILL || sig == SIGINT) {
         s_wait_exit(node->pid, 5000, NULL);
         node->pid = 0;
