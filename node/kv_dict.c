@@ -315,7 +315,8 @@ static size_t s_table_bytes(const dict_table_t *table) {
 static void *s_map_zeroed(size_t bytes) {
     /* cppcheck-suppress invalidFunctionArg ; fd -1 is what MAP_ANONYMOUS asks for */
     void *pages = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (pages == MAP_FAILED) return NULL; /* nothing was mapped */
+    /* cppcheck-suppress memleak ; MAP_FAILED is not a mapping: nothing to unmap */
+    if (pages == MAP_FAILED) return NULL;
     return pages;
 }
 
