@@ -632,6 +632,7 @@ static void s_on_snapshot(kv_repl_t *self, const kv_msg_t *msg) {
     while (kv_msg_entry_next(&msg->entries, &pos, &key, &value) == 0)
         kv_store_put(self->store, msg->partition, key.ptr, key.len, value.ptr, value.len);
     part->snap_chunk++;
+    part->snap_asked = kv_clock_mono_ms(); /* the retry measures silence, not total time */
     if (msg->more) return;
     part->snap_req = 0;
     part->seq = msg->seq;
