@@ -591,6 +591,7 @@ static void s_loop(s_node_t *self) {
     while (!self->terminated) {
         long timeout = (long)(self->next_heartbeat - kv_clock_mono_ms());
         if (timeout > KV_NODE_WAKE_MS) timeout = KV_NODE_WAKE_MS;
+        if (self->repl && kv_repl_busy(self->repl)) timeout = 0;
         int rc = zmq_poll(self->items, self->item_count, timeout < 0 ? 0 : timeout);
         if (rc < 0 && errno == EINTR) continue;
         if (rc < 0) break; /* context terminated */

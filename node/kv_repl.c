@@ -7,7 +7,8 @@
 #include "kv_peers.h"
 
 #define KV_BEACON_MS 100                   /* primary beacon period */
-#define KV_SNAPSHOT_RETRY_MS 500           /* re-ask a snapshot after this silence */
+#define KV_SNAPSHOT_RETRY_MS 2000          /* re-ask a snapshot after this silence */
+#define KV_WORK_BUDGET_US 5000             /* snapshot work per wake-up: heartbeats go on */
 #define KV_SNAPSHOT_CHUNK 2048             /* entries per SNAPSHOT frame */
 #define KV_PENDING_EXPIRY_MS 10000         /* forget unconfirmed writes after this */
 #define KV_BUFFER_MAX 100000               /* updates buffered during a snapshot */
@@ -31,6 +32,14 @@ typedef struct _s_pending_t {
     int64_t since;             /* mono ms, for expiry */
     s_group_t *group;          /* the reply it is part of */
 } s_pending_t;
+
+/* A snapshot asked of us, served when the loop has time (kv_repl_work). */
+typedef struct _s_snap_job_t {
+    struct _s_snap_job_t *next;
+    zmq_msg_t identity; /* the replica's DEALER */
+    uint64_t req_id;    /* its latest request */
+    uint32_t partition;
+} s_snap_job_t;
 
 /* An update received while a snapshot is on its way. */
 typedef struct _s_buffered_t {
@@ -75,6 +84,7 @@ struct _kv_repl_t {
     int reports_dirty;    /* a report changed since the last heartbeat */
     uint32_t *dirty_list; /* partitions with unacknowledged applies */
     uint32_t dirty_count;
+    s_snap_job_t *jobs, *jobs_tail; /* snapshots to serve, FIFO */
 };
 
 /* --- helpers ---------------------------------------------------------------- */
@@ -383,16 +393,16 @@ static int s_snapshot_entry(const kv_entry_t *entry, void *arg) {
 
 /* The whole partition goes out within this call: no write can interleave,
  * so the chunks are the partition at exactly msg.seq. */
-void kv_repl_on_snapshot_req(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+static void s_serve_snapshot(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id,
+                             uint32_t partition) {
     s_snapshot_t snap = {self, identity, {.type = KV_MSG_SNAPSHOT}, NULL, 0, 0, 0};
-    snap.msg.req_id = req->req_id;
-    snap.msg.partition = req->partition;
-    int primary =
-        req->partition < self->partitions && self->parts[req->partition].role == ROLE_PRIMARY;
+    snap.msg.req_id = req_id;
+    snap.msg.partition = partition;
+    int primary = partition < self->partitions && self->parts[partition].role == ROLE_PRIMARY;
     snap.msg.status = primary ? KV_STATUS_OK : KV_STATUS_MOVED;
     if (primary) {
-        snap.msg.seq = self->parts[req->partition].seq;
-        kv_store_foreach(self->store, req->partition, s_snapshot_entry, &snap);
+        snap.msg.seq = self->parts[partition].seq;
+        kv_store_foreach(self->store, partition, s_snapshot_entry, &snap);
     }
     if (snap.failed) {
         snap.msg.status = KV_STATUS_NO_MEMORY;
@@ -401,6 +411,63 @@ void kv_repl_on_snapshot_req(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_
     }
     s_snapshot_send(&snap, 0);
     free(snap.entries);
+}
+
+static int s_same_peer(zmq_msg_t *a, zmq_msg_t *b) {
+    return zmq_msg_size(a) == zmq_msg_size(b) &&
+           memcmp(zmq_msg_data(a), zmq_msg_data(b), zmq_msg_size(a)) == 0;
+}
+
+/* Requests are queued, not served at once: a learner taking many
+ * partitions asks for all of them together, and copying them all in one
+ * turn of the loop would starve our heartbeats (the coordinator would think
+ * us dead). A request repeated while queued (the replica retried) replaces
+ * the queued one instead of adding a second copy. */
+void kv_repl_on_snapshot_req(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    for (s_snap_job_t *job = self->jobs; job; job = job->next)
+        if (job->partition == req->partition && s_same_peer(&job->identity, identity)) {
+            job->req_id = req->req_id;
+            return;
+        }
+    s_snap_job_t *job = calloc(1, sizeof(*job));
+    if (!job) return; /* out of memory: the replica asks again after a silence */
+    zmq_msg_init(&job->identity);
+    zmq_msg_copy(&job->identity, identity);
+    job->req_id = req->req_id;
+    job->partition = req->partition;
+    if (self->jobs_tail)
+        self->jobs_tail->next = job;
+    else
+        self->jobs = job;
+    self->jobs_tail = job;
+}
+
+static s_snap_job_t *s_job_pop(kv_repl_t *self) {
+    s_snap_job_t *job = self->jobs;
+    if (!job) return NULL;
+    self->jobs = job->next;
+    if (!self->jobs) self->jobs_tail = NULL;
+    return job;
+}
+
+static void s_job_free(s_snap_job_t *job) {
+    zmq_msg_close(&job->identity);
+    free(job);
+}
+
+/* Serves queued snapshots until the budget is spent (one at least). */
+static void s_serve_jobs(kv_repl_t *self, int64_t budget_us) {
+    int64_t start = kv_clock_mono_us();
+    s_snap_job_t *job;
+    while ((job = s_job_pop(self)) != NULL) {
+        s_serve_snapshot(self, &job->identity, job->req_id, job->partition);
+        s_job_free(job);
+        if (kv_clock_mono_us() - start >= budget_us) break;
+    }
+}
+
+int kv_repl_busy(const kv_repl_t *self) {
+    return self->jobs != NULL;
 }
 
 static void s_beacon(kv_repl_t *self) {
@@ -661,8 +728,11 @@ static void s_drain_sub(kv_repl_t *self) {
     }
 }
 
+/* Snapshot chunks are applied within a time budget per wake-up, like they
+ * are served: what is left waits in the socket for the next turn. */
 static void s_drain_peer(kv_repl_t *self, void *handle) {
-    for (int i = 0; i < KV_DRAIN_BATCH; i++) {
+    int64_t start = kv_clock_mono_us();
+    for (int i = 0; i < KV_DRAIN_BATCH && kv_clock_mono_us() - start < KV_WORK_BUDGET_US; i++) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
         if (zmq_msg_recv(&frame, handle, ZMQ_DONTWAIT) < 0) {
@@ -813,6 +883,7 @@ void kv_repl_tick(kv_repl_t *self) {
     int64_t now = kv_clock_mono_ms();
     s_beacon(self);
     s_flush_acks(self);
+    s_serve_jobs(self, KV_WORK_BUDGET_US);
     if (now < self->next_scan) return; /* the walk below costs O(P): not every wake-up */
     self->next_scan = now + KV_SCAN_MS;
     for (uint32_t p = 0; p < self->partitions; p++) {
@@ -866,7 +937,6 @@ kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32
         self->parts[p].primary = self->parts[p].heir = KV_NO_NODE;
         for (int a = 0; a < KV_ACKERS; a++) self->parts[p].acker[a] = KV_NO_NODE;
     }
-    zsock_set_rcvhwm(self->sub, (int)config->hwm);
     kv_peers_set_heartbeats(self->sub);
     uint8_t topic[4];
     s_topic(KV_TOPIC_BEACON, topic);
@@ -881,6 +951,8 @@ void kv_repl_destroy(kv_repl_t **self_p) {
         s_pending_release(self, &self->parts[p], 0, 0);
         s_buffer_clear(&self->parts[p]);
     }
+    s_snap_job_t *job;
+    while ((job = s_job_pop(self)) != NULL) s_job_free(job);
     free(self->parts);
     free(self->dirty_list);
     zsock_destroy(&self->sub);

@@ -14,7 +14,9 @@
  *    is behind.
  *  - A replica (or learner) subscribes to the partition's topic, then asks
  *    the primary for a SNAPSHOT (the partition at exactly one seq, sent in
- *    chunks within one turn of the primary's loop, so nothing interleaves),
+ *    chunks within one turn of the primary's loop, so nothing interleaves;
+ *    requests queue and are served a few milliseconds' worth per turn, and
+ *    chunks are applied the same way, so heartbeats are never starved),
  *    buffers the updates that arrive meanwhile, applies the snapshot, drops
  *    buffered updates at or below its seq and applies the rest. It applies
  *    updates strictly in order: seq != applied + 1, a beacon ahead of it, or
@@ -51,7 +53,7 @@ typedef struct {
     void *router;        /* the node's request socket: replies go out there */
     void *pub;           /* the node's bound PUB socket */
     long write_acks;     /* replica confirmations a write needs (capped at R-1) */
-    long hwm;            /* PUB/SUB high-water mark (tests make it tiny) */
+    long hwm;            /* PUB high-water mark (tests make it tiny) */
 } kv_repl_config_t;
 
 /* Creates the engine for store (borrowed, P partitions). NULL on failure. */
@@ -76,6 +78,9 @@ void kv_repl_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
 void kv_repl_on_ack(kv_repl_t *self, const kv_msg_t *ack);
 void kv_repl_on_snapshot_req(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
 
+/* True when queued work (snapshots to serve) waits: poll without sleeping. */
+int kv_repl_busy(const kv_repl_t *self);
+
 /* True when the partition refuses writes (fenced for a hand-off). */
 int kv_repl_is_fenced(const kv_repl_t *self, uint32_t partition);
 
@@ -85,7 +90,8 @@ int kv_repl_poll_items(kv_repl_t *self, zmq_pollitem_t *items);
 /* Drains whatever is readable on the items kv_repl_poll_items gave. */
 void kv_repl_on_readable(kv_repl_t *self, const zmq_pollitem_t *items, int count);
 
-/* Periodic work: beacons, snapshot retries, expiry. Call every wake-up. */
+/* Periodic work: beacons, snapshot retries, expiry, and queued snapshots
+ * served within a time budget. Call every wake-up. */
 void kv_repl_tick(kv_repl_t *self);
 
 /* The per-partition report for a heartbeat: a malloc'd blob of

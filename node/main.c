@@ -37,7 +37,8 @@ int main(int argc, char **argv) {
         {"write-acks", "KV_WRITE_ACKS", KV_OPT_LONG, &write_acks, 0, KV_REPLICATION_MAX - 1,
          "replicas that must confirm a write before it is acknowledged (capped at R-1)"},
         {"repl-hwm", "KV_REPL_HWM", KV_OPT_LONG, &repl_hwm, 1, 100000000,
-         "replication PUB/SUB high-water mark, in messages"},
+         "replication PUB high-water mark, in messages (a replica that falls further behind "
+         "resyncs)"},
         {"drain-timeout-ms", "KV_DRAIN_TIMEOUT_MS", KV_OPT_LONG, &drain_timeout_ms, 0, 3600000,
          "on SIGTERM, longest wait for the partitions to move away"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,

@@ -37,7 +37,6 @@ static int s_connect(s_peer_t *peer, const char *endpoint) {
     zsock_set_linger(peer->sock, 0);
     zsock_set_sndhwm(peer->sock, KV_PEER_HWM);
     kv_peers_set_heartbeats(peer->sock);
-    zsock_set_rcvhwm(peer->sock, KV_PEER_HWM);
     if (zsock_connect(peer->sock, "%s", endpoint) != 0) {
         kv_log_warn("cannot connect to %s", endpoint);
         zsock_destroy(&peer->sock);
@@ -48,6 +47,12 @@ static int s_connect(s_peer_t *peer, const char *endpoint) {
 }
 
 void kv_peers_set_heartbeats(zsock_t *sock) {
+    /* A socket with ZMTP heartbeats must never stop reading its connection:
+     * libzmq 4.3.4 aborts when a ping arrives while a full receive queue has
+     * paused input (zeromq/libzmq#3937, seen here while a learner was busy
+     * applying snapshots). So no receive limit: what the senders may queue
+     * is bounded on their side (send high-water marks, requests in flight). */
+    zsock_set_rcvhwm(sock, 0);
     zsock_set_heartbeat_ivl(sock, KV_ZMTP_HEARTBEAT_MS);
     zsock_set_heartbeat_timeout(sock, KV_ZMTP_DEAD_MS);
 }

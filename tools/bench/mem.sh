@@ -37,17 +37,7 @@
 #   KV_MEM_BIG [1]                    0: memory only, skip step 5
 #   KV_MEM_JOIN [1]                   0: skip the fourth node
 #   KV_MEM_DURATION [5], KV_MEM_REPS [3]  wrk seconds per run and runs
-#   KV_MEM_COORD_ARGS []              extra kv-coordinator flags: with the defaults
-#                                     (64 moves at once, 800 ms node timeout) the
-#                                     join at 10M keys fails over nodes on a small
-#                                     shared machine; "--max-moves 8
-#                                     --node-timeout-ms 3000" hands off cleanly
-#                                     (docs/benchmarks.md, 10,000,000 keys)
-set -uo pipefail
-
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT" || exit 2
-
+#   KV_MEM_COORD_ARGS []              extra kv-coordinator flags, e.g. "--max-moves 8"
 BUILD_DIR=${KV_MEM_BUILD_DIR:-build/release}
 KEYS=${KV_MEM_KEYS:-10000000}
 PORT_BASE=${KV_MEM_PORT_BASE:-23000}
