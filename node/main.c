@@ -9,6 +9,7 @@
 #include "kv_log.h"
 #include "kv_node.h"
 #include "kv_opts.h"
+#include "kv_sched.h"
 
 static const char *s_summary =
     "kv-node: holds partitions of the key-value store in memory and serves them\n"
@@ -21,7 +22,7 @@ int main(int argc, char **argv) {
     const char *advertise = NULL, *pub_advertise = NULL;
     const char *coordinator = "tcp://127.0.0.1:5550", *log_level = "info";
     long heartbeat_ms = KV_HEARTBEAT_MS, write_acks = 1, repl_hwm = 1000000;
-    long drain_timeout_ms = 120000;
+    long drain_timeout_ms = 120000, sched_batch = 1;
     const kv_opt_t opts[] = {
         {"id", "KV_NODE_ID", KV_OPT_STRING, &id, 0, 0, "unique node id (default: host name)"},
         {"bind", "KV_NODE_BIND", KV_OPT_STRING, &bind, 0, 0, "ZeroMQ endpoint for requests"},
@@ -41,6 +42,8 @@ int main(int argc, char **argv) {
          "resyncs)"},
         {"drain-timeout-ms", "KV_DRAIN_TIMEOUT_MS", KV_OPT_LONG, &drain_timeout_ms, 0, 3600000,
          "on SIGTERM, longest wait for the partitions to move away"},
+        {"sched-batch", "KV_SCHED_BATCH", KV_OPT_LONG, &sched_batch, 0, 1,
+         "1: run under SCHED_BATCH, batches per wake-up instead of a switch per message"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
          "error, warn, info or debug"},
     };
@@ -61,6 +64,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     kv_log_init(id, (kv_log_level_t)level);
+    if (sched_batch && kv_sched_batch() != 0) /* before any thread: they inherit it */
+        kv_log_warn("cannot switch to SCHED_BATCH: %s", strerror(errno));
     zsys_init();
     zsys_set_logstream(NULL);
     kv_signals_init();

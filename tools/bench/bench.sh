@@ -37,6 +37,9 @@
 #   KV_BENCH_PORT_BASE [19000]          gateway +80, webdis +81, bare MHD +82,
 #                                       redis +379, coordinator +550/+551,
 #                                       nodes +601, +603, +605 (publishers +1)
+#   KV_BENCH_TRANSPORT [ipc]            how gateway and nodes talk: ipc (Unix
+#                                       sockets: every process is on this host)
+#                                       or tcp (loopback, as across hosts)
 #   KV_BENCH_PERF [1]                   perf stat + profile (needs perf)
 #   KV_BENCH_ZSTRESS [1]                kv-zstress scaling runs
 set -uo pipefail
@@ -55,6 +58,7 @@ CLIENT_CPU=${KV_BENCH_CLIENT_CPU:-1}
 PORT_BASE=${KV_BENCH_PORT_BASE:-19000}
 DO_PERF=${KV_BENCH_PERF:-1}
 DO_ZSTRESS=${KV_BENCH_ZSTRESS:-1}
+TRANSPORT=${KV_BENCH_TRANSPORT:-ipc}
 
 HOST=127.0.0.1
 NODES=3
@@ -202,8 +206,13 @@ start_cluster() {
         --replication "$REPLICATION"
     for ((i = 1; i <= NODES; i++)); do
         port=$((NODE_BASE_PORT + 2 * (i - 1)))
-        start "node-$i" "$NODE_BIN" --id "node-$i" --bind "tcp://$HOST:$port" \
-            --pub "tcp://$HOST:$((port + 1))" --coordinator "$COORD_EP"
+        if [ "$TRANSPORT" = ipc ]; then
+            start "node-$i" "$NODE_BIN" --id "node-$i" --bind "ipc://$WORK/node-$i.sock" \
+                --pub "ipc://$WORK/node-$i-pub.sock" --coordinator "$COORD_EP"
+        else
+            start "node-$i" "$NODE_BIN" --id "node-$i" --bind "tcp://$HOST:$port" \
+                --pub "tcp://$HOST:$((port + 1))" --coordinator "$COORD_EP"
+        fi
     done
     start gateway "$GATEWAY_BIN" --host "$HOST" --port "$GATEWAY_PORT" --coordinator "$COORD_EP" \
         --coordinator-pub "$COORD_PUB_EP"
@@ -214,7 +223,7 @@ start_cluster() {
     GATEWAY_THREADS=$(curl -fsS "${URL[kvstore]}/settings" | grep -o '"threads": *[0-9]*' |
         grep -o '[0-9]*$')
     GATEWAY_THREADS=${GATEWAY_THREADS:-2}
-    say "kvstore: 3 nodes, replication $REPLICATION, gateway with $GATEWAY_THREADS threads on ${URL[kvstore]}"
+    say "kvstore: 3 nodes ($TRANSPORT), replication $REPLICATION, gateway with $GATEWAY_THREADS threads on ${URL[kvstore]}"
 }
 
 start_webdis() {
@@ -348,7 +357,7 @@ report() {
         echo
         echo "Results: medians of $REPS runs; wrk -t1 -c$CONNECTIONS -d${DURATION}s pinned to CPU $CLIENT_CPU, servers pinned to CPU $SERVER_CPU"
         echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')), kernel $(uname -r)"
-        echo "kvstore: $NODES nodes, replication $REPLICATION, gateway threads $GATEWAY_THREADS; $KEYS preloaded keys, $VALUE_SIZE-byte values"
+        echo "kvstore: $NODES nodes over $TRANSPORT, replication $REPLICATION, gateway threads $GATEWAY_THREADS; $KEYS preloaded keys, $VALUE_SIZE-byte values"
         echo
         printf '%-20s %11s %9s %9s   %11s %9s %9s   %s\n' "" "get req/s" "p50 ms" "p99 ms" \
             "set req/s" "p50 ms" "p99 ms" "errors"
