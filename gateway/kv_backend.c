@@ -14,6 +14,7 @@
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_peers.h"
+#include "kv_poller.h"
 
 #define KV_SLOT_BITS 16
 #define KV_SLOTS (1u << KV_SLOT_BITS) /* requests in flight at most */
@@ -525,7 +526,7 @@ int kv_backend_submit(kv_backend_t *self, kv_call_t *call) {
 int kv_backend_poll_items(kv_backend_t *self, zmq_pollitem_t *items) {
     uint16_t nodes[KV_MAX_NODES];
     items[0] = (zmq_pollitem_t){zsock_resolve(self->coord), 0, ZMQ_POLLIN, 0};
-    items[1] = (zmq_pollitem_t){zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0};
+    items[1] = (zmq_pollitem_t){zsock_resolve(self->sub), 0, ZMQ_POLLIN | KV_POLLER_RECV_ONLY, 0};
     self->peers_changed = 0;
     return KV_FIXED_ITEMS + kv_peers_poll_items(self->peers, items + KV_FIXED_ITEMS, nodes);
 }

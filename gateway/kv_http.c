@@ -39,6 +39,7 @@
 #include "kv_json.h"
 #include "kv_limits.h"
 #include "kv_log.h"
+#include "kv_poller.h"
 #include "kv_query.h"
 
 #define KV_PAGE_MAX 10000                /* entries per page when a client asks for more */
@@ -128,6 +129,7 @@ struct _s_worker_t {
     pthread_t thread;          /* runs s_worker_run */
     struct MHD_Daemon *daemon; /* this thread's HTTP server */
     kv_backend_t *backend;     /* this thread's door to the cluster */
+    kv_poller_t *poller;       /* waits on MHD and the backend's sockets */
     int in_flight;             /* calls submitted, not yet answered */
     int waiting;               /* of those, keyed calls of unsuspended connections */
     int answered;              /* waiting calls finished since the last MHD_run */
@@ -828,7 +830,7 @@ static void s_worker_loop(s_worker_t *worker) {
     int64_t stop_deadline = 0;
     for (;;) {
         if (kv_backend_items_changed(worker->backend)) count = s_worker_items(worker, items);
-        int rc = zmq_poll(items, count, s_worker_timeout(worker));
+        int rc = kv_poller_wait(worker->poller, items, count, s_worker_timeout(worker));
         if (rc < 0 && errno != EINTR) break;
         if (rc > 0 && (items[1].revents & ZMQ_POLLIN) && !stop_deadline) {
             MHD_socket listener = MHD_quiesce_daemon(worker->daemon);
@@ -848,11 +850,13 @@ static void *s_worker_run(void *arg) {
                                   worker->server->config.coordinator_pub,
                                   worker->server->config.timeout_ms};
     worker->backend = kv_backend_new(&config);
-    worker->daemon = worker->backend ? s_start_daemon(worker) : NULL;
+    worker->poller = kv_poller_new(KV_WORKER_ITEMS);
+    worker->daemon = worker->backend && worker->poller ? s_start_daemon(worker) : NULL;
     worker->failed = !worker->daemon;
     sem_post(&worker->ready);
     if (!worker->failed) s_worker_loop(worker);
     kv_backend_destroy(&worker->backend); /* fails what still waits: resumes connections */
+    kv_poller_destroy(&worker->poller);
     if (worker->daemon) {
         MHD_run(worker->daemon);
         MHD_stop_daemon(worker->daemon);

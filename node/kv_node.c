@@ -21,6 +21,7 @@
 #include "kv_log.h"
 #include "kv_msg.h"
 #include "kv_peers.h"
+#include "kv_poller.h"
 #include "kv_repl.h"
 #include "kv_store.h"
 #include "kv_table.h"
@@ -50,6 +51,7 @@ typedef struct {
     kv_store_t *store;                     /* created with the first table (P is in it) */
     kv_repl_t *repl;                       /* replication engine, created with the store */
     zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES]; /* + repl sockets */
+    kv_poller_t *poller;                                          /* waits on items */
     int item_count;
     int64_t next_heartbeat; /* mono ms of the next heartbeat */
     int64_t last_heartbeat; /* mono ms of the last one */
@@ -513,7 +515,8 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     self->router = zsock_new(ZMQ_ROUTER);
     self->dealer = zsock_new(ZMQ_DEALER);
     self->pub = zsock_new(ZMQ_PUB);
-    if (!self->router || !self->dealer || !self->pub) return -1;
+    self->poller = kv_poller_new(KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES);
+    if (!self->router || !self->dealer || !self->pub || !self->poller) return -1;
     zsock_set_sndhwm(self->router, 1000000);
     zsock_set_rcvhwm(self->router, 1000000);
     zsock_set_sndhwm(self->pub, (int)config->repl_hwm);
@@ -534,6 +537,7 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
 }
 
 static void s_node_destroy(s_node_t *self) {
+    kv_poller_destroy(&self->poller);
     kv_repl_destroy(&self->repl);
     zsock_destroy(&self->router);
     zsock_destroy(&self->dealer);
@@ -592,7 +596,8 @@ static void s_loop(s_node_t *self) {
         long timeout = (long)(self->next_heartbeat - kv_clock_mono_ms());
         if (timeout > KV_NODE_WAKE_MS) timeout = KV_NODE_WAKE_MS;
         if (self->repl && kv_repl_busy(self->repl)) timeout = 0;
-        int rc = zmq_poll(self->items, self->item_count, timeout < 0 ? 0 : timeout);
+        int rc =
+            kv_poller_wait(self->poller, self->items, self->item_count, timeout < 0 ? 0 : timeout);
         if (rc < 0 && errno == EINTR) continue;
         if (rc < 0) break; /* context terminated */
         zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES];
@@ -606,6 +611,7 @@ static void s_loop(s_node_t *self) {
             kv_repl_on_readable(self->repl, items + KV_NODE_FIXED_ITEMS,
                                 count - KV_NODE_FIXED_ITEMS);
         if (self->repl) kv_repl_tick(self->repl);
+        if (self->repl && kv_repl_items_changed(self->repl)) s_rebuild_items(self);
         s_tick(self);
         s_check_linger(self);
         if (rc == 0 && self->store) kv_store_rehash_for(self->store, KV_NODE_IDLE_REHASH_US);

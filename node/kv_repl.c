@@ -5,6 +5,7 @@
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_peers.h"
+#include "kv_poller.h"
 
 #define KV_BEACON_MS 100                   /* primary beacon period */
 #define KV_SNAPSHOT_RETRY_MS 2000          /* re-ask a snapshot after this silence */
@@ -85,7 +86,19 @@ struct _kv_repl_t {
     uint32_t *dirty_list; /* partitions with unacknowledged applies */
     uint32_t dirty_count;
     s_snap_job_t *jobs, *jobs_tail; /* snapshots to serve, FIFO */
+    int want_peers;                 /* poll the peer sockets: a snapshot may come */
+    int items_changed;              /* want_peers changed since kv_repl_poll_items */
 };
+
+/* The peer DEALERs only ever receive SNAPSHOT chunks, so they are polled
+ * only while some replica waits for one: every socket in the poll set costs
+ * a poll() system call per zmq_poll in libzmq, which with the peers in was
+ * a third of a node's CPU under writes. */
+static void s_want_peers(kv_repl_t *self, int want) {
+    if (self->want_peers == want) return;
+    self->want_peers = want;
+    self->items_changed = 1;
+}
 
 /* --- helpers ---------------------------------------------------------------- */
 
@@ -525,6 +538,7 @@ static void s_ask_snapshot(kv_repl_t *self, uint32_t partition) {
     if (kv_peers_send(self->peers, part->primary, buf, size) == 0) {
         part->snap_req = req.req_id;
         part->snap_chunk = 0;
+        s_want_peers(self, 1);
     }
 }
 
@@ -749,8 +763,13 @@ static void s_drain_peer(kv_repl_t *self, void *handle) {
 
 int kv_repl_poll_items(kv_repl_t *self, zmq_pollitem_t *items) {
     uint16_t nodes[KV_MAX_NODES];
-    items[0] = (zmq_pollitem_t){zsock_resolve(self->sub), 0, ZMQ_POLLIN, 0};
-    return 1 + kv_peers_poll_items(self->peers, items + 1, nodes);
+    self->items_changed = 0;
+    items[0] = (zmq_pollitem_t){zsock_resolve(self->sub), 0, ZMQ_POLLIN | KV_POLLER_RECV_ONLY, 0};
+    return 1 + (self->want_peers ? kv_peers_poll_items(self->peers, items + 1, nodes) : 0);
+}
+
+int kv_repl_items_changed(const kv_repl_t *self) {
+    return self->items_changed;
 }
 
 void kv_repl_on_readable(kv_repl_t *self, const zmq_pollitem_t *items, int count) {
@@ -886,12 +905,21 @@ void kv_repl_tick(kv_repl_t *self) {
     s_serve_jobs(self, KV_WORK_BUDGET_US);
     if (now < self->next_scan) return; /* the walk below costs O(P): not every wake-up */
     self->next_scan = now + KV_SCAN_MS;
+    int syncing = 0;
     for (uint32_t p = 0; p < self->partitions; p++) {
         s_part_t *part = &self->parts[p];
         if (part->role == ROLE_PRIMARY) s_expire_pending(self, part, now);
         if (part->role != ROLE_REPLICA || part->live) continue;
+        syncing = 1;
         int64_t wait = part->snap_req ? KV_SNAPSHOT_RETRY_MS : KV_SCAN_MS;
         if (now - part->snap_asked >= wait) s_ask_snapshot(self, p);
+    }
+    if (!syncing && self->want_peers) { /* in sync: what still comes is stale, drop it */
+        zmq_pollitem_t items[KV_MAX_NODES];
+        uint16_t nodes[KV_MAX_NODES];
+        int count = kv_peers_poll_items(self->peers, items, nodes);
+        for (int i = 0; i < count; i++) s_drain_peer(self, items[i].socket);
+        s_want_peers(self, 0);
     }
 }
 

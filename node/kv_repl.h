@@ -87,6 +87,9 @@ int kv_repl_is_fenced(const kv_repl_t *self, uint32_t partition);
 /* Fills items (room for KV_MAX_NODES + 1) with the sockets to poll. */
 int kv_repl_poll_items(kv_repl_t *self, zmq_pollitem_t *items);
 
+/* True when kv_repl_poll_items would now give other sockets (call it again). */
+int kv_repl_items_changed(const kv_repl_t *self);
+
 /* Drains whatever is readable on the items kv_repl_poll_items gave. */
 void kv_repl_on_readable(kv_repl_t *self, const zmq_pollitem_t *items, int count);
 
