@@ -298,16 +298,36 @@ Test(api, contract_on_three_nodes, .timeout = 120) {
     s_contract(3);
 }
 
+/* After a node woke up: /get?k=a answers 200 again within 5 s. */
+static void s_expect_back(int port, const char *what) {
+    long long deadline = kv_now_ms() + 5000;
+    kv_reply_t reply = {0};
+    do {
+        kv_reply_free(&reply);
+        usleep(50 * 1000);
+        kv_get(port, "/get?k=a", &reply);
+    } while (reply.status != 200 && kv_now_ms() < deadline);
+    cr_expect_eq(reply.status, 200, "%s: %s", what, reply.body);
+    kv_reply_free(&reply);
+}
+
+/* One node holding a=1, then frozen (SIGSTOP); the gateway waits
+ * timeout_ms for a node. */
+static kv_cluster_t *s_start_frozen(const char *timeout_ms) {
+    const char *args[] = {"--timeout-ms", timeout_ms, NULL};
+    kv_cluster_t *cluster = kv_cluster_start(1, args);
+    cr_assert_not_null(cluster);
+    s_expect_success(cluster->http_port, "/set?k=a&v=1");
+    kv_cluster_signal_node(cluster, 0, SIGSTOP);
+    return cluster;
+}
+
 /* A node that stops answering costs the client 504 within the timeout, the
  * gateway stays healthy, and once the node is declared down the partition
  * answers 503 until it is back. */
 Test(api, frozen_node_gives_timeout_then_unavailable, .timeout = 120) {
-    const char *args[] = {"--timeout-ms", "300", NULL};
-    kv_cluster_t *cluster = kv_cluster_start(1, args);
-    cr_assert_not_null(cluster);
+    kv_cluster_t *cluster = s_start_frozen("300");
     int port = cluster->http_port;
-    s_expect_success(port, "/set?k=a&v=1");
-    kv_cluster_signal_node(cluster, 0, SIGSTOP);
     long long start = kv_now_ms();
     s_expect(port, "/get?k=a", 504, "TIMEOUT");
     cr_expect(kv_now_ms() - start < 2000, "timeout took %lld ms", kv_now_ms() - start);
@@ -316,15 +336,7 @@ Test(api, frozen_node_gives_timeout_then_unavailable, .timeout = 120) {
     s_expect(port, "/get?k=a", 503, "UNAVAILABLE");
     s_expect(port, "/healthcheck", 503, NULL);
     kv_cluster_signal_node(cluster, 0, SIGCONT);
-    long long deadline = kv_now_ms() + 5000;
-    kv_reply_t reply = {0};
-    do {
-        kv_reply_free(&reply);
-        usleep(50 * 1000);
-        kv_get(port, "/get?k=a", &reply);
-    } while (reply.status != 200 && kv_now_ms() < deadline);
-    cr_expect_eq(reply.status, 200, "node did not come back: %s", reply.body);
-    kv_reply_free(&reply);
+    s_expect_back(port, "the node did not come back");
     cr_expect_eq(kv_cluster_stop(&cluster), 0, "processes did not stop cleanly");
 }
 
@@ -355,26 +367,14 @@ static int s_send_and_hang_up(int port, const char *target, int reset) {
  * nothing leaked or touched after free (the gateway runs under ASan in
  * `make test` and must exit cleanly). */
 Test(api, client_gone_while_its_call_is_out, .timeout = 120) {
-    const char *args[] = {"--timeout-ms", "400", NULL};
-    kv_cluster_t *cluster = kv_cluster_start(1, args);
-    cr_assert_not_null(cluster);
+    kv_cluster_t *cluster = s_start_frozen("400");
     int port = cluster->http_port;
-    s_expect_success(port, "/set?k=a&v=1");
-    kv_cluster_signal_node(cluster, 0, SIGSTOP);
     for (int i = 0; i < 20; i++) {
         cr_assert_eq(s_send_and_hang_up(port, i % 2 ? "/get?k=a" : "/set?k=b&v=2", i % 4 < 2), 0);
     }
     usleep(600 * 1000); /* past the deadline: every orphaned call has ended */
     s_expect(port, "/settings", 200, NULL);
     kv_cluster_signal_node(cluster, 0, SIGCONT);
-    long long deadline = kv_now_ms() + 5000;
-    kv_reply_t reply = {0};
-    do {
-        kv_reply_free(&reply);
-        usleep(50 * 1000);
-        kv_get(port, "/get?k=a", &reply);
-    } while (reply.status != 200 && kv_now_ms() < deadline);
-    cr_expect_eq(reply.status, 200, "the gateway did not recover: %s", reply.body);
-    kv_reply_free(&reply);
+    s_expect_back(port, "the gateway did not recover");
     cr_expect_eq(kv_cluster_stop(&cluster), 0, "processes did not stop cleanly");
 }
