@@ -93,66 +93,9 @@ die() {
 
 # --- processes ---------------------------------------------------------------
 
-PIDS=()
-NAMES=()
-
-# start NAME CMD...: runs CMD pinned to SERVER_CPU, output to WORK/NAME.log.
-start() {
-    local name=$1
-    shift
-    taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
-    NAMES+=("$name")
-}
-
-STOPPED=0
-# shellcheck disable=SC2317 # invoked by trap
-stop_all() {
-    [ "$STOPPED" -eq 1 ] && return
-    STOPPED=1
-    trap '' INT TERM
-    local pid alive=() i
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
-    if [ "${#alive[@]}" -gt 0 ]; then
-        kill -INT "${alive[@]}" 2>/dev/null # not TERM: a node would drain its partitions first
-        for ((i = 0; i < 50; i++)); do
-            alive=()
-            for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
-            [ "${#alive[@]}" -eq 0 ] && break
-            sleep 0.1
-        done
-        [ "${#alive[@]}" -gt 0 ] && kill -KILL "${alive[@]}" 2>/dev/null
-    fi
-    wait 2>/dev/null
-    say "stopped every process this run started; logs in $WORK"
-}
-trap stop_all EXIT
-trap 'echo; stop_all; exit 130' INT TERM
-
-# True if something accepts connections on HOST:$1.
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-# wait_ok NAME SECONDS CMD...: polls CMD until it succeeds, watching NAME's
-# process (the last one started) stays alive.
-wait_ok() {
-    local name=$1 seconds=$2 pid=${PIDS[-1]}
-    shift 2
-    local deadline=$((SECONDS + seconds))
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $WORK/$name.log"
-        sleep 0.2
-    done
-    die "$name not ready after ${seconds}s; see $WORK/$name.log"
-}
-
-binary() {
-    local dir
-    for dir in "$BUILD_DIR" "$BUILD_DIR/bin" "$BUILD_DIR/$2"; do
-        [ -x "$dir/$1" ] && printf '%s\n' "$dir/$1" && return 0
-    done
-    die "$1 not found under $BUILD_DIR (run make first)"
-}
+# shellcheck source=tools/bench/procs.sh
+. "$ROOT/tools/bench/procs.sh"
+START_WRAP=(taskset -c "$SERVER_CPU") # every server on the server CPU
 
 # --- checks --------------------------------------------------------------------
 
@@ -168,6 +111,7 @@ preflight() {
     if [ "$(nproc)" -lt 2 ] && [ "$SERVER_CPU" != "$CLIENT_CPU" ]; then
         say "warning: one CPU only: client and servers share it"
         SERVER_CPU=0 CLIENT_CPU=0
+        START_WRAP=(taskset -c "$SERVER_CPU")
     fi
     COORD_BIN=$(binary kv-coordinator coordinator) || exit 1
     NODE_BIN=$(binary kv-node node) || exit 1

@@ -38,6 +38,11 @@
 #   KV_MEM_JOIN [1]                   0: skip the fourth node
 #   KV_MEM_DURATION [5], KV_MEM_REPS [3]  wrk seconds per run and runs
 #   KV_MEM_COORD_ARGS []              extra kv-coordinator flags, e.g. "--max-moves 8"
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || exit 2
+
 BUILD_DIR=${KV_MEM_BUILD_DIR:-build/release}
 KEYS=${KV_MEM_KEYS:-10000000}
 PORT_BASE=${KV_MEM_PORT_BASE:-23000}
@@ -77,67 +82,15 @@ out() { printf '%s\n' "$*" | tee -a "$SUMMARY"; }
 
 # --- processes ---------------------------------------------------------------
 
-PIDS=()
-NAMES=()
+# shellcheck source=tools/bench/procs.sh
+. "$ROOT/tools/bench/procs.sh"
 LOADER_PID= # redis-cli --pipe while it loads
 
-# start NAME CMD...: runs CMD in the background, output to WORK/NAME.log.
-start() {
-    local name=$1
-    shift
-    "$@" >"$WORK/$name.log" 2>&1 &
-    PIDS+=($!)
-    NAMES+=("$name")
-}
-
-STOPPED=0
-# shellcheck disable=SC2317 # invoked by trap
-stop_all() {
-    [ "$STOPPED" -eq 1 ] && return
-    STOPPED=1
-    trap '' INT TERM
-    local pid alive=() i
+# Adds what was started outside `start`: the fourth node, the loader.
+# shellcheck disable=SC2317 # invoked by stop_all
+stop_hook() {
     [ -s "$WORK/node-4.pid" ] && PIDS+=("$(cat "$WORK/node-4.pid")")
     [ -n "$LOADER_PID" ] && PIDS+=("$LOADER_PID")
-    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
-    if [ "${#alive[@]}" -gt 0 ]; then
-        kill -INT "${alive[@]}" 2>/dev/null # not TERM: a node would drain its partitions first
-        for ((i = 0; i < 50; i++)); do
-            alive=()
-            for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
-            [ "${#alive[@]}" -eq 0 ] && break
-            sleep 0.1
-        done
-        [ "${#alive[@]}" -gt 0 ] && kill -KILL "${alive[@]}" 2>/dev/null
-    fi
-    wait 2>/dev/null
-    say "stopped every process this run started; logs in $WORK"
-}
-trap stop_all EXIT
-trap 'echo; stop_all; exit 130' INT TERM
-
-port_busy() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-
-# wait_ok NAME SECONDS CMD...: polls CMD until it succeeds while NAME's
-# process (the last one started) stays alive.
-wait_ok() {
-    local name=$1 seconds=$2 pid=${PIDS[-1]}
-    shift 2
-    local deadline=$((SECONDS + seconds))
-    while [ "$SECONDS" -lt "$deadline" ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        kill -0 "$pid" 2>/dev/null || die "$name exited during startup; see $WORK/$name.log"
-        sleep 0.2
-    done
-    die "$name not ready after ${seconds}s; see $WORK/$name.log"
-}
-
-binary() {
-    local dir
-    for dir in "$BUILD_DIR" "$BUILD_DIR/bin" "$BUILD_DIR/$2"; do
-        [ -x "$dir/$1" ] && printf '%s\n' "$dir/$1" && return 0
-    done
-    die "$1 not found under $BUILD_DIR (run make first)"
 }
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
