@@ -802,6 +802,18 @@ static kv_table_t *s_table_abc(uint64_t epoch, uint32_t replication) {
     return table;
 }
 
+/* Epoch 1: node-a primary, node-b replica (slot 1), the primary slot
+ * moving to learner (MOVE_PRIMARY); with R = 3 node-c holds slot 2. */
+static kv_table_t *s_table_primary_moving(uint32_t replication, uint16_t learner) {
+    kv_table_t *table = s_table_abc(1, replication);
+    kv_table_set_owner(table, 0, 0, 0);
+    kv_table_set_owner(table, 0, 1, 1);
+    if (replication > 2) kv_table_set_owner(table, 0, 2, 2);
+    kv_table_set_learner(table, 0, learner);
+    kv_table_set_flags(table, 0, KV_PART_MOVE_PRIMARY);
+    return table;
+}
+
 /* The status of the reply for req_id at the gateway within ms, or -1. */
 static int s_reply_status(s_engine_t *engine, uint64_t req_id, int ms) {
     zmq_pollitem_t item = {engine->gateway, 0, ZMQ_POLLIN, 0};
@@ -837,11 +849,7 @@ static void s_ack(s_engine_t *engine, uint16_t from, uint64_t seq) {
  * fenced. Returns the engine ready for the next table (epoch 3). */
 static void s_handoff_with_unconfirmed_write(s_engine_t *engine, const char *name) {
     s_engine_open(engine, name, 1);
-    kv_table_t *table = s_table_abc(1, 2);
-    kv_table_set_owner(table, 0, 0, 0);
-    kv_table_set_owner(table, 0, 1, 1);
-    kv_table_set_learner(table, 0, 2);
-    kv_table_set_flags(table, 0, KV_PART_MOVE_PRIMARY);
+    kv_table_t *table = s_table_primary_moving(2, 2);
     kv_repl_on_table(engine->repl, table, 0);
     s_write(engine, 1, "first", 1);
     cr_expect_eq(s_reply_status(engine, 1, 50), -1, "acknowledged before any replica confirmed");
@@ -899,11 +907,7 @@ Test(replication_engine, failover_during_handoff_acknowledges_no_unconfirmed_wri
 Test(replication_engine, write_confirmed_by_the_learner_alone_survives_a_failover) {
     s_engine_t engine;
     s_engine_open(&engine, "it-repl-learner", 1);
-    kv_table_t *table = s_table_abc(1, 2);
-    kv_table_set_owner(table, 0, 0, 0);
-    kv_table_set_owner(table, 0, 1, 1);
-    kv_table_set_learner(table, 0, 2);
-    kv_table_set_flags(table, 0, KV_PART_MOVE_PRIMARY);
+    kv_table_t *table = s_table_primary_moving(2, 2);
     kv_repl_on_table(engine.repl, table, 0);
     s_write(&engine, 1, "k", 1);
     s_ack(&engine, 2, 1); /* node-c applied it; node-b has not yet */
@@ -931,12 +935,7 @@ Test(replication_engine, write_confirmed_by_the_learner_alone_survives_a_failove
 Test(replication_engine, a_replica_that_is_also_the_learner_confirms_once) {
     s_engine_t engine;
     s_engine_open(&engine, "it-repl-twice", 2);
-    kv_table_t *table = s_table_abc(1, 3);
-    kv_table_set_owner(table, 0, 0, 0);
-    kv_table_set_owner(table, 0, 1, 1);
-    kv_table_set_owner(table, 0, 2, 2);
-    kv_table_set_learner(table, 0, 1);
-    kv_table_set_flags(table, 0, KV_PART_MOVE_PRIMARY);
+    kv_table_t *table = s_table_primary_moving(3, 1);
     kv_repl_on_table(engine.repl, table, 0);
     s_write(&engine, 1, "k", 1);
     s_ack(&engine, 1, 1);
