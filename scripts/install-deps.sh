@@ -22,6 +22,7 @@ PACKAGES=(
     cppcheck
     gcovr
     curl
+    procps
     ca-certificates
     wrk redis-server redis-tools webdis linux-perf # make bench (tools/bench/bench.sh)
 )
