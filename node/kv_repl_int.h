@@ -1,0 +1,178 @@
+/*  kv_repl_int.h: what the files of the replication engine share (private).
+ *
+ *  The engine (kv_repl.h) is one object split by side: kv_repl.c holds its
+ *  life cycle, the public entry points and the shared helpers below;
+ *  kv_repl_primary.c the primary side (writes, confirmations, snapshots
+ *  served, beacons); kv_repl_replica.c the replica side (updates applied,
+ *  snapshots asked and applied, ACKs); kv_repl_role.c the role a node holds
+ *  for each partition and how a new table changes it. Nothing outside
+ *  node/kv_repl*.c includes this header.
+ */
+#ifndef KV_REPL_INT_H
+#define KV_REPL_INT_H
+
+#include "kv_repl.h"
+
+#include "kv_limits.h"
+#include "kv_peers.h"
+
+#define KV_BEACON_MS 100                   /* primary beacon period */
+#define KV_SNAPSHOT_RETRY_MS 2000          /* re-ask a snapshot after this silence */
+#define KV_WORK_BUDGET_US 5000             /* snapshot work per wake-up: heartbeats go on */
+#define KV_SNAPSHOT_CHUNK 2048             /* entries per SNAPSHOT frame */
+#define KV_PENDING_EXPIRY_MS 10000         /* forget unconfirmed writes after this */
+#define KV_BUFFER_MAX 100000               /* updates buffered during a snapshot */
+#define KV_DRAIN_BATCH 4096                /* frames per socket per wake-up */
+#define KV_SCAN_MS 20                      /* period of the per-partition housekeeping walk */
+#define KV_ACKERS (KV_REPLICATION_MAX + 1) /* replicas + a learner */
+#define KV_UPDATE_MAX (KV_MAX_KEY_BYTES + KV_MAX_VALUE_BYTES + 64)
+
+typedef enum { KV_REPL_ROLE_NONE, KV_REPL_ROLE_PRIMARY, KV_REPL_ROLE_REPLICA } kv_repl_role_t;
+
+/* One write waiting for replica confirmations. CLEAR shares one group. */
+typedef struct _kv_repl_group_t {
+    zmq_msg_t identity; /* the gateway to answer */
+    uint64_t req_id;    /* its request */
+    uint32_t waiting;   /* partitions still unconfirmed */
+} kv_repl_group_t;
+
+typedef struct _kv_repl_pending_t {
+    struct _kv_repl_pending_t *next; /* FIFO by seq */
+    uint64_t seq;                    /* confirmed once replicas applied this */
+    int64_t since;                   /* mono ms, for expiry */
+    kv_repl_group_t *group;          /* the reply it is part of */
+} kv_repl_pending_t;
+
+/* A snapshot asked of us, served when the loop has time. */
+typedef struct _kv_repl_job_t {
+    struct _kv_repl_job_t *next;
+    zmq_msg_t identity; /* the replica's DEALER */
+    uint64_t req_id;    /* its latest request */
+    uint32_t partition;
+} kv_repl_job_t;
+
+/* An update received while a snapshot is on its way. */
+typedef struct _kv_repl_buffered_t {
+    struct _kv_repl_buffered_t *next;
+    size_t len;
+    uint8_t data[];
+} kv_repl_buffered_t;
+
+/* What this node holds of one partition. */
+typedef struct {
+    uint8_t role;                              /* kv_repl_role_t */
+    uint8_t learner;                           /* replica role held as the table's learner */
+    uint8_t live;                              /* replica: snapshot applied, following */
+    uint8_t ready;                             /* learner: applied the fenced stream */
+    uint8_t fenced;                            /* primary: writes refused, FENCE published */
+    uint16_t heir;                             /* primary, fenced: the learner taking over */
+    uint16_t primary;                          /* replica: the node we follow */
+    uint64_t seq;                              /* primary: last assigned; replica: applied */
+    uint64_t snap_req;                         /* snapshot request in progress, 0 when none */
+    uint32_t snap_chunk;                       /* next chunk expected */
+    int64_t snap_asked;                        /* mono ms of the request */
+    kv_repl_buffered_t *buffer, *buffer_tail;  /* updates held during a snapshot */
+    uint32_t buffered;                         /* their count */
+    kv_repl_pending_t *pending, *pending_tail; /* writes awaiting confirmation */
+    uint16_t acker[KV_ACKERS];                 /* nodes that confirmed, KV_NO_NODE free */
+    uint64_t acked[KV_ACKERS];                 /* the highest seq each confirmed */
+    uint8_t dirty;                             /* replica: applied, not yet acknowledged */
+} kv_repl_part_t;
+
+struct _kv_repl_t {
+    kv_repl_config_t config; /* settings */
+    kv_store_t *store;       /* the data (borrowed) */
+    uint32_t partitions;     /* P */
+    kv_repl_part_t *parts;   /* P entries */
+    kv_table_t *table;       /* copy of the current table */
+    int self;                /* our index in it, -1 when absent */
+    zsock_t *sub;            /* updates and beacons of the primaries we follow */
+    kv_peers_t *peers;       /* DEALER to each node: ACK, SNAPSHOT_REQ */
+    char subscribed_to[KV_MAX_NODES][KV_ENDPOINT_MAX + 1]; /* SUB connections */
+    uint64_t next_req;                                     /* snapshot request ids */
+    int64_t next_beacon;                                   /* mono ms */
+    int64_t next_scan;        /* mono ms of the next walk over all partitions */
+    int reports_dirty;        /* a report changed since the last heartbeat */
+    uint32_t *dirty_list;     /* partitions with unacknowledged applies */
+    uint32_t dirty_count;     /* entries in dirty_list */
+    kv_repl_job_t *jobs;      /* snapshots to serve, FIFO */
+    kv_repl_job_t *jobs_tail; /* last of them */
+    int want_peers;           /* poll the peer sockets: a snapshot may come */
+    int items_changed;        /* want_peers changed since kv_repl_poll_items */
+};
+
+/* --- shared helpers (kv_repl.c) ------------------------------------------ */
+
+/* The epoch of our table, 0 before the first. */
+uint64_t kv_repl_epoch(const kv_repl_t *self);
+
+/* True when node is in the table and neither DOWN nor LEFT. */
+int kv_repl_usable(const kv_repl_t *self, uint16_t node);
+
+/* The 4-byte PUB topic of partition (or KV_TOPIC_BEACON). */
+void kv_repl_topic(uint32_t partition, uint8_t topic[4]);
+
+/* Subscribes to (on) or unsubscribes from partition's updates. */
+void kv_repl_subscribe(kv_repl_t *self, uint32_t partition, int on);
+
+/* A partition report changed: the next heartbeat goes early. */
+void kv_repl_report_changed(kv_repl_t *self);
+
+/* Polls the peer DEALERs (want) or not. */
+void kv_repl_want_peers(kv_repl_t *self, int want);
+
+/* --- primary side (kv_repl_primary.c) ------------------------------------ */
+
+void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack);
+
+/* Queues a snapshot request (served by kv_repl_primary_serve_jobs). */
+void kv_repl_primary_queue_snapshot(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
+/* Serves queued snapshots until budget_us is spent (one at least). */
+void kv_repl_primary_serve_jobs(kv_repl_t *self, int64_t budget_us);
+
+/* Drops every queued snapshot unserved. */
+void kv_repl_primary_drop_jobs(kv_repl_t *self);
+
+/* Publishes a BEACON when one is due. */
+void kv_repl_primary_beacon(kv_repl_t *self);
+
+/* Publishes one UPDATE (or FENCE mark) of partition. */
+void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
+                             kv_bytes_t key, kv_bytes_t value);
+
+/* Answers the pending writes up to seq (confirmed) or drops them all
+ * unanswered (not confirmed). */
+void kv_repl_primary_release(kv_repl_t *self, kv_repl_part_t *part, uint64_t seq, int confirmed);
+
+/* Forgets pending writes older than KV_PENDING_EXPIRY_MS. */
+void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now);
+
+/* --- replica side (kv_repl_replica.c) ------------------------------------ */
+
+/* Frees the updates buffered during a snapshot. */
+void kv_repl_replica_buffer_clear(kv_repl_part_t *part);
+
+/* Asks partition's primary for a snapshot (not live until it is applied). */
+void kv_repl_replica_ask_snapshot(kv_repl_t *self, uint32_t partition);
+
+/* Sends one ACK per primary for the partitions applied since the last. */
+void kv_repl_replica_flush_acks(kv_repl_t *self);
+
+/* Drains updates and beacons from the SUB socket. */
+void kv_repl_replica_drain_sub(kv_repl_t *self);
+
+/* Drains snapshot chunks from one peer DEALER, within a time budget. */
+void kv_repl_replica_drain_peer(kv_repl_t *self, void *handle);
+
+/* --- roles (kv_repl_role.c) ---------------------------------------------- */
+
+/* Sets each partition's role from table (our index node, -1 if absent). */
+void kv_repl_role_apply_table(kv_repl_t *self, const kv_table_t *table, int node);
+
+/* Resets a partition to no role. */
+void kv_repl_role_reset(kv_repl_part_t *part);
+
+#endif

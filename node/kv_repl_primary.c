@@ -1,0 +1,387 @@
+/*  kv_repl_primary.c: the primary side of the replication engine.
+ *
+ *  A primary numbers, applies and publishes every write of its partitions,
+ *  holds each write's reply until enough replicas confirmed it (ACK), serves
+ *  snapshots to replicas that ask (queued, a time budget per wake-up) and
+ *  beacons its latest sequences. The protocol is in kv_repl.h.
+ */
+#include "kv_repl_int.h"
+
+#include "kv_clock.h"
+#include "kv_log.h"
+
+/* Confirmations a write of this partition needs. */
+static uint32_t s_required(const kv_repl_t *self) {
+    if (!self->table || self->table->replication < 2) return 0;
+    uint32_t cap = self->table->replication - 1;
+    return (uint32_t)self->config.write_acks < cap ? (uint32_t)self->config.write_acks : cap;
+}
+
+/* The nodes that may confirm writes of partition: replicas and learner. */
+static uint32_t s_ackers(const kv_repl_t *self, uint32_t partition, uint16_t *nodes) {
+    uint32_t count = 0;
+    for (uint32_t slot = 1; slot < self->table->replication; slot++) {
+        uint16_t node = kv_table_owner(self->table, partition, slot);
+        if (node != KV_NO_NODE && kv_repl_usable(self, node)) nodes[count++] = node;
+    }
+    uint16_t learner = kv_table_learner(self->table, partition);
+    for (uint32_t i = 0; i < count; i++)
+        if (nodes[i] == learner) return count; /* a replica taking the primary slot: once */
+    if (learner != KV_NO_NODE && kv_repl_usable(self, learner)) nodes[count++] = learner;
+    return count;
+}
+
+/* --- pending writes and confirmations ----------------------------------- */
+
+static kv_repl_group_t *s_group_new(zmq_msg_t *identity, uint64_t req_id) {
+    kv_repl_group_t *group = calloc(1, sizeof(*group));
+    if (!group) return NULL;
+    zmq_msg_init(&group->identity);
+    zmq_msg_copy(&group->identity, identity);
+    group->req_id = req_id;
+    return group;
+}
+
+static void s_group_destroy(kv_repl_group_t **group_p) {
+    zmq_msg_close(&(*group_p)->identity);
+    free(*group_p);
+    *group_p = NULL;
+}
+
+/* One partition of group is confirmed (or abandoned: then no reply). */
+static void s_group_done(kv_repl_t *self, kv_repl_group_t *group, int confirmed) {
+    if (confirmed && group->req_id && group->waiting == 1)
+        kv_repl_reply(self, &group->identity, group->req_id, KV_STATUS_OK, NULL, 0);
+    if (!confirmed) group->req_id = 0; /* never answer: the gateway times out */
+    if (--group->waiting == 0) s_group_destroy(&group);
+}
+
+static int s_pending_add(kv_repl_part_t *part, uint64_t seq, kv_repl_group_t *group) {
+    kv_repl_pending_t *pending = calloc(1, sizeof(*pending));
+    if (!pending) return -1;
+    pending->seq = seq;
+    pending->since = kv_clock_mono_ms();
+    pending->group = group;
+    group->waiting++;
+    if (part->pending_tail)
+        part->pending_tail->next = pending;
+    else
+        part->pending = pending;
+    part->pending_tail = pending;
+    return 0;
+}
+
+/* Answers the pending writes up to seq (confirmed) or all of them
+ * (abandoned, when the partition changes hands: the gateway times out and
+ * says the write may or may not have happened, which is the truth). */
+void kv_repl_primary_release(kv_repl_t *self, kv_repl_part_t *part, uint64_t seq, int confirmed) {
+    while (part->pending && (!confirmed || part->pending->seq <= seq)) {
+        kv_repl_pending_t *pending = part->pending;
+        part->pending = pending->next;
+        if (!part->pending) part->pending_tail = NULL;
+        s_group_done(self, pending->group, confirmed);
+        free(pending);
+    }
+}
+
+/* The highest seq that `required` ackers have all applied. */
+static uint64_t s_confirmed_seq(const kv_repl_t *self, uint32_t partition,
+                                const kv_repl_part_t *part) {
+    uint16_t nodes[KV_ACKERS];
+    uint32_t count = s_ackers(self, partition, nodes);
+    uint32_t required = s_required(self);
+    if (required == 0) return part->seq;
+    if (count < required) return 0;
+    uint64_t seqs[KV_ACKERS] = {0};
+    for (uint32_t i = 0; i < count; i++) {
+        seqs[i] = 0;
+        for (int a = 0; a < KV_ACKERS; a++)
+            if (part->acker[a] == nodes[i]) seqs[i] = part->acked[a];
+    }
+    for (uint32_t i = 1; i < count; i++) /* insertion sort, descending: count <= 6 */
+        for (uint32_t j = i; j > 0 && seqs[j] > seqs[j - 1]; j--) {
+            uint64_t swap = seqs[j];
+            seqs[j] = seqs[j - 1];
+            seqs[j - 1] = swap;
+        }
+    return seqs[required - 1];
+}
+
+static void s_record_ack(kv_repl_part_t *part, uint16_t node, uint64_t seq) {
+    int free_slot = -1;
+    for (int a = 0; a < KV_ACKERS; a++) {
+        if (part->acker[a] == node) {
+            if (seq > part->acked[a]) part->acked[a] = seq;
+            return;
+        }
+        if (part->acker[a] == KV_NO_NODE && free_slot < 0) free_slot = a;
+    }
+    if (free_slot < 0) free_slot = 0; /* a stale acker: the table changed */
+    part->acker[free_slot] = node;
+    part->acked[free_slot] = seq;
+}
+
+void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
+    if (!self->table) return;
+    size_t count = ack->items.len / KV_MSG_ITEM_SIZE;
+    for (size_t i = 0; i < count; i++) {
+        kv_msg_item_t item = kv_msg_item_read(&ack->items, i);
+        if (item.partition >= self->partitions) continue;
+        kv_repl_part_t *part = &self->parts[item.partition];
+        if (part->role != KV_REPL_ROLE_PRIMARY) continue; /* a late ack for a past role */
+        s_record_ack(part, ack->sender, item.seq);
+        kv_repl_primary_release(self, part, s_confirmed_seq(self, item.partition, part), 1);
+    }
+}
+
+/* --- writes ------------------------------------------------------------------ */
+
+void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
+                             kv_bytes_t key, kv_bytes_t value) {
+    uint8_t topic[4], buf[KV_UPDATE_MAX];
+    kv_repl_topic(partition, topic);
+    kv_msg_t update = {.type = KV_MSG_UPDATE, .partition = partition, .op = op, .seq = seq};
+    update.sender = (uint16_t)self->self;
+    update.epoch = kv_repl_epoch(self);
+    update.key = key;
+    update.value = value;
+    size_t size = kv_msg_encode(&update, buf, sizeof(buf));
+    if (!size) return;
+    if (zmq_send(self->config.pub, topic, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 4)
+        zmq_send(self->config.pub, buf, size, ZMQ_DONTWAIT);
+}
+
+/* Enough live ackers for a safe write of partition? */
+static int s_can_write(const kv_repl_t *self, uint32_t partition) {
+    uint16_t nodes[KV_ACKERS];
+    return s_ackers(self, partition, nodes) >= s_required(self);
+}
+
+static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req) {
+    if (req->type == KV_MSG_SET) {
+        if (kv_store_put(self->store, req->partition, req->key.ptr, req->key.len, req->value.ptr,
+                         req->value.len) != 0)
+            return KV_STATUS_NO_MEMORY;
+        return KV_STATUS_OK;
+    }
+    return kv_store_delete(self->store, req->partition, req->key.ptr, req->key.len) == 0
+               ? KV_STATUS_OK
+               : KV_STATUS_NOT_FOUND;
+}
+
+void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    kv_repl_part_t *part = &self->parts[req->partition];
+    if (!s_can_write(self, req->partition)) { /* refuse before applying anything */
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0);
+        return;
+    }
+    kv_status_t status = s_apply_write(self, req);
+    if (status != KV_STATUS_OK) { /* nothing changed, nothing to replicate */
+        kv_repl_reply(self, identity, req->req_id, status, NULL, 0);
+        return;
+    }
+    uint64_t seq = ++part->seq;
+    kv_repl_primary_publish(self, req->partition, req->type == KV_MSG_SET ? KV_OP_SET : KV_OP_RM,
+                            seq, req->key, req->value);
+    if (s_required(self) == 0) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_OK, NULL, 0);
+        return;
+    }
+    kv_repl_group_t *group = s_group_new(identity, req->req_id);
+    if (!group || s_pending_add(part, seq, group) != 0) {
+        if (group) s_group_destroy(&group);
+        return; /* out of memory: no reply, the gateway answers 504 */
+    }
+}
+
+void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    for (uint32_t p = 0; p < self->partitions; p++) { /* all or nothing */
+        if (self->parts[p].role != KV_REPL_ROLE_PRIMARY) continue;
+        if (self->parts[p].fenced || !s_can_write(self, p)) {
+            kv_repl_reply(self, identity, req->req_id,
+                          self->parts[p].fenced ? KV_STATUS_MOVED : KV_STATUS_UNAVAILABLE, NULL, 0);
+            return;
+        }
+    }
+    kv_repl_group_t *group = s_group_new(identity, req->req_id);
+    if (!group) return;
+    group->waiting = 1; /* held until every partition is queued */
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        kv_repl_part_t *part = &self->parts[p];
+        if (part->role != KV_REPL_ROLE_PRIMARY) continue;
+        kv_store_clear_partition(self->store, p);
+        kv_repl_primary_publish(self, p, KV_OP_CLEAR, ++part->seq, (kv_bytes_t){NULL, 0},
+                                (kv_bytes_t){NULL, 0});
+        if (s_required(self) > 0) s_pending_add(part, part->seq, group);
+    }
+    s_group_done(self, group, 1);
+}
+
+/* --- snapshots served ------------------------------------------------------ */
+
+typedef struct {
+    kv_repl_t *repl;     /* engine */
+    zmq_msg_t *identity; /* the replica's DEALER */
+    kv_msg_t msg;        /* SNAPSHOT header being filled */
+    uint8_t *entries;    /* encoded entries of the current chunk */
+    size_t cap, pos;     /* their buffer */
+    int failed;          /* out of memory */
+} s_snapshot_t;
+
+static void s_snapshot_send(s_snapshot_t *snap, int more) {
+    snap->msg.more = (uint8_t)more;
+    snap->msg.entries = (kv_bytes_t){(const char *)snap->entries, snap->pos};
+    size_t size = kv_msg_encoded_size(&snap->msg);
+    zmq_msg_t frame, copy;
+    if (!size || zmq_msg_init_size(&frame, size) != 0) {
+        snap->failed = 1;
+        return;
+    }
+    kv_msg_encode(&snap->msg, zmq_msg_data(&frame), size);
+    zmq_msg_init(&copy);
+    zmq_msg_copy(&copy, snap->identity);
+    if (zmq_msg_send(&copy, snap->repl->config.router, ZMQ_SNDMORE) < 0 ||
+        zmq_msg_send(&frame, snap->repl->config.router, ZMQ_DONTWAIT) < 0)
+        zmq_msg_close(&frame);
+    zmq_msg_close(&copy);
+    snap->msg.chunk++;
+    snap->msg.count = 0;
+    snap->pos = 0;
+}
+
+static int s_snapshot_entry(const kv_entry_t *entry, void *arg) {
+    s_snapshot_t *snap = arg;
+    size_t need = kv_msg_entry_size(kv_entry_klen(entry), kv_entry_vlen(entry));
+    if (snap->msg.count >= KV_SNAPSHOT_CHUNK || snap->cap - snap->pos < need)
+        s_snapshot_send(snap, 1);
+    if (snap->cap - snap->pos < need) {
+        size_t cap = snap->cap * 2 + need;
+        uint8_t *grown = realloc(snap->entries, cap);
+        if (!grown) {
+            snap->failed = 1;
+            return 1;
+        }
+        snap->entries = grown;
+        snap->cap = cap;
+    }
+    kv_msg_entry_put(snap->entries, snap->cap, &snap->pos, kv_entry_key(entry),
+                     kv_entry_klen(entry), kv_entry_value(entry), kv_entry_vlen(entry));
+    snap->msg.count++;
+    return snap->failed;
+}
+
+/* The whole partition goes out within this call: no write can interleave,
+ * so the chunks are the partition at exactly msg.seq. */
+static void s_serve_snapshot(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id,
+                             uint32_t partition) {
+    s_snapshot_t snap = {self, identity, {.type = KV_MSG_SNAPSHOT}, NULL, 0, 0, 0};
+    snap.msg.req_id = req_id;
+    snap.msg.partition = partition;
+    int primary =
+        partition < self->partitions && self->parts[partition].role == KV_REPL_ROLE_PRIMARY;
+    snap.msg.status = primary ? KV_STATUS_OK : KV_STATUS_MOVED;
+    if (primary) {
+        snap.msg.seq = self->parts[partition].seq;
+        kv_store_foreach(self->store, partition, s_snapshot_entry, &snap);
+    }
+    if (snap.failed) {
+        snap.msg.status = KV_STATUS_NO_MEMORY;
+        snap.msg.count = 0;
+        snap.pos = 0;
+    }
+    s_snapshot_send(&snap, 0);
+    free(snap.entries);
+}
+
+static int s_same_peer(zmq_msg_t *a, zmq_msg_t *b) {
+    return zmq_msg_size(a) == zmq_msg_size(b) &&
+           memcmp(zmq_msg_data(a), zmq_msg_data(b), zmq_msg_size(a)) == 0;
+}
+
+/* Requests are queued, not served at once: a learner taking many
+ * partitions asks for all of them together, and copying them all in one
+ * turn of the loop would starve our heartbeats (the coordinator would think
+ * us dead). A request repeated while queued (the replica retried) replaces
+ * the queued one instead of adding a second copy. */
+void kv_repl_primary_queue_snapshot(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    for (kv_repl_job_t *job = self->jobs; job; job = job->next)
+        if (job->partition == req->partition && s_same_peer(&job->identity, identity)) {
+            job->req_id = req->req_id;
+            return;
+        }
+    kv_repl_job_t *job = calloc(1, sizeof(*job));
+    if (!job) return; /* out of memory: the replica asks again after a silence */
+    zmq_msg_init(&job->identity);
+    zmq_msg_copy(&job->identity, identity);
+    job->req_id = req->req_id;
+    job->partition = req->partition;
+    if (self->jobs_tail)
+        self->jobs_tail->next = job;
+    else
+        self->jobs = job;
+    self->jobs_tail = job;
+}
+
+static kv_repl_job_t *s_job_pop(kv_repl_t *self) {
+    kv_repl_job_t *job = self->jobs;
+    if (!job) return NULL;
+    self->jobs = job->next;
+    if (!self->jobs) self->jobs_tail = NULL;
+    return job;
+}
+
+static void s_job_free(kv_repl_job_t *job) {
+    zmq_msg_close(&job->identity);
+    free(job);
+}
+
+void kv_repl_primary_serve_jobs(kv_repl_t *self, int64_t budget_us) {
+    int64_t start = kv_clock_mono_us();
+    kv_repl_job_t *job;
+    while ((job = s_job_pop(self)) != NULL) {
+        s_serve_snapshot(self, &job->identity, job->req_id, job->partition);
+        s_job_free(job);
+        if (kv_clock_mono_us() - start >= budget_us) break;
+    }
+}
+
+void kv_repl_primary_drop_jobs(kv_repl_t *self) {
+    kv_repl_job_t *job;
+    while ((job = s_job_pop(self)) != NULL) s_job_free(job);
+}
+
+void kv_repl_primary_beacon(kv_repl_t *self) {
+    int64_t now = kv_clock_mono_ms();
+    if (now < self->next_beacon || self->self < 0) return;
+    self->next_beacon = now + KV_BEACON_MS;
+    uint8_t *items = malloc((size_t)self->partitions * KV_MSG_ITEM_SIZE);
+    if (!items) return;
+    size_t count = 0;
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        if (self->parts[p].role != KV_REPL_ROLE_PRIMARY) continue;
+        kv_msg_item_t item = {p, self->parts[p].seq, self->parts[p].fenced};
+        kv_msg_item_write(items, count++, &item);
+    }
+    kv_msg_t beacon = {.type = KV_MSG_BEACON, .sender = (uint16_t)self->self};
+    beacon.epoch = kv_repl_epoch(self);
+    beacon.items = (kv_bytes_t){(const char *)items, count * KV_MSG_ITEM_SIZE};
+    size_t size = kv_msg_encoded_size(&beacon);
+    uint8_t *buf = malloc(size);
+    uint8_t topic[4];
+    kv_repl_topic(KV_TOPIC_BEACON, topic);
+    if (buf && kv_msg_encode(&beacon, buf, size) == size &&
+        zmq_send(self->config.pub, topic, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 4)
+        zmq_send(self->config.pub, buf, size, ZMQ_DONTWAIT);
+    free(buf);
+    free(items);
+}
+
+void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now) {
+    while (part->pending && now - part->pending->since > KV_PENDING_EXPIRY_MS) {
+        kv_repl_pending_t *pending = part->pending;
+        part->pending = pending->next;
+        if (!part->pending) part->pending_tail = NULL;
+        s_group_done(self, pending->group, 0);
+        free(pending);
+    }
+}
