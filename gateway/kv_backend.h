@@ -9,7 +9,7 @@
  *  the connection. Many calls are in flight at once and each wake-up drains
  *  every ready socket, so ZeroMQ batches messages into few syscalls; and no
  *  request ever crosses a thread of ours, which is what the batched design
- *  of shared/spec/PERFORMANCE.md still paid for (a hand-off per request).
+ *  of the performance brief still paid for (a hand-off per request).
  *
  *  Not thread-safe: every function is called from the owning thread.
  *

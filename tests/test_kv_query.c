@@ -1,5 +1,6 @@
 /*  test_kv_query.c: parsing the raw query string and validating it the way
- *  shared/spec/API.md orders the checks.
+ *  the API's Validation table orders the checks; iterating over every field
+ *  for the multi-key routes (repeats, prefixed names, values or none).
  *
  *  Every query is copied into a buffer of exactly its length, without a NUL
  *  after it, so AddressSanitizer catches any read past the end; the exhaustive
@@ -239,9 +240,33 @@ Test(kv_query, empty_fields_are_skipped) {
     s_release(&parsed);
 }
 
-Test(kv_query, names_are_matched_literally) {
-    parsed_t parsed = s_parse("%6B=a&k+=b");
+/* Names are decoded like values before they are compared: "%6B" is k,
+ * "k+" is "k " and no known name. */
+Test(kv_query, names_are_decoded_before_they_are_matched) {
+    parsed_t parsed = s_parse("k+=b&%6B=a&%76=%31&k=c");
+    ASSERT_PARAM(parsed.q.k, "a");
+    ASSERT_PARAM(parsed.q.v, "1");
+    s_release(&parsed);
+}
+
+Test(kv_query, name_with_a_broken_escape_is_no_known_name) {
+    parsed_t parsed = s_parse("k%=a&%zk=b&k%6=c&v=1");
     cr_assert_not(parsed.q.k.present);
+    ASSERT_PARAM(parsed.q.v, "1");
+    s_release(&parsed);
+}
+
+Test(kv_query, escaped_equals_in_a_name_is_part_of_the_name) {
+    parsed_t parsed = s_parse("k%3Da=b&v%3D=c");
+    cr_assert_not(parsed.q.k.present);
+    cr_assert_not(parsed.q.v.present);
+    s_release(&parsed);
+}
+
+Test(kv_query, prefixed_names_are_not_single_key_parameters) {
+    parsed_t parsed = s_parse("set.k=1&get.k&k.=2&v.=3");
+    cr_assert_not(parsed.q.k.present);
+    cr_assert_not(parsed.q.v.present);
     s_release(&parsed);
 }
 
@@ -268,6 +293,291 @@ Test(kv_query, every_short_query_parses_within_its_buffer) {
             }
             kv_query_check(&parsed.q, true);
             s_release(&parsed);
+        }
+    }
+}
+
+/* ---- every field, in order (multi-key routes) ---- */
+
+/* A query read field by field, and the buffers the fields point into. */
+typedef struct {
+    char *query;                 /* the raw bytes, exactly len, no NUL after them */
+    char *out;                   /* the decoded bytes, exactly len */
+    size_t len;                  /* of the raw query */
+    size_t count;                /* fields read */
+    kv_query_field_t fields[16]; /* the first 16 of them */
+} fields_t;
+
+static fields_t *s_fields(const char *raw) {
+    fields_t *f = calloc(1, sizeof(*f));
+    cr_assert_not_null(f);
+    f->len = strlen(raw);
+    f->query = malloc(f->len ? f->len : 1);
+    f->out = malloc(f->len ? f->len : 1);
+    cr_assert(f->query && f->out);
+    memcpy(f->query, raw, f->len);
+    kv_query_iter_t it;
+    kv_query_iter_init(&it, f->query, f->len, f->out);
+    kv_query_field_t field;
+    while (kv_query_next(&it, &field)) {
+        if (f->count < sizeof f->fields / sizeof f->fields[0]) f->fields[f->count] = field;
+        f->count++;
+        cr_assert_leq(it.out_len, f->len, "%s: decoded past the raw length", raw);
+    }
+    cr_assert_eq(memcmp(f->query, raw, f->len), 0, "%s: the query was modified", raw);
+    return f;
+}
+
+static void s_fields_free(fields_t **f_p) {
+    free((*f_p)->query);
+    free((*f_p)->out);
+    free(*f_p);
+    *f_p = NULL;
+}
+
+/* Asserts that a parameter is present, decoded to text, with no broken escape. */
+#define ASSERT_CLEAN(param, text)                                                                  \
+    do {                                                                                           \
+        ASSERT_PARAM(param, text);                                                                 \
+        cr_assert_not((param).bad_escape, #param " has a broken escape");                          \
+    } while (0)
+
+#define ASSERT_RAW_NAME(field, text)                                                               \
+    cr_assert((field).raw_name_len == strlen(text) &&                                              \
+                  memcmp((field).raw_name, (text), strlen(text)) == 0,                             \
+              "raw name is \"%.*s\"", (int)(field).raw_name_len, (field).raw_name)
+
+Test(kv_query_iter, empty_query_has_no_fields) {
+    kv_query_iter_t it;
+    kv_query_field_t field;
+    kv_query_iter_init(&it, NULL, 0, NULL);
+    cr_assert_not(kv_query_next(&it, &field));
+    cr_assert_not(kv_query_next(&it, &field)); /* and stays at the end */
+    fields_t *f = s_fields("&&&");
+    cr_assert_eq(f->count, 0);
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, every_occurrence_of_k_comes_in_request_order) {
+    fields_t *f = s_fields("k=a&k=b&limit=3&k=a&%6B=c&k=");
+    cr_assert_eq(f->count, 6);
+    const char *keys[] = {"a", "b", NULL, "a", "c", ""};
+    for (size_t i = 0; i < 6; i++) {
+        cr_assert_eq(f->fields[i].prefix, KV_QUERY_PREFIX_NONE);
+        cr_assert_not(f->fields[i].key.present);
+        if (!keys[i]) {
+            cr_assert_not(kv_query_name_is(&f->fields[i], "k"));
+            continue;
+        }
+        cr_assert(kv_query_name_is(&f->fields[i], "k"), "field %zu", i);
+        ASSERT_CLEAN(f->fields[i].value, keys[i]);
+    }
+    ASSERT_RAW_NAME(f->fields[4], "%6B");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, each_prefix_gives_its_kind_and_key) {
+    fields_t *f = s_fields("if.a=3&get.b&set.c=x&rm.d&ttl.c=60&token=t");
+    cr_assert_eq(f->count, 6);
+    static const kv_query_prefix_t kinds[] = {KV_QUERY_PREFIX_IF,  KV_QUERY_PREFIX_GET,
+                                              KV_QUERY_PREFIX_SET, KV_QUERY_PREFIX_RM,
+                                              KV_QUERY_PREFIX_TTL, KV_QUERY_PREFIX_NONE};
+    static const char *keys[] = {"a", "b", "c", "d", "c"};
+    for (size_t i = 0; i < 6; i++) cr_assert_eq(f->fields[i].prefix, kinds[i], "field %zu", i);
+    for (size_t i = 0; i < 5; i++) ASSERT_CLEAN(f->fields[i].key, keys[i]);
+    ASSERT_CLEAN(f->fields[0].value, "3");
+    ASSERT_CLEAN(f->fields[2].value, "x");
+    ASSERT_CLEAN(f->fields[4].value, "60");
+    ASSERT_CLEAN(f->fields[1].name, "get.b");
+    ASSERT_RAW_NAME(f->fields[2], "set.c");
+    cr_assert(kv_query_name_is(&f->fields[5], "token"));
+    cr_assert_not(f->fields[5].key.present);
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, a_dot_in_the_key_belongs_to_the_key) {
+    fields_t *f = s_fields("set.a.b=1&get..x&rm.a.&if...=0");
+    cr_assert_eq(f->count, 4);
+    ASSERT_CLEAN(f->fields[0].key, "a.b");
+    ASSERT_CLEAN(f->fields[0].value, "1");
+    ASSERT_CLEAN(f->fields[1].key, ".x");
+    ASSERT_CLEAN(f->fields[2].key, "a.");
+    ASSERT_CLEAN(f->fields[3].key, "..");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, escaped_dot_is_no_prefix_separator) {
+    fields_t *f = s_fields("set%2Ea=1&get%2eb&set%2E.c=2");
+    cr_assert_eq(f->count, 3);
+    cr_assert_eq(f->fields[0].prefix, KV_QUERY_PREFIX_NONE);
+    ASSERT_CLEAN(f->fields[0].name, "set.a"); /* decoded, but matched raw */
+    cr_assert_not(f->fields[0].key.present);
+    cr_assert_eq(f->fields[1].prefix, KV_QUERY_PREFIX_NONE);
+    ASSERT_CLEAN(f->fields[1].name, "get.b");
+    cr_assert_eq(f->fields[2].prefix, KV_QUERY_PREFIX_NONE);
+    ASSERT_CLEAN(f->fields[2].name, "set..c");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, escaped_prefix_letters_are_no_prefix) {
+    fields_t *f = s_fields("%73et.a=1&SET.b=2&Get.c&set=3&sett.d=4&rm=5");
+    cr_assert_eq(f->count, 6);
+    for (size_t i = 0; i < 6; i++)
+        cr_assert_eq(f->fields[i].prefix, KV_QUERY_PREFIX_NONE, "field %zu", i);
+    ASSERT_CLEAN(f->fields[0].name, "set.a");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, escapes_in_a_prefixed_name_are_decoded_into_the_key) {
+    fields_t *f = s_fields("set.a%20b=1&set.a+b=2&get.%D0%B6&set.1%2B1%3D2=3&rm.%26%25");
+    cr_assert_eq(f->count, 5);
+    ASSERT_CLEAN(f->fields[0].key, "a b");
+    ASSERT_CLEAN(f->fields[1].key, "a b");
+    ASSERT_CLEAN(f->fields[2].key, "\xD0\xB6");
+    ASSERT_CLEAN(f->fields[3].key, "1+1=2");
+    ASSERT_CLEAN(f->fields[3].value, "3");
+    ASSERT_CLEAN(f->fields[4].key, "&%");
+    ASSERT_RAW_NAME(f->fields[3], "set.1%2B1%3D2");
+    ASSERT_CLEAN(f->fields[3].name, "set.1+1=2");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, the_first_raw_equals_sign_splits_name_from_value) {
+    fields_t *f = s_fields("set.a=b=c&set.x%3Dy=z&k==");
+    cr_assert_eq(f->count, 3);
+    ASSERT_CLEAN(f->fields[0].key, "a");
+    ASSERT_CLEAN(f->fields[0].value, "b=c");
+    ASSERT_CLEAN(f->fields[1].key, "x=y");
+    ASSERT_CLEAN(f->fields[1].value, "z");
+    ASSERT_CLEAN(f->fields[2].value, "=");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, no_value_and_an_empty_value_differ) {
+    fields_t *f = s_fields("get.k&get.k=&rm.x&rm.x=&k&k=");
+    cr_assert_eq(f->count, 6);
+    for (size_t i = 0; i < 6; i += 2) {
+        cr_assert_not(f->fields[i].value.present, "field %zu has a value", i);
+        cr_assert_null(f->fields[i].value.ptr);
+        ASSERT_CLEAN(f->fields[i + 1].value, "");
+    }
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, empty_key_after_a_prefix_is_present_and_empty) {
+    fields_t *f = s_fields("set.=1&get.");
+    cr_assert_eq(f->count, 2);
+    cr_assert_eq(f->fields[0].prefix, KV_QUERY_PREFIX_SET);
+    ASSERT_CLEAN(f->fields[0].key, "");
+    ASSERT_VERDICT(kv_query_check_key(&f->fields[0].key), KV_QUERY_EMPTY_KEY);
+    ASSERT_CLEAN(f->fields[1].key, "");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, empty_fields_are_skipped_and_an_empty_name_is_kept) {
+    fields_t *f = s_fields("&&k=a&&=x&");
+    cr_assert_eq(f->count, 2);
+    cr_assert(kv_query_name_is(&f->fields[0], "k"));
+    ASSERT_CLEAN(f->fields[1].name, "");
+    ASSERT_CLEAN(f->fields[1].value, "x");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, broken_escapes_are_flagged_where_they_are) {
+    fields_t *f = s_fields("set.%zz=1&set.a=%4&%=2&get.b%&k=%E4%B8");
+    cr_assert_eq(f->count, 5);
+    cr_assert(f->fields[0].key.bad_escape);
+    cr_assert(f->fields[0].name.bad_escape);
+    ASSERT_CLEAN(f->fields[0].value, "1");
+    ASSERT_PARAM(f->fields[0].key, "%zz");
+    ASSERT_CLEAN(f->fields[1].key, "a");
+    cr_assert(f->fields[1].value.bad_escape);
+    ASSERT_PARAM(f->fields[1].value, "%4");
+    cr_assert(f->fields[2].name.bad_escape);
+    ASSERT_CLEAN(f->fields[2].value, "2");
+    cr_assert(f->fields[3].key.bad_escape);
+    cr_assert_not(f->fields[3].value.present);
+    ASSERT_CLEAN(f->fields[4].value, "\xE4\xB8"); /* well escaped, not UTF-8: */
+    ASSERT_VERDICT(kv_query_check_value(&f->fields[4].value), KV_QUERY_INVALID_ENCODING);
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, a_broken_escape_never_reaches_into_the_next_field) {
+    fields_t *f = s_fields("set.a=%4&set.b%=%2&k=%");
+    cr_assert_eq(f->count, 3);
+    ASSERT_PARAM(f->fields[0].value, "%4");
+    ASSERT_PARAM(f->fields[1].key, "b%");
+    ASSERT_PARAM(f->fields[1].value, "%2");
+    ASSERT_PARAM(f->fields[2].value, "%");
+    cr_assert(f->fields[2].value.bad_escape);
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, decoded_fields_stay_valid_while_later_ones_are_read) {
+    fields_t *f = s_fields("set.%41=%42&set.%43=%44&get.%45");
+    cr_assert_eq(f->count, 3);
+    ASSERT_CLEAN(f->fields[0].key, "A");
+    ASSERT_CLEAN(f->fields[0].value, "B");
+    ASSERT_CLEAN(f->fields[1].key, "C");
+    ASSERT_CLEAN(f->fields[1].value, "D");
+    ASSERT_CLEAN(f->fields[2].key, "E");
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, keys_and_values_are_validated_as_everywhere) {
+    fields_t *f = s_fields("set.a=1&set.%00=1&set.a=%FF&if.b=2&rm.x");
+    ASSERT_VERDICT(kv_query_check_key(&f->fields[0].key), KV_QUERY_OK);
+    ASSERT_VERDICT(kv_query_check_value(&f->fields[0].value), KV_QUERY_OK);
+    ASSERT_VERDICT(kv_query_check_key(&f->fields[1].key), KV_QUERY_INVALID_ENCODING);
+    ASSERT_VERDICT(kv_query_check_value(&f->fields[2].value), KV_QUERY_INVALID_ENCODING);
+    ASSERT_VERDICT(kv_query_check_value(&f->fields[4].value), KV_QUERY_MISSING_VALUE);
+    kv_param_t absent = {0};
+    ASSERT_VERDICT(kv_query_check_key(&absent), KV_QUERY_MISSING_KEY);
+    s_fields_free(&f);
+}
+
+Test(kv_query_iter, key_and_value_length_limits_count_characters) {
+    char query[KV_MAX_URI_BYTES] = "set.";
+    s_append(query, CYRILLIC, 64);
+    s_append(query, "=", 1);
+    s_append(query, EMOJI, 256);
+    s_append(query, "&get.", 1);
+    s_append(query, ASCII, 65);
+    s_append(query, "&set.a=", 1);
+    s_append(query, ASCII, 257);
+    fields_t *f = s_fields(query);
+    cr_assert_eq(f->count, 3);
+    ASSERT_VERDICT(kv_query_check_key(&f->fields[0].key), KV_QUERY_OK);
+    ASSERT_VERDICT(kv_query_check_value(&f->fields[0].value), KV_QUERY_OK);
+    ASSERT_VERDICT(kv_query_check_key(&f->fields[1].key), KV_QUERY_KEY_TOO_LONG);
+    ASSERT_VERDICT(kv_query_check_value(&f->fields[2].value), KV_QUERY_VALUE_TOO_LONG);
+    s_fields_free(&f);
+}
+
+/* Every query of up to five characters over names, prefixes' parts,
+ * separators and escapes is read inside its buffers, never modified, and
+ * every decoded parameter points into the out buffer. */
+Test(kv_query_iter, every_short_query_iterates_within_its_buffers) {
+    static const char alphabet[] = "k.=%&+4s";
+    const size_t letters = sizeof alphabet - 1;
+    char raw[6];
+    for (size_t len = 0; len < sizeof raw; len++) {
+        size_t total = 1;
+        for (size_t i = 0; i < len; i++) total *= letters;
+        for (size_t n = 0; n < total; n++) {
+            for (size_t i = 0, rest = n; i < len; i++, rest /= letters)
+                raw[i] = alphabet[rest % letters];
+            raw[len] = '\0';
+            fields_t *f = s_fields(raw);
+            for (size_t i = 0; i < f->count && i < 16; i++) {
+                const kv_param_t *all[] = {&f->fields[i].name, &f->fields[i].value};
+                for (size_t p = 0; p < 2; p++) {
+                    if (!all[p]->present) continue;
+                    cr_assert(all[p]->ptr >= f->out, "%s", raw);
+                    cr_assert(all[p]->ptr + all[p]->len <= f->out + f->len, "%s", raw);
+                }
+            }
+            s_fields_free(&f);
         }
     }
 }
@@ -498,6 +808,21 @@ Test(kv_query, length_messages_name_the_limits) {
                      "key is longer than 64 characters");
     cr_assert_str_eq(kv_query_err_message(KV_QUERY_VALUE_TOO_LONG),
                      "value is longer than 256 characters");
+}
+
+/* Key, then value, one parameter at a time (as /tx validates) gives what
+ * the combined check gives, except for a too long key with a broken value:
+ * the combined check looks at both encodings before any length. */
+Test(kv_query, single_checks_agree_with_the_combined_one) {
+    static const char *queries[] = {"k=a&v=b", "k=&v=b", "k=%zz&v=b", "k=a&v=%FF",
+                                    "v=1",     "k=a",    "k=a&v="};
+    for (size_t i = 0; i < sizeof queries / sizeof queries[0]; i++) {
+        parsed_t parsed = s_parse(queries[i]);
+        kv_query_err_t err = kv_query_check_key(&parsed.q.k);
+        if (err == KV_QUERY_OK) err = kv_query_check_value(&parsed.q.v);
+        ASSERT_VERDICT(err, kv_query_check(&parsed.q, true));
+        s_release(&parsed);
+    }
 }
 
 Test(kv_query, value_outside_the_enum_gets_an_internal_code) {
