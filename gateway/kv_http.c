@@ -2,39 +2,66 @@
  *
  *  Threads: `threads` workers, each with its own MHD daemon (external epoll
  *  mode, all listening on the port with SO_REUSEPORT so the kernel spreads
- *  connections) and its own kv_backend, driven by one zmq_poll loop over
- *  MHD's epoll fd and the backend's sockets. A request never leaves its
- *  worker thread: that saves the thread hand-offs a shared I/O thread costs.
+ *  connections) and its own kv_backend, driven by one loop that waits in
+ *  kv_poller (one epoll set over MHD's epoll fd, the stop pipe and the
+ *  ZMQ_FDs of the backend's sockets). A request never leaves its worker
+ *  thread: that saves the thread hand-offs a shared I/O thread costs.
  *
- *  A request's life: s_uri_log copies the raw query (before MHD decodes
- *  anything) into a new s_request_t; s_handler validates and either answers
- *  at once or submits a backend call; when the call is done, the next
- *  MHD_run calls s_handler again, which answers from the call. Fixed bodies
- *  (success, the validation errors, ...) are built once at start and shared
- *  by every connection: MHD responses are reference counted.
+ *  Routes: one table, S_ROUTES, gives each route its path, its handlers,
+ *  the backend call it makes, whether it is read-only (HEAD is served,
+ *  nothing is ever written) and whether it is an admin route (/join, /leave,
+ *  /clear: what the admin token will guard). Dispatch, the method check and
+ *  the counters all read it; nothing else lists the routes.
  *
- *  Keyed requests (/get /set /rm /is) are not suspended while their call is
- *  out. Suspending costs an epoll_ctl to leave MHD's epoll set, another to
- *  come back and a recv that finds nothing after the resume: three system
- *  calls per request, about a tenth of the gateway's CPU. Unsuspended, a
- *  waiting connection stays on MHD's ready list and s_handler is asked again
- *  on every MHD_run (a few function calls) until it answers. The price: MHD
- *  then always reports "work pending" (MHD_get_timeout 0), so the loop
- *  sleeps on its own deadlines instead (s_worker_timeout), and a connection
- *  can close while its call is out: the request is then orphaned and freed
- *  when the call ends (every call ends, by its deadline at the latest).
- *  Bulk reads and cluster calls, rarer and sometimes long, still suspend.
+ *  A request's life is a state machine (s_state_t), changed in one place,
+ *  s_goto, which refuses and counts any move not drawn here:
+ *
+ *    NEW -> RECEIVING       the handler's first call, with the headers
+ *    RECEIVING -> ANSWERED  s_start answered at once (errors, 405, 404, ...)
+ *    RECEIVING -> WAITING   a keyed call is out (connection not suspended)
+ *    RECEIVING -> SUSPENDED any other call is out (connection suspended)
+ *    WAITING, SUSPENDED -> READY        the call ended (s_call_done)
+ *    READY -> ANSWERED | STREAMING      s_answer queued the response
+ *    READY -> SUSPENDED                 a page of a limit=N read needs more
+ *    STREAMING <-> REFILLING            the body's reader waits for a page
+ *    WAITING, SUSPENDED, REFILLING -> ORPHAN   the connection closed while
+ *                                              the call was out
+ *    ORPHAN -> DONE         the call ended: freed then
+ *    NEW, RECEIVING, READY, STREAMING, ANSWERED -> DONE   MHD completed it
+ *
+ *  s_uri_log copies the raw query (before MHD decodes anything) into a new
+ *  request; s_start validates it and either answers at once or submits a
+ *  backend call; when the call is done, the next MHD_run calls s_handler
+ *  again, which answers from the call. Fixed bodies (success, the
+ *  validation errors, ...) are built once at start and shared by every
+ *  connection: MHD responses are reference counted.
+ *
+ *  Keyed requests (/get /set /rm /is) wait WAITING, not suspended, while
+ *  their call is out. Suspending costs an epoll_ctl to leave MHD's epoll
+ *  set, another to come back and a recv that finds nothing after the
+ *  resume: three system calls per request, about a tenth of the gateway's
+ *  CPU. Unsuspended, a waiting connection stays on MHD's ready list and
+ *  s_handler is asked again on every MHD_run (a few function calls) until
+ *  it answers. The price: MHD then always reports "work pending"
+ *  (MHD_get_timeout 0), so the loop sleeps on its own deadlines instead
+ *  (s_worker_timeout), and a connection can close while its call is out:
+ *  the request is then ORPHAN and freed when the call ends (every call
+ *  ends, by its deadline at the latest). Bulk reads and cluster calls,
+ *  rarer and sometimes long, still suspend.
  */
 #include "kv_http.h"
 
+#include <assert.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdbool.h>
 #include <unistd.h>
 
 #include "kv_bulk.h"
 #include "kv_clock.h"
+#include "kv_counters.h"
 #include "kv_endpoint.h"
 #include "kv_json.h"
 #include "kv_limits.h"
@@ -47,41 +74,70 @@
 #define KV_STREAM_BLOCK 32768            /* MHD's buffer for streamed bodies */
 #define KV_CONNECTION_MEMORY (16 * 1024) /* per connection: an 8 KiB target fits */
 
-typedef enum {
-    R_SET,
-    R_GET,
-    R_RM,
-    R_IS,
-    R_CLEAR,
-    R_KEYS,
-    R_VALUES,
-    R_ALL,
-    R_HEALTH,
-    R_SETTINGS,
-    R_STATUS,
-    R_JOIN,
-    R_LEAVE,
-    R_UNKNOWN,
-} s_route_t;
+/* Every route, once: X(ID, path, name in counters and logs, start, answer,
+ * backend call, read-only, admin). Read-only routes never write, so HEAD is
+ * served on them; admin routes change the cluster as a whole. Expanded
+ * into s_route_t here and into s_routes below, after the handlers. */
+#define S_ROUTES(X)                                                                                \
+    X(SET, "/set", "set", s_start_keyed, s_answer_result, KV_CALL_SET, false, false)               \
+    X(GET, "/get", "get", s_start_keyed, s_answer_get, KV_CALL_GET, true, false)                   \
+    X(RM, "/rm", "rm", s_start_keyed, s_answer_result, KV_CALL_RM, false, false)                   \
+    X(IS, "/is", "is", s_start_keyed, s_answer_result, KV_CALL_IS, true, false)                    \
+    X(CLEAR, "/clear", "clear", s_start_call, s_answer_result, KV_CALL_CLEAR, false, true)         \
+    X(KEYS, "/getKeys", "get_keys", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)        \
+    X(VALUES, "/getValues", "get_values", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)  \
+    X(ALL, "/getAll", "get_all", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)           \
+    X(HEALTH, "/healthcheck", "healthcheck", s_start_call, s_answer_health, KV_CALL_TABLE, true,   \
+      false)                                                                                       \
+    X(SETTINGS, "/settings", "settings", s_start_call, s_answer_settings, KV_CALL_TABLE, true,     \
+      false)                                                                                       \
+    X(STATUS, "/status", "status", s_start_call, s_answer_status, KV_CALL_STATUS, true, false)     \
+    X(JOIN, "/join", "join", s_start_membership, s_answer_membership, KV_CALL_JOIN, false, true)   \
+    X(LEAVE, "/leave", "leave", s_start_membership, s_answer_membership, KV_CALL_LEAVE, false, true)
 
-static const struct {
-    const char *path;
-    s_route_t route;
-} s_routes[] = {
-    {"/set", R_SET},
-    {"/get", R_GET},
-    {"/rm", R_RM},
-    {"/is", R_IS},
-    {"/clear", R_CLEAR},
-    {"/getKeys", R_KEYS},
-    {"/getValues", R_VALUES},
-    {"/getAll", R_ALL},
-    {"/healthcheck", R_HEALTH},
-    {"/settings", R_SETTINGS},
-    {"/status", R_STATUS},
-    {"/join", R_JOIN},
-    {"/leave", R_LEAVE},
+/* clang-format off */
+typedef enum {
+#define S_ROUTE_ID(id, ...) R_##id,
+    S_ROUTES(S_ROUTE_ID)
+#undef S_ROUTE_ID
+    R_UNKNOWN, /* no route has the path: 404 */
+    R_COUNT,
+} s_route_t;
+/* clang-format on */
+
+/* A request's life: the diagram at the top of the file. */
+typedef enum {
+    S_NEW,       /* made by s_uri_log; the handler has not run yet */
+    S_RECEIVING, /* headers seen; waiting for the end of the request */
+    S_WAITING,   /* a keyed call is out; the connection stays on MHD's list */
+    S_SUSPENDED, /* another call is out; the connection is suspended */
+    S_READY,     /* the call ended: the handler answers from it */
+    S_STREAMING, /* a streamed body is queued; its reader writes it */
+    S_REFILLING, /* the reader waits, suspended, for the next page */
+    S_ANSWERED,  /* a whole response is queued */
+    S_ORPHAN,    /* the connection closed while a call was out */
+    S_DONE,      /* over: freed at once */
+    S_COUNT,
+} s_state_t;
+
+/* In logs and counter names, so one word each. */
+static const char *const s_state_names[S_COUNT] = {
+    [S_NEW] = "new",
+    [S_RECEIVING] = "receiving",
+    [S_WAITING] = "waiting",
+    [S_SUSPENDED] = "suspended",
+    [S_READY] = "ready",
+    [S_STREAMING] = "streaming",
+    [S_REFILLING] = "refilling",
+    [S_ANSWERED] = "answered",
+    [S_ORPHAN] = "orphan",
+    [S_DONE] = "done",
 };
+
+/* Status classes counted per route: the gateway answers 2xx, 4xx and 5xx. */
+#define S_STATUS_CLASSES 6 /* indexed by status / 100 */
+static const char *const s_status_classes[S_STATUS_CLASSES] = {
+    [2] = "2xx", [4] = "4xx", [5] = "5xx"};
 
 /* Bodies that never change, built once. */
 typedef enum {
@@ -91,7 +147,8 @@ typedef enum {
     F_TIMEOUT,
     F_OUT_OF_MEMORY,
     F_INTERNAL,
-    F_METHOD,
+    F_METHOD,       /* 405 with Allow: GET, HEAD (read-only routes, unknown paths) */
+    F_METHOD_WRITE, /* 405 with Allow: GET (routes that write) */
     F_UNKNOWN_ROUTE,
     F_URI_TOO_LONG,
     F_HEALTH_OK,
@@ -116,11 +173,15 @@ typedef struct {
 typedef struct _s_worker_t s_worker_t;
 
 struct _kv_http_t {
-    kv_http_config_t config;           /* settings */
-    char hostname[256];                /* for /settings and /status */
-    s_fixed_response_t fixed[F_COUNT]; /* shared bodies */
-    s_worker_t *workers;               /* config.threads of them */
-    int stop_pipe[2];                  /* a byte written here stops every worker */
+    kv_http_config_t config;                   /* settings */
+    char hostname[256];                        /* for /settings and /status */
+    s_fixed_response_t fixed[F_COUNT];         /* shared bodies */
+    s_worker_t *workers;                       /* config.threads of them */
+    int stop_pipe[2];                          /* a byte written here stops every worker */
+    kv_counters_t *counters;                   /* the gateway's counters (kv_http.h) */
+    size_t answers[R_COUNT][S_STATUS_CLASSES]; /* handles: answers by route and class */
+    size_t transitions[S_COUNT][S_COUNT];      /* handles: legal moves by from, to */
+    size_t illegal;                            /* handle: moves s_goto refused */
 };
 
 /* One event loop: an MHD daemon and a backend, owned by one thread. */
@@ -131,7 +192,7 @@ struct _s_worker_t {
     kv_backend_t *backend;     /* this thread's door to the cluster */
     kv_poller_t *poller;       /* waits on MHD and the backend's sockets */
     int in_flight;             /* calls submitted, not yet answered */
-    int waiting;               /* of those, keyed calls of unsuspended connections */
+    int waiting;               /* requests WAITING: keyed calls of unsuspended connections */
     int answered;              /* waiting calls finished since the last MHD_run */
     int streams;               /* bulk bodies being streamed */
     int started;               /* the thread was created */
@@ -143,15 +204,10 @@ typedef struct {
     kv_http_t *server;           /* owner */
     s_worker_t *worker;          /* the thread serving the connection */
     struct MHD_Connection *conn; /* the connection */
-    s_route_t route;             /* what was asked */
-    int seen_headers;            /* the handler was called with the headers */
-    int started;                 /* the request was dispatched */
-    int ready;                   /* a call finished: answer from it */
+    s_route_t route;             /* what was asked; R_UNKNOWN until s_start */
+    s_state_t state;             /* where it is in its life; changed by s_goto only */
     int uri_too_long;            /* the target exceeded KV_MAX_URI_BYTES */
-    int in_flight;               /* call submitted, not finished */
-    int suspended;               /* the connection waits suspended for it */
-    int orphan;                  /* the connection closed meanwhile: free on finish */
-    int streaming;               /* counted in worker->streams */
+    bool head;                   /* a HEAD: answered like GET, without the body */
     kv_call_t call;              /* the backend call in progress */
     kv_query_t query;            /* parameters, pointing into query_buf */
     /* bulk reads */
@@ -170,6 +226,69 @@ typedef struct {
     char query_buf[]; /* the raw query, decoded in place */
 } s_request_t;
 
+typedef enum MHD_Result (*s_route_fn)(s_request_t *req);
+
+/* One route: a row of S_ROUTES. */
+typedef struct {
+    const char *path;  /* "/getKeys"; NULL for R_UNKNOWN */
+    const char *name;  /* in counter names and logs: "get_keys" */
+    s_route_fn start;  /* validates, then answers at once or submits a call */
+    s_route_fn answer; /* answers from the finished call */
+    kv_call_op_t op;   /* the backend call it makes */
+    bool read_only;    /* never writes: HEAD is served, like GET without a body */
+    bool admin;        /* changes the whole cluster: the admin token's routes */
+} s_route_def_t;
+
+static const s_route_def_t s_routes[R_COUNT]; /* defined after the handlers */
+
+/* --- the request's state machine ------------------------------------------- */
+
+/* True when the diagram at the top of the file has an arrow from -> to. */
+static bool s_state_legal(s_state_t from, s_state_t to) {
+    switch (from) {
+    case S_NEW:
+        return to == S_RECEIVING || to == S_DONE;
+    case S_RECEIVING:
+        return to == S_ANSWERED || to == S_WAITING || to == S_SUSPENDED || to == S_DONE;
+    case S_WAITING:
+    case S_SUSPENDED:
+        return to == S_READY || to == S_ORPHAN;
+    case S_READY:
+        return to == S_ANSWERED || to == S_STREAMING || to == S_SUSPENDED || to == S_DONE;
+    case S_STREAMING:
+        return to == S_REFILLING || to == S_DONE;
+    case S_REFILLING:
+        return to == S_STREAMING || to == S_ORPHAN;
+    case S_ANSWERED:
+    case S_ORPHAN:
+        return to == S_DONE;
+    default:
+        return false; /* S_DONE ends it */
+    }
+}
+
+/* Moves req to `to`: the only place a request's state changes. A legal
+ * move is counted and logged at debug level. An illegal one is a bug of
+ * ours: refused (the state stays), logged, counted, and fatal in a debug
+ * build. Returns 0, or -1 when refused. */
+static int s_goto(s_request_t *req, s_state_t to) {
+    kv_http_t *server = req->server;
+    s_state_t from = req->state;
+    bool legal = s_state_legal(from, to);
+    if (!legal) {
+        kv_counters_inc(server->counters, server->illegal);
+        kv_log_error("request %p %s: illegal transition %s -> %s refused", (void *)req,
+                     s_routes[req->route].name, s_state_names[from], s_state_names[to]);
+        assert(legal && "illegal request state transition");
+        return -1;
+    }
+    req->state = to;
+    kv_counters_inc(server->counters, server->transitions[from][to]);
+    kv_log_debug("request %p %s: %s -> %s", (void *)req, s_routes[req->route].name,
+                 s_state_names[from], s_state_names[to]);
+    return 0;
+}
+
 /* --- responses ------------------------------------------------------------ */
 
 static struct MHD_Response *s_json_response(const char *body, size_t len,
@@ -179,33 +298,46 @@ static struct MHD_Response *s_json_response(const char *body, size_t len,
     return response;
 }
 
-static enum MHD_Result s_queue(struct MHD_Connection *conn, unsigned status, const char *body,
-                               size_t len) {
+/* Queues response with status, counts the answer by route and status
+ * class, and moves req on to `to`: ANSWERED, or STREAMING when a reader
+ * writes the body. The response stays the caller's. */
+static enum MHD_Result s_respond(s_request_t *req, unsigned status, struct MHD_Response *response,
+                                 s_state_t to) {
+    enum MHD_Result result = MHD_queue_response(req->conn, status, response);
+    if (result != MHD_YES) return result; /* MHD closes the connection */
+    if (status / 100 < S_STATUS_CLASSES)
+        kv_counters_inc(req->server->counters, req->server->answers[req->route][status / 100]);
+    s_goto(req, to);
+    return result;
+}
+
+static enum MHD_Result s_queue(s_request_t *req, unsigned status, const char *body, size_t len) {
     struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_COPY);
     if (!response) return MHD_NO;
-    enum MHD_Result result = MHD_queue_response(conn, status, response);
+    enum MHD_Result result = s_respond(req, status, response, S_ANSWERED);
     MHD_destroy_response(response);
     return result;
 }
 
-static enum MHD_Result s_queue_json(struct MHD_Connection *conn, unsigned status, json_t *json) {
+static enum MHD_Result s_queue_json(s_request_t *req, unsigned status, json_t *json) {
     char *body = json ? json_dumps(json, JSON_COMPACT) : NULL;
     json_decref(json);
     if (!body) return MHD_NO;
-    enum MHD_Result result = s_queue(conn, status, body, strlen(body));
+    enum MHD_Result result = s_queue(req, status, body, strlen(body));
     free(body);
     return result;
 }
 
 static enum MHD_Result s_queue_fixed(s_request_t *req, s_fixed_t which) {
     s_fixed_response_t *fixed = &req->server->fixed[which];
-    return MHD_queue_response(req->conn, fixed->status, fixed->response);
+    return s_respond(req, fixed->status, fixed->response, S_ANSWERED);
 }
 
 static int s_add_fixed(kv_http_t *self, s_fixed_t which, unsigned status, const char *body) {
     struct MHD_Response *response = s_json_response(body, strlen(body), MHD_RESPMEM_MUST_COPY);
     if (!response) return -1;
     if (which == F_METHOD) MHD_add_response_header(response, "Allow", "GET, HEAD");
+    if (which == F_METHOD_WRITE) MHD_add_response_header(response, "Allow", "GET");
     self->fixed[which] = (s_fixed_response_t){status, response};
     return 0;
 }
@@ -235,6 +367,8 @@ static int s_build_fixed(kv_http_t *self) {
     rc |= s_add_error(self, F_INTERNAL, 500, "INTERNAL_ERROR",
                       "the node refused the request as malformed");
     rc |= s_add_error(self, F_METHOD, 405, "METHOD_NOT_ALLOWED", "only GET and HEAD are served");
+    rc |= s_add_error(self, F_METHOD_WRITE, 405, "METHOD_NOT_ALLOWED",
+                      "this route writes: only GET is served (HEAD never writes)");
     rc |= s_add_error(self, F_UNKNOWN_ROUTE, 404, "UNKNOWN_ROUTE", "no such route");
     rc |= s_add_error(self, F_URI_TOO_LONG, 414, "URI_TOO_LONG",
                       "the request target is longer than 8192 bytes");
@@ -284,29 +418,35 @@ static void s_request_free(s_request_t *req) {
     free(req);
 }
 
-/* The call is finished: mark the request ready and wake its connection
- * (a suspended one is resumed; an unsuspended one is asked on the next
- * MHD_run anyway). Runs on the request's worker thread. */
+/* The call is finished: the request is READY (or back to STREAMING) and
+ * its connection is woken: a suspended one is resumed, a WAITING one is
+ * asked on the next MHD_run anyway. An ORPHAN is freed. Runs on the
+ * request's worker thread. */
 static void s_call_done(kv_call_t *call) {
     s_request_t *req = call->arg;
     s_worker_t *worker = req->worker;
     worker->in_flight--;
-    req->in_flight = 0;
-    if (!req->suspended) {
-        worker->waiting--;
-        worker->answered++;
-    }
-    if (req->orphan) { /* nobody to answer: the connection is gone */
+    if (req->state == S_ORPHAN) { /* nobody to answer: the connection is gone */
+        s_goto(req, S_DONE);
         s_request_free(req);
         return;
     }
-    req->ready = 1;
     req->page_ready = call->op == KV_CALL_SCAN && call->result == KV_CALL_OK;
     req->failed = call->op == KV_CALL_SCAN && call->result != KV_CALL_OK;
     req->entry_pos = 0;
-    if (req->suspended) {
-        req->suspended = 0;
+    switch (req->state) {
+    case S_WAITING:
+        worker->waiting--;
+        worker->answered++;
+        s_goto(req, S_READY);
+        return;
+    case S_REFILLING: /* MHD asks the reader again once resumed */
+        s_goto(req, S_STREAMING);
         MHD_resume_connection(req->conn);
+        return;
+    default: /* SUSPENDED; s_goto refuses anything else */
+        if (s_goto(req, S_READY) == 0) MHD_resume_connection(req->conn);
+        return;
     }
 }
 
@@ -314,21 +454,23 @@ static int s_is_keyed(kv_call_op_t op) {
     return op == KV_CALL_GET || op == KV_CALL_SET || op == KV_CALL_RM || op == KV_CALL_IS;
 }
 
-/* Hands the prepared call to the backend, suspending the connection first
- * unless the call is keyed (see the top of the file). The suspend comes
- * before the submit: the backend may finish before submit returns. */
+/* Hands the prepared call to the backend: the request WAITING if the call
+ * is keyed (see the top of the file), else SUSPENDED (REFILLING from
+ * STREAMING) with its connection suspended. The suspend comes before the
+ * submit: the backend may finish before submit returns. */
 static enum MHD_Result s_submit(s_request_t *req, kv_call_op_t op) {
+    s_state_t to = req->state == S_STREAMING ? S_REFILLING
+                   : s_is_keyed(op)          ? S_WAITING
+                                             : S_SUSPENDED;
+    if (s_goto(req, to) != 0) return MHD_NO;
     req->call.op = op;
     req->call.done = s_call_done;
     req->call.arg = req;
-    req->ready = 0;
-    req->in_flight = 1;
     req->worker->in_flight++;
-    req->suspended = !s_is_keyed(op);
-    if (req->suspended)
-        MHD_suspend_connection(req->conn);
-    else
+    if (to == S_WAITING)
         req->worker->waiting++;
+    else
+        MHD_suspend_connection(req->conn);
     if (kv_backend_submit(req->worker->backend, &req->call) != 0) {
         req->call.result = KV_CALL_UNAVAILABLE;
         s_call_done(&req->call);
@@ -339,8 +481,6 @@ static enum MHD_Result s_submit(s_request_t *req, kv_call_op_t op) {
 /* --- keyed routes --------------------------------------------------------- */
 
 static enum MHD_Result s_start_keyed(s_request_t *req) {
-    static const kv_call_op_t ops[] = {
-        [R_SET] = KV_CALL_SET, [R_GET] = KV_CALL_GET, [R_RM] = KV_CALL_RM, [R_IS] = KV_CALL_IS};
     kv_query_err_t err = kv_query_check(&req->query, req->route == R_SET);
     if (err != KV_QUERY_OK) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
     req->call.key = req->query.k.ptr;
@@ -349,16 +489,20 @@ static enum MHD_Result s_start_keyed(s_request_t *req) {
         req->call.value = req->query.v.ptr;
         req->call.vlen = req->query.v.len;
     }
-    return s_submit(req, ops[req->route]);
+    return s_submit(req, s_routes[req->route].op);
 }
 
-static enum MHD_Result s_answer_keyed(s_request_t *req) {
-    if (req->route != R_GET || req->call.result != KV_CALL_OK)
-        return s_queue_result(req, req->call.result);
+/* /set /rm /is /clear: the call's result is the whole answer. */
+static enum MHD_Result s_answer_result(s_request_t *req) {
+    return s_queue_result(req, req->call.result);
+}
+
+static enum MHD_Result s_answer_get(s_request_t *req) {
+    if (req->call.result != KV_CALL_OK) return s_queue_result(req, req->call.result);
     char body[KV_JSON_STRING_MAX(KV_MAX_VALUE_BYTES)];
     const kv_bytes_t *value = &req->call.msg.value;
     size_t len = kv_json_string(body, sizeof(body), value->ptr ? value->ptr : "", value->len);
-    return s_queue(req->conn, 200, body, len);
+    return s_queue(req, 200, body, len);
 }
 
 /* --- bulk routes ---------------------------------------------------------- */
@@ -465,12 +609,9 @@ static enum MHD_Result s_start_stream(s_request_t *req) {
         return MHD_NO;
     }
     MHD_add_response_header(response, "Content-Type", "application/json");
-    enum MHD_Result result = MHD_queue_response(req->conn, 200, response);
+    enum MHD_Result result = s_respond(req, 200, response, S_STREAMING);
     MHD_destroy_response(response);
-    if (result == MHD_YES && !req->streaming) {
-        req->streaming = 1;
-        req->worker->streams++;
-    }
+    if (result == MHD_YES) req->worker->streams++;
     return result;
 }
 
@@ -483,7 +624,7 @@ static enum MHD_Result s_finish_page(s_request_t *req) {
         kv_cursor_format(&req->cursor, cursor);
         MHD_add_response_header(response, "X-Next-Cursor", cursor);
     }
-    enum MHD_Result result = MHD_queue_response(req->conn, 200, response);
+    enum MHD_Result result = s_respond(req, 200, response, S_ANSWERED);
     MHD_destroy_response(response);
     return result;
 }
@@ -491,6 +632,10 @@ static enum MHD_Result s_finish_page(s_request_t *req) {
 /* After a page arrived: stream it, or gather it into the page body. */
 static enum MHD_Result s_answer_bulk(s_request_t *req) {
     if (req->failed) return s_queue_result(req, req->call.result);
+    /* MHD (0.9.75) ends a chunked body with "0\r\n\r\n" even for HEAD,
+     * bytes a keep-alive client would take for the next response: a HEAD
+     * gets the first page's verdict with an empty body instead. */
+    if (!req->limit && req->head) return s_queue(req, 200, "", 0);
     if (!req->limit) return s_start_stream(req);
     while (req->page_ready && req->emitted < req->limit) s_next_entry(req);
     if (req->page_ready) { /* limit reached inside the page: the cursor is the last key */
@@ -534,12 +679,17 @@ static enum MHD_Result s_start_bulk(s_request_t *req) {
         return s_queue_fixed(req, F_INVALID_CURSOR);
     if (req->cursor.partition >= req->partitions) { /* a cursor past the end: empty page */
         if (req->limit) return s_finish_page(req);
-        return s_queue(req->conn, 200, "[]", 2);
+        return s_queue(req, 200, "[]", 2);
     }
     return s_fetch(req);
 }
 
 /* --- cluster routes ------------------------------------------------------- */
+
+/* /clear /healthcheck /settings /status: no parameters, one call. */
+static enum MHD_Result s_start_call(s_request_t *req) {
+    return s_submit(req, s_routes[req->route].op);
+}
 
 static enum MHD_Result s_answer_health(s_request_t *req) {
     int healthy = req->call.table && kv_table_healthy(req->call.table);
@@ -557,7 +707,7 @@ static enum MHD_Result s_answer_settings(s_request_t *req) {
         table ? json_integer(table->replication) : json_null(), "threads",
         (json_int_t)server->config.threads, "timeoutMs", (json_int_t)server->config.timeout_ms,
         "coordinator", server->config.coordinator, "epoch", (json_int_t)(table ? table->epoch : 0));
-    return s_queue_json(req->conn, 200, body);
+    return s_queue_json(req, 200, body);
 }
 
 static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *stats, uint16_t i) {
@@ -583,6 +733,15 @@ static json_int_t s_moving(const kv_table_t *table) {
     return moving;
 }
 
+/* This gateway's own part of /status: {"counters": {name: value, ...}}. */
+static json_t *s_status_gateway(const kv_http_t *server) {
+    json_t *counters = json_object();
+    for (size_t i = 0; i < kv_counters_count(server->counters); i++)
+        json_object_set_new(counters, kv_counters_name(server->counters, i),
+                            json_integer((json_int_t)kv_counters_value(server->counters, i)));
+    return json_pack("{s:o}", "counters", counters);
+}
+
 static enum MHD_Result s_answer_status(s_request_t *req) {
     const kv_table_t *table = req->call.table;
     json_t *nodes = json_array();
@@ -599,7 +758,8 @@ static enum MHD_Result s_answer_status(s_request_t *req) {
                              "replicationFactor", (json_int_t)(table ? table->replication : 0),
                              "healthy", table && kv_table_healthy(table), "nodes", nodes);
     json_object_set_new(body, "movingPartitions", json_integer(s_moving(table)));
-    return s_queue_json(req->conn, 200, body);
+    json_object_set_new(body, "gateway", s_status_gateway(req->server));
+    return s_queue_json(req, 200, body);
 }
 
 /* /join?node=ENDPOINT and /leave?node=ID go to the coordinator. */
@@ -617,7 +777,7 @@ static enum MHD_Result s_start_membership(s_request_t *req) {
         return s_queue_fixed(req, F_UNKNOWN_NODE);
     req->call.key = node->ptr;
     req->call.klen = node->len;
-    return s_submit(req, req->route == R_JOIN ? KV_CALL_JOIN : KV_CALL_LEAVE);
+    return s_submit(req, s_routes[req->route].op);
 }
 
 static enum MHD_Result s_answer_membership(s_request_t *req) {
@@ -627,7 +787,7 @@ static enum MHD_Result s_answer_membership(s_request_t *req) {
         json_t *body =
             json_pack("{s:b, s:s%}", "success", 1, "node", id->ptr ? id->ptr : "", id->len);
         if (req->route == R_LEAVE) json_object_del(body, "node");
-        return s_queue_json(req->conn, 200, body);
+        return s_queue_json(req, 200, body);
     }
     if (req->route == R_JOIN) {
         if (result == KV_CALL_BAD_REQUEST) return s_queue_fixed(req, F_INVALID_NODE);
@@ -645,66 +805,45 @@ static enum MHD_Result s_answer_membership(s_request_t *req) {
     return s_queue_fixed(req, F_NO_COORDINATOR);
 }
 
-/* --- MHD callbacks -------------------------------------------------------- */
+/* --- the route table ----------------------------------------------------- */
+
+/* clang-format off */
+static const s_route_def_t s_routes[R_COUNT] = {
+#define S_ROUTE_ROW(id, path, name, start, answer, op, read_only, admin)                           \
+    [R_##id] = {path, name, start, answer, op, read_only, admin},
+    S_ROUTES(S_ROUTE_ROW)
+#undef S_ROUTE_ROW
+    [R_UNKNOWN] = {NULL, "unknown", NULL, NULL, KV_CALL_TABLE, true, false},
+};
+/* clang-format on */
 
 static s_route_t s_route_of(const char *url) {
-    for (size_t i = 0; i < sizeof(s_routes) / sizeof(s_routes[0]); i++)
-        if (strcmp(url, s_routes[i].path) == 0) return s_routes[i].route;
+    for (int r = 0; r < R_UNKNOWN; r++)
+        if (strcmp(url, s_routes[r].path) == 0) return (s_route_t)r;
     return R_UNKNOWN;
 }
 
-static enum MHD_Result s_start(s_request_t *req, const char *url, const char *method) {
-    if (req->uri_too_long) return s_queue_fixed(req, F_URI_TOO_LONG);
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-        return s_queue_fixed(req, F_METHOD);
-    req->route = s_route_of(url);
-    kv_query_parse(req->query_buf, req->query_len, &req->query);
-    switch (req->route) {
-    case R_SET:
-    case R_GET:
-    case R_RM:
-    case R_IS:
-        return s_start_keyed(req);
-    case R_CLEAR:
-        return s_submit(req, KV_CALL_CLEAR);
-    case R_KEYS:
-    case R_VALUES:
-    case R_ALL:
-        return s_start_bulk(req);
-    case R_HEALTH:
-    case R_SETTINGS:
-        return s_submit(req, KV_CALL_TABLE);
-    case R_STATUS:
-        return s_submit(req, KV_CALL_STATUS);
-    case R_JOIN:
-    case R_LEAVE:
-        return s_start_membership(req);
-    default:
-        return s_queue_fixed(req, F_UNKNOWN_ROUTE);
-    }
+/* GET everywhere; HEAD where nothing is written (an unknown path too: it
+ * answers 404 to GET and HEAD alike). */
+static bool s_method_allowed(const s_route_def_t *route, const char *method) {
+    if (strcmp(method, MHD_HTTP_METHOD_GET) == 0) return true;
+    return route->read_only && strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 }
 
-static enum MHD_Result s_answer(s_request_t *req) {
-    req->ready = 0;
-    switch (req->route) {
-    case R_KEYS:
-    case R_VALUES:
-    case R_ALL:
-        return s_answer_bulk(req);
-    case R_HEALTH:
-        return s_answer_health(req);
-    case R_SETTINGS:
-        return s_answer_settings(req);
-    case R_STATUS:
-        return s_answer_status(req);
-    case R_CLEAR:
-        return s_queue_result(req, req->call.result);
-    case R_JOIN:
-    case R_LEAVE:
-        return s_answer_membership(req);
-    default:
-        return s_answer_keyed(req);
-    }
+/* --- MHD callbacks -------------------------------------------------------- */
+
+/* The end of the request: the API's error precedence (405, then 404, then
+ * 414, then the route's own checks), then the route's start. */
+static enum MHD_Result s_start(s_request_t *req, const char *url, const char *method) {
+    req->route = s_route_of(url);
+    const s_route_def_t *route = &s_routes[req->route];
+    if (!s_method_allowed(route, method))
+        return s_queue_fixed(req, route->read_only ? F_METHOD : F_METHOD_WRITE);
+    if (req->route == R_UNKNOWN) return s_queue_fixed(req, F_UNKNOWN_ROUTE);
+    if (req->uri_too_long) return s_queue_fixed(req, F_URI_TOO_LONG);
+    req->head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+    kv_query_parse(req->query_buf, req->query_len, &req->query);
+    return route->start(req);
 }
 
 static enum MHD_Result s_handler(void *cls, struct MHD_Connection *conn, const char *url,
@@ -717,18 +856,21 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     req->conn = conn;
-    /* The first call comes with the headers; answering then makes MHD close
-     * the connection (it cannot know the body is empty), so we wait for the
-     * second call, at the end of the request, and keep-alive survives. */
-    if (!req->seen_headers) {
-        req->seen_headers = 1;
+    switch (req->state) {
+    case S_NEW:
+        /* The first call comes with the headers; answering then makes MHD
+         * close the connection (it cannot know the body is empty), so we
+         * wait for the second call, at the end of the request, and
+         * keep-alive survives. */
+        s_goto(req, S_RECEIVING);
         return MHD_YES;
-    }
-    if (!req->started) {
-        req->started = 1;
+    case S_RECEIVING:
         return s_start(req, url, method);
+    case S_READY:
+        return s_routes[req->route].answer(req);
+    default:
+        return MHD_YES; /* WAITING: asked on every MHD_run until the call ends */
     }
-    return req->ready ? s_answer(req) : MHD_YES;
 }
 
 /* Runs before MHD parses the target: the only place to see the raw query. */
@@ -741,6 +883,8 @@ static void *s_uri_log(void *cls, const char *uri, struct MHD_Connection *conn) 
     if (!req) return NULL;
     req->worker = cls;
     req->server = req->worker->server;
+    req->route = R_UNKNOWN;
+    req->state = S_NEW;
     req->uri_too_long = too_long;
     req->query_len = qlen;
     if (qlen) memcpy(req->query_buf, mark + 1, qlen);
@@ -753,11 +897,26 @@ static void s_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     s_request_t *req = *req_cls;
     *req_cls = NULL;
     if (!req) return;
-    if (req->streaming) req->worker->streams--;
-    if (req->in_flight) /* the backend still points at req->call: free it when done */
-        req->orphan = 1;
-    else
-        s_request_free(req);
+    switch (req->state) {
+    case S_WAITING: /* off MHD's ready list: it no longer keeps MHD busy */
+        req->worker->waiting--;
+        s_goto(req, S_ORPHAN);
+        return; /* the backend still points at req->call: freed when it ends */
+    case S_REFILLING:
+        req->worker->streams--;
+        s_goto(req, S_ORPHAN);
+        return;
+    case S_SUSPENDED:
+        s_goto(req, S_ORPHAN);
+        return;
+    case S_STREAMING:
+        req->worker->streams--;
+        break;
+    default:
+        break;
+    }
+    s_goto(req, S_DONE);
+    s_request_free(req);
 }
 
 /* We decode the query ourselves (kv_query), so MHD must leave it alone. */
@@ -820,8 +979,8 @@ static void s_worker_run_mhd(s_worker_t *worker) {
     if (answered) MHD_run(worker->daemon);
 }
 
-/* The loop: wait for HTTP or ZeroMQ, let the backend finish calls (which
- * resumes connections), then let MHD read requests and write answers. On
+/* The loop: wait for HTTP or ZeroMQ (kv_poller), let the backend finish
+ * calls (which wakes their requests), then let MHD read requests and write answers. On
  * stop it stops accepting and lets calls in flight end (by their deadline
  * at the latest) before it closes anything. */
 static void s_worker_loop(s_worker_t *worker) {
@@ -864,6 +1023,38 @@ static void *s_worker_run(void *arg) {
     return NULL;
 }
 
+/* Registers the counters kv_http.h names; the handles go in self. A
+ * handle that failed to register is ignored when counted. */
+static int s_register_counters(kv_http_t *self) {
+    self->counters = kv_counters_new();
+    if (!self->counters) return -1;
+    char name[KV_COUNTER_NAME_MAX + 1];
+    for (int r = 0; r < R_COUNT; r++) {
+        for (int c = 0; c < S_STATUS_CLASSES; c++) {
+            self->answers[r][c] = KV_COUNTER_INVALID;
+            if (!s_status_classes[c]) continue; /* never answered */
+            snprintf(name, sizeof(name), "kv_gateway_requests_total_%s_%s", s_routes[r].name,
+                     s_status_classes[c]);
+            self->answers[r][c] = kv_counters_register(
+                self->counters, name, "requests answered, by route and status class");
+        }
+    }
+    for (int from = 0; from < S_COUNT; from++) {
+        for (int to = 0; to < S_COUNT; to++) {
+            self->transitions[from][to] = KV_COUNTER_INVALID;
+            if (!s_state_legal((s_state_t)from, (s_state_t)to)) continue;
+            snprintf(name, sizeof(name), "kv_gateway_request_transitions_total_%s_%s",
+                     s_state_names[from], s_state_names[to]);
+            self->transitions[from][to] = kv_counters_register(
+                self->counters, name, "request state changes, by state left and state entered");
+        }
+    }
+    self->illegal =
+        kv_counters_register(self->counters, "kv_gateway_request_illegal_transitions_total",
+                             "request state changes refused as illegal (a bug)");
+    return 0;
+}
+
 kv_http_t *kv_http_new(const kv_http_config_t *config) {
     kv_http_t *self = calloc(1, sizeof(*self));
     if (!self) return NULL;
@@ -872,7 +1063,8 @@ kv_http_t *kv_http_new(const kv_http_config_t *config) {
     if (gethostname(self->hostname, sizeof(self->hostname) - 1) != 0)
         strcpy(self->hostname, "localhost");
     self->workers = calloc((size_t)config->threads, sizeof(*self->workers));
-    if (!self->workers || s_build_fixed(self) != 0 || pipe(self->stop_pipe) != 0) {
+    if (!self->workers || s_register_counters(self) != 0 || s_build_fixed(self) != 0 ||
+        pipe(self->stop_pipe) != 0) {
         kv_log_error("out of memory or file descriptors");
         kv_http_destroy(&self);
         return NULL;
@@ -909,7 +1101,12 @@ void kv_http_destroy(kv_http_t **self_p) {
         if (self->stop_pipe[i] >= 0) close(self->stop_pipe[i]);
     for (int i = 0; i < F_COUNT; i++)
         if (self->fixed[i].response) MHD_destroy_response(self->fixed[i].response);
+    kv_counters_destroy(&self->counters);
     free(self->workers);
     free(self);
     *self_p = NULL;
+}
+
+const kv_counters_t *kv_http_counters(const kv_http_t *self) {
+    return self ? self->counters : NULL;
 }
