@@ -1,4 +1,4 @@
-/*  kv_backend.c: the gateway's I/O actor (see kv_backend.h).
+/*  kv_backend.c: a gateway worker's door to the cluster (see kv_backend.h).
  *
  *  Bookkeeping of calls in flight: every request sent to a node occupies a
  *  slot; its req_id is (generation << 16 | slot index), so a reply that

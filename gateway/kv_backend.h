@@ -1,12 +1,14 @@
 /*  kv_backend.h: the gateway's door to the cluster, one per HTTP thread.
  *
- *  Each gateway worker thread runs one event loop over its libmicrohttpd
- *  daemon and its backend's ZeroMQ sockets (kv_http.c). A request is parsed
- *  and validated, the connection suspended, and a kv_call_t submitted; the
- *  backend owns the routing table and one DEALER per node, sends the call to
- *  the partition's primary, matches the reply by request id and hands the
- *  call back through its done callback, in the same thread, which resumes
- *  the connection. Many calls are in flight at once and each wake-up drains
+ *  Not an actor: a plain object owned by one gateway worker thread, whose
+ *  event loop (kv_http.c) waits in kv_poller over its libmicrohttpd daemon
+ *  and this backend's ZeroMQ sockets. A request is parsed and validated and
+ *  a kv_call_t submitted (a keyed request's connection waits without being
+ *  suspended, the others' are suspended); the backend owns the routing
+ *  table and one DEALER per node, sends the call to the partition's
+ *  primary, matches the reply by request id and hands the call back through
+ *  its done callback, in the same thread, which wakes the request. Many
+ *  calls are in flight at once and each wake-up drains
  *  every ready socket, so ZeroMQ batches messages into few syscalls; and no
  *  request ever crosses a thread of ours, which is what the batched design
  *  of the performance brief still paid for (a hand-off per request).
@@ -103,7 +105,8 @@ typedef struct _kv_backend_t kv_backend_t;
  * when a socket cannot be made or an endpoint is malformed. */
 kv_backend_t *kv_backend_new(const kv_backend_config_t *config);
 
-/* Fails calls still waiting (done runs for each), closes the sockets; sets
+/* Fails calls still waiting (done runs for each, which resumes suspended
+ * connections), closes the sockets; sets
  * *self_p to NULL. Safe on NULL. */
 void kv_backend_destroy(kv_backend_t **self_p);
 
@@ -129,7 +132,7 @@ int kv_backend_items_changed(const kv_backend_t *self);
 long kv_backend_timeout(const kv_backend_t *self);
 
 /* Drains the ready sockets among items (from kv_backend_poll_items, after
- * zmq_poll) and does the timed work: replies, tables, retries, expiry. */
+ * kv_poller_wait) and does the timed work: replies, tables, retries, expiry. */
 void kv_backend_process(kv_backend_t *self, const zmq_pollitem_t *items, int count);
 
 /* P of the cluster; 0 until the first table arrives. */

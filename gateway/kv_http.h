@@ -47,7 +47,7 @@
 typedef struct {
     const char *host;            /* address to listen on ("0.0.0.0" for all) */
     long port;                   /* TCP port */
-    long threads;                /* MHD thread pool size */
+    long threads;                /* worker threads: each an MHD daemon and a backend */
     long timeout_ms;             /* per backend call (reported in /settings) */
     const char *coordinator;     /* coordinator ROUTER endpoint (tables on request) */
     const char *coordinator_pub; /* coordinator PUB endpoint (tables as they change) */

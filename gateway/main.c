@@ -1,5 +1,5 @@
-/*  main.c of kv-gateway: flags, then the backend actor and the HTTP server
- *  until SIGINT or SIGTERM. */
+/*  main.c of kv-gateway: flags, then the HTTP server (its worker threads,
+ *  each an event loop with its own backend) until SIGINT or SIGTERM. */
 #include <czmq.h>
 
 #include "kv_actor.h"
