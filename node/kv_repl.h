@@ -42,6 +42,7 @@
 
 #include <czmq.h>
 
+#include "kv_counters.h"
 #include "kv_msg.h"
 #include "kv_store.h"
 #include "kv_table.h"
@@ -49,11 +50,13 @@
 typedef struct _kv_repl_t kv_repl_t;
 
 typedef struct {
-    const char *node_id; /* for logs */
-    void *router;        /* the node's request socket: replies go out there */
-    void *pub;           /* the node's bound PUB socket */
-    long write_acks;     /* replica confirmations a write needs (capped at R-1) */
-    long hwm;            /* PUB high-water mark (tests make it tiny) */
+    const char *node_id;     /* for logs */
+    void *router;            /* the node's request socket: replies go out there */
+    void *pub;               /* the node's bound PUB socket */
+    long write_acks;         /* replica confirmations a write needs (capped at R-1) */
+    long hwm;                /* PUB high-water mark (tests make it tiny) */
+    kv_counters_t *counters; /* the node's registry (borrowed; may be NULL): role
+                                transitions, resyncs, snapshots */
 } kv_repl_config_t;
 
 /* Creates the engine for store (borrowed, P partitions). NULL on failure. */
