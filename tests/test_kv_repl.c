@@ -218,7 +218,7 @@ Test(kv_repl, write_confirmed_by_the_learner_alone_survives_a_failover) {
     /* What the coordinator does when node-a dies at this point. */
     table->nodes[0].state = KV_NODE_DOWN;
     kv_plan_report_t reports[3] = {{0, 0, 0, 0}, {1, 1, 0, 0}, {1, 1, 0, 1}};
-    kv_plan_facts_t facts = {reports, 3};
+    kv_plan_facts_t facts = {reports, 3, NULL};
     cr_assert_geq(kv_plan_step(table, &facts, 64), 0);
     uint16_t promoted = kv_table_owner(table, 0, 0);
     cr_expect(status != KV_STATUS_OK || promoted == 2,
