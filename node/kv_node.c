@@ -1,8 +1,9 @@
 /*  kv_node.c: the node actor (see kv_node.h for the sockets and rules).
  *
  *  Requests are drained from the ROUTER in batches of up to KV_NODE_BATCH
- *  per wake-up: under load one zmq_poll serves many requests and ZeroMQ
- *  batches the replies into few syscalls. Replies are encoded on the stack
+ *  per wake-up: under load one wait of the poller (kv_poller: epoll over the
+ *  sockets' ZMQ_FDs) serves many requests and ZeroMQ batches the replies
+ *  into few syscalls. Replies are encoded on the stack
  *  (a value is at most 1 KiB); only scan pages allocate. Writes go through
  *  the replication engine (kv_repl), which answers them once they are safe.
  *

@@ -11,9 +11,10 @@
 #include "kv_poller.h"
 
 /* The peer DEALERs only ever receive SNAPSHOT chunks, so they are polled
- * only while some replica waits for one: every socket in the poll set costs
- * a poll() system call per zmq_poll in libzmq, which with the peers in was
- * a third of a node's CPU under writes. */
+ * only while some replica waits for one: we also send on them (ACK,
+ * SNAPSHOT_REQ), so the node's poller must ask each its ZMQ_EVENTS on every
+ * wait (kv_poller.h), a system call per peer per wake-up that the request
+ * path would pay for nothing. */
 void kv_repl_want_peers(kv_repl_t *self, int want) {
     if (self->want_peers == want) return;
     self->want_peers = want;
