@@ -23,7 +23,9 @@
  *    one behind it (it holds writes the primary never had) means resync:
  *    a new snapshot. It acknowledges what it applied (ACK, batched per wake
  *    up) and only accepts updates from the node its table names primary.
- *  - Roles come from the routing table (kv_repl_on_table). A replica that
+ *  - Roles come from the routing table (kv_repl_on_table); each partition's
+ *    role is a named state changed in one place (kv_repl_role.c), counted
+ *    in the node's registry (config.counters). A replica that
  *    becomes primary continues the sequence from what it applied; a primary
  *    that is demoted drops the partition and resyncs from the new primary
  *    (it may hold writes nobody acknowledged); a node that loses a partition
