@@ -9,6 +9,7 @@
 
 #include "kv_actor.h"
 #include "kv_clock.h"
+#include "kv_counters.h"
 #include "kv_endpoint.h"
 #include "kv_limits.h"
 #include "kv_log.h"
@@ -64,6 +65,9 @@ typedef struct {
     int64_t next_publish;              /* mono ms of the next repeat */
     uint64_t invite_ids;               /* INVITE request ids */
     int terminated;                    /* $TERM received */
+    kv_counters_t *counters;           /* this coordinator's registry (and the planner's) */
+    size_t count_epochs;               /* counter handles */
+    size_t count_nodes_down;
 } s_coord_t;
 
 /* --- sending ------------------------------------------------------------- */
@@ -130,6 +134,7 @@ static void s_broadcast(s_coord_t *self) {
 
 static void s_bump(s_coord_t *self, const char *why) {
     self->table->epoch++;
+    kv_counters_inc(self->counters, self->count_epochs);
     kv_log_info("epoch %" PRIu64 ": %s (%u partitions moving)", self->table->epoch, why,
                 kv_plan_moves(self->table));
     s_broadcast(self);
@@ -199,7 +204,7 @@ static void s_plan(s_coord_t *self, const char *why) {
     if (nodes && !s_report_row(self, nodes - 1)) return; /* out of memory: next tick */
     size_t bytes = self->table->partitions * sizeof(uint16_t);
     memcpy(self->learners_before, self->table->learners, bytes);
-    kv_plan_facts_t facts = {self->reports, nodes};
+    kv_plan_facts_t facts = {self->reports, nodes, self->counters};
     if (kv_plan_step(self->table, &facts, (uint32_t)self->config.max_moves) <= 0) return;
     s_note_new_learners(self, self->learners_before);
     s_bump(self, why);
@@ -268,7 +273,7 @@ static void s_forget_data(s_coord_t *self, uint32_t index) {
     uint8_t state = node->state;
     node->state = KV_NODE_DOWN;
     uint32_t nodes = self->table->node_count;
-    kv_plan_facts_t facts = {self->reports, nodes};
+    kv_plan_facts_t facts = {self->reports, nodes, self->counters};
     if (s_report_row(self, nodes - 1)) kv_plan_step(self->table, &facts, 0);
     node->state = state == KV_NODE_LEFT ? KV_NODE_JOINING : KV_NODE_ACTIVE;
     s_bump(self, "node restarted");
@@ -363,6 +368,7 @@ static void s_check_liveness(s_coord_t *self) {
         node->state = KV_NODE_DOWN;
         self->members[i].down_since = now;
         s_clear_reports(self, i);
+        kv_counters_inc(self->counters, self->count_nodes_down);
         kv_log_warn("node %s: no heartbeat for %" PRId64 " ms, marked down", node->id,
                     now - self->members[i].last_seen);
         s_bump(self, "node down");
@@ -516,7 +522,13 @@ static int s_coord_init(s_coord_t *self, zsock_t *pipe, const kv_coord_config_t 
     if (!self->learner_since || !self->learners_before) return -1;
     self->router = zsock_new(ZMQ_ROUTER);
     self->pub = zsock_new(ZMQ_PUB);
-    if (!self->table || !self->router || !self->pub) return -1;
+    self->counters = kv_counters_new();
+    if (!self->table || !self->router || !self->pub || !self->counters) return -1;
+    self->count_epochs = kv_counters_register(self->counters, "kv_coord_epochs_published_total",
+                                              "routing tables published with a new epoch");
+    self->count_nodes_down = kv_counters_register(self->counters, "kv_coord_nodes_down_total",
+                                                  "nodes marked down for silence");
+    kv_plan_register_counters(self->counters);
     zsock_set_sndhwm(self->router, 100000);
     if (zsock_bind(self->router, "%s", config->bind) < 0) {
         kv_log_error("cannot bind %s: %s", config->bind, zmq_strerror(errno));
@@ -539,6 +551,7 @@ static void s_coord_destroy(s_coord_t *self) {
     free(self->reports);
     free(self->learner_since);
     free(self->learners_before);
+    kv_counters_destroy(&self->counters);
 }
 
 /* A node down for a while that holds nothing any more (its partitions

@@ -31,8 +31,13 @@
  */
 #include "kv_plan.h"
 
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kv_log.h"
 
 typedef struct {
     kv_table_t *table;                /* the table being edited */
@@ -46,6 +51,11 @@ typedef struct {
     uint32_t primaries[KV_MAX_NODES]; /* primary slots, projected */
     uint32_t *pairs;                  /* nodes x nodes: [primary][replica] partitions, projected */
     uint8_t taken[KV_MAX_NODES];      /* scratch: nodes holding the partition at hand */
+    kv_counters_t *counters;          /* facts->counters, or NULL */
+    size_t count_transitions;         /* counter handles */
+    size_t count_illegal;
+    size_t count_events[KV_PLAN_EVENTS];
+    size_t count_failovers;
 } s_plan_t;
 
 /* Partitions bucketed by a key, each bucket read front to back once. */
@@ -145,12 +155,117 @@ static uint32_t s_flip_owners(const s_plan_t *self, uint32_t p, uint16_t *out) {
     return n;
 }
 
-static void s_flip(const s_plan_t *self, uint32_t p) {
+/* --- the hand-off state machine ------------------------------------------- */
+
+static const char *s_handoff_names[KV_PLAN_HANDOFF_STATES] = {"stable", "learning", "fencing"};
+static const char *s_event_names[KV_PLAN_EVENTS] = {"learn", "fence", "flip", "cancel", "takeover"};
+
+kv_plan_handoff_t kv_plan_handoff(const kv_table_t *table, uint32_t p) {
+    if (table->learners[p] == KV_NO_NODE) return KV_PLAN_STABLE;
+    uint8_t both = KV_PART_MOVE_PRIMARY | KV_PART_FENCED;
+    return (table->flags[p] & both) == both ? KV_PLAN_FENCING : KV_PLAN_LEARNING;
+}
+
+const char *kv_plan_handoff_name(kv_plan_handoff_t state) {
+    return state < KV_PLAN_HANDOFF_STATES ? s_handoff_names[state] : "?";
+}
+
+const char *kv_plan_event_name(kv_plan_event_t event) {
+    return event < KV_PLAN_EVENTS ? s_event_names[event] : "?";
+}
+
+/* The state event leads to from state (flags: the partition's), or
+ * KV_PLAN_HANDOFF_STATES when it is illegal there. */
+static kv_plan_handoff_t s_handoff_next(kv_plan_handoff_t state, kv_plan_event_t event,
+                                        uint8_t flags) {
+    int moves_primary = (flags & KV_PART_MOVE_PRIMARY) != 0;
+    switch (event) {
+    case KV_PLAN_EV_LEARN:
+        return state == KV_PLAN_STABLE ? KV_PLAN_LEARNING : KV_PLAN_HANDOFF_STATES;
+    case KV_PLAN_EV_FENCE:
+        return state == KV_PLAN_LEARNING && moves_primary ? KV_PLAN_FENCING
+                                                          : KV_PLAN_HANDOFF_STATES;
+    case KV_PLAN_EV_FLIP: /* a plain learner flips once live, a primary one once ready */
+        return state == KV_PLAN_FENCING || (state == KV_PLAN_LEARNING && !moves_primary)
+                   ? KV_PLAN_STABLE
+                   : KV_PLAN_HANDOFF_STATES;
+    case KV_PLAN_EV_CANCEL:
+    case KV_PLAN_EV_TAKEOVER:
+        return state != KV_PLAN_STABLE ? KV_PLAN_STABLE : KV_PLAN_HANDOFF_STATES;
+    default:
+        return KV_PLAN_HANDOFF_STATES;
+    }
+}
+
+/* Registers the step's counters (a lookup once they exist). */
+static void s_register_counters(s_plan_t *self) {
+    kv_counters_t *counters = self->counters;
+    self->count_transitions = kv_counters_register(counters, "kv_plan_handoff_transitions_total",
+                                                   "partition hand-off state changes planned");
+    self->count_illegal = kv_counters_register(counters, "kv_plan_illegal_transitions_total",
+                                               "hand-off events refused as illegal");
+    for (int event = 0; event < KV_PLAN_EVENTS; event++) {
+        char name[KV_COUNTER_NAME_MAX + 1];
+        snprintf(name, sizeof(name), "kv_plan_handoff_%s_total", s_event_names[event]);
+        self->count_events[event] = kv_counters_register(counters, name, NULL);
+    }
+    self->count_failovers = kv_counters_register(counters, "kv_plan_failovers_total",
+                                                 "dead primaries replaced by a copy");
+}
+
+void kv_plan_register_counters(kv_counters_t *counters) {
+    s_plan_t plan = {.counters = counters};
+    s_register_counters(&plan);
+}
+
+/* The one place a partition's hand-off moves: applies event to p in the
+ * table (LEARN places node as learner with flags; FLIP gives the learner
+ * its slot), logs it at debug level and counts it. An illegal event
+ * changes nothing: logged at error, counted, asserted in debug builds.
+ * Returns 0 or -1. */
+static int s_handoff(s_plan_t *self, uint32_t p, kv_plan_event_t event, uint16_t node,
+                     uint8_t flags) {
+    kv_table_t *table = self->table;
+    kv_plan_handoff_t state = kv_plan_handoff(table, p);
+    kv_plan_handoff_t next = s_handoff_next(state, event, table->flags[p]);
+    uint16_t learner = event == KV_PLAN_EV_LEARN ? node : table->learners[p];
+    if (next == KV_PLAN_HANDOFF_STATES) {
+        kv_log_error("plan: partition %u: illegal hand-off event %s in state %s (epoch %" PRIu64
+                     ", learner node %u)",
+                     p, kv_plan_event_name(event), kv_plan_handoff_name(state), table->epoch,
+                     learner);
+        kv_counters_inc(self->counters, self->count_illegal);
+#ifndef NDEBUG
+        assert(!"illegal hand-off event");
+#endif
+        return -1;
+    }
     uint16_t out[KV_REPLICATION_MAX];
-    uint32_t count = s_flip_owners(self, p, out);
-    s_set_owners(self, p, out, count);
-    self->table->learners[p] = KV_NO_NODE;
-    self->table->flags[p] = 0;
+    switch (event) {
+    case KV_PLAN_EV_LEARN:
+        table->learners[p] = node;
+        table->flags[p] = flags;
+        break;
+    case KV_PLAN_EV_FENCE:
+        table->flags[p] |= KV_PART_FENCED;
+        break;
+    case KV_PLAN_EV_FLIP:
+        s_set_owners(self, p, out, s_flip_owners(self, p, out));
+        table->learners[p] = KV_NO_NODE;
+        table->flags[p] = 0;
+        break;
+    default: /* CANCEL, TAKEOVER: the move is over, the owners stay */
+        table->learners[p] = KV_NO_NODE;
+        table->flags[p] = 0;
+        break;
+    }
+    kv_log_debug("plan: partition %u: %s -> %s on %s (epoch %" PRIu64
+                 ", learner node %u, seq %" PRIu64 ")",
+                 p, kv_plan_handoff_name(state), kv_plan_handoff_name(next),
+                 kv_plan_event_name(event), table->epoch, learner, s_report(self, learner, p)->seq);
+    kv_counters_inc(self->counters, self->count_transitions);
+    kv_counters_inc(self->counters, self->count_events[event]);
+    return 0;
 }
 
 /* --- projected loads ------------------------------------------------------ */
@@ -193,8 +308,7 @@ static void s_count_loads(s_plan_t *self) {
 /* Makes node the learner of p and counts the move. */
 static void s_place(s_plan_t *self, uint32_t p, uint16_t node, uint8_t flags) {
     s_account(self, p, -1);
-    self->table->learners[p] = node;
-    self->table->flags[p] = flags;
+    s_handoff(self, p, KV_PLAN_EV_LEARN, node, flags);
     s_account(self, p, 1);
     s_activate(self, node);
     self->moves++;
@@ -298,10 +412,11 @@ static void s_repair(s_plan_t *self, uint32_t p) {
         if (learner != KV_NO_NODE && !in_slot && s_state(self, learner) == KV_NODE_ACTIVE &&
             ahead->live && (best < 0 || ahead->seq > s_report(self, replicas[best], p)->seq)) {
             primary = learner;
-            table->learners[p] = KV_NO_NODE;
-            table->flags[p] = 0;
+            s_handoff(self, p, KV_PLAN_EV_TAKEOVER, KV_NO_NODE, 0);
+            kv_counters_inc(self->counters, self->count_failovers);
         } else if (best >= 0) {
             primary = replicas[best];
+            kv_counters_inc(self->counters, self->count_failovers);
             memmove(&replicas[best], &replicas[best + 1],
                     (n - (uint32_t)best - 1) * sizeof(*replicas));
             n--;
@@ -314,23 +429,23 @@ static void s_repair(s_plan_t *self, uint32_t p) {
     table->flags[p] &= KV_PART_FLAGS_ALL;
     if (!(table->flags[p] & KV_PART_MOVE_PRIMARY)) table->flags[p] = 0; /* a lone fence */
     if (table->learners[p] != KV_NO_NODE && s_learner_hopeless(self, p, old_primary))
-        table->learners[p] = KV_NO_NODE;
-    if (table->learners[p] == KV_NO_NODE) table->flags[p] = 0;
+        s_handoff(self, p, KV_PLAN_EV_CANCEL, KV_NO_NODE, 0);
+    if (table->learners[p] == KV_NO_NODE) table->flags[p] = 0; /* flags of no move */
 }
 
 /* --- phase 2: progress ---------------------------------------------------- */
 
-static void s_progress(const s_plan_t *self, uint32_t p) {
+static void s_progress(s_plan_t *self, uint32_t p) {
     uint16_t learner = self->table->learners[p];
     if (learner == KV_NO_NODE) return;
     const kv_plan_report_t *report = s_report(self, learner, p);
     uint8_t flags = self->table->flags[p];
     if (!(flags & KV_PART_MOVE_PRIMARY)) {
-        if (report->live) s_flip(self, p);
+        if (report->live) s_handoff(self, p, KV_PLAN_EV_FLIP, KV_NO_NODE, 0);
     } else if (!(flags & KV_PART_FENCED)) {
-        if (report->live) self->table->flags[p] = flags | KV_PART_FENCED;
+        if (report->live) s_handoff(self, p, KV_PLAN_EV_FENCE, KV_NO_NODE, 0);
     } else if (report->ready)
-        s_flip(self, p);
+        s_handoff(self, p, KV_PLAN_EV_FLIP, KV_NO_NODE, 0);
 }
 
 /* --- phase 3: ownerless partitions ---------------------------------------- */
@@ -643,6 +758,8 @@ int kv_plan_step(kv_table_t *table, const kv_plan_facts_t *facts, uint32_t max_m
     self->replication = table->replication;
     self->nodes = table->node_count;
     self->max_moves = max_moves;
+    self->counters = facts ? facts->counters : NULL;
+    s_register_counters(self);
 
     s_update_states(self, 0);
     for (uint32_t p = 0; p < self->partitions; p++) {

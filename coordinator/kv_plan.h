@@ -3,19 +3,24 @@
  *  The coordinator calls kv_plan_step on every tick with its routing table
  *  and the latest per-partition facts the nodes reported; the planner edits
  *  the table (the caller bumps the epoch and publishes it when anything
- *  changed). Nothing here does I/O, so every rule is unit-tested.
+ *  changed). Nothing here does I/O (but for debug logs of hand-off
+ *  transitions), so every rule is unit-tested.
  *
- *  How a partition changes hands (the hand-off state machine, per partition):
+ *  How a partition changes hands (the hand-off state machine, per partition:
+ *  kv_plan_handoff_t, read from the table's learner and flags; the planner
+ *  changes it only through one transition function, which logs and counts):
  *
- *      STABLE --(need a new owner)--> LEARNING: learner = target node
- *      LEARNING --(learner reports live, no MOVE_PRIMARY)--> STABLE with the
- *          learner in a replica slot (a leaving or down replica dropped)
- *      LEARNING --(learner live, MOVE_PRIMARY)--> FENCING: flag FENCED, the
- *          primary stops taking writes and marks the end of its stream
- *      FENCING --(learner reports ready: it applied the whole stream)-->
+ *      STABLE --LEARN (need a new owner)--> LEARNING: learner = target node
+ *      LEARNING --FLIP (learner reports live, no MOVE_PRIMARY)--> STABLE with
+ *          the learner in a replica slot (a leaving or down replica dropped)
+ *      LEARNING --FENCE (learner live, MOVE_PRIMARY)--> FENCING: flag FENCED,
+ *          the primary stops taking writes and marks the end of its stream
+ *      FENCING --FLIP (learner reports ready: it applied the whole stream)-->
  *          STABLE with the learner as primary; the old primary becomes a
  *          replica or, when surplus (or leaving), drops out
- *      any --(learner down)--> STABLE, move cancelled
+ *      LEARNING, FENCING --CANCEL (learner down, move hopeless)--> STABLE
+ *      LEARNING, FENCING --TAKEOVER (primary dead, the learner is the most
+ *          advanced live copy)--> STABLE with the learner as primary
  *
  *  Why the fence: the old primary may have applied writes the learner has
  *  not seen yet; flipping only once the learner has applied everything up
@@ -86,7 +91,33 @@
 
 #include <stdint.h>
 
+#include "kv_counters.h"
 #include "kv_table.h"
+
+/* Where a partition is in a hand-off (see above). */
+typedef enum {
+    KV_PLAN_STABLE,   /* no learner */
+    KV_PLAN_LEARNING, /* a learner copies the partition */
+    KV_PLAN_FENCING,  /* the primary refuses writes until the learner is ready */
+    KV_PLAN_HANDOFF_STATES
+} kv_plan_handoff_t;
+
+/* What moves a hand-off along. */
+typedef enum {
+    KV_PLAN_EV_LEARN,    /* a learner is placed */
+    KV_PLAN_EV_FENCE,    /* a primary-moving learner is live: fence the primary */
+    KV_PLAN_EV_FLIP,     /* the learner takes its slot */
+    KV_PLAN_EV_CANCEL,   /* the move can no longer finish */
+    KV_PLAN_EV_TAKEOVER, /* the primary died and the learner replaces it */
+    KV_PLAN_EVENTS
+} kv_plan_event_t;
+
+/* The hand-off state of partition p in table. */
+kv_plan_handoff_t kv_plan_handoff(const kv_table_t *table, uint32_t p);
+
+/* Names for logs. */
+const char *kv_plan_handoff_name(kv_plan_handoff_t state);
+const char *kv_plan_event_name(kv_plan_event_t event);
 
 /* What a node last reported about one partition it holds. */
 typedef struct {
@@ -101,12 +132,19 @@ typedef struct {
 typedef struct {
     const kv_plan_report_t *reports; /* node_count x partitions entries */
     uint32_t node_count;             /* rows in reports */
+    kv_counters_t *counters;         /* where the step counts (may be NULL): hand-off
+                                        transitions, failovers, illegal events */
 } kv_plan_facts_t;
 
 /* Applies one round of the rules above to table; facts may be NULL (no
  * reports). Returns the number of partitions plus node states changed: 0
  * means nothing to publish; -1 when out of memory (table unchanged). */
 int kv_plan_step(kv_table_t *table, const kv_plan_facts_t *facts, uint32_t max_moves);
+
+/* Registers the counters kv_plan_step counts in (kv_plan_handoff_*_total,
+ * kv_plan_failovers_total, ...): call once before the registry is shared
+ * with other threads. */
+void kv_plan_register_counters(kv_counters_t *counters);
 
 /* Learners currently set in table. */
 uint32_t kv_plan_moves(const kv_table_t *table);

@@ -1,21 +1,34 @@
 /*  kv_node.c: the node actor (see kv_node.h for the sockets and rules).
  *
  *  Requests are drained from the ROUTER in batches of up to KV_NODE_BATCH
- *  per wake-up: under load one zmq_poll serves many requests and ZeroMQ
- *  batches the replies into few syscalls. Replies are encoded on the stack
+ *  per wake-up: under load one wait of the poller (kv_poller: epoll over the
+ *  sockets' ZMQ_FDs) serves many requests and ZeroMQ batches the replies
+ *  into few syscalls. Replies are encoded on the stack
  *  (a value is at most 1 KiB); only scan pages allocate. Writes go through
  *  the replication engine (kv_repl), which answers them once they are safe.
  *
- *  Life cycle: HELLO to the coordinator until a table arrives, heartbeats
- *  (with a report per partition) after that; "DRAIN" from the owner (on
- *  SIGTERM) sends LEAVE and waits until the table says LEFT, then "LEFT"
- *  tells the owner it may exit. A node started without a coordinator waits
- *  for an INVITE (/join) to learn where it is.
+ *  Life cycle (s_life_t, changed only by s_life_execute):
+ *
+ *      REGISTERING --table--> SERVING --drain--> DRAINING
+ *      REGISTERING, SERVING, DRAINING --gone--> LINGERING --lingered--> LEFT
+ *
+ *  REGISTERING sends HELLO to the coordinator until a table arrives; SERVING
+ *  heartbeats (with a report per partition). "DRAIN" from the owner (on
+ *  SIGTERM) sends LEAVE and waits until the table says LEFT; a node that owns
+ *  nothing (or has no coordinator) is gone at once, and so is one whose
+ *  drain is refused or times out, or one the table says LEFT (a /leave).
+ *  LINGERING still answers requests routed with an older table (MOVED) for
+ *  KV_NODE_LINGER_MS, then "LEFT" tells the owner it may exit. A node
+ *  started without a coordinator waits for an INVITE (/join) to learn where
+ *  it is.
  */
 #include "kv_node.h"
 
+#include <assert.h>
+
 #include "kv_actor.h"
 #include "kv_clock.h"
+#include "kv_counters.h"
 #include "kv_hash.h"
 #include "kv_limits.h"
 #include "kv_log.h"
@@ -35,6 +48,24 @@
 #define KV_NODE_FIXED_ITEMS 3       /* pipe, router, dealer */
 #define KV_NODE_LINGER_MS 1000      /* answer MOVED this long after leaving */
 
+/* A node's life (see the top of this file). */
+typedef enum {
+    LIFE_REGISTERING, /* no table yet: HELLO until one comes */
+    LIFE_SERVING,     /* in the cluster */
+    LIFE_DRAINING,    /* LEAVE sent: waiting for the table to say LEFT */
+    LIFE_LINGERING,   /* owns nothing: answers MOVED a moment before leaving */
+    LIFE_LEFT,        /* "LEFT" sent to the owner */
+    LIFE_STATES       /* count */
+} s_life_t;
+
+typedef enum {
+    LIFE_EV_TABLE,    /* a first table arrived */
+    LIFE_EV_DRAIN,    /* the owner asked us to drain, and we own partitions */
+    LIFE_EV_GONE,     /* we own nothing any more (or gave up draining) */
+    LIFE_EV_LINGERED, /* the linger delay is over */
+    LIFE_EVENTS       /* count */
+} s_life_event_t;
+
 typedef struct {
     zsock_t *pipe;   /* to the actor's owner */
     zsock_t *router; /* gateways' requests; peers' acks and snapshot requests */
@@ -53,14 +84,17 @@ typedef struct {
     zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES]; /* + repl sockets */
     kv_poller_t *poller;                                          /* waits on items */
     int item_count;
-    int64_t next_heartbeat; /* mono ms of the next heartbeat */
-    int64_t last_heartbeat; /* mono ms of the last one */
-    int64_t last_table_ask; /* mono ms of the last table request */
-    int64_t drain_deadline; /* mono ms; 0 when not draining */
-    uint64_t bad_frames;    /* malformed frames dropped */
-    int left;               /* "LEFT" was sent to the owner */
-    int64_t left_at;        /* mono ms to send it (after lingering), 0 if not yet due */
-    int terminated;         /* $TERM received */
+    int64_t next_heartbeat;   /* mono ms of the next heartbeat */
+    int64_t last_heartbeat;   /* mono ms of the last one */
+    int64_t last_table_ask;   /* mono ms of the last table request */
+    int64_t drain_deadline;   /* mono ms; 0 until a drain is asked */
+    uint64_t bad_frames;      /* malformed frames dropped */
+    s_life_t life;            /* where the node is in its life */
+    int64_t left_at;          /* LINGERING: mono ms to send "LEFT" */
+    kv_counters_t *counters;  /* this node's registry: life, replication */
+    size_t count_transitions; /* counter handles */
+    size_t count_illegal;
+    int terminated; /* $TERM received */
 } s_node_t;
 
 /* The cgroup (v2, then v1) memory limit of this process, 0 when none. */
@@ -78,6 +112,51 @@ static uint64_t s_memory_limit(void) {
         /* "max" parses as 0; v1 says "no limit" with a huge number */
         return limit >= (1ULL << 60) ? 0 : (uint64_t)limit;
     }
+    return 0;
+}
+
+/* --- life cycle ------------------------------------------------------------ */
+
+static const char *s_life_names[LIFE_STATES] = {"registering", "serving", "draining", "lingering",
+                                                "left"};
+static const char *s_life_event_names[LIFE_EVENTS] = {"table", "drain", "gone", "lingered"};
+
+/* The state event leads to from state, or LIFE_STATES when it is illegal
+ * there. */
+static s_life_t s_life_next(s_life_t state, s_life_event_t event) {
+    switch (event) {
+    case LIFE_EV_TABLE:
+        return state == LIFE_REGISTERING ? LIFE_SERVING : LIFE_STATES;
+    case LIFE_EV_DRAIN:
+        return state == LIFE_SERVING ? LIFE_DRAINING : LIFE_STATES;
+    case LIFE_EV_GONE:
+        return state <= LIFE_DRAINING ? LIFE_LINGERING : LIFE_STATES;
+    case LIFE_EV_LINGERED:
+        return state == LIFE_LINGERING ? LIFE_LEFT : LIFE_STATES;
+    default:
+        return LIFE_STATES;
+    }
+}
+
+/* The one place the node's life changes: logs (debug) and counts a legal
+ * transition; refuses an illegal one (error log, counted, asserted in
+ * debug builds). Returns 0 or -1. */
+static int s_life_execute(s_node_t *self, s_life_event_t event) {
+    s_life_t next = s_life_next(self->life, event);
+    uint64_t epoch = self->table ? self->table->epoch : 0;
+    if (next == LIFE_STATES) {
+        kv_log_error("node %s: illegal life event %s in state %s (epoch %" PRIu64 ")",
+                     self->config.id, s_life_event_names[event], s_life_names[self->life], epoch);
+        kv_counters_inc(self->counters, self->count_illegal);
+#ifndef NDEBUG
+        assert(!"illegal node life event");
+#endif
+        return -1;
+    }
+    kv_log_debug("node %s: %s -> %s on %s (epoch %" PRIu64 ")", self->config.id,
+                 s_life_names[self->life], s_life_names[next], s_life_event_names[event], epoch);
+    self->life = next;
+    kv_counters_inc(self->counters, self->count_transitions);
     return 0;
 }
 
@@ -162,13 +241,14 @@ static void s_send_leave(s_node_t *self, int first) {
  * may still be on their way: stay a moment to answer them MOVED (the
  * gateway retries at the new owner) before telling the owner to exit. */
 static void s_announce_left(s_node_t *self) {
-    if (self->left || self->left_at) return;
+    if (self->life >= LIFE_LINGERING) return; /* on our way out already */
+    s_life_execute(self, LIFE_EV_GONE);
     self->left_at = kv_clock_mono_ms() + KV_NODE_LINGER_MS;
 }
 
 static void s_check_linger(s_node_t *self) {
-    if (self->left || !self->left_at || kv_clock_mono_ms() < self->left_at) return;
-    self->left = 1;
+    if (self->life != LIFE_LINGERING || kv_clock_mono_ms() < self->left_at) return;
+    s_life_execute(self, LIFE_EV_LINGERED);
     zstr_send(self->pipe, "LEFT");
 }
 
@@ -200,7 +280,7 @@ static void s_rebuild_items(s_node_t *self) {
 
 /* Tells the owner we own nothing any more and may exit. */
 static void s_check_left(s_node_t *self) {
-    if (self->left || !self->table || self->self < 0) return;
+    if (self->life >= LIFE_LINGERING || !self->table || self->self < 0) return;
     if (self->table->nodes[self->self].state != KV_NODE_LEFT) return;
     kv_log_info("node %s: drained, leaving the cluster (epoch %" PRIu64 ")", self->config.id,
                 self->table->epoch);
@@ -227,13 +307,15 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
     }
     if (!self->store) self->store = kv_store_new(table->partitions);
     if (self->store && !self->repl) {
-        kv_repl_config_t config = {self->config.id, self->router_h, zsock_resolve(self->pub),
-                                   self->config.write_acks, self->config.repl_hwm};
+        kv_repl_config_t config = {self->config.id,          self->router_h,
+                                   zsock_resolve(self->pub), self->config.write_acks,
+                                   self->config.repl_hwm,    self->counters};
         self->repl = kv_repl_new(&config, self->store, table->partitions);
     }
     kv_table_destroy(&self->table);
     self->table = table;
     self->self = kv_table_find(table, self->config.id);
+    if (self->life == LIFE_REGISTERING) s_life_execute(self, LIFE_EV_TABLE);
     if (self->repl) {
         kv_repl_on_table(self->repl, table, self->self);
         s_rebuild_items(self);
@@ -516,7 +598,12 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     self->dealer = zsock_new(ZMQ_DEALER);
     self->pub = zsock_new(ZMQ_PUB);
     self->poller = kv_poller_new(KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES);
-    if (!self->router || !self->dealer || !self->pub || !self->poller) return -1;
+    self->counters = kv_counters_new();
+    if (!self->router || !self->dealer || !self->pub || !self->poller || !self->counters) return -1;
+    self->count_transitions = kv_counters_register(self->counters, "kv_node_life_transitions_total",
+                                                   "changes of this node's life state");
+    self->count_illegal = kv_counters_register(self->counters, "kv_node_illegal_transitions_total",
+                                               "node life events refused as illegal");
     zsock_set_sndhwm(self->router, 1000000);
     zsock_set_rcvhwm(self->router, 1000000);
     zsock_set_sndhwm(self->pub, (int)config->repl_hwm);
@@ -544,11 +631,13 @@ static void s_node_destroy(s_node_t *self) {
     zsock_destroy(&self->pub);
     kv_table_destroy(&self->table);
     kv_store_destroy(&self->store);
+    kv_counters_destroy(&self->counters);
 }
 
 /* DRAIN: ask to leave; a node that owns nothing (or has no cluster) can go
  * at once. */
 static void s_start_drain(s_node_t *self) {
+    if (self->life > LIFE_SERVING) return; /* leaving already */
     uint16_t me = self->self < 0 ? KV_NO_NODE : (uint16_t)self->self;
     int owns =
         self->table && me != KV_NO_NODE &&
@@ -558,6 +647,7 @@ static void s_start_drain(s_node_t *self) {
         return;
     }
     kv_log_info("node %s: draining before exit", self->config.id);
+    s_life_execute(self, LIFE_EV_DRAIN);
     self->drain_deadline = kv_clock_mono_ms() + self->config.drain_timeout_ms;
     s_send_leave(self, 1);
 }
@@ -577,7 +667,7 @@ static void s_tick(s_node_t *self) {
     int64_t now = kv_clock_mono_ms();
     int early = self->repl && kv_repl_reports_dirty(self->repl) &&
                 now - self->last_heartbeat >= KV_NODE_REPORT_MS;
-    if (self->drain_deadline && !self->left && now >= self->drain_deadline) {
+    if (self->life == LIFE_DRAINING && now >= self->drain_deadline) {
         kv_log_warn("node %s: drain did not finish in %ld ms, leaving anyway", self->config.id,
                     self->config.drain_timeout_ms);
         s_announce_left(self);

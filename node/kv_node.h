@@ -1,7 +1,9 @@
 /*  kv_node.h: the node actor, which owns partitions and serves them.
  *
  *  One czmq actor holds the node's whole state (store, routing table) and
- *  runs one loop over three sockets:
+ *  runs one loop (kv_poller) over three sockets, plus the replication
+ *  engine's (kv_repl.h: a SUB, and a DEALER per peer while a snapshot is
+ *  awaited):
  *    - ROUTER (bind): requests from gateways, answered in arrival order;
  *      drained in batches per wake-up so one poll serves many requests;
  *    - DEALER (connect): registration, heartbeats and tables to and from the

@@ -11,9 +11,10 @@
 #include "kv_poller.h"
 
 /* The peer DEALERs only ever receive SNAPSHOT chunks, so they are polled
- * only while some replica waits for one: every socket in the poll set costs
- * a poll() system call per zmq_poll in libzmq, which with the peers in was
- * a third of a node's CPU under writes. */
+ * only while some replica waits for one: we also send on them (ACK,
+ * SNAPSHOT_REQ), so the node's poller must ask each its ZMQ_EVENTS on every
+ * wait (kv_poller.h), a system call per peer per wake-up that the request
+ * path would pay for nothing. */
 void kv_repl_want_peers(kv_repl_t *self, int want) {
     if (self->want_peers == want) return;
     self->want_peers = want;
@@ -87,7 +88,7 @@ int kv_repl_busy(const kv_repl_t *self) {
 }
 
 int kv_repl_is_fenced(const kv_repl_t *self, uint32_t partition) {
-    return partition < self->partitions && self->parts[partition].fenced;
+    return partition < self->partitions && self->parts[partition].state == KV_REPL_FENCED;
 }
 
 int kv_repl_poll_items(kv_repl_t *self, zmq_pollitem_t *items) {
@@ -142,8 +143,8 @@ void kv_repl_tick(kv_repl_t *self) {
     int syncing = 0;
     for (uint32_t p = 0; p < self->partitions; p++) {
         kv_repl_part_t *part = &self->parts[p];
-        if (part->role == KV_REPL_ROLE_PRIMARY) kv_repl_primary_expire(self, part, now);
-        if (part->role != KV_REPL_ROLE_REPLICA || part->live) continue;
+        if (kv_repl_is_primary(part)) kv_repl_primary_expire(self, part, now);
+        if (part->state != KV_REPL_SYNCING) continue;
         syncing = 1;
         int64_t wait = part->snap_req ? KV_SNAPSHOT_RETRY_MS : KV_SCAN_MS;
         if (now - part->snap_asked >= wait) kv_repl_replica_ask_snapshot(self, p);
@@ -163,12 +164,12 @@ uint8_t *kv_repl_reports(kv_repl_t *self, size_t *len) {
     size_t count = 0;
     for (uint32_t p = 0; blob && p < self->partitions; p++) {
         const kv_repl_part_t *part = &self->parts[p];
-        if (part->role == KV_REPL_ROLE_NONE) continue;
+        if (part->state == KV_REPL_NONE) continue;
         kv_msg_report_t report = {p, 0, 0, part->seq};
-        if (part->role == KV_REPL_ROLE_REPLICA) {
+        if (kv_repl_is_follower(part)) {
             report.role = part->learner ? KV_ROLE_LEARNER : 1;
-            report.state =
-                (uint8_t)((part->live ? KV_REPORT_LIVE : 0) | (part->ready ? KV_REPORT_READY : 0));
+            report.state = (uint8_t)((kv_repl_is_live(part) ? KV_REPORT_LIVE : 0) |
+                                     (part->state == KV_REPL_READY ? KV_REPORT_READY : 0));
         }
         kv_msg_report_write(blob, count++, &report);
     }
@@ -196,6 +197,7 @@ kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32
         return NULL;
     }
     for (uint32_t p = 0; p < partitions; p++) kv_repl_role_reset(&self->parts[p]);
+    kv_repl_role_register_counters(self);
     kv_peers_set_heartbeats(self->sub);
     uint8_t topic[4];
     kv_repl_topic(KV_TOPIC_BEACON, topic);

@@ -23,7 +23,9 @@
  *    one behind it (it holds writes the primary never had) means resync:
  *    a new snapshot. It acknowledges what it applied (ACK, batched per wake
  *    up) and only accepts updates from the node its table names primary.
- *  - Roles come from the routing table (kv_repl_on_table). A replica that
+ *  - Roles come from the routing table (kv_repl_on_table); each partition's
+ *    role is a named state changed in one place (kv_repl_role.c), counted
+ *    in the node's registry (config.counters). A replica that
  *    becomes primary continues the sequence from what it applied; a primary
  *    that is demoted drops the partition and resyncs from the new primary
  *    (it may hold writes nobody acknowledged); a node that loses a partition
@@ -42,6 +44,7 @@
 
 #include <czmq.h>
 
+#include "kv_counters.h"
 #include "kv_msg.h"
 #include "kv_store.h"
 #include "kv_table.h"
@@ -49,11 +52,13 @@
 typedef struct _kv_repl_t kv_repl_t;
 
 typedef struct {
-    const char *node_id; /* for logs */
-    void *router;        /* the node's request socket: replies go out there */
-    void *pub;           /* the node's bound PUB socket */
-    long write_acks;     /* replica confirmations a write needs (capped at R-1) */
-    long hwm;            /* PUB high-water mark (tests make it tiny) */
+    const char *node_id;     /* for logs */
+    void *router;            /* the node's request socket: replies go out there */
+    void *pub;               /* the node's bound PUB socket */
+    long write_acks;         /* replica confirmations a write needs (capped at R-1) */
+    long hwm;                /* PUB high-water mark (tests make it tiny) */
+    kv_counters_t *counters; /* the node's registry (borrowed; may be NULL): role
+                                transitions, resyncs, snapshots */
 } kv_repl_config_t;
 
 /* Creates the engine for store (borrowed, P partitions). NULL on failure. */

@@ -13,6 +13,7 @@
 
 #include "kv_repl.h"
 
+#include "kv_counters.h"
 #include "kv_limits.h"
 #include "kv_peers.h"
 
@@ -27,7 +28,33 @@
 #define KV_ACKERS (KV_REPLICATION_MAX + 1) /* replicas + a learner */
 #define KV_UPDATE_MAX (KV_MAX_KEY_BYTES + KV_MAX_VALUE_BYTES + 64)
 
-typedef enum { KV_REPL_ROLE_NONE, KV_REPL_ROLE_PRIMARY, KV_REPL_ROLE_REPLICA } kv_repl_role_t;
+/* The replication role of one partition on this node (kv_repl_role.c has
+ * the transitions). A replica or learner starts SYNCING (snapshot asked, not
+ * applied yet), then follows the stream live; a learner of a fenced
+ * partition that applied the stream to its end is READY to take over. */
+typedef enum {
+    KV_REPL_NONE,    /* not ours: no data */
+    KV_REPL_SYNCING, /* replica or learner waiting for a snapshot */
+    KV_REPL_REPLICA, /* replica following the primary's stream */
+    KV_REPL_LEARNER, /* learner following the stream (a hand-off target) */
+    KV_REPL_READY,   /* learner that applied the fenced stream to its end */
+    KV_REPL_PRIMARY, /* primary taking writes */
+    KV_REPL_FENCED,  /* primary refusing writes: handing the partition over */
+    KV_REPL_STATES   /* count */
+} kv_repl_state_t;
+
+/* What makes a partition's role change. */
+typedef enum {
+    KV_REPL_EV_PRIMARY, /* the table makes us primary, not fenced */
+    KV_REPL_EV_FENCE,   /* the table makes us primary, fenced */
+    KV_REPL_EV_FOLLOW,  /* the table makes us replica or learner */
+    KV_REPL_EV_RETABLE, /* the table changed whether we are the learner */
+    KV_REPL_EV_DROP,    /* the table takes the partition from us */
+    KV_REPL_EV_RESYNC,  /* a snapshot is asked: the stream cannot be trusted */
+    KV_REPL_EV_SYNCED,  /* the snapshot is applied */
+    KV_REPL_EV_END,     /* a learner applied the fenced stream to its end */
+    KV_REPL_EVENTS      /* count */
+} kv_repl_event_t;
 
 /* One write waiting for replica confirmations. CLEAR shares one group. */
 typedef struct _kv_repl_group_t {
@@ -60,11 +87,8 @@ typedef struct _kv_repl_buffered_t {
 
 /* What this node holds of one partition. */
 typedef struct {
-    uint8_t role;                              /* kv_repl_role_t */
-    uint8_t learner;                           /* replica role held as the table's learner */
-    uint8_t live;                              /* replica: snapshot applied, following */
-    uint8_t ready;                             /* learner: applied the fenced stream */
-    uint8_t fenced;                            /* primary: writes refused, FENCE published */
+    uint8_t state;                             /* kv_repl_state_t */
+    uint8_t learner;                           /* replica: the table names us learner */
     uint16_t heir;                             /* primary, fenced: the learner taking over */
     uint16_t primary;                          /* replica: the node we follow */
     uint64_t seq;                              /* primary: last assigned; replica: applied */
@@ -99,7 +123,27 @@ struct _kv_repl_t {
     kv_repl_job_t *jobs_tail; /* last of them */
     int want_peers;           /* poll the peer sockets: a snapshot may come */
     int items_changed;        /* want_peers changed since kv_repl_poll_items */
+    size_t count_transitions; /* counter handles in config.counters */
+    size_t count_illegal;
+    size_t count_state[KV_REPL_STATES];
+    size_t count_resyncs;
+    size_t count_snapshots_served;
+    size_t count_snapshots_applied;
 };
+
+/* Whether a partition is ours as primary (fenced or not), as replica or
+ * learner (in sync or not), or as an in-sync replica or learner. */
+static inline int kv_repl_is_primary(const kv_repl_part_t *part) {
+    return part->state == KV_REPL_PRIMARY || part->state == KV_REPL_FENCED;
+}
+
+static inline int kv_repl_is_follower(const kv_repl_part_t *part) {
+    return part->state >= KV_REPL_SYNCING && part->state <= KV_REPL_READY;
+}
+
+static inline int kv_repl_is_live(const kv_repl_part_t *part) {
+    return part->state >= KV_REPL_REPLICA && part->state <= KV_REPL_READY;
+}
 
 /* --- shared helpers (kv_repl.c) ------------------------------------------ */
 
@@ -172,7 +216,22 @@ void kv_repl_replica_drain_peer(kv_repl_t *self, void *handle);
 /* Sets each partition's role from table (our index node, -1 if absent). */
 void kv_repl_role_apply_table(kv_repl_t *self, const kv_table_t *table, int node);
 
-/* Resets a partition to no role. */
+/* Resets a partition to no role (its state must be NONE already, or the
+ * engine is being created). */
 void kv_repl_role_reset(kv_repl_part_t *part);
+
+/* The one place a partition's state changes: applies event to it, logs the
+ * transition at debug level and counts it. An event not legal in the
+ * current state changes nothing: it is logged at error level, counted
+ * (kv_repl_illegal_transitions_total) and asserted in debug builds.
+ * Returns 0, or -1 for an illegal event. */
+int kv_repl_role_execute(kv_repl_t *self, uint32_t partition, kv_repl_event_t event);
+
+/* The state's and the event's names, for logs. */
+const char *kv_repl_state_name(kv_repl_state_t state);
+const char *kv_repl_event_name(kv_repl_event_t event);
+
+/* Registers the engine's counters in config.counters (none when NULL). */
+void kv_repl_role_register_counters(kv_repl_t *self);
 
 #endif

@@ -128,7 +128,7 @@ void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
         kv_msg_item_t item = kv_msg_item_read(&ack->items, i);
         if (item.partition >= self->partitions) continue;
         kv_repl_part_t *part = &self->parts[item.partition];
-        if (part->role != KV_REPL_ROLE_PRIMARY) continue; /* a late ack for a past role */
+        if (!kv_repl_is_primary(part)) continue; /* a late ack for a past role */
         s_record_ack(part, ack->sender, item.seq);
         kv_repl_primary_release(self, part, s_confirmed_seq(self, item.partition, part), 1);
     }
@@ -196,10 +196,12 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
 
 void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     for (uint32_t p = 0; p < self->partitions; p++) { /* all or nothing */
-        if (self->parts[p].role != KV_REPL_ROLE_PRIMARY) continue;
-        if (self->parts[p].fenced || !s_can_write(self, p)) {
+        if (!kv_repl_is_primary(&self->parts[p])) continue;
+        if (self->parts[p].state == KV_REPL_FENCED || !s_can_write(self, p)) {
             kv_repl_reply(self, identity, req->req_id,
-                          self->parts[p].fenced ? KV_STATUS_MOVED : KV_STATUS_UNAVAILABLE, NULL, 0);
+                          self->parts[p].state == KV_REPL_FENCED ? KV_STATUS_MOVED
+                                                                 : KV_STATUS_UNAVAILABLE,
+                          NULL, 0);
             return;
         }
     }
@@ -208,7 +210,7 @@ void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
     group->waiting = 1; /* held until every partition is queued */
     for (uint32_t p = 0; p < self->partitions; p++) {
         kv_repl_part_t *part = &self->parts[p];
-        if (part->role != KV_REPL_ROLE_PRIMARY) continue;
+        if (!kv_repl_is_primary(part)) continue;
         kv_store_clear_partition(self->store, p);
         kv_repl_primary_publish(self, p, KV_OP_CLEAR, ++part->seq, (kv_bytes_t){NULL, 0},
                                 (kv_bytes_t){NULL, 0});
@@ -277,8 +279,7 @@ static void s_serve_snapshot(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_
     s_snapshot_t snap = {self, identity, {.type = KV_MSG_SNAPSHOT}, NULL, 0, 0, 0};
     snap.msg.req_id = req_id;
     snap.msg.partition = partition;
-    int primary =
-        partition < self->partitions && self->parts[partition].role == KV_REPL_ROLE_PRIMARY;
+    int primary = partition < self->partitions && kv_repl_is_primary(&self->parts[partition]);
     snap.msg.status = primary ? KV_STATUS_OK : KV_STATUS_MOVED;
     if (primary) {
         snap.msg.seq = self->parts[partition].seq;
@@ -291,6 +292,8 @@ static void s_serve_snapshot(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_
     }
     s_snapshot_send(&snap, 0);
     free(snap.entries);
+    if (snap.msg.status == KV_STATUS_OK)
+        kv_counters_inc(self->config.counters, self->count_snapshots_served);
 }
 
 static int s_same_peer(zmq_msg_t *a, zmq_msg_t *b) {
@@ -358,8 +361,8 @@ void kv_repl_primary_beacon(kv_repl_t *self) {
     if (!items) return;
     size_t count = 0;
     for (uint32_t p = 0; p < self->partitions; p++) {
-        if (self->parts[p].role != KV_REPL_ROLE_PRIMARY) continue;
-        kv_msg_item_t item = {p, self->parts[p].seq, self->parts[p].fenced};
+        if (!kv_repl_is_primary(&self->parts[p])) continue;
+        kv_msg_item_t item = {p, self->parts[p].seq, self->parts[p].state == KV_REPL_FENCED};
         kv_msg_item_write(items, count++, &item);
     }
     kv_msg_t beacon = {.type = KV_MSG_BEACON, .sender = (uint16_t)self->self};

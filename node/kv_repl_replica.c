@@ -22,9 +22,8 @@ void kv_repl_replica_buffer_clear(kv_repl_part_t *part) {
 
 void kv_repl_replica_ask_snapshot(kv_repl_t *self, uint32_t partition) {
     kv_repl_part_t *part = &self->parts[partition];
-    if (part->live || part->ready) kv_repl_report_changed(self);
-    part->live = 0;
-    part->ready = 0;
+    if (kv_repl_is_live(part)) kv_repl_report_changed(self);
+    kv_repl_role_execute(self, partition, KV_REPL_EV_RESYNC);
     part->snap_req = 0;
     part->snap_asked = kv_clock_mono_ms();
     kv_repl_replica_buffer_clear(part);
@@ -46,6 +45,7 @@ static void s_resync(kv_repl_t *self, uint32_t partition, const char *why) {
     kv_log_info("node %s: partition %u resyncs from node %u at seq %" PRIu64 ": %s",
                 self->config.node_id, partition, self->parts[partition].primary,
                 self->parts[partition].seq, why);
+    kv_counters_inc(self->config.counters, self->count_resyncs);
     kv_repl_replica_ask_snapshot(self, partition);
 }
 
@@ -80,17 +80,17 @@ static void s_apply_update(kv_repl_t *self, kv_repl_part_t *part, const kv_msg_t
 static void s_on_update(kv_repl_t *self, const kv_msg_t *update) {
     if (update->partition >= self->partitions) return;
     kv_repl_part_t *part = &self->parts[update->partition];
-    if (part->role != KV_REPL_ROLE_REPLICA || update->sender != part->primary)
+    if (!kv_repl_is_follower(part) || update->sender != part->primary)
         return; /* not a partition we follow, or not from its primary: fenced out */
     if (update->op == KV_OP_FENCE) {
-        if (part->live && part->seq == update->seq && part->learner && !part->ready) {
-            part->ready = 1;
+        if (part->state == KV_REPL_LEARNER && part->seq == update->seq) {
+            kv_repl_role_execute(self, update->partition, KV_REPL_EV_END);
             kv_repl_report_changed(self);
-        } else if (part->live && part->seq != update->seq)
+        } else if (kv_repl_is_live(part) && part->seq != update->seq)
             s_resync(self, update->partition, "fence mark ahead of us");
         return;
     }
-    if (!part->live) return;              /* buffered by the caller while snapshotting */
+    if (!kv_repl_is_live(part)) return;   /* buffered by the caller while snapshotting */
     if (update->seq <= part->seq) return; /* already applied (snapshot overlap) */
     if (update->seq != part->seq + 1) {
         s_resync(self, update->partition, "gap in the update stream");
@@ -124,8 +124,7 @@ static void s_on_sub_frame(kv_repl_t *self, const uint8_t *data, size_t len) {
     if (kv_msg_decode(data, len, &msg) != 0) return;
     if (msg.type == KV_MSG_UPDATE && msg.partition < self->partitions) {
         kv_repl_part_t *part = &self->parts[msg.partition];
-        if (part->role == KV_REPL_ROLE_REPLICA && !part->live && part->snap_req &&
-            msg.sender == part->primary)
+        if (part->state == KV_REPL_SYNCING && part->snap_req && msg.sender == part->primary)
             s_buffer_add(self, part, data, len, msg.partition);
         else
             s_on_update(self, &msg);
@@ -137,15 +136,14 @@ static void s_on_sub_frame(kv_repl_t *self, const uint8_t *data, size_t len) {
         kv_msg_item_t item = kv_msg_item_read(&msg.items, i);
         if (item.partition >= self->partitions) continue;
         kv_repl_part_t *part = &self->parts[item.partition];
-        if (part->role != KV_REPL_ROLE_REPLICA || part->primary != msg.sender || !part->live)
-            continue;
+        if (!kv_repl_is_live(part) || part->primary != msg.sender) continue;
         if (part->seq != item.seq) { /* updates were dropped, or we hold extra ones */
             s_resync(self, item.partition,
                      part->seq < item.seq ? "behind the beacon" : "ahead of the beacon");
             continue;
         }
-        if (item.flag && part->learner && !part->ready) {
-            part->ready = 1;
+        if (item.flag && part->state == KV_REPL_LEARNER) {
+            kv_repl_role_execute(self, item.partition, KV_REPL_EV_END);
             kv_repl_report_changed(self);
         }
     }
@@ -194,7 +192,8 @@ static void s_replay_buffer(kv_repl_t *self, uint32_t partition) {
     while (list) {
         kv_repl_buffered_t *next = list->next;
         kv_msg_t msg;
-        if (part->live && kv_msg_decode(list->data, list->len, &msg) == 0) s_on_update(self, &msg);
+        if (kv_repl_is_live(part) && kv_msg_decode(list->data, list->len, &msg) == 0)
+            s_on_update(self, &msg);
         free(list);
         list = next;
     }
@@ -203,7 +202,7 @@ static void s_replay_buffer(kv_repl_t *self, uint32_t partition) {
 static void s_on_snapshot(kv_repl_t *self, const kv_msg_t *msg) {
     if (msg->partition >= self->partitions) return;
     kv_repl_part_t *part = &self->parts[msg->partition];
-    if (part->role != KV_REPL_ROLE_REPLICA || part->snap_req != msg->req_id) return; /* stale */
+    if (!kv_repl_is_follower(part) || part->snap_req != msg->req_id) return; /* stale */
     if (msg->status != KV_STATUS_OK || msg->chunk != part->snap_chunk) {
         part->snap_req = 0; /* asked again on the next tick */
         return;
@@ -218,7 +217,8 @@ static void s_on_snapshot(kv_repl_t *self, const kv_msg_t *msg) {
     if (msg->more) return;
     part->snap_req = 0;
     part->seq = msg->seq;
-    part->live = 1;
+    kv_repl_role_execute(self, msg->partition, KV_REPL_EV_SYNCED);
+    kv_counters_inc(self->config.counters, self->count_snapshots_applied);
     kv_log_debug("node %s: partition %u synced at seq %" PRIu64, self->config.node_id,
                  msg->partition, msg->seq);
     kv_repl_report_changed(self);

@@ -1,9 +1,9 @@
 /*  kv_store.h: a node's data, one kv_dict per partition.
  *
  *  One dict per partition makes a partition the unit of ownership: it can be
- *  counted, cleared, scanned and (later) handed over to another node without
- *  touching the rest. Dicts are created on first write, so a node that owns
- *  a few partitions of a large table pays for those only.
+ *  counted, cleared, scanned and copied to another node (a snapshot, through
+ *  kv_store_foreach) without touching the rest. Dicts are created on first write, so a node that
+ * owns a few partitions of a large table pays for those only.
  *
  *  kv_store_scan_sorted serves the API's paged bulk reads: it returns the
  *  entries of one partition in key order after a given key. Key order (not

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "kv_counters.h"
 #include "kv_limits.h"
 #include "kv_plan.h"
 #include "kv_table.h"
@@ -673,6 +674,57 @@ Test(kv_plan, flip_comes_only_after_the_fenced_learner_is_ready) {
     cr_expect_eq(kv_table_owner(c.table, 0, 0), 1);
     cr_expect_eq(kv_table_learner(c.table, 0), KV_NO_NODE);
     cr_expect_eq(kv_table_flags(c.table, 0), 0);
+    s_cluster_free(&c);
+}
+
+/* A whole hand-off, read through the planner's state machine: its named
+ * states from the table, and its transitions from the counters. */
+Test(kv_plan, hand_off_goes_learning_fencing_stable_and_is_counted) {
+    s_cluster_t c = s_cluster(1, 1, 2, KV_NODE_ACTIVE);
+    kv_counters_t *counters = kv_counters_new();
+    c.facts.counters = counters;
+    c.max_moves = 0;
+    kv_table_set_owner(c.table, 0, 0, 0);
+    cr_expect_eq(kv_plan_handoff(c.table, 0), KV_PLAN_STABLE);
+    kv_table_set_learner(c.table, 0, 1);
+    kv_table_set_flags(c.table, 0, KV_PART_MOVE_PRIMARY);
+    cr_expect_eq(kv_plan_handoff(c.table, 0), KV_PLAN_LEARNING);
+    s_set_report(&c, 1, 0, 1, 3);
+    cr_expect_eq(s_step(&c), 1);
+    cr_expect_eq(kv_plan_handoff(c.table, 0), KV_PLAN_FENCING);
+    cr_expect_eq(kv_counters_get(counters, "kv_plan_handoff_fence_total"), 1);
+    s_rep(&c, 1, 0)->ready = 1;
+    cr_expect_eq(s_step(&c), 1);
+    cr_expect_eq(kv_plan_handoff(c.table, 0), KV_PLAN_STABLE);
+    cr_expect_eq(kv_counters_get(counters, "kv_plan_handoff_flip_total"), 1);
+    cr_expect_eq(kv_counters_get(counters, "kv_plan_handoff_transitions_total"), 2);
+    cr_expect_eq(kv_counters_get(counters, "kv_plan_illegal_transitions_total"), 0);
+    cr_expect_str_eq(kv_plan_handoff_name(KV_PLAN_FENCING), "fencing");
+    cr_expect_str_eq(kv_plan_event_name(KV_PLAN_EV_TAKEOVER), "takeover");
+    kv_counters_destroy(&counters);
+    s_cluster_free(&c);
+}
+
+/* A dead primary replaced by its replica is a failover; a learner that can
+ * no longer finish is a cancelled hand-off. */
+Test(kv_plan, failover_and_cancelled_moves_are_counted) {
+    s_cluster_t c = s_cluster(1, 3, 4, KV_NODE_ACTIVE);
+    kv_counters_t *counters = kv_counters_new();
+    kv_plan_register_counters(counters);
+    cr_expect_eq(kv_counters_get(counters, "kv_plan_failovers_total"), 0);
+    c.facts.counters = counters;
+    c.max_moves = 0;
+    s_set_owners(c.table, 0, 0, 1, 2);
+    kv_table_set_learner(c.table, 0, 3);
+    kv_table_set_flags(c.table, 0, KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
+    c.table->nodes[0].state = KV_NODE_DOWN;
+    s_set_report(&c, 1, 0, 1, 4);
+    s_set_report(&c, 3, 0, 1, 4);
+    s_step(&c);
+    cr_expect_eq(kv_counters_get(counters, "kv_plan_failovers_total"), 1);
+    cr_expect_eq(kv_counters_get(counters, "kv_plan_handoff_cancel_total"), 1);
+    cr_expect_eq(kv_plan_handoff(c.table, 0), KV_PLAN_STABLE);
+    kv_counters_destroy(&counters);
     s_cluster_free(&c);
 }
 
