@@ -1,5 +1,5 @@
 /*  test_kv_query.c: parsing the raw query string and validating it the way
- *  shared/spec/API.md orders the checks.
+ *  docs/api.md orders the checks.
  *
  *  Every query is copied into a buffer of exactly its length, without a NUL
  *  after it, so AddressSanitizer catches any read past the end; the exhaustive
