@@ -112,8 +112,8 @@ static int s_node_has_state(int port, const char *id, const char *state) {
     json_t *status = s_get_json(port, "/status");
     json_t *node = status ? s_status_node(status, id) : NULL;
     const char *now = node ? json_string_value(json_object_get(node, "state")) : NULL;
-    int match = state ? now && strcmp(now, state) == 0
-                      : status && (!now || strcmp(now, "active") != 0);
+    int match =
+        state ? now && strcmp(now, state) == 0 : status && (!now || strcmp(now, "active") != 0);
     json_decref(status);
     return match;
 }
@@ -531,9 +531,10 @@ static void s_grow(kv_cluster_t *c, kv_workload_t *wl, kv_workload_stats_t *mark
         if (s->restart_during_move && nodes == s->grow_to) {
             long long moving_since = kv_now_ms();
             kv_wait_until(s_is_moving, &c->http_port, 5000, 5);
-            fprintf(stderr,
-                    "membership: %lld partitions moving when the coordinator dies (after %lld ms)\n",
-                    (long long)s_moving(c->http_port), kv_now_ms() - moving_since);
+            fprintf(
+                stderr,
+                "membership: %lld partitions moving when the coordinator dies (after %lld ms)\n",
+                (long long)s_moving(c->http_port), kv_now_ms() - moving_since);
             s_restart_coordinator(c, wl, mark, 500, "during a move");
         }
         char what[96];
