@@ -1,7 +1,7 @@
 /*  kv_limits.h: the numbers every process of the store agrees on.
  *
- *  The API limits come from shared/spec/API.md and are reported by /settings
- *  and /status; the cluster defaults are the ones DESIGN.md names. Keep them
+ *  The API limits come from docs/api.md and are reported by /settings
+ *  and /status; the cluster defaults are the ones docs/design.md names. Keep them
  *  here so the gateway's validation, the wire codec and the node's storage can
  *  never disagree about how long a key may be.
  */

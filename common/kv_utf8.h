@@ -1,7 +1,7 @@
 /*  kv_utf8.h: strict UTF-8 validation and code point counting.
  *
  *  Keys and values are UTF-8 text without NUL, and their limits count code
- *  points, not bytes (shared/spec/API.md). Strict means: no overlong forms, no
+ *  points, not bytes (docs/api.md). Strict means: no overlong forms, no
  *  UTF-16 surrogates (U+D800..U+DFFF), nothing above U+10FFFF, no truncated
  *  sequence, no stray continuation byte.
  */

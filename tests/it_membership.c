@@ -52,6 +52,8 @@
 #define S_THREADS 4              /* workload threads */
 #define S_BALANCE_MS 90000       /* longest wait for a balanced table */
 #define S_EXIT_MS 90000          /* longest wait for a drained node to exit */
+#define S_WARM_WRITES 1000       /* acknowledged writes before the first change */
+#define S_FINAL_REQUESTS 200     /* answered requests on the final layout */
 #define S_LEAVE_TIMEOUT_MS 30000 /* /leave answers once drained: a second or two here */
 #define S_PAGE 500               /* /getKeys page size for the paged check */
 /* Keys of the loaded-cluster test: 1,000,000 with KV_BIG_TESTS=1 (minutes
@@ -99,42 +101,42 @@ static json_t *s_status_node(json_t *status, const char *id) {
     return NULL;
 }
 
+/* A node's state as /status shows it, for kv_wait_until. */
+typedef struct {
+    int port;          /* gateway */
+    const char *id;    /* node id */
+    const char *state; /* wanted state; NULL: anything but "active" (or gone) */
+} s_state_wait_t;
+
 static int s_node_has_state(int port, const char *id, const char *state) {
     json_t *status = s_get_json(port, "/status");
     json_t *node = status ? s_status_node(status, id) : NULL;
     const char *now = node ? json_string_value(json_object_get(node, "state")) : NULL;
-    int match = now && strcmp(now, state) == 0;
+    int match =
+        state ? now && strcmp(now, state) == 0 : status && (!now || strcmp(now, "active") != 0);
     json_decref(status);
     return match;
+}
+
+static int s_state_reached(void *arg) {
+    const s_state_wait_t *wait = arg;
+    return s_node_has_state(wait->port, wait->id, wait->state);
 }
 
 /* Waits until /status lists node id in state; 0 when it did within ms.
  * kv_cluster_wait_balanced ignores nodes that are not active, so a join
  * is only "balanced" once the new node counts. */
 static int s_wait_node_state(int port, const char *id, const char *state, int ms) {
-    long long deadline = kv_now_ms() + ms;
-    while (kv_now_ms() < deadline) {
-        if (s_node_has_state(port, id, state)) return 0;
-        usleep(20000);
-    }
-    return -1;
+    s_state_wait_t wait = {port, id, state};
+    return kv_wait_until(s_state_reached, &wait, ms, 20);
 }
 
 /* Waits until /status no longer lists node id as active (leaving, left
  * or gone): a node draining itself on SIGTERM tells the coordinator, and
  * until that shows the old layout still looks balanced. */
 static int s_wait_node_not_active(int port, const char *id, int ms) {
-    long long deadline = kv_now_ms() + ms;
-    while (kv_now_ms() < deadline) {
-        json_t *status = s_get_json(port, "/status");
-        json_t *node = status ? s_status_node(status, id) : NULL;
-        const char *state = node ? json_string_value(json_object_get(node, "state")) : NULL;
-        int gone = status && (!state || strcmp(state, "active") != 0);
-        json_decref(status);
-        if (gone) return 0;
-        usleep(10000);
-    }
-    return -1;
+    s_state_wait_t wait = {port, id, NULL};
+    return kv_wait_until(s_state_reached, &wait, ms, 10);
 }
 
 static json_int_t s_moving(int port) {
@@ -143,6 +145,33 @@ static json_int_t s_moving(int port) {
         status ? json_integer_value(json_object_get(status, "movingPartitions")) : -1;
     json_decref(status);
     return moving;
+}
+
+static int s_is_moving(void *arg) {
+    return s_moving(*(int *)arg) > 0;
+}
+
+/* The client's progress, for kv_wait_until: waits for work, not for time. */
+typedef struct {
+    kv_workload_t *wl;     /* the client */
+    uint64_t requests;     /* answered requests to reach */
+    uint64_t acked_writes; /* acknowledged writes to reach */
+} s_client_wait_t;
+
+static int s_client_reached(void *arg) {
+    const s_client_wait_t *wait = arg;
+    kv_workload_stats_t stats = kv_workload_stats(wait->wl);
+    return stats.requests >= wait->requests && stats.acked_writes >= wait->acked_writes;
+}
+
+/* Waits until the client has had `requests` more requests answered and at
+ * least `acked_writes` writes acknowledged in all, within 60 s. */
+static void s_wait_client(kv_workload_t *wl, uint64_t requests, uint64_t acked_writes) {
+    kv_workload_stats_t now = kv_workload_stats(wl);
+    s_client_wait_t wait = {wl, now.requests + requests, acked_writes};
+    cr_assert_eq(kv_wait_until(s_client_reached, &wait, 60000, 10), 0,
+                 "the client did not get %llu more answers and %llu acknowledged writes",
+                 (unsigned long long)requests, (unsigned long long)acked_writes);
 }
 
 /* Primaries per active node must differ by at most one, and every active
@@ -214,17 +243,17 @@ static long s_get_slow(int port, const char *target, long timeout_ms, s_body_t *
 
 /* Waits until a TCP connection to port on loopback succeeds: the node's
  * process is up and bound, so an invitation reaches it. */
-static void s_wait_listening(int port) {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+static int s_listening(void *arg) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t) * (int *)arg)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    long long deadline = kv_now_ms() + 20000;
-    while (kv_now_ms() < deadline) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
-        if (fd >= 0) close(fd);
-        if (ok) return;
-        usleep(20000);
-    }
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int ok = fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+    if (fd >= 0) close(fd);
+    return ok;
+}
+
+static void s_wait_listening(int port) {
+    kv_wait_until(s_listening, &port, 20000, 20);
 }
 
 /* Adds a node, registered or invited with /join; returns its index. */
@@ -253,14 +282,16 @@ static int s_join(kv_cluster_t *c, int invited) {
  * answers 503 at once while its own connection to the coordinator is down
  * (each gateway thread has one, reconnecting after a coordinator restart):
  * that one is retried for a few seconds, like a careful operator would, and
- * counted; any other answer fails the test. */
-static long s_leave_request(kv_cluster_t *c, int index, s_body_t *body) {
+ * counted; any other answer fails the test. Each answer increments *answers
+ * (when given), so another thread can tell the request has been seen. */
+static long s_leave_request(kv_cluster_t *c, int index, s_body_t *body, atomic_int *answers) {
     char target[96];
     snprintf(target, sizeof(target), "/leave?node=%s", c->nodes[index].id);
     long status = 0;
     int retries = 0;
     for (; retries < 500; retries++) {
         status = s_get_slow(c->http_port, target, S_LEAVE_TIMEOUT_MS, body);
+        if (answers) atomic_fetch_add(answers, 1);
         if (status != 503 || !strstr(body->text, "cannot be reached")) break;
         s_sleep_ms(10);
     }
@@ -322,7 +353,7 @@ static void s_leave(kv_cluster_t *c, kv_workload_t *wl, kv_workload_stats_t *mar
                      "%s still active after SIGTERM", c->nodes[index].id);
     } else {
         s_body_t body;
-        long status = s_leave_request(c, index, &body);
+        long status = s_leave_request(c, index, &body, NULL);
         cr_assert_eq(status, 200, "/leave?node=%s: HTTP %ld %s", c->nodes[index].id, status,
                      body.text);
         action = kv_now_ms() - start;
@@ -339,9 +370,9 @@ static void s_leave(kv_cluster_t *c, kv_workload_t *wl, kv_workload_stats_t *mar
 /* The coordinator answers cluster requests: /leave of a node nobody knows
  * gets 404 from it (once it knows the cluster again, if it waits for the
  * nodes' tables before saying so), and 503 from the gateway while away. */
-static int s_coordinator_answers(int port) {
+static int s_coordinator_answers(void *arg) {
     kv_reply_t reply;
-    int ok = kv_get(port, "/leave?node=no-such-node", &reply) == 0 && reply.status == 404;
+    int ok = kv_get(*(int *)arg, "/leave?node=no-such-node", &reply) == 0 && reply.status == 404;
     kv_reply_free(&reply);
     return ok;
 }
@@ -355,9 +386,9 @@ static void s_restart_coordinator(kv_cluster_t *c, kv_workload_t *wl, kv_workloa
     s_sleep_ms(down_ms);
     kv_cluster_restart_coordinator(c);
     long long restarted = kv_now_ms();
-    while (!s_coordinator_answers(c->http_port) && kv_now_ms() - restarted < 20000) usleep(20000);
+    kv_wait_until(s_coordinator_answers, &c->http_port, 20000, 20);
     long long answering = kv_now_ms() - start;
-    cr_assert(s_coordinator_answers(c->http_port), "the coordinator does not answer again");
+    cr_assert(s_coordinator_answers(&c->http_port), "the coordinator does not answer again");
     char window[96];
     s_window(wl, mark, window, sizeof(window));
     fprintf(stderr,
@@ -499,9 +530,11 @@ static void s_grow(kv_cluster_t *c, kv_workload_t *wl, kv_workload_stats_t *mark
                      "%s never became active", c->nodes[index].id);
         if (s->restart_during_move && nodes == s->grow_to) {
             long long moving_since = kv_now_ms();
-            while (s_moving(c->http_port) <= 0 && kv_now_ms() - moving_since < 5000) usleep(5000);
-            fprintf(stderr, "membership: %lld partitions moving when the coordinator dies\n",
-                    (long long)s_moving(c->http_port));
+            kv_wait_until(s_is_moving, &c->http_port, 5000, 5);
+            fprintf(
+                stderr,
+                "membership: %lld partitions moving when the coordinator dies (after %lld ms)\n",
+                (long long)s_moving(c->http_port), kv_now_ms() - moving_since);
             s_restart_coordinator(c, wl, mark, 500, "during a move");
         }
         char what[96];
@@ -540,14 +573,14 @@ static void s_run(const s_scenario_t *s) {
     cr_assert_not_null(wl);
     kv_workload_stats_t mark = {0};
     char window[96];
-    s_sleep_ms(2000); /* some keys exist before the first move */
+    s_wait_client(wl, 0, S_WARM_WRITES); /* some keys exist before the first move */
     s_window(wl, &mark, window, sizeof(window));
     fprintf(stderr, "membership: warm-up on %d node(s): %s\n", s->start_nodes, window);
     s_grow(c, wl, &mark, s);
     if (!s->restart_during_move)
         s_restart_coordinator(c, wl, &mark, 500, "between joins and leaves");
     s_shrink(c, wl, &mark, s);
-    s_sleep_ms(500); /* the client also runs on the final layout */
+    s_wait_client(wl, S_FINAL_REQUESTS, 0); /* the client also runs on the final layout */
     kv_workload_stop(wl);
     s_window(wl, &mark, window, sizeof(window));
     fprintf(stderr, "membership: after the last change, until the client stopped: %s\n", window);
@@ -594,7 +627,11 @@ static void s_churn(int replication, int cycles) {
                  cycle % 2 ? "SIGTERM" : "/leave");
         s_leave(c, wl, &mark, index, cycle % 2, what);
     }
-    s_sleep_ms(2500); /* a lost reply shows up as a 504 after the gateway's 2 s timeout */
+    /* The client runs on the final layout too. A reply lost in the last leave
+     * still counts: s_check_client stops the client, which waits for every
+     * request in flight, and a lost one ends as a 504 at the gateway's
+     * timeout. */
+    s_wait_client(wl, S_FINAL_REQUESTS, 0);
     s_check_client(c, wl);
     kv_workload_destroy(&wl);
     cr_expect_eq(kv_cluster_stop(&c), 0, "processes did not stop cleanly");
@@ -614,12 +651,24 @@ typedef struct {
     int index;             /* the node to drain */
     long status;           /* the answer */
     s_body_t body;
+    atomic_int answers; /* answers so far, 503s included */
 } s_leave_job_t;
 
 static void *s_leave_thread(void *arg) {
     s_leave_job_t *job = arg;
-    job->status = s_leave_request(job->cluster, job->index, &job->body);
+    job->status = s_leave_request(job->cluster, job->index, &job->body, &job->answers);
     return NULL;
+}
+
+/* The leave job got an answer since *mark answers. */
+typedef struct {
+    s_leave_job_t *job; /* the /leave */
+    int mark;           /* answers before */
+} s_answer_wait_t;
+
+static int s_leave_answered(void *arg) {
+    const s_answer_wait_t *wait = arg;
+    return atomic_load(&wait->job->answers) > wait->mark;
 }
 
 Test(membership, leave_right_after_coordinator_restart, .timeout = 180) {
@@ -631,10 +680,15 @@ Test(membership, leave_right_after_coordinator_restart, .timeout = 180) {
     for (int i = 0; i < c->node_count; i++) kv_cluster_signal_node(c, i, SIGSTOP);
     kv_cluster_signal_coordinator(c, SIGKILL);
     kv_cluster_restart_coordinator(c);
-    s_leave_job_t job = {c, 1, 0, {"", 0}};
+    s_leave_job_t job = {c, 1, 0, {"", 0}, 0};
+    /* The /leave reaches the restarted coordinator before any node does: once
+     * the coordinator listens, the next answer to the /leave (503 while it
+     * waits for the nodes' tables, retried) came from it. */
+    cr_assert_eq(kv_wait_until(s_listening, &c->coord_port, 20000, 10), 0);
+    s_answer_wait_t seen = {&job, 0};
     pthread_t thread;
     pthread_create(&thread, NULL, s_leave_thread, &job);
-    s_sleep_ms(1000); /* the /leave reaches the coordinator before any node does */
+    cr_assert_eq(kv_wait_until(s_leave_answered, &seen, 20000, 5), 0, "the /leave got no answer");
     for (int i = 0; i < c->node_count; i++) kv_cluster_signal_node(c, i, SIGCONT);
     pthread_join(thread, NULL);
     cr_assert_eq(job.status, 200,
@@ -657,15 +711,14 @@ Test(membership, coordinator_restart_during_a_leave, .timeout = 180) {
     cr_assert_not_null(c, "cluster did not start");
     kv_workload_t *wl = kv_workload_start(c->http_port, S_KEYS, S_THREADS, 505);
     cr_assert_not_null(wl);
-    s_sleep_ms(2000); /* keys to move */
+    s_wait_client(wl, 0, S_WARM_WRITES); /* keys to move */
     fprintf(stderr, "membership: === coordinator restart while /leave?node=node-3 waits\n");
     kv_workload_stats_t mark = kv_workload_stats(wl);
-    s_leave_job_t job = {c, 2, 0, {"", 0}};
+    s_leave_job_t job = {c, 2, 0, {"", 0}, 0};
     pthread_t thread;
     long long start = kv_now_ms();
     pthread_create(&thread, NULL, s_leave_thread, &job);
-    while (!s_node_has_state(c->http_port, "node-3", "leaving") && kv_now_ms() - start < 10000)
-        usleep(5000);
+    s_wait_node_state(c->http_port, "node-3", "leaving", 10000);
     s_restart_coordinator(c, wl, &mark, 500, "during a /leave");
     pthread_join(thread, NULL);
     fprintf(stderr, "membership: /leave?node=node-3 answered HTTP %ld after %lld ms\n", job.status,
@@ -819,7 +872,7 @@ static void s_big(int replication) {
     cr_assert_eq(failed, 0);
     kv_workload_t *wl = kv_workload_start(c->http_port, S_KEYS, S_THREADS, 303);
     cr_assert_not_null(wl);
-    s_sleep_ms(1000);
+    s_wait_client(wl, S_FINAL_REQUESTS, 0); /* the client runs before the join */
     kv_workload_stats_t mark = kv_workload_stats(wl);
     start = kv_now_ms();
     int index = s_join(c, 0);

@@ -23,6 +23,36 @@ long long kv_now_ms(void) {
     return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+int kv_wait_until(int (*cond)(void *arg), void *arg, int timeout_ms, int poll_ms) {
+    long long deadline = kv_now_ms() + timeout_ms;
+    for (;;) {
+        if (cond(arg)) return 0;
+        long long left = deadline - kv_now_ms();
+        if (left <= 0) return -1;
+        struct timespec pause = {0, (long)(poll_ms < left ? poll_ms : left) * 1000000L};
+        while (nanosleep(&pause, &pause) != 0 && errno == EINTR) continue; /* sleep the rest */
+    }
+}
+
+typedef struct {
+    int port;           /* gateway */
+    const char *target; /* path and query */
+    long status;        /* wanted */
+} s_status_wait_t;
+
+static int s_answers_status(void *arg) {
+    s_status_wait_t *wait = arg;
+    kv_reply_t reply;
+    int match = kv_get(wait->port, wait->target, &reply) == 0 && reply.status == wait->status;
+    kv_reply_free(&reply);
+    return match;
+}
+
+int kv_wait_status(int port, const char *target, long status, int timeout_ms) {
+    s_status_wait_t wait = {port, target, status};
+    return kv_wait_until(s_answers_status, &wait, timeout_ms, 20);
+}
+
 int kv_free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -56,12 +86,19 @@ pid_t kv_spawn(const char *const *argv, const char *log) {
 
 /* Waits up to ms for pid to exit. Returns 1 when it did (status in
  * *status when given). */
+typedef struct {
+    pid_t pid;   /* the child */
+    int *status; /* where its exit status goes, or NULL */
+} s_exit_wait_t;
+
+static int s_exited(void *arg) {
+    s_exit_wait_t *wait = arg;
+    return waitpid(wait->pid, wait->status, WNOHANG) == wait->pid;
+}
+
 static int s_wait_exit(pid_t pid, int ms, int *status) {
-    for (int waited = 0; waited <= ms; waited += 10) {
-        if (waitpid(pid, status, WNOHANG) == pid) return 1;
-        usleep(10000);
-    }
-    return 0;
+    s_exit_wait_t wait = {pid, status};
+    return kv_wait_until(s_exited, &wait, ms, 10) == 0;
 }
 
 /* Stops a process with SIGINT (for a node: at once, no drain). Returns 0
@@ -204,17 +241,7 @@ static pid_t s_start_gateway(kv_cluster_t *self) {
 }
 
 static int s_wait_healthy(kv_cluster_t *self, int ms) {
-    long long deadline = kv_now_ms() + ms;
-    while (kv_now_ms() < deadline) {
-        kv_reply_t reply;
-        if (kv_get(self->http_port, "/healthcheck", &reply) == 0 && reply.status == 200) {
-            kv_reply_free(&reply);
-            return 0;
-        }
-        kv_reply_free(&reply);
-        usleep(20000);
-    }
-    return -1;
+    return kv_wait_status(self->http_port, "/healthcheck", 200, ms);
 }
 
 kv_cluster_t *kv_cluster_start_with(const kv_cluster_options_t *options) {
@@ -306,25 +333,26 @@ static int s_balanced(json_t *status) {
            json_is_true(json_object_get(status, "healthy"));
 }
 
-int kv_cluster_wait_balanced(kv_cluster_t *self, int ms) {
-    long long deadline = kv_now_ms() + ms;
-    while (kv_now_ms() < deadline) {
-        kv_reply_t reply;
-        int ok = 0;
-        if (kv_get(self->http_port, "/status", &reply) == 0 && reply.status == 200) {
-            json_t *status = kv_reply_json(&reply);
-            ok = status && s_balanced(status);
-            json_decref(status);
-        }
-        kv_reply_free(&reply);
-        if (ok) return 0;
-        usleep(50000);
+static int s_cluster_balanced(void *arg) {
+    kv_cluster_t *self = arg;
+    kv_reply_t reply;
+    int ok = 0;
+    if (kv_get(self->http_port, "/status", &reply) == 0 && reply.status == 200) {
+        json_t *status = kv_reply_json(&reply);
+        ok = status && s_balanced(status);
+        json_decref(status);
     }
-    return -1;
+    kv_reply_free(&reply);
+    return ok;
 }
 
-/* True once pid is stopped (state T in /proc/PID/stat). */
-static int s_is_stopped(pid_t pid) {
+int kv_cluster_wait_balanced(kv_cluster_t *self, int ms) {
+    return kv_wait_until(s_cluster_balanced, self, ms, 50);
+}
+
+/* True once the pid at arg is stopped (state T in /proc/PID/stat). */
+static int s_is_stopped(void *arg) {
+    pid_t pid = *(pid_t *)arg;
     char path[64], text[256] = "";
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     FILE *file = fopen(path, "r");
@@ -342,8 +370,7 @@ void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig) {
     kill(node->pid, sig);
     /* kill() only queues SIGSTOP: wait until every thread really stopped,
      * or a request sent next may still be answered. */
-    for (int waited = 0; sig == SIGSTOP && !s_is_stopped(node->pid) && waited < 2000; waited++)
-        usleep(1000);
+    if (sig == SIGSTOP) kv_wait_until(s_is_stopped, &node->pid, 2000, 1);
     if (sig == SIGKILL || sig == SIGINT) {
         s_wait_exit(node->pid, 5000, NULL);
         node->pid = 0;
@@ -406,6 +433,7 @@ static size_t s_on_header(char *data, size_t size, size_t count, void *arg) {
     size_t bytes = size * count;
     s_copy_header(data, bytes, "Content-Type:", reply->content_type, sizeof(reply->content_type));
     s_copy_header(data, bytes, "X-Next-Cursor:", reply->next_cursor, sizeof(reply->next_cursor));
+    s_copy_header(data, bytes, "Allow:", reply->allow, sizeof(reply->allow));
     return bytes;
 }
 

@@ -99,6 +99,7 @@ typedef struct {
     size_t len;             /* body bytes */
     char content_type[64];  /* Content-Type header */
     char next_cursor[1024]; /* X-Next-Cursor header, "" when absent */
+    char allow[64];         /* Allow header, "" when absent */
 } kv_reply_t;
 
 /* GET http://127.0.0.1:port + target (path and query, sent as is) with
@@ -118,5 +119,14 @@ void kv_reply_free(kv_reply_t *reply);
 
 /* Milliseconds of a monotonic clock. */
 long long kv_now_ms(void);
+
+/* Calls cond(arg) every poll_ms until it returns non-zero or timeout_ms
+ * pass (cond is asked once more at the deadline). Returns 0 when the
+ * condition held, -1 on timeout. Tests wait for what they need to be true,
+ * never for a fixed time: a slow machine then costs time, not a failure. */
+int kv_wait_until(int (*cond)(void *arg), void *arg, int timeout_ms, int poll_ms);
+
+/* kv_wait_until on "GET target answers status" (any body). */
+int kv_wait_status(int port, const char *target, long status, int timeout_ms);
 
 #endif

@@ -1,6 +1,6 @@
 /*  test_kv_query.c: parsing the raw query string and validating it the way
- *  the API's Validation table orders the checks; iterating over every field
- *  for the multi-key routes (repeats, prefixed names, values or none).
+ *  docs/api.md orders the checks; iterating over every field for the
+ *  multi-key routes (repeats, prefixed names, values or none).
  *
  *  Every query is copied into a buffer of exactly its length, without a NUL
  *  after it, so AddressSanitizer catches any read past the end; the exhaustive

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# api-contract.sh: the HTTP API contract (shared/spec/API.md), checked from
+# api-contract.sh: the HTTP API contract (docs/api.md), checked from
 # outside against a running store at $KV_URL: every route, every validation
 # error with its precedence, the bulk reads and their pages, the error shape
 # and the Content-Type of every answer. Needs bash, curl and jq.
+#
+# The request-by-request checks are the rows of api_contract.tsv (its
+# header says the format), the same table tests/it_api.c runs; what a
+# table cannot say (the fields of /settings and /status, bulk listings and
+# their pages) is code below.
 #
 # The store must be for this script alone while it runs: it starts and ends
 # with /clear. The cluster errors (503 UNAVAILABLE, 504 TIMEOUT, 507
@@ -15,6 +20,8 @@
 #
 # Environment:
 #   KV_URL               base URL [http://localhost:8080]
+#   KV_CONTRACT_TABLE    the table [api_contract.tsv beside this script, else
+#                        ../../tests/api_contract.tsv from it (the repository)]
 #   KV_CONTRACT_STRICT   1: a 501 for /join or /leave fails [0]
 #   KV_CONTRACT_VERBOSE  1: print every request [0]
 # Ends with "N passed, N failed, N skipped"; exits 1 if anything failed.
@@ -24,6 +31,17 @@ URL=${KV_URL:-http://localhost:8080}
 URL=${URL%/}
 STRICT=${KV_CONTRACT_STRICT:-0}
 VERBOSE=${KV_CONTRACT_VERBOSE:-0}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TABLE=${KV_CONTRACT_TABLE:-}
+if [ -z "$TABLE" ]; then
+    TABLE=$HERE/api_contract.tsv
+    [ -f "$TABLE" ] || TABLE=$HERE/../../tests/api_contract.tsv
+fi
+if [ ! -r "$TABLE" ]; then
+    echo "api-contract: cannot read the contract table $TABLE (set KV_CONTRACT_TABLE)"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -51,7 +69,7 @@ request() {
         method=$1
         shift
     fi
-    local args=(-sS --max-time 15 -o "$TMP/body" -D "$TMP/headers" -w '%{http_code} %{size_download}')
+    local args=(-gsS --max-time 15 -o "$TMP/body" -D "$TMP/headers" -w '%{http_code} %{size_download}')
     if [ "$method" = HEAD ]; then args+=(--head); else args+=(-X "$method"); fi
     [ "$VERBOSE" = 1 ] && printf '  > %s %s\n' "$method" "$1"
     local out
@@ -87,54 +105,86 @@ check_json() {
     fi
 }
 
-# check_error NAME [METHOD] PATH STATUS CODE: an error answer of the contract:
-# the status, application/json, {"error": CODE, "message": "..."}.
-check_error() {
-    local name=$1 method=GET
-    shift
-    if [ $# -eq 4 ]; then
-        method=$1
-        shift
-    fi
-    local path=$1 want=$2 code=$3
-    request "$method" "$path"
-    if [ "$STATUS" != "$want" ]; then
-        fail "$name" "$method ${path:0:120}: status $STATUS, want $want $code; body $(short)"
-    elif [[ $CTYPE != application/json* ]]; then
-        fail "$name" "$method ${path:0:120}: Content-Type '$CTYPE', want application/json"
-    elif ! jq -e --arg c "$code" '.error == $c and (.message | type == "string")' \
-        >/dev/null 2>&1 <<<"$BODY"; then
-        fail "$name" "$method ${path:0:120}: body $(short), want {\"error\":\"$code\",\"message\":...}"
-    else
-        ok "$name"
-    fi
-}
-
 check_success() { check_json "$1" "$2" 200 '. == {"success": true}'; }
-
-# check_value NAME KEY_ENCODED JSON: /get answers 200 with that JSON string.
-check_value() {
-    check_json "$1" "/get?k=$2" 200 ". == $3"
-}
-
-# check_membership NAME PATH STATUS CODE: like check_error, but a 501
-# NOT_IMPLEMENTED is a skip unless KV_CONTRACT_STRICT=1.
-check_membership() {
-    local name=$1 path=$2
-    request "$path"
-    if [ "$STATUS" = 501 ] && [ "$STRICT" != 1 ] &&
-        jq -e '.error == "NOT_IMPLEMENTED"' >/dev/null 2>&1 <<<"$BODY"; then
-        skip "$name" "501 NOT_IMPLEMENTED (live membership not in this gateway yet)"
-        return
-    fi
-    if [ "$3" = 200 ]; then check_json "$name" "$path" 200 "$4"; else check_error "$name" "$path" "$3" "$4"; fi
-}
 
 # repeat TEXT N: TEXT N times.
 repeat() {
     local out="" i
     for ((i = 0; i < $2; i++)); do out+=$1; done
     printf '%s' "$out"
+}
+
+# expand TARGET: the target with every {TEXT*N} replaced by TEXT N times.
+expand() {
+    local target=$1 re='^(.*)\{([^*{}]*)\*([0-9]+)\}(.*)$'
+    while [[ $target =~ $re ]]; do
+        target=${BASH_REMATCH[1]}$(repeat "${BASH_REMATCH[2]}" "${BASH_REMATCH[3]}")${BASH_REMATCH[4]}
+    done
+    printf '%s' "$target"
+}
+
+# row_body EXPECT: empty when the last answer's body is as the table's
+# expect column says, else what is wrong.
+row_body() {
+    local expect=$1
+    if [ "$expect" = "(no body)" ]; then
+        [ -z "$BODY" ] || echo "body $(short), want none"
+    elif ! jq empty >/dev/null 2>&1 <<<"$BODY" || [ -z "$BODY" ]; then
+        echo "body $(short) is not JSON"
+    elif [[ $expect =~ ^[A-Z_]+$ ]]; then
+        jq -e --arg c "$expect" '.error == $c and (.message | type == "string")' \
+            >/dev/null 2>&1 <<<"$BODY" || echo "body $(short), want {\"error\":\"$expect\",\"message\":...}"
+    elif [ "$expect" != - ]; then
+        jq -e --argjson want "$expect" '. == $want' >/dev/null 2>&1 <<<"$BODY" ||
+            echo "body $(short), want $expect"
+    fi
+}
+
+# row_headers SPECS: empty when every ";"-separated "Name: value", "Name"
+# or "!Name" holds of the last answer's headers, else what is wrong.
+row_headers() {
+    local spec name want got
+    local -a specs
+    IFS=';' read -ra specs <<<"$1"
+    for spec in "${specs[@]}"; do
+        spec=${spec# }
+        [ -n "$spec" ] || continue
+        if [[ $spec == '!'* ]]; then
+            got=$(header "${spec#!}")
+            [ -z "$got" ] || echo "${spec#!}: '$got', want none"
+        elif [[ $spec == *:* ]]; then
+            name=${spec%%:*} want=${spec#*:}
+            want=${want# }
+            got=$(header "$name")
+            [ "$got" = "$want" ] || echo "$name: '$got', want '$want'"
+        else
+            [ -n "$(header "$spec")" ] || echo "$spec missing"
+        fi
+    done
+}
+
+# run_table: every row of $TABLE, in order. /join and /leave answered 501
+# NOT_IMPLEMENTED are skipped unless KV_CONTRACT_STRICT=1.
+run_table() {
+    local name method target status expect headers problem
+    while IFS=$'\t' read -r name method target status expect headers; do
+        [[ -z $name || $name == '#'* ]] && continue
+        target=$(expand "$target")
+        request "$method" "$target"
+        if [[ $target == /join* || $target == /leave* ]] && [ "$STATUS" = 501 ] &&
+            [ "$STRICT" != 1 ] && jq -e '.error == "NOT_IMPLEMENTED"' >/dev/null 2>&1 <<<"$BODY"; then
+            skip "$name" "501 NOT_IMPLEMENTED (live membership not in this gateway yet)"
+            continue
+        fi
+        if [ "$STATUS" != "$status" ]; then
+            problem="status $STATUS, want $status; body $(short)"
+        elif [[ $CTYPE != application/json* ]]; then
+            problem="Content-Type '$CTYPE', want application/json"
+        else
+            problem=$(row_body "$expect")$(row_headers "${headers:-}")
+        fi
+        if [ -z "$problem" ]; then ok "$name"; else fail "$name" "$method ${target:0:120}: $problem"; fi
+    done <"$TABLE"
 }
 
 # bulk_sorted PATH JQ: runs a bulk read and prints JQ of it, sorted, one line.
@@ -182,11 +232,6 @@ until curl -fsS --max-time 2 -o /dev/null "$URL/healthcheck" 2>/dev/null; do
     sleep 1
 done
 
-check_json "healthcheck is ok" /healthcheck 200 '. == {"status": "ok"} or (.status == "ok")'
-request HEAD /healthcheck
-if [ "$STATUS" = 200 ] && [ -z "$BODY" ]; then ok "HEAD answers 200 without a body"; else
-    fail "HEAD answers 200 without a body" "status $STATUS, body $(short)"
-fi
 check_json "settings has the contract's fields" /settings 200 '
     (.version | type == "string") and (.hostname | type == "string")
     and (.port | type == "number") and .maxKeyLength == 64 and .maxValueLength == 256
@@ -199,75 +244,14 @@ check_json "status has the contract's fields" /status 200 '
     and all(.nodes[]; has("id") and has("address") and has("state") and has("primaries")
                       and has("replicas") and has("keys") and has("memoryBytes"))'
 
-# --- clear, set, get, is, rm -----------------------------------------------------
-check_success "clear" /clear
-check_json "getKeys is empty after clear" /getKeys 200 '. == []'
-check_json "getValues is empty after clear" /getValues 200 '. == []'
-check_json "getAll is empty after clear" /getAll 200 '. == []'
+# --- the table: routes, values, validation and its precedence, methods, errors --
+run_table
+
+# --- /status counts the records ------------------------------------------------------
+check_success "clear before counting" /clear
 check_json "status counts no records after clear" /status 200 '.availableRecords == 0'
-
-check_success "set creates" "/set?k=alpha&v=1"
-check_value "get reads it" alpha '"1"'
-check_success "set overwrites" "/set?k=alpha&v=2"
-check_value "get reads the new value" alpha '"2"'
-check_success "is finds it" "/is?k=alpha"
+check_success "set one key" "/set?k=alpha&v=1"
 check_json "status counts it" /status 200 '.availableRecords == 1'
-check_success "rm removes it" "/rm?k=alpha"
-check_error "get of a removed key" "/get?k=alpha" 404 MISSING_RECORD
-check_error "is of a removed key" "/is?k=alpha" 404 MISSING_RECORD
-check_error "rm of a removed key" "/rm?k=alpha" 404 MISSING_RECORD
-check_error "get of a key never written" "/get?k=never-written" 404 MISSING_RECORD
-
-check_success "plus is a space, escapes decode" "/set?k=hello+world&v=a+b%26c%3Dd%2B"
-check_value "value read back decoded" "hello%20world" '"a b&c=d+"'
-check_success "empty value is valid" "/set?k=empty&v="
-check_value "empty value reads back" empty '""'
-check_success "value needing JSON escapes" "/set?k=escapes&v=%22q%22%5C%0A%09%2F"
-check_value "JSON escapes round-trip" escapes '"\"q\"\\\n\t/"'
-
-cyr64=$(repeat '%D1%8F' 64) emoji64=$(repeat '%F0%9F%98%80' 64)
-check_success "64 two-byte characters make a valid key" "/set?k=$cyr64&v=cyrillic"
-check_value "the 64-character key reads back" "$cyr64" '"cyrillic"'
-check_success "64 four-byte characters make a valid key" "/set?k=$emoji64&v=emoji"
-check_success "256-character value" "/set?k=v256&v=$(repeat x 256)"
-check_json "256-character value reads back" "/get?k=v256" 200 'length == 256'
-check_success "256 two-byte characters make a valid value" "/set?k=v256u&v=$(repeat '%C3%A9' 256)"
-
-# --- validation, one by one, then precedence --------------------------------------
-for route in get rm is set; do
-    check_error "$route without k" "/$route?v=1" 400 MISSING_KEY_PARAM
-    check_error "$route with k=" "/$route?k=&v=1" 400 EMPTY_KEY
-done
-check_error "broken escape in k" "/get?k=%ZZ" 400 INVALID_ENCODING
-check_error "truncated escape in k" "/get?k=ab%4" 400 INVALID_ENCODING
-check_error "non-UTF-8 byte in k" "/get?k=%FF" 400 INVALID_ENCODING
-check_error "overlong UTF-8 in k" "/get?k=%C0%AF" 400 INVALID_ENCODING
-check_error "NUL in k" "/get?k=a%00b" 400 INVALID_ENCODING
-check_error "broken escape in v" "/set?k=a&v=%G1" 400 INVALID_ENCODING
-check_error "truncated UTF-8 in v" "/set?k=a&v=%C3" 400 INVALID_ENCODING
-check_error "NUL in v" "/set?k=a&v=x%00" 400 INVALID_ENCODING
-check_error "65-character key" "/get?k=$(repeat k 65)" 400 MAXIMUM_KEY_LENGTH_REACHED
-check_error "65 two-byte characters" "/set?k=$(repeat '%D1%8F' 65)&v=1" 400 MAXIMUM_KEY_LENGTH_REACHED
-check_error "65 four-byte characters" "/get?k=$(repeat '%F0%9F%98%80' 65)" 400 MAXIMUM_KEY_LENGTH_REACHED
-check_error "set without v" "/set?k=a" 400 MISSING_VALUE_PARAM
-check_error "257-character value" "/set?k=a&v=$(repeat x 257)" 400 MAXIMUM_VALUE_LENGTH_REACHED
-check_error "257 two-byte characters" "/set?k=a&v=$(repeat '%C3%A9' 257)" 400 MAXIMUM_VALUE_LENGTH_REACHED
-check_error "precedence: no k before a long v" "/set?v=$(repeat x 257)" 400 MISSING_KEY_PARAM
-check_error "precedence: empty k before a bad v" "/set?k=&v=%ZZ" 400 EMPTY_KEY
-check_error "precedence: bad v before a long k" "/set?k=$(repeat k 65)&v=%ZZ" 400 INVALID_ENCODING
-check_error "precedence: bad k before a missing v" "/set?k=%ZZ" 400 INVALID_ENCODING
-check_error "precedence: long k before a missing v" "/set?k=$(repeat k 65)" 400 MAXIMUM_KEY_LENGTH_REACHED
-check_error "precedence: missing v before a long one" "/set?k=a&x=$(repeat x 300)" 400 MISSING_VALUE_PARAM
-check_error "nothing was written by the failed sets" "/get?k=a" 404 MISSING_RECORD
-
-# --- routes and methods -----------------------------------------------------------
-check_error "unknown route" /nope 404 UNKNOWN_ROUTE
-check_error "root is no route" / 404 UNKNOWN_ROUTE
-check_error "route names are exact" /GET?k=a 404 UNKNOWN_ROUTE
-for method in POST PUT DELETE PATCH; do
-    check_error "$method is not allowed" "$method" "/get?k=a" 405 METHOD_NOT_ALLOWED
-done
-check_error "request target over 8 KiB" "/get?k=a&pad=$(repeat p 9000)" 414 URI_TOO_LONG
 
 # --- bulk reads -------------------------------------------------------------------
 check_success "clear before the bulk reads" /clear
@@ -322,18 +306,6 @@ else
     fail "one page holds all: no X-Next-Cursor" "status $STATUS, cursor '$(header X-Next-Cursor)'"
 fi
 check_json "a limit above 10000 is served" "/getKeys?limit=20000" 200 'length <= 25'
-for bad in 0 -1 abc 1.5 ""; do
-    check_error "limit=$bad" "/getKeys?limit=$bad" 400 INVALID_LIMIT
-done
-check_error "malformed cursor" "/getKeys?limit=5&cursor=not-a-cursor" 400 INVALID_CURSOR
-check_error "cursor out of range" "/getAll?limit=5&cursor=4294967296" 400 INVALID_CURSOR
-
-# --- membership -------------------------------------------------------------------
-check_error "join without node" /join 400 INVALID_NODE_ADDRESS
-check_error "join with node=" "/join?node=" 400 INVALID_NODE_ADDRESS
-check_membership "join with a malformed endpoint" "/join?node=not-an-endpoint" 400 INVALID_NODE_ADDRESS
-check_membership "join of an unreachable node" "/join?node=tcp%3A%2F%2Fno-such-host.invalid%3A5601" 502 NODE_UNREACHABLE
-check_membership "leave of an unknown node" "/leave?node=no-such-node" 404 UNKNOWN_NODE
 
 # --- leave the store as found: empty ---------------------------------------------
 check_success "clear at the end" /clear

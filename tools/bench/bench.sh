@@ -12,7 +12,7 @@
 #   mhd      kv-bench-mhd: libmicrohttpd alone with the gateway's thread pool
 #            size, a fixed 3-byte body: the ceiling of any MHD gateway
 # then prints a table (req/s, p50, p99) and our ratios to each peer against
-# the targets of shared/spec/PERFORMANCE.md. Repetitions are interleaved
+# the targets of docs/benchmarks.md. Repetitions are interleaved
 # (rep 1 of every target, then rep 2, ...) so noise from other work on the
 # machine spreads over all targets: ratios within a run are what count.
 #
@@ -315,7 +315,7 @@ report() {
         done
         echo
         local r
-        echo "kvstore against its peers (targets from shared/spec/PERFORMANCE.md):"
+        echo "kvstore against its peers (targets from docs/benchmarks.md):"
         r=$(ratio "${M[kvstore.get.rps]}" "${M[webdis.get.rps]}")
         printf '  /get req/s  vs webdis    %5sx   target >= 1.50x   %s\n' "$r" "$(verdict "$r" ">=" 1.5)"
         r=$(ratio "${M[kvstore.set.rps]}" "${M[webdis.set.rps]}")
@@ -342,7 +342,7 @@ report() {
 # Per request under /get: CPU time and context switches (a clean pass), then
 # the syscalls that show where the time goes (a second pass: tracepoints
 # slow syscall-heavy servers down, so they never touch the CPU figures).
-# PERFORMANCE.md compares gateway designs by exactly these.
+# docs/benchmarks.md compares gateway designs by exactly these.
 SYSCALLS=(epoll_wait epoll_ctl poll write read sendmsg sendto recvfrom)
 PERF_WINDOW=5
 
