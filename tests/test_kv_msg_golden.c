@@ -2,10 +2,13 @@
  *
  *  tests/golden/kv_msg_v1.hex holds one frame of every message type (and of
  *  the empty-string and empty-blob variants), as the codec of wire version 1
- *  wrote them. Processes of different releases run side by side during a
- *  rolling upgrade, so a frame an older release wrote must keep meaning the
- *  same thing: the codec must still produce these bytes for these messages
- *  and decode them back to the same fields.
+ *  wrote them; tests/golden/kv_msg_v2.hex the frames of the messages version
+ *  2 extended, with their new fields set. Processes of different releases
+ *  run side by side during a rolling upgrade, so a frame an older release
+ *  wrote must keep meaning the same thing: the codec must still produce
+ *  these bytes for these messages (version 1 frames whenever the version 2
+ *  fields are zero) and decode them back to the same fields, the fields a
+ *  frame's version lacks reading 0.
  *
  *  Each line of a golden file is "label hex"; '#' starts a comment line. To
  *  record a new file (only when a new wire version is born, never to make a
@@ -30,15 +33,39 @@ typedef struct {
 } s_sample_t;
 
 static uint8_t s_entries_buf[128];
+static uint8_t s_meta_entries_buf[128];
+static uint8_t s_counters_buf[128];
 static uint8_t s_items_buf[2 * KV_MSG_ITEM_SIZE];
 static uint8_t s_reports_buf[2 * KV_MSG_REPORT_SIZE];
 
 /* Two entries: one plain, one with a binary key and an empty value. */
 static kv_bytes_t s_two_entries(void) {
+    const kv_msg_entry_t entries[] = {{BYTES("a"), BYTES("1"), {0, 0}},
+                                      {BYTES("b\0c"), BYTES(""), {0, 0}}};
     size_t pos = 0;
-    cr_assert_eq(kv_msg_entry_put(s_entries_buf, sizeof s_entries_buf, &pos, "a", 1, "1", 1), 0);
-    cr_assert_eq(kv_msg_entry_put(s_entries_buf, sizeof s_entries_buf, &pos, "b\0c", 3, "", 0), 0);
+    for (size_t i = 0; i < 2; i++)
+        cr_assert_eq(kv_msg_entry_put(s_entries_buf, sizeof s_entries_buf, &pos, &entries[i]), 0);
     return (kv_bytes_t){(const char *)s_entries_buf, pos};
+}
+
+/* The same two entries with a version on one and an expiry on the other. */
+static kv_bytes_t s_two_meta_entries(void) {
+    const kv_msg_entry_t entries[] = {{BYTES("a"), BYTES("1"), {7, 0}},
+                                      {BYTES("b\0c"), BYTES(""), {0, 1700000000000ull}}};
+    size_t pos = 0;
+    for (size_t i = 0; i < 2; i++)
+        cr_assert_eq(
+            kv_msg_entry_put(s_meta_entries_buf, sizeof s_meta_entries_buf, &pos, &entries[i]), 0);
+    return (kv_bytes_t){(const char *)s_meta_entries_buf, pos};
+}
+
+static kv_bytes_t s_two_counters(void) {
+    size_t pos = 0;
+    cr_assert_eq(kv_msg_counter_put(s_counters_buf, sizeof s_counters_buf, &pos,
+                                    "kv_node_bad_frames_total", 3),
+                 0);
+    cr_assert_eq(kv_msg_counter_put(s_counters_buf, sizeof s_counters_buf, &pos, "b", 0), 0);
+    return (kv_bytes_t){(const char *)s_counters_buf, pos};
 }
 
 static kv_bytes_t s_two_items(void) {
@@ -196,6 +223,46 @@ static size_t s_v1_samples(s_sample_t *out) {
     return n;
 }
 
+/* The messages version 2 extended, with their version 2 fields set. */
+static size_t s_v2_samples(s_sample_t *out) {
+    size_t n = 0;
+    s_add(out, &n, "SCAN_REPLY",
+          (kv_msg_t){.type = KV_MSG_SCAN_REPLY,
+                     .req_id = 12,
+                     .epoch = 13,
+                     .more = 1,
+                     .count = 2,
+                     .entries = s_two_meta_entries()});
+    s_add(out, &n, "STATS_REPLY",
+          (kv_msg_t){.type = KV_MSG_STATS_REPLY,
+                     .req_id = 14,
+                     .epoch = 15,
+                     .keys = 1000,
+                     .primary_keys = 600,
+                     .memory = 1u << 20,
+                     .memory_limit = 3ull << 30,
+                     .primaries = 512,
+                     .replicas = 256,
+                     .counters = s_two_counters()});
+    kv_msg_t update = {.type = KV_MSG_UPDATE, .partition = 17, .sender = 2, .epoch = 30};
+    update.seq = 31;
+    update.op = KV_OP_SET;
+    update.key = BYTES("user:2");
+    update.value = BYTES("b\0b");
+    update.meta = (kv_msg_meta_t){.version = 5, .expiry = 1700000000000ull};
+    s_add(out, &n, "UPDATE/set", update);
+    s_add(out, &n, "SNAPSHOT",
+          (kv_msg_t){.type = KV_MSG_SNAPSHOT,
+                     .req_id = 25,
+                     .partition = 19,
+                     .seq = 1000,
+                     .chunk = 2,
+                     .more = 1,
+                     .count = 2,
+                     .entries = s_two_meta_entries()});
+    return n;
+}
+
 static void s_hex(const uint8_t *buf, size_t len, char *out) {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
@@ -292,20 +359,96 @@ static size_t s_unhex(const char *hex, uint8_t *buf, size_t cap) {
     return len;
 }
 
-/* Every recorded frame decodes, and encodes back to the same bytes. */
+/* The frame recorded under label in file, into frame; its length. */
+static size_t s_golden_frame(const char *file, const char *label, uint8_t *frame, size_t cap) {
+    static char hex[2 * MAX_FRAME + 1];
+    cr_assert_eq(s_golden_hex(file, label, hex, sizeof hex), 0, "%s: no %s", file, label);
+    return s_unhex(hex, frame, cap);
+}
+
+static int s_bytes_equal(kv_bytes_t a, kv_bytes_t b) {
+    return a.len == b.len && (a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+/* got's entries (decoded) are want's (built), record by record. */
+static void s_expect_same_entries(const kv_msg_t *got, const kv_msg_t *want, const char *label) {
+    size_t gpos = 0, wpos = 0;
+    kv_msg_entry_t g, w;
+    while (kv_msg_entry_next(want, &wpos, &w) == 0) {
+        cr_assert_eq(kv_msg_entry_next(got, &gpos, &g), 0, "%s: an entry short", label);
+        cr_expect(s_bytes_equal(g.key, w.key) && s_bytes_equal(g.value, w.value), "%s", label);
+        cr_expect_eq(g.meta.version, w.meta.version, "%s", label);
+        cr_expect_eq(g.meta.expiry, w.meta.expiry, "%s", label);
+    }
+    cr_expect_eq(kv_msg_entry_next(got, &gpos, &g), -1, "%s: an entry too many", label);
+}
+
+/* Every recorded frame decodes to its sample's fields (entries and
+ * counters compared record by record), and encodes back to its bytes. */
+static void s_expect_decodes(const char *file, const s_sample_t *samples, size_t n,
+                             uint8_t version) {
+    static uint8_t frame[MAX_FRAME], again[MAX_FRAME];
+    for (size_t i = 0; i < n; i++) {
+        const kv_msg_t *want = &samples[i].msg;
+        size_t len = s_golden_frame(file, samples[i].label, frame, sizeof frame);
+        kv_msg_t got;
+        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", samples[i].label);
+        cr_expect_eq(got.version, version, "%s", samples[i].label);
+        cr_expect_eq(got.type, want->type, "%s", samples[i].label);
+        cr_expect_eq(got.req_id, want->req_id, "%s", samples[i].label);
+        cr_expect_eq(got.epoch, want->epoch, "%s", samples[i].label);
+        cr_expect_eq(got.seq, want->seq, "%s", samples[i].label);
+        cr_expect_eq(got.meta.version, want->meta.version, "%s", samples[i].label);
+        cr_expect_eq(got.meta.expiry, want->meta.expiry, "%s", samples[i].label);
+        cr_expect_eq(got.count, want->count, "%s", samples[i].label);
+        s_expect_same_entries(&got, want, samples[i].label);
+        cr_expect_eq(got.counters.len, want->counters.len, "%s", samples[i].label);
+        cr_expect_eq(kv_msg_encode(&got, again, sizeof again), len, "%s", samples[i].label);
+        cr_expect_arr_eq(again, frame, len, "%s", samples[i].label);
+    }
+}
+
 Test(kv_msg_golden, v1_frames_decode_and_encode_back) {
     static s_sample_t samples[MAX_SAMPLES];
     size_t n = s_v1_samples(samples);
-    static char hex[2 * MAX_FRAME + 1];
-    static uint8_t frame[MAX_FRAME], again[MAX_FRAME];
+    s_expect_decodes(GOLDEN_DIR "kv_msg_v1.hex", samples, n, 1);
+}
+
+Test(kv_msg_golden, v2_frames_byte_for_byte) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v2_samples(samples);
+    s_expect_golden(GOLDEN_DIR "kv_msg_v2.hex", samples, n);
+}
+
+Test(kv_msg_golden, v2_frames_decode_and_encode_back) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v2_samples(samples);
+    s_expect_decodes(GOLDEN_DIR "kv_msg_v2.hex", samples, n, 2);
+}
+
+/* Rolling upgrades: the version 1 frames of every message version 2
+ * extended decode with the fields version 2 added at 0, and the same
+ * messages with those fields set are the version 2 frames. */
+Test(kv_msg_golden, v1_frames_of_extended_messages_read_zero_metadata) {
+    static s_sample_t v2[MAX_SAMPLES];
+    size_t n = s_v2_samples(v2);
+    static uint8_t frame[MAX_FRAME];
     for (size_t i = 0; i < n; i++) {
-        cr_assert_eq(s_golden_hex(GOLDEN_DIR "kv_msg_v1.hex", samples[i].label, hex, sizeof hex),
-                     0);
-        size_t len = s_unhex(hex, frame, sizeof frame);
-        kv_msg_t decoded;
-        cr_assert_eq(kv_msg_decode(frame, len, &decoded), 0, "%s", samples[i].label);
-        cr_expect_eq(decoded.type, samples[i].msg.type, "%s", samples[i].label);
-        cr_expect_eq(kv_msg_encode(&decoded, again, sizeof again), len, "%s", samples[i].label);
-        cr_expect_arr_eq(again, frame, len, "%s", samples[i].label);
+        size_t len = s_golden_frame(GOLDEN_DIR "kv_msg_v1.hex", v2[i].label, frame, sizeof frame);
+        kv_msg_t got;
+        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", v2[i].label);
+        cr_expect_eq(got.version, 1);
+        cr_expect_eq(got.meta.version, 0, "%s", v2[i].label);
+        cr_expect_eq(got.meta.expiry, 0, "%s", v2[i].label);
+        cr_expect_null(got.counters.ptr, "%s", v2[i].label);
+        size_t pos = 0;
+        kv_msg_entry_t entry;
+        uint32_t seen = 0;
+        while (kv_msg_entry_next(&got, &pos, &entry) == 0) {
+            cr_expect_eq(entry.meta.version, 0, "%s", v2[i].label);
+            cr_expect_eq(entry.meta.expiry, 0, "%s", v2[i].label);
+            seen++;
+        }
+        cr_expect_eq(seen, got.count, "%s", v2[i].label);
     }
 }
