@@ -49,6 +49,10 @@
  *     STATS_REPLY's counters are filled at once, so a version 1 gateway
  *     shows an upgraded node as unreachable until it is upgraded too.
  *  6. KV_MSG_VERSION_MIN rises only when no release in service writes it.
+ *  7. A new message type needs no new version (its fields are since 1): a
+ *     process that does not know the type drops it, whatever the version,
+ *     so its sender must cope with silence from older processes, as with a
+ *     lost message, until none is left.
  *
  *  tests/golden/kv_msg_v<N>.hex pins the frames of each version byte for
  *  byte; a later codec must still read them.
