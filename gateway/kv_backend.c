@@ -63,6 +63,8 @@ void kv_call_init(kv_call_t *call) {
 
 void kv_call_reset(kv_call_t *call) {
     zmq_msg_close(&call->reply);
+    for (uint32_t i = 0; call->stats && call->table && i < call->table->node_count; i++)
+        free(call->stats[i].counters);
     kv_table_destroy(&call->table);
     free(call->stats);
     kv_call_init(call);
@@ -434,6 +436,15 @@ static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *fr
     s_finish(call, s_result_of(msg->status));
 }
 
+/* Keeps a node's counters past its reply frame (none when out of memory). */
+static void s_copy_counters(kv_node_stats_t *stats, const kv_msg_t *msg) {
+    free(stats->counters); /* a duplicate reply replaces the first */
+    stats->counters = msg->counters.len ? malloc(msg->counters.len) : NULL;
+    stats->counters_len = stats->counters ? msg->counters.len : 0;
+    if (stats->counters) memcpy(stats->counters, msg->counters.ptr, stats->counters_len);
+    stats->version = msg->version;
+}
+
 static void s_on_part_reply(kv_backend_t *self, kv_call_t *call, uint16_t node,
                             const kv_msg_t *msg) {
     if (call->op == KV_CALL_STATUS && msg->status == KV_STATUS_OK &&
@@ -444,6 +455,7 @@ static void s_on_part_reply(kv_backend_t *self, kv_call_t *call, uint16_t node,
         stats->primary_keys = msg->primary_keys;
         stats->memory = msg->memory;
         stats->memory_limit = msg->memory_limit;
+        s_copy_counters(stats, msg);
     }
     if (call->op == KV_CALL_CLEAR && msg->status != KV_STATUS_OK)
         call->result = KV_CALL_UNAVAILABLE;

@@ -60,6 +60,9 @@ typedef struct {
     uint64_t primary_keys; /* keys in partitions it is primary of */
     uint64_t memory;       /* bytes its store holds */
     uint64_t memory_limit; /* its cgroup memory limit, 0 when none */
+    uint8_t version;       /* wire version of its reply, to read counters with */
+    uint8_t *counters;     /* its counters, as STATS_REPLY records (owned), or NULL */
+    size_t counters_len;   /* bytes */
 } kv_node_stats_t;
 
 typedef struct _kv_call_t kv_call_t;

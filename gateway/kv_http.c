@@ -549,11 +549,12 @@ static void s_page_consumed(s_request_t *req) {
 /* Formats the page's next entry into out. Returns 0, or -1 when the page
  * is exhausted (the cursor has then moved on). */
 static int s_next_entry(s_request_t *req) {
-    kv_bytes_t key, value;
-    if (kv_msg_entry_next(&req->call.msg.entries, &req->entry_pos, &key, &value) != 0) {
+    kv_msg_entry_t entry;
+    if (kv_msg_entry_next(&req->call.msg, &req->entry_pos, &entry) != 0) {
         s_page_consumed(req);
         return -1;
     }
+    const kv_bytes_t key = entry.key, value = entry.value;
     if (key.len <= KV_MAX_KEY_BYTES) { /* remember it: the next page starts after it */
         memcpy(req->cursor.after, key.ptr, key.len);
         req->cursor.alen = key.len;
@@ -710,19 +711,34 @@ static enum MHD_Result s_answer_settings(s_request_t *req) {
     return s_queue_json(req, 200, body);
 }
 
+/* A node's counters as {"name": value, ...}; null when it did not answer. */
+static json_t *s_status_counters(const kv_node_stats_t *stats) {
+    if (!stats->answered) return json_null();
+    json_t *counters = json_object();
+    const kv_msg_t reply = {.type = KV_MSG_STATS_REPLY,
+                            .version = stats->version,
+                            .counters = {(const char *)stats->counters, stats->counters_len}};
+    size_t pos = 0;
+    kv_msg_counter_t counter;
+    while (counters && kv_msg_counter_next(&reply, &pos, &counter) == 0)
+        json_object_setn_new(counters, counter.name.ptr ? counter.name.ptr : "", counter.name.len,
+                             json_integer((json_int_t)counter.value));
+    return counters;
+}
+
 static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *stats, uint16_t i) {
     const kv_table_node_t *node = &table->nodes[i];
     json_t *limit = stats->answered && stats->memory_limit
                         ? json_integer((json_int_t)stats->memory_limit)
                         : json_null(); /* unknown, or no limit */
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o, s:b}", "id", node->id, "address",
-                     node->endpoint, "state", kv_node_state_name(node->state), "primaries",
-                     (json_int_t)kv_table_count_primaries(table, i), "replicas",
-                     (json_int_t)kv_table_count_replicas(table, i), "keys",
-                     stats->answered ? json_integer((json_int_t)stats->keys) : json_null(),
-                     "memoryBytes",
-                     stats->answered ? json_integer((json_int_t)stats->memory) : json_null(),
-                     "memoryLimitBytes", limit, "reachable", stats->answered);
+    return json_pack(
+        "{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o, s:b, s:o}", "id", node->id, "address",
+        node->endpoint, "state", kv_node_state_name(node->state), "primaries",
+        (json_int_t)kv_table_count_primaries(table, i), "replicas",
+        (json_int_t)kv_table_count_replicas(table, i), "keys",
+        stats->answered ? json_integer((json_int_t)stats->keys) : json_null(), "memoryBytes",
+        stats->answered ? json_integer((json_int_t)stats->memory) : json_null(), "memoryLimitBytes",
+        limit, "reachable", stats->answered, "counters", s_status_counters(stats));
 }
 
 /* Partitions being copied to a new owner right now. */

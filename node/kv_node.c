@@ -88,7 +88,7 @@ typedef struct {
     int64_t last_heartbeat;   /* mono ms of the last one */
     int64_t last_table_ask;   /* mono ms of the last table request */
     int64_t drain_deadline;   /* mono ms; 0 until a drain is asked */
-    uint64_t bad_frames;      /* malformed frames dropped */
+    size_t bad_frames;        /* counter: malformed requests dropped */
     s_life_t life;            /* where the node is in its life */
     int64_t left_at;          /* LINGERING: mono ms to send "LEFT" */
     kv_counters_t *counters;  /* this node's registry: life, replication */
@@ -456,8 +456,10 @@ static int s_page_add(const kv_entry_t *entry, void *arg) {
         page->buf = buf;
         page->cap = cap;
     }
-    kv_msg_entry_put(page->buf, page->cap, &page->pos, kv_entry_key(entry), kv_entry_klen(entry),
-                     kv_entry_value(entry), kv_entry_vlen(entry));
+    const kv_msg_entry_t put = {{kv_entry_key(entry), kv_entry_klen(entry)},
+                                {kv_entry_value(entry), kv_entry_vlen(entry)},
+                                {0, 0}}; /* no versions or expiry yet */
+    kv_msg_entry_put(page->buf, page->cap, &page->pos, &put);
     page->count++;
     return 0;
 }
@@ -494,8 +496,21 @@ static void s_serve_scan(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *re
     free(page.buf);
 }
 
+/* Every counter of the node, as STATS_REPLY counter records into a malloc'd
+ * buffer (NULL when out of memory: the reply then goes without). */
+static kv_bytes_t s_counters_blob(s_node_t *self, uint8_t **buf_p) {
+    size_t count = kv_counters_count(self->counters);
+    size_t cap = count * (1 + KV_COUNTER_NAME_MAX + 8);
+    uint8_t *buf = cap ? malloc(cap) : NULL;
+    size_t pos = 0;
+    for (size_t i = 0; buf && i < count; i++)
+        kv_msg_counter_put(buf, cap, &pos, kv_counters_name(self->counters, i),
+                           kv_counters_value(self->counters, i));
+    *buf_p = buf;
+    return (kv_bytes_t){buf ? (const char *)buf : NULL, buf ? pos : 0};
+}
+
 static void s_serve_stats(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
-    uint8_t buf[128];
     kv_msg_t reply = {.type = KV_MSG_STATS_REPLY, .req_id = req->req_id};
     reply.status = self->table ? KV_STATUS_OK : KV_STATUS_NOT_READY;
     if (self->table && self->store) {
@@ -511,16 +526,23 @@ static void s_serve_stats(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
         if (self->self >= 0)
             reply.replicas = kv_table_count_replicas(self->table, (uint16_t)self->self);
     }
-    size_t size = kv_msg_encode(&reply, buf, sizeof(buf));
-    if (size) s_send_reply(self, identity, buf, size);
+    uint8_t *counters = NULL;
+    reply.counters = s_counters_blob(self, &counters);
+    size_t size = kv_msg_encoded_size(&reply);
+    uint8_t *buf = size ? malloc(size) : NULL;
+    if (buf && kv_msg_encode(&reply, buf, size) == size) s_send_reply(self, identity, buf, size);
+    free(buf);
+    free(counters);
 }
 
 static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
     kv_msg_t req;
     if (kv_msg_decode(zmq_msg_data(body), zmq_msg_size(body), &req) != 0) {
-        if (self->bad_frames++ % 1000 == 0) /* one line per 1000: a bad peer must not flood */
+        kv_counters_inc(self->counters, self->bad_frames);
+        uint64_t dropped = kv_counters_value(self->counters, self->bad_frames);
+        if (dropped % 1000 == 1) /* one line per 1000: a bad peer must not flood */
             kv_log_warn("node %s: malformed request dropped (%" PRIu64 " so far)", self->config.id,
-                        self->bad_frames);
+                        dropped);
         return;
     }
     switch (req.type) {
@@ -604,6 +626,8 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
                                                    "changes of this node's life state");
     self->count_illegal = kv_counters_register(self->counters, "kv_node_illegal_transitions_total",
                                                "node life events refused as illegal");
+    self->bad_frames = kv_counters_register(self->counters, "kv_node_bad_frames_total",
+                                            "malformed requests dropped");
     zsock_set_sndhwm(self->router, 1000000);
     zsock_set_rcvhwm(self->router, 1000000);
     zsock_set_sndhwm(self->pub, (int)config->repl_hwm);

@@ -266,8 +266,10 @@ static int s_snapshot_entry(const kv_entry_t *entry, void *arg) {
         snap->entries = grown;
         snap->cap = cap;
     }
-    kv_msg_entry_put(snap->entries, snap->cap, &snap->pos, kv_entry_key(entry),
-                     kv_entry_klen(entry), kv_entry_value(entry), kv_entry_vlen(entry));
+    const kv_msg_entry_t put = {{kv_entry_key(entry), kv_entry_klen(entry)},
+                                {kv_entry_value(entry), kv_entry_vlen(entry)},
+                                {0, 0}}; /* no versions or expiry yet */
+    kv_msg_entry_put(snap->entries, snap->cap, &snap->pos, &put);
     snap->msg.count++;
     return snap->failed;
 }

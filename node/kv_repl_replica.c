@@ -209,9 +209,10 @@ static void s_on_snapshot(kv_repl_t *self, const kv_msg_t *msg) {
     }
     if (msg->chunk == 0) kv_store_clear_partition(self->store, msg->partition);
     size_t pos = 0;
-    kv_bytes_t key, value;
-    while (kv_msg_entry_next(&msg->entries, &pos, &key, &value) == 0)
-        kv_store_put(self->store, msg->partition, key.ptr, key.len, value.ptr, value.len);
+    kv_msg_entry_t entry;
+    while (kv_msg_entry_next(msg, &pos, &entry) == 0)
+        kv_store_put(self->store, msg->partition, entry.key.ptr, entry.key.len, entry.value.ptr,
+                     entry.value.len);
     part->snap_chunk++;
     part->snap_asked = kv_clock_mono_ms(); /* the retry measures silence, not total time */
     if (msg->more) return;

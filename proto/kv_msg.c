@@ -1,7 +1,11 @@
-/*  kv_msg.c: encoders and decoders for the wire messages (layout in kv_msg.h).
+/*  kv_msg.c: the codec, expanded from kv_msg_schema.h.
  *
- *  Each message type has one encoder and one decoder, listed in s_codecs,
- *  written against kv_wire.h's bounds-checked cursors.
+ *  Each field kind has a writer (s_put_<KIND>), a reader (s_get_<KIND>) and
+ *  a test of what version its value needs (s_need_<KIND>), all against
+ *  kv_wire.h's bounds-checked cursors. The schema's field lists expand into
+ *  one straight-line writer, reader and need function per message and per
+ *  record; the compiler checks every member against its kind's C type. A
+ *  writer without a buffer only counts, which gives the encoded size.
  */
 #include "kv_msg.h"
 
@@ -9,386 +13,307 @@
 
 #include "kv_wire.h"
 
-/* Short names for the cursor calls, to keep each codec a list of fields. */
-static void s_put_u8(kv_writer_t *w, uint64_t value) {
-    kv_wire_put_uint(w, value, 1);
-}
-static void s_put_u32(kv_writer_t *w, uint64_t value) {
-    kv_wire_put_uint(w, value, 4);
-}
-static void s_put_u64(kv_writer_t *w, uint64_t value) {
-    kv_wire_put_uint(w, value, 8);
-}
-static void s_put_str(kv_writer_t *w, kv_bytes_t str, size_t width) {
-    kv_wire_put_str(w, str.ptr, str.len, width);
-}
-static uint8_t s_get_u8(kv_reader_t *r) {
-    return (uint8_t)kv_wire_get_uint(r, 1);
-}
-static uint32_t s_get_u32(kv_reader_t *r) {
-    return (uint32_t)kv_wire_get_uint(r, 4);
-}
-static uint64_t s_get_u64(kv_reader_t *r) {
-    return kv_wire_get_uint(r, 8);
-}
-static kv_bytes_t s_get_str(kv_reader_t *r, size_t width) {
-    kv_bytes_t str;
-    str.ptr = kv_wire_get_str(r, width, &str.len);
-    return str;
+/* How a message or record is being written. */
+typedef struct {
+    const kv_msg_t *msg; /* the message (NULL inside records) */
+    uint8_t version;     /* the version being written: fields since > it are left out */
+    uint8_t layout;      /* the version the caller laid its entries / counters out in */
+} s_enc_t;
+
+/* How a message or record is being read. */
+typedef struct {
+    const kv_msg_t *msg; /* the message so far (for ENTRIES' count) */
+    uint8_t version;     /* the frame's version: fields since > it stay 0 */
+} s_dec_t;
+
+static uint8_t s_max(uint8_t a, uint8_t b) {
+    return a > b ? a : b;
 }
 
-/* --- one encoder and one decoder per message --------------------------- */
+/* --- integers ----------------------------------------------------------- */
 
-/* Counts and bounds-checks count (key, value) entries. */
-static kv_bytes_t s_get_entries(kv_reader_t *r, uint32_t count) {
-    size_t start = r->pos;
-    for (uint32_t i = 0; i < count && !r->failed; i++) {
-        s_get_str(r, 2);
-        s_get_str(r, 2);
+static void s_put_U8(kv_writer_t *w, const uint8_t *v, const s_enc_t *e) {
+    (void)e;
+    kv_wire_put_uint(w, *v, 1);
+}
+static void s_put_U16(kv_writer_t *w, const uint16_t *v, const s_enc_t *e) {
+    (void)e;
+    kv_wire_put_uint(w, *v, 2);
+}
+static void s_put_U32(kv_writer_t *w, const uint32_t *v, const s_enc_t *e) {
+    (void)e;
+    kv_wire_put_uint(w, *v, 4);
+}
+static void s_put_U64(kv_writer_t *w, const uint64_t *v, const s_enc_t *e) {
+    (void)e;
+    kv_wire_put_uint(w, *v, 8);
+}
+static void s_get_U8(kv_reader_t *r, uint8_t *v, const s_dec_t *d) {
+    (void)d;
+    *v = (uint8_t)kv_wire_get_uint(r, 1);
+}
+static void s_get_U16(kv_reader_t *r, uint16_t *v, const s_dec_t *d) {
+    (void)d;
+    *v = (uint16_t)kv_wire_get_uint(r, 2);
+}
+static void s_get_U32(kv_reader_t *r, uint32_t *v, const s_dec_t *d) {
+    (void)d;
+    *v = (uint32_t)kv_wire_get_uint(r, 4);
+}
+static void s_get_U64(kv_reader_t *r, uint64_t *v, const s_dec_t *d) {
+    (void)d;
+    *v = kv_wire_get_uint(r, 8);
+}
+static uint8_t s_need_U8(const uint8_t *v, const s_enc_t *e) {
+    (void)e;
+    return *v != 0;
+}
+static uint8_t s_need_U16(const uint16_t *v, const s_enc_t *e) {
+    (void)e;
+    return *v != 0;
+}
+static uint8_t s_need_U32(const uint32_t *v, const s_enc_t *e) {
+    (void)e;
+    return *v != 0;
+}
+static uint8_t s_need_U64(const uint64_t *v, const s_enc_t *e) {
+    (void)e;
+    return *v != 0;
+}
+
+/* --- u8 enums and flags: written as they are, range-checked when read --- */
+
+#define s_put_STATUS s_put_U8
+#define s_put_FLAG s_put_U8
+#define s_put_OP s_put_U8
+#define s_need_STATUS s_need_U8
+#define s_need_FLAG s_need_U8
+#define s_need_OP s_need_U8
+
+static void s_get_STATUS(kv_reader_t *r, uint8_t *v, const s_dec_t *d) {
+    s_get_U8(r, v, d);
+    if (*v > KV_STATUS_MAX) r->failed = 1;
+}
+static void s_get_FLAG(kv_reader_t *r, uint8_t *v, const s_dec_t *d) {
+    s_get_U8(r, v, d);
+    if (*v > 1) r->failed = 1;
+}
+static void s_get_OP(kv_reader_t *r, uint8_t *v, const s_dec_t *d) {
+    s_get_U8(r, v, d);
+    if (*v == 0 || *v > KV_OP_MAX) r->failed = 1;
+}
+
+/* --- byte strings ------------------------------------------------------- */
+
+static void s_put_str(kv_writer_t *w, const kv_bytes_t *v, size_t width) {
+    kv_wire_put_str(w, v->ptr, v->len, width);
+}
+static void s_get_str(kv_reader_t *r, kv_bytes_t *v, size_t width) {
+    v->ptr = kv_wire_get_str(r, width, &v->len);
+}
+static void s_put_STR8(kv_writer_t *w, const kv_bytes_t *v, const s_enc_t *e) {
+    (void)e;
+    s_put_str(w, v, 1);
+}
+static void s_put_STR16(kv_writer_t *w, const kv_bytes_t *v, const s_enc_t *e) {
+    (void)e;
+    s_put_str(w, v, 2);
+}
+static void s_put_BLOB32(kv_writer_t *w, const kv_bytes_t *v, const s_enc_t *e) {
+    (void)e;
+    s_put_str(w, v, 4);
+}
+static void s_get_STR8(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    (void)d;
+    s_get_str(r, v, 1);
+}
+static void s_get_STR16(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    (void)d;
+    s_get_str(r, v, 2);
+}
+static void s_get_BLOB32(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    (void)d;
+    s_get_str(r, v, 4);
+}
+static uint8_t s_need_STR8(const kv_bytes_t *v, const s_enc_t *e) {
+    (void)e;
+    return v->len != 0;
+}
+#define s_need_STR16 s_need_STR8
+#define s_need_BLOB32 s_need_STR8
+
+/* Blobs of fixed-size records must hold a whole number of them. */
+#define s_put_ITEMS s_put_BLOB32
+#define s_put_REPORTS s_put_BLOB32
+#define s_need_ITEMS s_need_STR8
+#define s_need_REPORTS s_need_STR8
+
+static void s_get_ITEMS(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    s_get_BLOB32(r, v, d);
+    if (v->len % KV_MSG_ITEM_SIZE) r->failed = 1;
+}
+static void s_get_REPORTS(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    s_get_BLOB32(r, v, d);
+    if (v->len % KV_MSG_REPORT_SIZE) r->failed = 1;
+}
+
+/* --- expanding the schema ------------------------------------------------- */
+
+/* One field of a message or record m: written, read and needed only from
+ * the version that added it on. */
+#define S_PUT(member, KIND, since)                                                                 \
+    if ((since) <= e->version) s_put_##KIND(w, &m->member, e);
+#define S_GET(member, KIND, since)                                                                 \
+    if ((since) <= d->version) s_get_##KIND(r, &m->member, d);
+#define S_NEED(member, KIND, since)                                                                \
+    {                                                                                              \
+        uint8_t field_need = s_need_##KIND(&m->member, e);                                         \
+        if (field_need) need = s_max(need, s_max(field_need, since));                              \
     }
-    kv_bytes_t entries = {NULL, 0};
-    if (!r->failed && count) /* like every other empty string: NULL */
-        entries = (kv_bytes_t){(const char *)r->buf + start, r->pos - start};
-    return entries;
+
+/* A writer and a reader for a record of C type ctype. */
+#define S_RECORD_CODEC(NAME, ctype)                                                                \
+    static void s_put_rec_##NAME(kv_writer_t *w, const ctype *m, const s_enc_t *e) {               \
+        KV_MSG_##NAME##_FIELDS(S_PUT)                                                              \
+    }                                                                                              \
+    static void s_get_rec_##NAME(kv_reader_t *r, ctype *m, const s_dec_t *d) {                     \
+        KV_MSG_##NAME##_FIELDS(S_GET)                                                              \
+    }
+
+S_RECORD_CODEC(ENTRY, kv_msg_entry_t)
+S_RECORD_CODEC(COUNTER, kv_msg_counter_t)
+S_RECORD_CODEC(ITEM, kv_msg_item_t)
+S_RECORD_CODEC(REPORT, kv_msg_report_t)
+
+/* The version an entry's fields need; 0 when every one is empty. */
+static uint8_t s_need_rec_ENTRY(const kv_msg_entry_t *m, const s_enc_t *e) {
+    uint8_t need = 0;
+    KV_MSG_ENTRY_FIELDS(S_NEED)
+    return need;
 }
 
-static void s_encode_keyed(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_u64(w, m->epoch);
-    s_put_u32(w, m->partition);
-    s_put_str(w, m->key, 2);
-    if (m->type == KV_MSG_SET) s_put_str(w, m->value, 2);
+/* --- variable records: entries and counters ------------------------------ */
+
+/* The version whose fields a walk of a blob laid out in layout needs, over
+ * its records; 0 for an empty blob. */
+static uint8_t s_need_entries(const kv_bytes_t *v, uint8_t layout) {
+    kv_reader_t r = {(const uint8_t *)v->ptr, v->len, 0, 0};
+    const s_dec_t d = {NULL, layout};
+    const s_enc_t e = {NULL, layout, layout};
+    uint8_t need = v->len != 0;
+    while (r.pos < r.len && !r.failed) {
+        kv_msg_entry_t entry = {0};
+        s_get_rec_ENTRY(&r, &entry, &d);
+        need = s_max(need, s_need_rec_ENTRY(&entry, &e));
+    }
+    return need;
 }
 
-static void s_decode_keyed(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->epoch = s_get_u64(r);
-    m->partition = s_get_u32(r);
-    m->key = s_get_str(r, 2);
-    if (m->type == KV_MSG_SET) m->value = s_get_str(r, 2);
+static uint8_t s_need_ENTRIES(const kv_bytes_t *v, const s_enc_t *e) {
+    return s_need_entries(v, e->layout);
 }
 
-static void s_encode_clear(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_u64(w, m->epoch);
+/* Entries laid out as the caller built them, rewritten record by record in
+ * the layout of the version being written when the two differ (an older
+ * version leaves out the fields it lacks; they are 0, or it would not have
+ * been chosen). */
+static void s_put_ENTRIES(kv_writer_t *w, const kv_bytes_t *v, const s_enc_t *e) {
+    if (e->layout == e->version) {
+        kv_wire_put(w, v->ptr, v->len);
+        return;
+    }
+    kv_reader_t r = {(const uint8_t *)v->ptr, v->len, 0, 0};
+    const s_dec_t d = {NULL, e->layout};
+    while (r.pos < r.len && !r.failed) {
+        kv_msg_entry_t entry = {0};
+        s_get_rec_ENTRY(&r, &entry, &d);
+        s_put_rec_ENTRY(w, &entry, e);
+    }
+    if (r.failed) w->failed = 1; /* the caller's entries are malformed */
 }
 
-static void s_decode_clear(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->epoch = s_get_u64(r);
+/* Exactly count entries of the frame's version; NULL when there are none,
+ * like every other empty string. */
+static void s_get_ENTRIES(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    size_t start = r->pos;
+    for (uint32_t i = 0; i < d->msg->count && !r->failed; i++) {
+        kv_msg_entry_t entry;
+        s_get_rec_ENTRY(r, &entry, d);
+    }
+    if (!r->failed && r->pos > start)
+        *v = (kv_bytes_t){(const char *)r->buf + start, r->pos - start};
+    else
+        *v = (kv_bytes_t){NULL, 0};
 }
 
-static void s_encode_scan(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_u64(w, m->epoch);
-    s_put_u32(w, m->partition);
-    s_put_u32(w, m->limit);
-    s_put_u8(w, m->has_after);
-    s_put_str(w, m->after, 2);
+/* Counters: a blob32 of records. Every counter field is as old as the
+ * counters field, so a frame that carries counters lays them out as their
+ * builder did, and they are copied as they are. */
+static void s_put_COUNTERS(kv_writer_t *w, const kv_bytes_t *v, const s_enc_t *e) {
+    s_put_BLOB32(w, v, e);
+}
+#define s_need_COUNTERS s_need_STR8
+
+static void s_get_COUNTERS(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    s_get_BLOB32(r, v, d);
+    kv_reader_t blob = {(const uint8_t *)v->ptr, v->len, 0, 0};
+    while (blob.pos < blob.len && !blob.failed) {
+        kv_msg_counter_t counter;
+        s_get_rec_COUNTER(&blob, &counter, d);
+    }
+    if (blob.failed) r->failed = 1;
 }
 
-static void s_decode_scan(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->epoch = s_get_u64(r);
-    m->partition = s_get_u32(r);
-    m->limit = s_get_u32(r);
-    m->has_after = s_get_u8(r);
-    m->after = s_get_str(r, 2);
-    if (m->has_after > 1) r->failed = 1;
-}
+/* --- messages -------------------------------------------------------------- */
 
-static void s_encode_stats(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-}
-
-static void s_decode_stats(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-}
-
-/* Every reply starts with req_id, status, epoch. */
-static void s_encode_reply_head(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_u8(w, m->status);
-    s_put_u64(w, m->epoch);
-}
-
-static void s_decode_reply_head(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->status = s_get_u8(r);
-    m->epoch = s_get_u64(r);
-    if (m->status > KV_STATUS_MAX) r->failed = 1;
-}
-
-static void s_encode_reply(kv_writer_t *w, const kv_msg_t *m) {
-    s_encode_reply_head(w, m);
-    s_put_str(w, m->value, 2);
-}
-
-static void s_decode_reply(kv_reader_t *r, kv_msg_t *m) {
-    s_decode_reply_head(r, m);
-    m->value = s_get_str(r, 2);
-}
-
-static void s_encode_scan_reply(kv_writer_t *w, const kv_msg_t *m) {
-    s_encode_reply_head(w, m);
-    s_put_u8(w, m->more);
-    s_put_u32(w, m->count);
-    kv_wire_put(w, m->entries.ptr, m->entries.len);
-}
-
-static void s_decode_scan_reply(kv_reader_t *r, kv_msg_t *m) {
-    s_decode_reply_head(r, m);
-    m->more = s_get_u8(r);
-    m->count = s_get_u32(r);
-    m->entries = s_get_entries(r, m->count);
-    if (m->more > 1) r->failed = 1;
-}
-
-static void s_encode_stats_reply(kv_writer_t *w, const kv_msg_t *m) {
-    s_encode_reply_head(w, m);
-    s_put_u64(w, m->keys);
-    s_put_u64(w, m->primary_keys);
-    s_put_u64(w, m->memory);
-    s_put_u64(w, m->memory_limit);
-    s_put_u32(w, m->primaries);
-    s_put_u32(w, m->replicas);
-}
-
-static void s_decode_stats_reply(kv_reader_t *r, kv_msg_t *m) {
-    s_decode_reply_head(r, m);
-    m->keys = s_get_u64(r);
-    m->primary_keys = s_get_u64(r);
-    m->memory = s_get_u64(r);
-    m->memory_limit = s_get_u64(r);
-    m->primaries = s_get_u32(r);
-    m->replicas = s_get_u32(r);
-}
-
-static void s_encode_hello(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_str(w, m->node_id, 1);
-    s_put_u64(w, m->incarnation);
-    s_put_str(w, m->endpoint, 2);
-    s_put_str(w, m->pub_endpoint, 2);
-    s_put_u64(w, m->keys);
-    s_put_u64(w, m->memory);
-    s_put_str(w, m->table, 4);
-}
-
-static void s_decode_hello(kv_reader_t *r, kv_msg_t *m) {
-    m->node_id = s_get_str(r, 1);
-    m->incarnation = s_get_u64(r);
-    m->endpoint = s_get_str(r, 2);
-    m->pub_endpoint = s_get_str(r, 2);
-    m->keys = s_get_u64(r);
-    m->memory = s_get_u64(r);
-    m->table = s_get_str(r, 4);
-}
-
-static void s_encode_heartbeat(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_str(w, m->node_id, 1);
-    s_put_u64(w, m->incarnation);
-    s_put_u64(w, m->epoch);
-    s_put_u64(w, m->keys);
-    s_put_u64(w, m->memory);
-    s_put_u64(w, m->memory_limit);
-    s_put_str(w, m->reports, 4);
-}
-
-/* A blob of fixed-size records must hold a whole number of them. */
-static kv_bytes_t s_get_records(kv_reader_t *r, size_t size) {
-    kv_bytes_t blob = s_get_str(r, 4);
-    if (blob.len % size) r->failed = 1;
-    return blob;
-}
-
-static void s_decode_heartbeat(kv_reader_t *r, kv_msg_t *m) {
-    m->node_id = s_get_str(r, 1);
-    m->incarnation = s_get_u64(r);
-    m->epoch = s_get_u64(r);
-    m->keys = s_get_u64(r);
-    m->memory = s_get_u64(r);
-    m->memory_limit = s_get_u64(r);
-    m->reports = s_get_records(r, KV_MSG_REPORT_SIZE);
-}
-
-static void s_encode_join(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_str(w, m->endpoint, 2);
-}
-
-static void s_decode_join(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->endpoint = s_get_str(r, 2);
-}
-
-static void s_encode_leave(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_str(w, m->node_id, 1);
-}
-
-static void s_decode_leave(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->node_id = s_get_str(r, 1);
-}
-
-static void s_encode_cluster_reply(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_u8(w, m->status);
-    s_put_str(w, m->node_id, 1);
-}
-
-static void s_decode_cluster_reply(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->status = s_get_u8(r);
-    m->node_id = s_get_str(r, 1);
-    if (m->status > KV_STATUS_MAX) r->failed = 1;
-}
-
-static void s_encode_update(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u32(w, m->partition);
-    kv_wire_put_uint(w, m->sender, 2);
-    s_put_u64(w, m->epoch);
-    s_put_u64(w, m->seq);
-    s_put_u8(w, m->op);
-    s_put_str(w, m->key, 2);
-    s_put_str(w, m->value, 2);
-}
-
-static void s_decode_update(kv_reader_t *r, kv_msg_t *m) {
-    m->partition = s_get_u32(r);
-    m->sender = (uint16_t)kv_wire_get_uint(r, 2);
-    m->epoch = s_get_u64(r);
-    m->seq = s_get_u64(r);
-    m->op = s_get_u8(r);
-    m->key = s_get_str(r, 2);
-    m->value = s_get_str(r, 2);
-    if (m->op == 0 || m->op > KV_OP_MAX) r->failed = 1;
-}
-
-static void s_encode_beacon(kv_writer_t *w, const kv_msg_t *m) {
-    kv_wire_put_uint(w, m->sender, 2);
-    s_put_u64(w, m->epoch);
-    s_put_str(w, m->items, 4);
-}
-
-static void s_decode_beacon(kv_reader_t *r, kv_msg_t *m) {
-    m->sender = (uint16_t)kv_wire_get_uint(r, 2);
-    m->epoch = s_get_u64(r);
-    m->items = s_get_records(r, KV_MSG_ITEM_SIZE);
-}
-
-static void s_encode_ack(kv_writer_t *w, const kv_msg_t *m) {
-    kv_wire_put_uint(w, m->sender, 2);
-    s_put_str(w, m->items, 4);
-}
-
-static void s_decode_ack(kv_reader_t *r, kv_msg_t *m) {
-    m->sender = (uint16_t)kv_wire_get_uint(r, 2);
-    m->items = s_get_records(r, KV_MSG_ITEM_SIZE);
-}
-
-static void s_encode_snapshot_req(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_u32(w, m->partition);
-    kv_wire_put_uint(w, m->sender, 2);
-}
-
-static void s_decode_snapshot_req(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->partition = s_get_u32(r);
-    m->sender = (uint16_t)kv_wire_get_uint(r, 2);
-}
-
-static void s_encode_snapshot(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->req_id);
-    s_put_u32(w, m->partition);
-    s_put_u8(w, m->status);
-    s_put_u64(w, m->seq);
-    s_put_u32(w, m->chunk);
-    s_put_u8(w, m->more);
-    s_put_u32(w, m->count);
-    kv_wire_put(w, m->entries.ptr, m->entries.len);
-}
-
-static void s_decode_snapshot(kv_reader_t *r, kv_msg_t *m) {
-    m->req_id = s_get_u64(r);
-    m->partition = s_get_u32(r);
-    m->status = s_get_u8(r);
-    m->seq = s_get_u64(r);
-    m->chunk = s_get_u32(r);
-    m->more = s_get_u8(r);
-    m->count = s_get_u32(r);
-    m->entries = s_get_entries(r, m->count);
-    if (m->more > 1 || m->status > KV_STATUS_MAX) r->failed = 1;
-}
-
-static void s_encode_table_req(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_u64(w, m->epoch);
-}
-
-static void s_decode_table_req(kv_reader_t *r, kv_msg_t *m) {
-    m->epoch = s_get_u64(r);
-}
-
-static void s_encode_table(kv_writer_t *w, const kv_msg_t *m) {
-    s_put_str(w, m->table, 4);
-}
-
-static void s_decode_table(kv_reader_t *r, kv_msg_t *m) {
-    m->table = s_get_str(r, 4);
-}
-
-static void s_encode_empty(kv_writer_t *w, const kv_msg_t *m) {}
-
-static void s_decode_empty(kv_reader_t *r, kv_msg_t *m) {}
+/* A writer, a reader and a need function per message. */
+#define S_MSG_CODEC(NAME, code)                                                                    \
+    static void s_put_msg_##NAME(kv_writer_t *w, const kv_msg_t *m, const s_enc_t *e) {            \
+        (void)w, (void)m, (void)e;                                                                 \
+        KV_MSG_##NAME##_FIELDS(S_PUT)                                                              \
+    }                                                                                              \
+    static void s_get_msg_##NAME(kv_reader_t *r, kv_msg_t *m, const s_dec_t *d) {                  \
+        (void)r, (void)m, (void)d;                                                                 \
+        KV_MSG_##NAME##_FIELDS(S_GET)                                                              \
+    }                                                                                              \
+    static uint8_t s_need_msg_##NAME(const kv_msg_t *m, const s_enc_t *e) {                        \
+        uint8_t need = KV_MSG_VERSION_MIN;                                                         \
+        (void)m, (void)e;                                                                          \
+        KV_MSG_##NAME##_FIELDS(S_NEED) return need;                                                \
+    }
+KV_MSG_TYPES(S_MSG_CODEC)
 
 typedef struct {
-    uint8_t type;                                      /* kv_msg_type_t */
-    const char *name;                                  /* for logs */
-    void (*encode)(kv_writer_t *w, const kv_msg_t *m); /* body encoder */
-    void (*decode)(kv_reader_t *r, kv_msg_t *m);       /* body decoder */
+    const char *name;                                                 /* for logs */
+    void (*put)(kv_writer_t *w, const kv_msg_t *m, const s_enc_t *e); /* body writer */
+    void (*get)(kv_reader_t *r, kv_msg_t *m, const s_dec_t *d);       /* body reader */
+    uint8_t (*need)(const kv_msg_t *m, const s_enc_t *e);             /* lowest version that fits */
 } s_codec_t;
 
-static const s_codec_t s_codecs[] = {
-    {KV_MSG_GET, "GET", s_encode_keyed, s_decode_keyed},
-    {KV_MSG_SET, "SET", s_encode_keyed, s_decode_keyed},
-    {KV_MSG_RM, "RM", s_encode_keyed, s_decode_keyed},
-    {KV_MSG_IS, "IS", s_encode_keyed, s_decode_keyed},
-    {KV_MSG_CLEAR, "CLEAR", s_encode_clear, s_decode_clear},
-    {KV_MSG_SCAN, "SCAN", s_encode_scan, s_decode_scan},
-    {KV_MSG_STATS, "STATS", s_encode_stats, s_decode_stats},
-    {KV_MSG_REPLY, "REPLY", s_encode_reply, s_decode_reply},
-    {KV_MSG_SCAN_REPLY, "SCAN_REPLY", s_encode_scan_reply, s_decode_scan_reply},
-    {KV_MSG_STATS_REPLY, "STATS_REPLY", s_encode_stats_reply, s_decode_stats_reply},
-    {KV_MSG_HELLO, "HELLO", s_encode_hello, s_decode_hello},
-    {KV_MSG_HEARTBEAT, "HEARTBEAT", s_encode_heartbeat, s_decode_heartbeat},
-    {KV_MSG_TABLE_REQ, "TABLE_REQ", s_encode_table_req, s_decode_table_req},
-    {KV_MSG_TABLE, "TABLE", s_encode_table, s_decode_table},
-    {KV_MSG_WHO, "WHO", s_encode_empty, s_decode_empty},
-    {KV_MSG_JOIN, "JOIN", s_encode_join, s_decode_join},
-    {KV_MSG_LEAVE, "LEAVE", s_encode_leave, s_decode_leave},
-    {KV_MSG_INVITE, "INVITE", s_encode_join, s_decode_join},
-    {KV_MSG_CLUSTER_REPLY, "CLUSTER_REPLY", s_encode_cluster_reply, s_decode_cluster_reply},
-    {KV_MSG_UPDATE, "UPDATE", s_encode_update, s_decode_update},
-    {KV_MSG_BEACON, "BEACON", s_encode_beacon, s_decode_beacon},
-    {KV_MSG_ACK, "ACK", s_encode_ack, s_decode_ack},
-    {KV_MSG_SNAPSHOT_REQ, "SNAPSHOT_REQ", s_encode_snapshot_req, s_decode_snapshot_req},
-    {KV_MSG_SNAPSHOT, "SNAPSHOT", s_encode_snapshot, s_decode_snapshot},
-};
+#define S_CODEC_ENTRY(NAME, code)                                                                  \
+    [code] = {#NAME, s_put_msg_##NAME, s_get_msg_##NAME, s_need_msg_##NAME},
+static const s_codec_t s_codecs[256] = {KV_MSG_TYPES(S_CODEC_ENTRY)};
 
 static const s_codec_t *s_codec(int type) {
-    for (size_t i = 0; i < sizeof(s_codecs) / sizeof(s_codecs[0]); i++)
-        if (s_codecs[i].type == type) return &s_codecs[i];
-    return NULL;
+    if (type < 0 || type > 255 || !s_codecs[type].name) return NULL;
+    return &s_codecs[type];
 }
+
+/* --- the codec ------------------------------------------------------------- */
 
 static size_t s_encode(const kv_msg_t *msg, uint8_t *buf, size_t cap) {
     const s_codec_t *codec = s_codec(msg->type);
     if (!codec) return 0; /* unknown type: a programming error upstream */
+    /* Entries are laid out in msg's version: decoded ones as in their frame,
+     * built ones (version 0) in this one's. */
+    s_enc_t e = {msg, msg->version, msg->version ? msg->version : KV_MSG_VERSION};
+    uint8_t need = codec->need(msg, &e);
+    if (!msg->version) e.version = need;
+    if (e.version < need || e.version > KV_MSG_VERSION) return 0; /* does not fit */
     kv_writer_t w = {buf, cap, 0, 0};
-    s_put_u8(&w, KV_MSG_VERSION);
-    s_put_u8(&w, msg->type);
-    codec->encode(&w, msg);
+    kv_wire_put_uint(&w, e.version, 1);
+    kv_wire_put_uint(&w, msg->type, 1);
+    codec->put(&w, msg, &e);
     return w.failed ? 0 : w.pos;
 }
 
@@ -405,12 +330,16 @@ int kv_msg_decode(const uint8_t *buf, size_t len, kv_msg_t *msg) {
     memset(msg, 0, sizeof(*msg));
     if (!buf) return -1;
     kv_reader_t r = {buf, len, 0, 0};
-    uint8_t version = s_get_u8(&r);
-    msg->type = s_get_u8(&r);
-    if (r.failed || version != KV_MSG_VERSION) return -1; /* short, or another version */
-    const s_codec_t *codec = s_codec(msg->type);
+    uint8_t version = (uint8_t)kv_wire_get_uint(&r, 1);
+    uint8_t type = (uint8_t)kv_wire_get_uint(&r, 1);
+    if (r.failed || version < KV_MSG_VERSION_MIN || version > KV_MSG_VERSION)
+        return -1; /* short, or a version this release does not know */
+    const s_codec_t *codec = s_codec(type);
     if (!codec) return -1; /* unknown type */
-    codec->decode(&r, msg);
+    msg->type = type;
+    msg->version = version;
+    const s_dec_t d = {msg, version};
+    codec->get(&r, msg, &d);
     if (r.failed || r.pos != len) return -1; /* truncated, or trailing bytes */
     return 0;
 }
@@ -427,60 +356,87 @@ const char *kv_status_name(int status) {
     return names[status];
 }
 
-size_t kv_msg_entry_size(size_t klen, size_t vlen) {
-    return 2 + klen + 2 + vlen;
+/* --- records ---------------------------------------------------------------- */
+
+static const s_enc_t s_current = {NULL, KV_MSG_VERSION, KV_MSG_VERSION};
+
+/* The version a built (version 0) or decoded message's blobs are laid out in. */
+static uint8_t s_layout(const kv_msg_t *msg) {
+    return msg->version ? msg->version : KV_MSG_VERSION;
 }
 
-int kv_msg_entry_put(uint8_t *buf, size_t cap, size_t *pos, const char *key, size_t klen,
-                     const char *value, size_t vlen) {
+size_t kv_msg_entry_size(size_t klen, size_t vlen) {
+    const kv_msg_entry_t entry = {{NULL, klen}, {NULL, vlen}, {0, 0}};
+    kv_writer_t w = {NULL, 0, 0, 0}; /* counts only */
+    s_put_rec_ENTRY(&w, &entry, &s_current);
+    return w.pos;
+}
+
+int kv_msg_entry_put(uint8_t *buf, size_t cap, size_t *pos, const kv_msg_entry_t *entry) {
     kv_writer_t w = {buf, cap, *pos, 0};
-    s_put_str(&w, (kv_bytes_t){key, klen}, 2);
-    s_put_str(&w, (kv_bytes_t){value, vlen}, 2);
+    if (!buf) return -1;
+    s_put_rec_ENTRY(&w, entry, &s_current);
     if (w.failed) return -1;
     *pos = w.pos;
     return 0;
 }
 
-int kv_msg_entry_next(const kv_bytes_t *entries, size_t *pos, kv_bytes_t *key, kv_bytes_t *value) {
-    kv_reader_t r = {(const uint8_t *)entries->ptr, entries->len, *pos, 0};
+int kv_msg_entry_next(const kv_msg_t *msg, size_t *pos, kv_msg_entry_t *entry) {
+    kv_reader_t r = {(const uint8_t *)msg->entries.ptr, msg->entries.len, *pos, 0};
     if (r.pos >= r.len) return -1;
-    *key = s_get_str(&r, 2);
-    *value = s_get_str(&r, 2);
+    const s_dec_t d = {msg, s_layout(msg)};
+    memset(entry, 0, sizeof(*entry));
+    s_get_rec_ENTRY(&r, entry, &d);
     if (r.failed) return -1;
     *pos = r.pos;
     return 0;
 }
 
+int kv_msg_counter_put(uint8_t *buf, size_t cap, size_t *pos, const char *name, uint64_t value) {
+    kv_writer_t w = {buf, cap, *pos, 0};
+    if (!buf || !name) return -1;
+    const kv_msg_counter_t counter = {{name, strlen(name)}, value};
+    s_put_rec_COUNTER(&w, &counter, &s_current);
+    if (w.failed) return -1;
+    *pos = w.pos;
+    return 0;
+}
+
+int kv_msg_counter_next(const kv_msg_t *msg, size_t *pos, kv_msg_counter_t *counter) {
+    kv_reader_t r = {(const uint8_t *)msg->counters.ptr, msg->counters.len, *pos, 0};
+    if (r.pos >= r.len) return -1;
+    const s_dec_t d = {msg, s_layout(msg)};
+    memset(counter, 0, sizeof(*counter));
+    s_get_rec_COUNTER(&r, counter, &d);
+    if (r.failed) return -1;
+    *pos = r.pos;
+    return 0;
+}
+
+/* Fixed-size records: every field since version 1, so any version reads
+ * them whole. */
 void kv_msg_item_write(uint8_t *buf, size_t i, const kv_msg_item_t *item) {
     kv_writer_t w = {buf + i * KV_MSG_ITEM_SIZE, KV_MSG_ITEM_SIZE, 0, 0};
-    s_put_u32(&w, item->partition);
-    s_put_u64(&w, item->seq);
-    s_put_u8(&w, item->flag);
+    s_put_rec_ITEM(&w, item, &s_current);
 }
 
 void kv_msg_report_write(uint8_t *buf, size_t i, const kv_msg_report_t *report) {
     kv_writer_t w = {buf + i * KV_MSG_REPORT_SIZE, KV_MSG_REPORT_SIZE, 0, 0};
-    s_put_u32(&w, report->partition);
-    s_put_u8(&w, report->role);
-    s_put_u8(&w, report->state);
-    s_put_u64(&w, report->seq);
+    s_put_rec_REPORT(&w, report, &s_current);
 }
 
 kv_msg_item_t kv_msg_item_read(const kv_bytes_t *blob, size_t i) {
     kv_reader_t r = {(const uint8_t *)blob->ptr + i * KV_MSG_ITEM_SIZE, KV_MSG_ITEM_SIZE, 0, 0};
-    kv_msg_item_t item;
-    item.partition = s_get_u32(&r);
-    item.seq = s_get_u64(&r);
-    item.flag = s_get_u8(&r);
+    const s_dec_t d = {NULL, KV_MSG_VERSION};
+    kv_msg_item_t item = {0};
+    s_get_rec_ITEM(&r, &item, &d);
     return item;
 }
 
 kv_msg_report_t kv_msg_report_read(const kv_bytes_t *blob, size_t i) {
     kv_reader_t r = {(const uint8_t *)blob->ptr + i * KV_MSG_REPORT_SIZE, KV_MSG_REPORT_SIZE, 0, 0};
-    kv_msg_report_t report;
-    report.partition = s_get_u32(&r);
-    report.role = s_get_u8(&r);
-    report.state = s_get_u8(&r);
-    report.seq = s_get_u64(&r);
+    const s_dec_t d = {NULL, KV_MSG_VERSION};
+    kv_msg_report_t report = {0};
+    s_get_rec_REPORT(&r, &report, &d);
     return report;
 }

@@ -280,6 +280,9 @@ static void s_check_status(int port, int nodes, int keys) {
         for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++)
             cr_expect_not_null(json_object_get(node, fields[f]), "node lacks %s", fields[f]);
         cr_expect_str_eq(json_string_value(json_object_get(node, "state")), "active");
+        json_t *counters = json_object_get(node, "counters"); /* the node's, via STATS_REPLY */
+        cr_expect(json_is_object(counters), "node lacks its counters");
+        cr_expect(json_is_integer(json_object_get(counters, "kv_node_bad_frames_total")));
         json_int_t held = json_integer_value(json_object_get(node, "keys"));
         holding += held > 0;
         sum += held;
