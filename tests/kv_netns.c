@@ -239,15 +239,13 @@ kv_netns_t *kv_netns_new(int hosts) {
 void kv_netns_destroy(kv_netns_t **self_p) {
     if (!self_p || !*self_p) return;
     kv_netns_t *self = *self_p;
+    /* The root veth first: removing a namespace removes its interfaces
+     * later, in the background, and a delete racing with that fails.
+     * Deleting one end of a veth pair removes the other. */
+    if (self->root_made) s_run("link delete %s", self->root_link);
     for (int i = 0; i < self->hosts; i++)
         if (self->made[i]) s_run("netns delete %s", self->names[i]);
-    /* Removing the hub removes its veth ends, and with them their peers. */
     if (self->hub_made) s_run("netns delete %s", self->hub);
-    if (self->root_made && access("/sys/class/net", F_OK) == 0) {
-        char path[64];
-        snprintf(path, sizeof(path), "/sys/class/net/%s", self->root_link);
-        if (access(path, F_OK) == 0) s_run("link delete %s", self->root_link);
-    }
     free(self);
     *self_p = NULL;
 }

@@ -11,6 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${1:-$root/build/tools/kv-lincheck}
+case $out in /*) ;; *) out=$PWD/$out ;; esac
 export PATH=$PATH:/usr/local/go/bin
 
 if ! command -v go >/dev/null 2>&1; then
