@@ -57,7 +57,7 @@
 #define S_CLIENTS 8
 #define S_KEYS 8
 #define S_REPLICATION "2"
-#define S_NODE_TIMEOUT_MS 1000
+#define S_NODE_TIMEOUT_MS 1000L
 #define S_CLIENT_TIMEOUT_MS 5000 /* beyond the gateway's 2 s: its 504 comes first */
 #define S_HEALTHY_MS 5000        /* the bound after the last heal */
 #define S_FINAL_CLIENT 100       /* client id of the final reads */
@@ -94,14 +94,14 @@ struct s_run_t {
     int problems;           /* setup or teardown failures */
 };
 
-static void s_sleep_ms(long ms) {
+static void s_sleep_ms(long long ms) {
     struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&pause, &pause) != 0 && errno == EINTR) continue;
 }
 
-static int s_seconds(void) {
+static long s_seconds(void) {
     const char *text = getenv("KV_PARTITION_SECONDS");
-    int seconds = text ? atoi(text) : 60;
+    long seconds = text ? strtol(text, NULL, 10) : 60;
     return seconds >= 5 ? seconds : 5;
 }
 
@@ -443,19 +443,33 @@ static int s_lost_keys(s_run_t *run) {
     return lost_keys;
 }
 
+/* Runs argv (argv[0] a path) and waits; its exit status, -1 when it could
+ * not run or died of a signal. */
+static int s_exec(const char *const *argv) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (pid < 0) return -1;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) continue;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 /* --- the checker ------------------------------------------------------------ */
 
 /* Runs kv-lincheck on the history; its output goes to stdout. Returns its
  * exit code (0 linearizable, 1 not, 2 error). */
 static int s_check(s_run_t *run) {
-    char history[320], viz[320], command[1024];
+    char history[320], viz[320];
     snprintf(history, sizeof(history), "%s/history.jsonl", run->dir);
     snprintf(viz, sizeof(viz), "%s/viz", run->dir);
     if (kv_history_write(run->history, history) != 0) return 2;
-    snprintf(command, sizeof(command), "'%s' -viz '%s' '%s'", KV_LINCHECK, viz, history);
-    fflush(stdout);
-    int status = system(command);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
+    const char *argv[] = {KV_LINCHECK, "-viz", viz, history, NULL};
+    int rc = s_exec(argv);
+    return rc < 0 ? 2 : rc;
 }
 
 /* --- one scenario ------------------------------------------------------------ */
@@ -495,9 +509,8 @@ static void s_teardown(s_run_t *run) {
     kv_netns_destroy(&run->net);
     kv_history_destroy(&run->history);
     if (!getenv("KV_PARTITION_KEEP") && run->problems == 0) {
-        char command[512];
-        snprintf(command, sizeof(command), "rm -rf '%s'", run->dir);
-        if (system(command) != 0) fprintf(stderr, "could not remove %s\n", run->dir);
+        const char *argv[] = {"/bin/rm", "-rf", run->dir, NULL};
+        if (s_exec(argv) != 0) fprintf(stderr, "could not remove %s\n", run->dir);
     } else
         printf("[%s] logs and history kept in %s\n", run->name, run->dir);
 }

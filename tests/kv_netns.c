@@ -59,10 +59,10 @@ const char *kv_netns_unavailable(void) {
     return "";
 }
 
-/* Runs argv (NULL-terminated, argv[0] a path), its output into a pipe
- * that is printed when it fails. Returns its exit status (-1 when it could
- * not run). */
-static int s_run_argv(const char *const *argv) {
+/* Runs argv (NULL-terminated, argv[0] a path), its output (stdout and
+ * stderr) into output (cap bytes, NUL-terminated, cut when longer). Returns
+ * its exit status (-1 when it could not run). */
+static int s_capture(const char *const *argv, char *output, size_t cap) {
     int pipefd[2];
     if (pipe(pipefd) != 0) return -1;
     pid_t pid = fork();
@@ -80,40 +80,48 @@ static int s_run_argv(const char *const *argv) {
         _exit(127);
     }
     close(pipefd[1]);
-    char output[2048];
     size_t used = 0;
     ssize_t got;
-    while ((got = read(pipefd[0], output + used, sizeof(output) - 1 - used)) > 0) used += got;
+    char sink[512];
+    while ((got = read(pipefd[0], used + 1 < cap ? output + used : sink,
+                       used + 1 < cap ? cap - 1 - used : sizeof(sink))) > 0)
+        if (used + 1 < cap) used += (size_t)got;
     close(pipefd[0]);
     output[used] = '\0';
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) continue;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Splits line (modified) into argv after ip's path. */
+static void s_split(char *line, const char **argv, int max) {
+    int argc = 0;
+    argv[argc++] = s_ip();
+    char *save = NULL;
+    for (char *word = strtok_r(line, " ", &save); word && argc < max - 1;
+         word = strtok_r(NULL, " ", &save))
+        argv[argc++] = word;
+    argv[argc] = NULL;
+}
+
+/* Runs ip with the arguments given as one line of space-separated words
+ * (none of ours holds a space); prints the command and its output when it
+ * fails. Returns its exit status. */
+static int s_run(const char *format, ...) {
+    char line[512], output[2048];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof(line), format, args);
+    va_end(args);
+    const char *argv[32];
+    s_split(line, argv, 32);
+    int rc = s_capture(argv, output, sizeof(output));
     if (rc != 0) {
         fprintf(stderr, "kv_netns: command failed (%d):", rc);
         for (int i = 0; argv[i]; i++) fprintf(stderr, " %s", argv[i]);
         fprintf(stderr, "\n%s", output);
     }
     return rc;
-}
-
-/* Runs ip with the arguments given as one line of space-separated words
- * (none of ours holds a space). */
-static int s_run(const char *format, ...) {
-    char line[512];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(line, sizeof(line), format, args);
-    va_end(args);
-    const char *argv[32] = {s_ip()};
-    int argc = 1;
-    char *save = NULL;
-    for (char *word = strtok_r(line, " ", &save); word && argc < 31;
-         word = strtok_r(NULL, " ", &save))
-        argv[argc++] = word;
-    argv[argc] = NULL;
-    return s_run_argv(argv);
 }
 
 /* The pid in a name of ours ("kvp-PID-..." or "kvpPID"), or 0. */
@@ -133,27 +141,35 @@ static int s_stale(const char *name) {
     return pid > 0 && kill(pid, 0) != 0 && errno == ESRCH;
 }
 
-/* Reads the lines of a command's output, calling fn on each. */
-static int s_each_line(const char *command, int (*fn)(const char *line)) {
-    char line[1024];
-    snprintf(line, sizeof(line), "%s %s", s_ip(), command);
-    FILE *pipe = popen(line, "r");
-    if (!pipe) return 0;
+/* Runs ip with words (as s_run) and calls fn on each line of its output;
+ * returns the sum of what fn returned. */
+static int s_each_line(const char *words, int (*fn)(const char *line, void *arg), void *arg) {
+    char line[256];
+    snprintf(line, sizeof(line), "%s", words);
+    const char *argv[32];
+    s_split(line, argv, 32);
+    size_t cap = 1 << 20;
+    char *output = malloc(cap);
+    if (!output) return 0;
     int count = 0;
-    while (fgets(line, sizeof(line), pipe)) count += fn(line);
-    pclose(pipe);
+    if (s_capture(argv, output, cap) == 0) {
+        char *save = NULL;
+        for (char *row = strtok_r(output, "\n", &save); row; row = strtok_r(NULL, "\n", &save))
+            count += fn(row, arg);
+    }
+    free(output);
     return count;
 }
 
 /* "kvp-123-hub (id: 4)": the first word is the name. */
-static int s_remove_stale_netns(const char *line) {
+static int s_remove_stale_netns(const char *line, void *arg) {
     char name[128];
     if (sscanf(line, "%127s", name) != 1 || !s_stale(name)) return 0;
     return s_run("netns delete %s", name) == 0;
 }
 
 /* "12: kvp123@if3: <...": the second field, up to '@' or ':'. */
-static int s_remove_stale_link(const char *line) {
+static int s_remove_stale_link(const char *line, void *arg) {
     const char *start = strchr(line, ' ');
     if (!start) return 0;
     char name[64];
@@ -166,22 +182,23 @@ static int s_remove_stale_link(const char *line) {
 }
 
 int kv_netns_cleanup_stale(void) {
-    int removed = s_each_line("netns list 2>/dev/null", s_remove_stale_netns);
-    removed += s_each_line("-o link show 2>/dev/null", s_remove_stale_link);
+    int removed = s_each_line("netns list", s_remove_stale_netns, NULL);
+    removed += s_each_line("-o link show", s_remove_stale_link, NULL);
     return removed;
+}
+
+/* 1 when line (of `ip -o -4 addr show`) holds an address in the subnet
+ * prefix arg ("10.200.S."). */
+static int s_subnet_used_line(const char *line, void *arg) {
+    return strstr(line, (const char *)arg) != NULL;
 }
 
 /* 1 when some interface of the root namespace has an address in
  * 10.200.subnet.0/24 (another run's, or anyone's). */
-static int s_subnet_used_line(const char *line) {
-    return strstr(line, " 10.200.") != NULL;
-}
-
 static int s_subnet_taken(int subnet) {
-    char command[128];
-    snprintf(command, sizeof(command), "-o -4 addr show 2>/dev/null | grep -F ' 10.200.%d.'",
-             subnet);
-    return s_each_line(command, s_subnet_used_line) > 0;
+    char prefix[32];
+    snprintf(prefix, sizeof(prefix), " 10.200.%d.", subnet);
+    return s_each_line("-o -4 addr show", s_subnet_used_line, prefix) > 0;
 }
 
 static int s_make_hub(kv_netns_t *self) {
