@@ -12,6 +12,7 @@
 #   make stress       kv-stress: 100,000 checked sets on :8080 (tools/stress/stress.sh)
 #   make bench        kvstore vs redis+webdis vs bare MHD with wrk (tools/bench/bench.sh)
 #   make bench-mem    bytes per key vs redis at 10M keys, and 10M-key behaviour (tools/bench/mem.sh)
+#   make partition-test  it_partition under ASan: partitions, kills, porcupine (root; scripts/partition-test.sh)
 #   make format       clang-format -i every project .c/.h
 #   make clean        remove build/
 
@@ -35,7 +36,8 @@ ASAN_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_aft
                UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
                $(if $(LSAN_SUPP),LSAN_OPTIONS=suppressions=$(LSAN_SUPP):print_suppressions=0)
 
-.PHONY: all release debug asan test test-release lint coverage run format clean stress bench bench-mem
+.PHONY: all release debug asan test test-release lint coverage run format clean stress bench bench-mem \
+        partition-test
 
 all: release
 
@@ -78,6 +80,12 @@ bench: release
 # fourth node joining with those keys in place (tools/bench/mem.sh).
 bench-mem: release
 	KV_MEM_BUILD_DIR=$(RELEASE_DIR) tools/bench/mem.sh
+
+# Linearizability under network partitions (tests/it_partition.c): root
+# only, KV_PARTITION_SECONDS per scenario (default 60), PARTITION_ARGS for
+# criterion (--filter 'partition/NAME').
+partition-test: asan
+	KV_BUILD_DIR=$(ASAN_DIR) $(ASAN_ENV) scripts/partition-test.sh $(PARTITION_ARGS)
 
 format:
 	@files=$$(find $(wildcard $(SRC_DIRS)) -type f -name '*.[ch]' 2>/dev/null); \

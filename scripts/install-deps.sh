@@ -25,6 +25,7 @@ PACKAGES=(
     procps
     ca-certificates
     wrk redis-server redis-tools webdis linux-perf # make bench (tools/bench/bench.sh)
+    iproute2 iptables                              # make partition-test (tests/it_partition.c)
 )
 
 if [ "$(id -u)" -eq 0 ]; then
@@ -35,6 +36,19 @@ else
     echo "install-deps: not root and sudo is not installed" >&2
     exit 1
 fi
+
+# --- partition tests (issue 12): the Go module of kv-lincheck --------------
+# tools/linearizability (Go, porcupine) checks it_partition's histories; its
+# module is fetched here, before the early exit below, so that
+# tools/linearizability/build.sh builds offline. Go is in /usr/local/go/bin.
+if [ -x /usr/local/go/bin/go ] || command -v go >/dev/null 2>&1; then
+    (cd "$(dirname "${BASH_SOURCE[0]}")/../tools/linearizability" &&
+        PATH=$PATH:/usr/local/go/bin go mod download) &&
+        echo "install-deps: Go module of kv-lincheck downloaded"
+else
+    echo "install-deps: Go not found: kv-lincheck (make partition-test) cannot be built" >&2
+fi
+# --- end of the partition tests' block ----------------------------------------
 
 # A package counts as present only when dpkg reports it fully installed.
 missing=()

@@ -458,12 +458,17 @@ static CURL *s_curl(void) {
 }
 
 int kv_request(int port, const char *method, const char *target, kv_reply_t *reply) {
+    return kv_request_at("127.0.0.1", port, method, target, reply);
+}
+
+int kv_request_at(const char *host, int port, const char *method, const char *target,
+                  kv_reply_t *reply) {
     memset(reply, 0, sizeof(*reply));
     CURL *curl = s_curl();
     if (!curl) return -1;
     curl_easy_reset(curl);
     char url[16384];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", port, target);
+    snprintf(url, sizeof(url), "http://%s:%d%s", host, port, target);
     s_buffer_t body = {NULL, 0};
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, s_on_body);

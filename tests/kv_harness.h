@@ -106,6 +106,11 @@ typedef struct {
  * method (NULL for GET). Returns 0 when a response arrived. */
 int kv_request(int port, const char *method, const char *target, kv_reply_t *reply);
 
+/* kv_request to host (an IPv4 address) rather than 127.0.0.1: the
+ * partition tests reach gateways inside network namespaces. */
+int kv_request_at(const char *host, int port, const char *method, const char *target,
+                  kv_reply_t *reply);
+
 /* Shorthand for a GET; the reply must be released with kv_reply_free. */
 int kv_get(int port, const char *target, kv_reply_t *reply);
 
