@@ -311,9 +311,13 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
     }
     if (!self->store) self->store = kv_store_new(table->partitions);
     if (self->store && !self->repl) {
-        kv_repl_config_t config = {self->config.id,          self->router_h,
-                                   zsock_resolve(self->pub), self->config.write_acks,
-                                   self->config.repl_hwm,    self->counters};
+        kv_repl_config_t config = {self->config.id,
+                                   self->router_h,
+                                   zsock_resolve(self->pub),
+                                   self->config.write_acks,
+                                   self->config.repl_hwm,
+                                   self->counters,
+                                   &self->lease};
         self->repl = kv_repl_new(&config, self->store, table->partitions);
     }
     kv_table_destroy(&self->table);
@@ -426,6 +430,7 @@ static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
         kv_repl_write(self->repl, identity, req);
         return;
     }
+    if (kv_repl_hold_read(self->repl, identity, req)) return; /* writes before it unconfirmed */
     const kv_entry_t *found = kv_store_get(self->store, req->partition, req->key.ptr, req->key.len);
     if (!s_leased(self)) /* checked as the answer leaves, not when the request came */
         s_reply(self, identity, req->req_id, KV_STATUS_NO_LEASE, NULL, 0);
