@@ -27,6 +27,8 @@
 
 #define KV_HEARTBEAT_MS 100        /* node -> coordinator heartbeat period */
 #define KV_NODE_TIMEOUT_MS 800     /* silence after which a node is down */
+#define KV_LEASE_MS 500            /* primary lease per heartbeat grant */
+#define KV_LEASE_MARGIN_MS 100     /* clock-drift margin on each side of a lease */
 #define KV_REQUEST_TIMEOUT_MS 2000 /* gateway waits this long for a node */
 #define KV_MAX_URI_BYTES 8192      /* longer request targets get 414 */
 

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t keys;        /* keys it reported */
     uint64_t memory;      /* bytes it reported */
     int64_t down_since;   /* mono ms it was marked down, 0 when up */
+    int64_t lease_until;  /* mono ms its last lease grant may last, on our clock */
 } s_member_t;
 
 typedef struct {
@@ -255,8 +256,11 @@ static void s_adopt_reported(s_coord_t *self, kv_bytes_t bytes, const char *from
     self->report_rows = 0;
     self->started = 1;
     /* Plan once the nodes had time to report (heartbeats come every 100 ms
-     * by default); hand-offs that were fenced when we died wait until then. */
-    self->plan_after = now + self->config.node_timeout_ms / 2;
+     * by default); hand-offs that were fenced when we died wait until then,
+     * and nothing is promoted before the leases our predecessor may have
+     * granted have run out (s_coord_init). */
+    int64_t reported = now + self->config.node_timeout_ms / 2;
+    if (reported > self->plan_after) self->plan_after = reported;
 }
 
 static void s_set_routing_id(s_member_t *member, zframe_t *routing_id) {
@@ -334,6 +338,19 @@ static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
     s_send_table(self, routing_id);
 }
 
+/* Answers a heartbeat with a lease grant. The node counts it from when it
+ * sent the heartbeat, for lease - margin; we count it from now (after the
+ * send) for lease + margin, so the node's lease always ends first and a
+ * failover waits for ours (s_check_liveness). */
+static void s_grant_lease(s_coord_t *self, s_member_t *member, zframe_t *routing_id,
+                          uint64_t heartbeat) {
+    if (self->config.lease_ms <= 0 || heartbeat == 0) return; /* off, or an old node */
+    kv_msg_t grant = {.type = KV_MSG_LEASE, .req_id = heartbeat, .epoch = self->table->epoch};
+    grant.lease_ms = (uint32_t)(self->config.lease_ms - self->config.lease_margin_ms);
+    member->lease_until = member->last_seen + self->config.lease_ms + self->config.lease_margin_ms;
+    s_send_msg(self, routing_id, &grant);
+}
+
 static void s_on_heartbeat(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
     char id[KV_NODE_ID_MAX + 1];
     int index = s_text_of(msg->node_id, id, sizeof(id)) ? -1 : kv_table_find(self->table, id);
@@ -347,6 +364,7 @@ static void s_on_heartbeat(s_coord_t *self, zframe_t *routing_id, const kv_msg_t
     member->last_seen = kv_clock_mono_ms();
     member->keys = msg->keys;
     member->memory = msg->memory;
+    s_grant_lease(self, member, routing_id, msg->req_id);
     s_store_reports(self, (uint32_t)index, &msg->reports, msg->epoch);
     kv_table_node_t *node = &self->table->nodes[index];
     if (node->state == KV_NODE_DOWN) {
@@ -365,6 +383,7 @@ static void s_check_liveness(s_coord_t *self) {
         kv_table_node_t *node = &self->table->nodes[i];
         if (node->state == KV_NODE_DOWN || node->state == KV_NODE_LEFT) continue;
         if (now - self->members[i].last_seen <= self->config.node_timeout_ms) continue;
+        if (now < self->members[i].lease_until) continue; /* it may still serve: wait */
         node->state = KV_NODE_DOWN;
         self->members[i].down_since = now;
         s_clear_reports(self, i);
@@ -517,6 +536,10 @@ static int s_coord_init(s_coord_t *self, zsock_t *pipe, const kv_coord_config_t 
     self->config = *config;
     self->table = kv_table_new((uint32_t)config->partitions, (uint32_t)config->replication);
     self->first_assign_after = kv_clock_mono_ms() + config->node_timeout_ms / 2;
+    /* A coordinator that just started cannot know which leases its
+     * predecessor granted: it promotes nothing until any of them ran out. */
+    if (config->lease_ms > 0)
+        self->plan_after = kv_clock_mono_ms() + config->lease_ms + config->lease_margin_ms;
     self->learner_since = calloc((size_t)config->partitions, sizeof(*self->learner_since));
     self->learners_before = calloc((size_t)config->partitions, sizeof(*self->learners_before));
     if (!self->learner_since || !self->learners_before) return -1;

@@ -14,7 +14,13 @@
  *  registered; from then on kv_plan decides every change (joins, leaves,
  *  failures, balance) from the nodes' heartbeat reports, and each change is
  *  a new epoch. A node silent for node_timeout_ms is marked down and its
- *  partitions fail over to their replicas. /join invites a node (INVITE on
+ *  partitions fail over to their replicas, but never before its primary
+ *  lease has run out (node/kv_lease.h): every heartbeat is answered with a
+ *  LEASE grant of lease_ms - margin, counted by the node from when it sent
+ *  the heartbeat, and by us from when we received it plus lease_ms +
+ *  margin, so a node cut off from us stops serving before anyone replaces
+ *  it. A restarted coordinator promotes nothing for one lease period (it
+ *  cannot know what its predecessor granted). /join invites a node (INVITE on
  *  its request socket); /leave and a node's own LEAVE (on SIGTERM) drain it.
  */
 #ifndef KV_COORD_H
@@ -31,6 +37,8 @@ typedef struct {
     long min_nodes;        /* registrations needed before the first assignment */
     long node_timeout_ms;  /* silence after which a node is down */
     long max_moves;        /* partitions moving at once */
+    long lease_ms;         /* primary lease granted per heartbeat; 0: leases off (tests) */
+    long lease_margin_ms;  /* drift margin: taken off grants, added to our wait */
 } kv_coord_config_t;
 
 /* The actor body: start with kv_actor_start(kv_coord_actor, &config). */

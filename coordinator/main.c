@@ -21,7 +21,9 @@ int main(int argc, char **argv) {
                                 KV_REPLICATION_DEFAULT,
                                 1,
                                 KV_NODE_TIMEOUT_MS,
-                                64};
+                                64,
+                                KV_LEASE_MS,
+                                KV_LEASE_MARGIN_MS};
     const char *log_level = "info";
     const kv_opt_t opts[] = {
         {"bind", "KV_COORD_BIND", KV_OPT_STRING, &config.bind, 0, 0,
@@ -40,6 +42,10 @@ int main(int argc, char **argv) {
          "heartbeat silence after which a node is marked down"},
         {"max-moves", "KV_MAX_MOVES", KV_OPT_LONG, &config.max_moves, 1, 65536,
          "partitions copied to new owners at once"},
+        {"lease-ms", "KV_LEASE_MS", KV_OPT_LONG, &config.lease_ms, 0, 600000,
+         "primary lease granted with each heartbeat; failover waits for it (0: off, tests only)"},
+        {"lease-margin-ms", "KV_LEASE_MARGIN_MS", KV_OPT_LONG, &config.lease_margin_ms, 0, 60000,
+         "clock-drift margin: taken off each grant, added to the wait before a failover"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
          "error, warn, info or debug"},
     };
@@ -55,6 +61,10 @@ int main(int argc, char **argv) {
         config.advertise = advertise;
     if (!config.advertise) {
         fprintf(stderr, "invalid --bind or --advertise\n");
+        return 2;
+    }
+    if (config.lease_ms > 0 && config.lease_margin_ms >= config.lease_ms) {
+        fprintf(stderr, "--lease-margin-ms must be below --lease-ms\n");
         return 2;
     }
     kv_log_init("coordinator", (kv_log_level_t)level);

@@ -413,10 +413,13 @@ static kv_call_result_t s_result_of(uint8_t status) {
     }
 }
 
-/* The node answered "not me, not now": the request was not applied. */
+/* The node answered "not me, not now": the request was not applied. A
+ * primary without a lease (cut off from the coordinator, or about to be
+ * replaced) says the same: retried until a new table routes it elsewhere
+ * or the lease returns, then 503 at the deadline, never 504. */
 static int s_is_reroute(uint8_t status) {
     return status == KV_STATUS_MOVED || status == KV_STATUS_STALE_EPOCH ||
-           status == KV_STATUS_NOT_READY;
+           status == KV_STATUS_NOT_READY || status == KV_STATUS_NO_LEASE;
 }
 
 static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *frame,

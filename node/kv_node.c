@@ -30,6 +30,7 @@
 #include "kv_clock.h"
 #include "kv_counters.h"
 #include "kv_hash.h"
+#include "kv_lease.h"
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_msg.h"
@@ -94,7 +95,9 @@ typedef struct {
     kv_counters_t *counters;  /* this node's registry: life, replication */
     size_t count_transitions; /* counter handles */
     size_t count_illegal;
-    int terminated; /* $TERM received */
+    kv_lease_t lease;     /* our right to serve as a primary */
+    int64_t lease_warned; /* mono ms of the last "no lease" warning */
+    int terminated;       /* $TERM received */
 } s_node_t;
 
 /* The cgroup (v2, then v1) memory limit of this process, 0 when none. */
@@ -205,6 +208,7 @@ static void s_send_heartbeat(s_node_t *self) {
     msg.incarnation = self->incarnation;
     msg.epoch = self->table ? self->table->epoch : 0;
     msg.memory_limit = self->memory_limit;
+    msg.req_id = kv_lease_heartbeat(&self->lease, kv_clock_mono_us());
     uint8_t *reports = NULL;
     if (self->store) {
         msg.keys = kv_store_size(self->store);
@@ -307,15 +311,20 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
     }
     if (!self->store) self->store = kv_store_new(table->partitions);
     if (self->store && !self->repl) {
-        kv_repl_config_t config = {self->config.id,          self->router_h,
-                                   zsock_resolve(self->pub), self->config.write_acks,
-                                   self->config.repl_hwm,    self->counters};
+        kv_repl_config_t config = {self->config.id,
+                                   self->router_h,
+                                   zsock_resolve(self->pub),
+                                   self->config.write_acks,
+                                   self->config.repl_hwm,
+                                   self->counters,
+                                   &self->lease};
         self->repl = kv_repl_new(&config, self->store, table->partitions);
     }
     kv_table_destroy(&self->table);
     self->table = table;
     self->self = kv_table_find(table, self->config.id);
     if (self->life == LIFE_REGISTERING) s_life_execute(self, LIFE_EV_TABLE);
+    kv_lease_on_table(&self->lease, table->epoch);
     if (self->repl) {
         kv_repl_on_table(self->repl, table, self->self);
         s_rebuild_items(self);
@@ -344,11 +353,28 @@ static void s_drain_dealer(s_node_t *self) {
             s_send_hello(self);
         else if (msg.type == KV_MSG_CLUSTER_REPLY)
             s_on_cluster_reply(self, &msg);
+        else if (msg.type == KV_MSG_LEASE)
+            kv_lease_grant(&self->lease, msg.req_id, msg.epoch, msg.lease_ms,
+                           self->table ? self->table->epoch : 0);
         zmq_msg_close(&frame);
     }
 }
 
 /* --- serving requests ---------------------------------------------------- */
+
+/* Whether our lease lets us answer as a primary right now; warns (once a
+ * second at most) when it does not, since that means the coordinator is
+ * out of reach or not granting. */
+static int s_leased(s_node_t *self) {
+    if (kv_lease_valid(&self->lease, kv_clock_mono_us())) return 1;
+    int64_t now = kv_clock_mono_ms();
+    if (now - self->lease_warned >= 1000) {
+        self->lease_warned = now;
+        kv_log_warn("node %s: no valid lease from the coordinator: refusing to serve as primary",
+                    self->config.id);
+    }
+    return 0;
+}
 
 /* Whether we may serve partition at the request's epoch. */
 static kv_status_t s_route_status(s_node_t *self, uint32_t partition, uint64_t epoch) {
@@ -359,6 +385,7 @@ static kv_status_t s_route_status(s_node_t *self, uint32_t partition, uint64_t e
     }
     if (partition >= self->table->partitions) return KV_STATUS_BAD_REQUEST;
     if (kv_table_owner(self->table, partition, 0) != self->self) return KV_STATUS_MOVED;
+    if (!s_leased(self)) return KV_STATUS_NO_LEASE;
     return KV_STATUS_OK;
 }
 
@@ -390,8 +417,11 @@ static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
     kv_status_t status = s_route_status(self, req->partition, req->epoch);
     if (status == KV_STATUS_OK && !s_keyed_is_valid(self, req)) status = KV_STATUS_BAD_REQUEST;
     int write = req->type == KV_MSG_SET || req->type == KV_MSG_RM;
-    if (status == KV_STATUS_OK && write && kv_repl_is_fenced(self->repl, req->partition))
-        status = KV_STATUS_MOVED; /* handing the partition over: retry at the new primary */
+    /* Handing the partition over: retry at the new primary. Reads too: the
+     * new primary takes writes as soon as it flips, before we see the
+     * table that says so, and a read here would then be stale. */
+    if (status == KV_STATUS_OK && kv_repl_is_fenced(self->repl, req->partition))
+        status = KV_STATUS_MOVED;
     if (status != KV_STATUS_OK) {
         s_reply(self, identity, req->req_id, status, NULL, 0);
         return;
@@ -400,8 +430,11 @@ static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
         kv_repl_write(self->repl, identity, req);
         return;
     }
+    if (kv_repl_hold_read(self->repl, identity, req)) return; /* writes before it unconfirmed */
     const kv_entry_t *found = kv_store_get(self->store, req->partition, req->key.ptr, req->key.len);
-    if (!found)
+    if (!s_leased(self)) /* checked as the answer leaves, not when the request came */
+        s_reply(self, identity, req->req_id, KV_STATUS_NO_LEASE, NULL, 0);
+    else if (!found)
         s_reply(self, identity, req->req_id, KV_STATUS_NOT_FOUND, NULL, 0);
     else if (req->type == KV_MSG_GET)
         s_reply(self, identity, req->req_id, KV_STATUS_OK, kv_entry_value(found),
@@ -417,6 +450,7 @@ static void s_serve_clear(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
     if (self->table && self->self >= 0 && self->repl)
         status = req->epoch > self->table->epoch ? KV_STATUS_STALE_EPOCH : KV_STATUS_OK;
     if (status == KV_STATUS_STALE_EPOCH) s_ask_table(self);
+    if (status == KV_STATUS_OK && !s_leased(self)) status = KV_STATUS_NO_LEASE;
     if (status == KV_STATUS_OK)
         kv_repl_clear(self->repl, identity, req);
     else
@@ -616,6 +650,7 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     self->incarnation =
         ((uint64_t)randof(0x7fffffff) << 32) ^ (uint64_t)kv_clock_mono_us() ^ (uint64_t)getpid();
     self->memory_limit = s_memory_limit();
+    kv_lease_init(&self->lease, config->leases != 0, 0); /* the grant has the margin off */
     self->router = zsock_new(ZMQ_ROUTER);
     self->dealer = zsock_new(ZMQ_DEALER);
     self->pub = zsock_new(ZMQ_PUB);

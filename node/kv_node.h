@@ -11,7 +11,9 @@
  *    - PUB (bind): replication stream of the partitions it is primary of.
  *  A request for a partition the node is not primary of at its epoch gets
  *  MOVED; one carrying a newer epoch than the node's gets STALE_EPOCH and
- *  makes the node ask the coordinator for the table. Either way the gateway
+ *  makes the node ask the coordinator for the table. A primary whose lease
+ *  from the coordinator has run out (kv_lease.h) answers NO_LEASE and
+ *  writes nothing: it may have been replaced by now. Either way the gateway
  *  refreshes its table and retries, so ownership can change under traffic.
  *
  *  Start with kv_actor_start(kv_node_actor, &config), which returns once the
@@ -36,6 +38,7 @@ typedef struct {
     long write_acks;           /* replica confirmations per write */
     long repl_hwm;             /* replication PUB/SUB high-water mark */
     long drain_timeout_ms;     /* longest wait for a drain on SIGTERM */
+    long leases;               /* 1: serve as primary only under a lease (kv_lease.h); 0: tests */
 } kv_node_config_t;
 
 /* The actor body; args is a kv_node_config_t * read before the handshake. */

@@ -210,6 +210,7 @@ void kv_repl_destroy(kv_repl_t **self_p) {
     kv_repl_t *self = *self_p;
     for (uint32_t p = 0; self->parts && p < self->partitions; p++) {
         kv_repl_primary_release(self, &self->parts[p], 0, 0);
+        kv_repl_primary_refuse_held(self, &self->parts[p], -1);
         kv_repl_replica_buffer_clear(&self->parts[p]);
     }
     kv_repl_primary_drop_jobs(self);

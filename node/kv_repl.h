@@ -45,6 +45,7 @@
 #include <czmq.h>
 
 #include "kv_counters.h"
+#include "kv_lease.h"
 #include "kv_msg.h"
 #include "kv_store.h"
 #include "kv_table.h"
@@ -59,6 +60,7 @@ typedef struct {
     long hwm;                /* PUB high-water mark (tests make it tiny) */
     kv_counters_t *counters; /* the node's registry (borrowed; may be NULL): role
                                 transitions, resyncs, snapshots */
+    const kv_lease_t *lease; /* the node's lease, checked as held reads are answered */
 } kv_repl_config_t;
 
 /* Creates the engine for store (borrowed, P partitions). NULL on failure. */
@@ -75,6 +77,15 @@ int kv_repl_on_table(kv_repl_t *self, const kv_table_t *table, int node);
 /* Serves a SET or RM the caller routed to us as primary: applies,
  * replicates, and replies now or once replicas confirm. */
 void kv_repl_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
+/* A read (GET or IS) of a partition we are primary of. Returns 0 when it
+ * may be answered from the store now: every write applied there is
+ * confirmed by the replicas a write needs. Otherwise returns 1: the engine
+ * took it and answers it once the writes applied before it are confirmed,
+ * or refuses it (MOVED when the role changes or the partition is fenced,
+ * UNAVAILABLE after KV_HOLD_MS), so no client ever reads a write that a
+ * failover could still lose. */
+int kv_repl_hold_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
 
 /* Serves CLEAR for every partition we are primary of. */
 void kv_repl_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);

@@ -22,6 +22,7 @@
 #define KV_WORK_BUDGET_US 5000             /* snapshot work per wake-up: heartbeats go on */
 #define KV_SNAPSHOT_CHUNK 2048             /* entries per SNAPSHOT frame */
 #define KV_PENDING_EXPIRY_MS 10000         /* forget unconfirmed writes after this */
+#define KV_HOLD_MS 1000                    /* a read held this long is refused (503) */
 #define KV_BUFFER_MAX 100000               /* updates buffered during a snapshot */
 #define KV_DRAIN_BATCH 4096                /* frames per socket per wake-up */
 #define KV_SCAN_MS 20                      /* period of the per-partition housekeeping walk */
@@ -70,6 +71,18 @@ typedef struct _kv_repl_pending_t {
     kv_repl_group_t *group;          /* the reply it is part of */
 } kv_repl_pending_t;
 
+/* A read waiting until the writes applied before it are confirmed. */
+typedef struct _kv_repl_held_t {
+    struct _kv_repl_held_t *next; /* FIFO by wait_seq */
+    zmq_msg_t identity;           /* the gateway to answer */
+    uint64_t req_id;              /* its request */
+    uint64_t wait_seq;            /* answerable once this seq is confirmed */
+    int64_t since;                /* mono ms, for expiry */
+    uint8_t type;                 /* KV_MSG_GET or KV_MSG_IS */
+    uint16_t klen;                /* key bytes */
+    char key[KV_MAX_KEY_BYTES];   /* the key */
+} kv_repl_held_t;
+
 /* A snapshot asked of us, served when the loop has time. */
 typedef struct _kv_repl_job_t {
     struct _kv_repl_job_t *next;
@@ -98,6 +111,8 @@ typedef struct {
     kv_repl_buffered_t *buffer, *buffer_tail;  /* updates held during a snapshot */
     uint32_t buffered;                         /* their count */
     kv_repl_pending_t *pending, *pending_tail; /* writes awaiting confirmation */
+    uint64_t confirmed;                        /* primary: highest seq replicas confirmed */
+    kv_repl_held_t *held, *held_tail;          /* primary: reads waiting for confirmed */
     uint16_t acker[KV_ACKERS];                 /* nodes that confirmed, KV_NO_NODE free */
     uint64_t acked[KV_ACKERS];                 /* the highest seq each confirmed */
     uint8_t dirty;                             /* replica: applied, not yet acknowledged */
@@ -191,7 +206,12 @@ void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, ui
  * unanswered (not confirmed). */
 void kv_repl_primary_release(kv_repl_t *self, kv_repl_part_t *part, uint64_t seq, int confirmed);
 
-/* Forgets pending writes older than KV_PENDING_EXPIRY_MS. */
+/* Answers every held read with status (a kv_status_t), or frees them
+ * unanswered when status is negative. For a role change: MOVED. */
+void kv_repl_primary_refuse_held(kv_repl_t *self, kv_repl_part_t *part, int status);
+
+/* Forgets pending writes older than KV_PENDING_EXPIRY_MS and refuses reads
+ * held longer than KV_HOLD_MS. */
 void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now);
 
 /* --- replica side (kv_repl_replica.c) ------------------------------------ */

@@ -49,8 +49,16 @@ static void s_group_destroy(kv_repl_group_t **group_p) {
 }
 
 /* One partition of group is confirmed (or abandoned: then no reply). */
+/* Whether the lease lets an answer leave now. A write confirmed after our
+ * lease ran out (we were frozen or cut off meanwhile, and may have been
+ * replaced) gets no answer: the gateway says 504, "may or may not have
+ * happened", which is the truth; NO_LEASE would claim nothing was written. */
+static int s_leased(const kv_repl_t *self) {
+    return !self->config.lease || kv_lease_valid(self->config.lease, kv_clock_mono_us());
+}
+
 static void s_group_done(kv_repl_t *self, kv_repl_group_t *group, int confirmed) {
-    if (confirmed && group->req_id && group->waiting == 1)
+    if (confirmed && group->req_id && group->waiting == 1 && s_leased(self))
         kv_repl_reply(self, &group->identity, group->req_id, KV_STATUS_OK, NULL, 0);
     if (!confirmed) group->req_id = 0; /* never answer: the gateway times out */
     if (--group->waiting == 0) s_group_destroy(&group);
@@ -121,6 +129,91 @@ static void s_record_ack(kv_repl_part_t *part, uint16_t node, uint64_t seq) {
     part->acked[free_slot] = seq;
 }
 
+/* --- held reads ------------------------------------------------------------ */
+
+/* Answers one held read from the store as it is now, under the lease: the
+ * lease is checked as the answer leaves, not when the read arrived. */
+static void s_answer_held(kv_repl_t *self, uint32_t partition, kv_repl_held_t *held) {
+    if (!s_leased(self)) {
+        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_NO_LEASE, NULL, 0);
+        return;
+    }
+    const kv_entry_t *found = kv_store_get(self->store, partition, held->key, held->klen);
+    if (!found)
+        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_NOT_FOUND, NULL, 0);
+    else if (held->type == KV_MSG_GET)
+        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_OK, kv_entry_value(found),
+                      kv_entry_vlen(found));
+    else
+        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_OK, NULL, 0);
+}
+
+static kv_repl_held_t *s_held_pop(kv_repl_part_t *part) {
+    kv_repl_held_t *held = part->held;
+    part->held = held->next;
+    if (!part->held) part->held_tail = NULL;
+    return held;
+}
+
+static void s_held_free(kv_repl_held_t *held) {
+    zmq_msg_close(&held->identity);
+    free(held);
+}
+
+/* Answers the held reads the confirmed seq now covers (FIFO: wait_seq only
+ * grows along the list). */
+static void s_serve_held(kv_repl_t *self, uint32_t partition, kv_repl_part_t *part) {
+    while (part->held && part->held->wait_seq <= part->confirmed) {
+        kv_repl_held_t *held = s_held_pop(part);
+        s_answer_held(self, partition, held);
+        s_held_free(held);
+    }
+}
+
+void kv_repl_primary_refuse_held(kv_repl_t *self, kv_repl_part_t *part, int status) {
+    while (part->held) {
+        kv_repl_held_t *held = s_held_pop(part);
+        if (status >= 0)
+            kv_repl_reply(self, &held->identity, held->req_id, (kv_status_t)status, NULL, 0);
+        s_held_free(held);
+    }
+}
+
+int kv_repl_hold_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    kv_repl_part_t *part = &self->parts[req->partition];
+    if (s_required(self) == 0 || part->confirmed >= part->seq) return 0; /* all confirmed */
+    kv_repl_held_t *held = calloc(1, sizeof(*held));
+    if (!held || req->key.len > sizeof(held->key)) {
+        free(held);
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0);
+        return 1;
+    }
+    zmq_msg_init(&held->identity);
+    zmq_msg_copy(&held->identity, identity);
+    held->req_id = req->req_id;
+    held->wait_seq = part->seq;
+    held->since = kv_clock_mono_ms();
+    held->type = req->type;
+    held->klen = (uint16_t)req->key.len;
+    memcpy(held->key, req->key.ptr, req->key.len);
+    if (part->held_tail)
+        part->held_tail->next = held;
+    else
+        part->held = held;
+    part->held_tail = held;
+    return 1;
+}
+
+/* Replicas confirmed partition up to seq: answer the writes and the reads
+ * waiting for it. Confirmation only grows: what a replica applied stays
+ * applied (it leaves the partition only through a new table, which resets
+ * this one's role too). */
+static void s_confirm(kv_repl_t *self, uint32_t partition, kv_repl_part_t *part, uint64_t seq) {
+    if (seq > part->confirmed) part->confirmed = seq;
+    kv_repl_primary_release(self, part, part->confirmed, 1);
+    s_serve_held(self, partition, part);
+}
+
 void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
     if (!self->table) return;
     size_t count = ack->items.len / KV_MSG_ITEM_SIZE;
@@ -130,7 +223,7 @@ void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
         kv_repl_part_t *part = &self->parts[item.partition];
         if (!kv_repl_is_primary(part)) continue; /* a late ack for a past role */
         s_record_ack(part, ack->sender, item.seq);
-        kv_repl_primary_release(self, part, s_confirmed_seq(self, item.partition, part), 1);
+        s_confirm(self, item.partition, part, s_confirmed_seq(self, item.partition, part));
     }
 }
 
@@ -382,6 +475,11 @@ void kv_repl_primary_beacon(kv_repl_t *self) {
 }
 
 void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now) {
+    while (part->held && now - part->held->since > KV_HOLD_MS) { /* replicas silent */
+        kv_repl_held_t *held = s_held_pop(part);
+        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_UNAVAILABLE, NULL, 0);
+        s_held_free(held);
+    }
     while (part->pending && now - part->pending->since > KV_PENDING_EXPIRY_MS) {
         kv_repl_pending_t *pending = part->pending;
         part->pending = pending->next;

@@ -142,6 +142,7 @@ static void s_drop(kv_repl_t *self, uint32_t partition) {
                       self->self >= 0 && kv_table_owner(self->table, partition, 0) == part->heir &&
                       self->table->nodes[self->self].state != KV_NODE_DOWN;
     kv_repl_primary_release(self, part, UINT64_MAX, handed_over);
+    kv_repl_primary_refuse_held(self, part, KV_STATUS_MOVED); /* ask the new primary */
     kv_repl_replica_buffer_clear(part);
     kv_store_clear_partition(self->store, partition);
     kv_repl_role_execute(self, partition, KV_REPL_EV_DROP);
@@ -163,8 +164,14 @@ static void s_become_primary(kv_repl_t *self, uint32_t partition, const kv_table
         part->learner = 0;
         part->snap_req = 0;
         part->primary = (uint16_t)self->self;
+        /* What we applied as a replica counts as confirmed: the primary
+         * before us is gone or handed over, and we are the copy now. */
+        part->confirmed = part->seq;
         kv_repl_report_changed(self);
     }
+    /* Fenced, our heir takes writes as soon as it flips, before we see
+     * that table: a read held here could then be answered stale. */
+    if (fenced) kv_repl_primary_refuse_held(self, part, KV_STATUS_MOVED);
     if (fenced && part->state != KV_REPL_FENCED) /* mark the end of our stream for the learner */
         kv_repl_primary_publish(self, partition, KV_OP_FENCE, part->seq, (kv_bytes_t){NULL, 0},
                                 (kv_bytes_t){NULL, 0});

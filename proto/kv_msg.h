@@ -52,7 +52,8 @@ typedef enum {
     KV_STATUS_NO_MEMORY = 5,   /* at the memory limit; nothing written */
     KV_STATUS_UNAVAILABLE = 6, /* too few replicas for a safe write */
     KV_STATUS_BAD_REQUEST = 7, /* malformed or out-of-range request */
-    KV_STATUS_MAX = 7,
+    KV_STATUS_NO_LEASE = 8,    /* primary without a valid lease; nothing written */
+    KV_STATUS_MAX = 8,
 } kv_status_t;
 
 /* A byte string inside a frame. */

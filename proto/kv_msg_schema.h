@@ -93,6 +93,7 @@
     X(LEAVE, 38)         /* gateway or node -> coordinator: drain a node */              \
     X(INVITE, 39)        /* coordinator -> node: register with me; REPLY: your id */     \
     X(CLUSTER_REPLY, 40) /* coordinator -> gateway: answer to JOIN, LEAVE */             \
+    X(LEASE, 41)         /* coordinator -> node: primary lease, answer to a HEARTBEAT */  \
     X(UPDATE, 48)        /* primary PUB (topic: u32 partition): one write */             \
     X(BEACON, 49)        /* primary PUB (topic KV_TOPIC_BEACON): stream positions */     \
     X(ACK, 50)           /* replica -> primary: applied positions */                     \
@@ -166,7 +167,8 @@
     X(keys, U64, 1)      /* keys it holds */                                             \
     X(memory, U64, 1)    /* bytes its store holds */                                     \
     X(memory_limit, U64, 1) /* its cgroup memory limit, 0 when none */                   \
-    X(reports, REPORTS, 1) /* one per partition it holds */
+    X(reports, REPORTS, 1) /* one per partition it holds */                               \
+    X(req_id, U64, 2)    /* heartbeat number, echoed in the LEASE it gets (kv_lease.h) */
 
 #define KV_MSG_TABLE_REQ_FIELDS(X)                                                       \
     X(epoch, U64, 1)     /* the asker's epoch */
@@ -186,6 +188,11 @@
     X(req_id, U64, 1)    /* the request's */                                             \
     X(status, STATUS, 1) /* outcome */                                                   \
     X(node_id, STR8, 1)  /* the node concerned */
+
+#define KV_MSG_LEASE_FIELDS(X)                                                           \
+    X(req_id, U64, 1)    /* the heartbeat answered: the lease counts from its send */    \
+    X(epoch, U64, 1)     /* the coordinator's epoch: covers tables at least this new */  \
+    X(lease_ms, U32, 1)  /* duration the node may serve as primary (margin taken off) */
 
 /* Replication: see node/kv_repl.h for the protocol. */
 #define KV_MSG_UPDATE_FIELDS(X)                                                          \
@@ -259,6 +266,7 @@
     X(uint32_t, primaries)   /* STATS_REPLY */                                           \
     X(uint32_t, replicas)    /* STATS_REPLY */                                           \
     X(uint32_t, chunk)       /* SNAPSHOT */                                              \
+    X(uint32_t, lease_ms)    /* LEASE: duration granted */                               \
     X(uint64_t, req_id)      /* requests and their replies */                            \
     X(uint64_t, epoch)       /* routing epoch */                                         \
     X(uint64_t, keys)        /* STATS_REPLY, HELLO, HEARTBEAT */                         \

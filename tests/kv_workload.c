@@ -49,9 +49,10 @@ static void s_count(kv_workload_t *self, long status, int conn_failed, int unexp
     self->stats.requests++;
     if (conn_failed)
         self->stats.failed_conn++;
-    else if (status >= 500)
+    else if (status >= 500) {
         self->stats.failed_5xx++;
-    else if (unexpected)
+        self->stats.failed_503 += status == 503;
+    } else if (unexpected)
         self->stats.failed_other++;
     else
         self->stats.ok++;

@@ -26,6 +26,7 @@ typedef struct {
     uint64_t ok;                  /* 2xx and expected 404s */
     uint64_t acked_writes;        /* sets and removes acknowledged */
     uint64_t failed_5xx;          /* 5xx answers */
+    uint64_t failed_503;          /* of those, 503 UNAVAILABLE: nothing was written */
     uint64_t failed_conn;         /* no answer at all */
     uint64_t failed_other;        /* unexpected 4xx or body */
     uint64_t stale_reads;         /* a read that missed an acknowledged write */

@@ -211,6 +211,7 @@ static void s_cluster_samples(kv_msg_t *out, size_t *n) {
                      .req_id = 23,
                      .status = KV_STATUS_OK,
                      .node_id = BYTES("node-4")});
+    s_add(out, n, (kv_msg_t){.type = KV_MSG_LEASE, .req_id = 24, .epoch = 9, .lease_ms = 400});
 }
 
 /* Replication: one UPDATE per op, beacons, acks, snapshots. */
@@ -1679,15 +1680,15 @@ Test(kv_msg, type_names) {
         cr_expect_str_eq(kv_msg_type_name(s_types[i].type), s_types[i].name);
     cr_expect_str_eq(kv_msg_type_name(0), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(8), "UNKNOWN");
-    cr_expect_str_eq(kv_msg_type_name(KV_MSG_CLUSTER_REPLY + 1), "UNKNOWN");
+    cr_expect_str_eq(kv_msg_type_name(KV_MSG_LEASE + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(KV_MSG_SNAPSHOT + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(-1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(256 + KV_MSG_GET), "UNKNOWN");
 }
 
 Test(kv_msg, status_names) {
-    const char *names[] = {"OK",        "NOT_FOUND", "MOVED",       "STALE_EPOCH",
-                           "NOT_READY", "NO_MEMORY", "UNAVAILABLE", "BAD_REQUEST"};
+    const char *names[] = {"OK",        "NOT_FOUND",   "MOVED",       "STALE_EPOCH", "NOT_READY",
+                           "NO_MEMORY", "UNAVAILABLE", "BAD_REQUEST", "NO_LEASE"};
     cr_assert_eq(sizeof names / sizeof names[0], KV_STATUS_MAX + 1);
     for (int status = 0; status <= KV_STATUS_MAX; status++)
         cr_expect_str_eq(kv_status_name(status), names[status]);

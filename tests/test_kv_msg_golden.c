@@ -162,6 +162,9 @@ static void s_v1_cluster(s_sample_t *out, size_t *n) {
                      .memory_limit = 11,
                      .reports = s_two_reports()});
     s_add(out, n, "HEARTBEAT/empty", (kv_msg_t){.type = KV_MSG_HEARTBEAT});
+    /* A type added after version 2 was born; its fields are all since 1. */
+    s_add(out, n, "LEASE",
+          (kv_msg_t){.type = KV_MSG_LEASE, .req_id = 4242, .epoch = 8, .lease_ms = 400});
     s_add(out, n, "TABLE_REQ", (kv_msg_t){.type = KV_MSG_TABLE_REQ, .epoch = 77});
     s_add(out, n, "TABLE", (kv_msg_t){.type = KV_MSG_TABLE, .table = BYTES("\x01\x02\x03")});
     s_add(out, n, "TABLE/empty", (kv_msg_t){.type = KV_MSG_TABLE});
@@ -251,6 +254,16 @@ static size_t s_v2_samples(s_sample_t *out) {
     update.value = BYTES("b\0b");
     update.meta = (kv_msg_meta_t){.version = 5, .expiry = 1700000000000ull};
     s_add(out, &n, "UPDATE/set", update);
+    s_add(out, &n, "HEARTBEAT",
+          (kv_msg_t){.type = KV_MSG_HEARTBEAT,
+                     .node_id = BYTES("node-2"),
+                     .incarnation = 0xFEDCBA9876543210ull,
+                     .epoch = 8,
+                     .keys = 9,
+                     .memory = 10,
+                     .memory_limit = 11,
+                     .reports = s_two_reports(),
+                     .req_id = 4242}); /* the heartbeat number a LEASE answers */
     s_add(out, &n, "SNAPSHOT",
           (kv_msg_t){.type = KV_MSG_SNAPSHOT,
                      .req_id = 25,

@@ -65,8 +65,8 @@ static void s_engine_open(s_engine_t *engine, const char *name, long write_acks)
     cr_assert_eq(zmq_recv(engine->router, body, sizeof(body), 0), 2);
     engine->store = kv_store_new(1);
     engine->counters = kv_counters_new();
-    kv_repl_config_t config = {name,       engine->router, engine->pub,
-                               write_acks, 1000,           engine->counters};
+    kv_repl_config_t config = {name, engine->router,   engine->pub, write_acks,
+                               1000, engine->counters, NULL};
     engine->repl = kv_repl_new(&config, engine->store, 1);
     cr_assert_not_null(engine->repl);
 }
