@@ -171,7 +171,9 @@ static void s_get_REPORTS(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
         if (field_need) need = s_max(need, s_max(field_need, since));                              \
     }
 
-/* A writer and a reader for a record of C type ctype. */
+/* A writer and a reader for a record of C type ctype (a type cannot be
+ * parenthesized). */
+/* NOLINTBEGIN(bugprone-macro-parentheses) */
 #define S_RECORD_CODEC(NAME, ctype)                                                                \
     static void s_put_rec_##NAME(kv_writer_t *w, const ctype *m, const s_enc_t *e) {               \
         KV_MSG_##NAME##_FIELDS(S_PUT)                                                              \
@@ -180,6 +182,7 @@ static void s_get_REPORTS(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
         KV_MSG_##NAME##_FIELDS(S_GET)                                                              \
     }
 
+/* NOLINTEND(bugprone-macro-parentheses) */
 S_RECORD_CODEC(ENTRY, kv_msg_entry_t)
 S_RECORD_CODEC(COUNTER, kv_msg_counter_t)
 S_RECORD_CODEC(ITEM, kv_msg_item_t)

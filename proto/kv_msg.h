@@ -16,7 +16,7 @@
 
 #include "kv_msg_schema.h"
 
-#define KV_MSG_TYPE_(NAME, code) KV_MSG_##NAME = code,
+#define KV_MSG_TYPE_(NAME, code) KV_MSG_##NAME = code, /* NOLINT(bugprone-macro-parentheses) */
 typedef enum { KV_MSG_TYPES(KV_MSG_TYPE_) } kv_msg_type_t;
 #undef KV_MSG_TYPE_
 
@@ -32,6 +32,7 @@ typedef enum {
 #define KV_TOPIC_BEACON 0xFFFFFFFFu /* PUB topic of beacons */
 
 /* Bytes of the fixed-size records, summed from their schema. */
+/* NOLINTNEXTLINE(bugprone-macro-parentheses): a term of a sum */
 #define KV_MSG_FIXED_SIZE_(member, KIND, since) KV_MSG_SIZE_##KIND +
 #define KV_MSG_ITEM_SIZE (KV_MSG_ITEM_FIELDS(KV_MSG_FIXED_SIZE_) 0)
 #define KV_MSG_REPORT_SIZE (KV_MSG_REPORT_FIELDS(KV_MSG_FIXED_SIZE_) 0)

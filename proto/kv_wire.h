@@ -36,7 +36,7 @@ static inline void kv_wire_put(kv_writer_t *w, const void *data, size_t size) {
             w->failed = 1;
             return;
         }
-        if (size) memcpy(w->buf + w->pos, data, size);
+        if (size && data) memcpy(w->buf + w->pos, data, size);
     }
     w->pos += size;
 }

@@ -82,7 +82,7 @@ static int s_capture(const char *const *argv, char *output, size_t cap) {
     close(pipefd[1]);
     size_t used = 0;
     ssize_t got;
-    char sink[512];
+    char sink[512] = {0};
     while ((got = read(pipefd[0], used + 1 < cap ? output + used : sink,
                        used + 1 < cap ? cap - 1 - used : sizeof(sink))) > 0)
         if (used + 1 < cap) used += (size_t)got;

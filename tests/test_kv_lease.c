@@ -1,9 +1,10 @@
 /*  test_kv_lease.c: the node side of primary leases. */
 #include <criterion/criterion.h>
+#include <stdint.h>
 
 #include "kv_lease.h"
 
-#define MS 1000 /* microseconds */
+#define MS INT64_C(1000) /* microseconds */
 
 Test(kv_lease, none_until_a_grant) {
     kv_lease_t lease;

@@ -368,8 +368,10 @@ static size_t s_unhex(const char *hex, uint8_t *buf, size_t cap) {
     size_t len = strlen(hex) / 2;
     cr_assert_leq(len, cap);
     for (size_t i = 0; i < len; i++) {
-        unsigned byte;
-        cr_assert_eq(sscanf(hex + 2 * i, "%2x", &byte), 1);
+        char pair[3] = {hex[2 * i], hex[2 * i + 1], '\0'};
+        char *end = NULL;
+        unsigned long byte = strtoul(pair, &end, 16);
+        cr_assert(end == pair + 2, "bad hex at %zu", 2 * i);
         buf[i] = (uint8_t)byte;
     }
     return len;
