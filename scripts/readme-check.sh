@@ -125,7 +125,10 @@ check_examples() {
     say "$n example commands print what the README says"
 }
 
-quickstart() {
+# Runs each command of block $1 as written; a `make run` line (which stays
+# in the foreground until Ctrl-C) is started, checked with the examples,
+# then stopped as Ctrl-C would.
+run_block() {
     local line cmd
     while IFS= read -r line; do
         cmd=$(command_of "$line")
@@ -141,18 +144,8 @@ quickstart() {
             bash -c "$cmd" || fail "'$cmd' exited $?"
             ;;
         esac
-    done < <(extract quickstart)
-    say "quickstart: every command works as written"
-}
-
-run_block() {
-    local line cmd
-    while IFS= read -r line; do
-        cmd=$(command_of "$line")
-        [ -n "$cmd" ] || continue
-        say "running: $cmd"
-        bash -c "$cmd" || fail "'$cmd' exited $?"
     done < <(extract "$1")
+    say "$1: every command works as written"
 }
 
 # The Quick start's dependency line as a user with sudo (the README promises
@@ -179,7 +172,7 @@ sudo_user() {
 }
 
 case "${1:-}" in
-quickstart) quickstart ;;
+quickstart) run_block quickstart ;;
 test) run_block test ;;
 sudo-user) sudo_user ;;
 show) extract "${2:?block name}" ;;
