@@ -142,6 +142,8 @@ struct _kv_repl_t {
     size_t count_illegal;
     size_t count_state[KV_REPL_STATES];
     size_t count_resyncs;
+    size_t count_resyncs_gap;    /* ... on a gap in the update stream */
+    size_t count_resyncs_behind; /* ... behind a beacon */
     size_t count_snapshots_served;
     size_t count_snapshots_applied;
 };

@@ -41,11 +41,14 @@ void kv_repl_replica_ask_snapshot(kv_repl_t *self, uint32_t partition) {
     }
 }
 
-static void s_resync(kv_repl_t *self, uint32_t partition, const char *why) {
+/* Asks a snapshot again; counted in total and, when reason is not
+ * KV_COUNTER_INVALID, in that reason's counter too (tests read them). */
+static void s_resync(kv_repl_t *self, uint32_t partition, size_t reason, const char *why) {
     kv_log_info("node %s: partition %u resyncs from node %u at seq %" PRIu64 ": %s",
                 self->config.node_id, partition, self->parts[partition].primary,
                 self->parts[partition].seq, why);
     kv_counters_inc(self->config.counters, self->count_resyncs);
+    kv_counters_inc(self->config.counters, reason); /* ignored when invalid */
     kv_repl_replica_ask_snapshot(self, partition);
 }
 
@@ -87,13 +90,13 @@ static void s_on_update(kv_repl_t *self, const kv_msg_t *update) {
             kv_repl_role_execute(self, update->partition, KV_REPL_EV_END);
             kv_repl_report_changed(self);
         } else if (kv_repl_is_live(part) && part->seq != update->seq)
-            s_resync(self, update->partition, "fence mark ahead of us");
+            s_resync(self, update->partition, KV_COUNTER_INVALID, "fence mark ahead of us");
         return;
     }
     if (!kv_repl_is_live(part)) return;   /* buffered by the caller while snapshotting */
     if (update->seq <= part->seq) return; /* already applied (snapshot overlap) */
     if (update->seq != part->seq + 1) {
-        s_resync(self, update->partition, "gap in the update stream");
+        s_resync(self, update->partition, self->count_resyncs_gap, "gap in the update stream");
         return;
     }
     s_apply_update(self, part, update);
@@ -103,7 +106,7 @@ static void s_on_update(kv_repl_t *self, const kv_msg_t *update) {
 static void s_buffer_add(kv_repl_t *self, kv_repl_part_t *part, const uint8_t *data, size_t len,
                          uint32_t partition) {
     if (part->buffered >= KV_BUFFER_MAX) { /* the snapshot is too slow: start over */
-        s_resync(self, partition, "update buffer full during snapshot");
+        s_resync(self, partition, KV_COUNTER_INVALID, "update buffer full during snapshot");
         return;
     }
     kv_repl_buffered_t *item = malloc(sizeof(*item) + len);
@@ -138,8 +141,9 @@ static void s_on_sub_frame(kv_repl_t *self, const uint8_t *data, size_t len) {
         kv_repl_part_t *part = &self->parts[item.partition];
         if (!kv_repl_is_live(part) || part->primary != msg.sender) continue;
         if (part->seq != item.seq) { /* updates were dropped, or we hold extra ones */
-            s_resync(self, item.partition,
-                     part->seq < item.seq ? "behind the beacon" : "ahead of the beacon");
+            int behind = part->seq < item.seq;
+            s_resync(self, item.partition, behind ? self->count_resyncs_behind : KV_COUNTER_INVALID,
+                     behind ? "behind the beacon" : "ahead of the beacon");
             continue;
         }
         if (item.flag && part->state == KV_REPL_LEARNER) {

@@ -121,6 +121,10 @@ void kv_repl_role_register_counters(kv_repl_t *self) {
     }
     self->count_resyncs = kv_counters_register(counters, "kv_repl_resyncs_total",
                                                "snapshots re-asked: gap, beacon or fence mismatch");
+    self->count_resyncs_gap = kv_counters_register(counters, "kv_repl_resyncs_gap_total",
+                                                   "snapshots re-asked on a gap in the stream");
+    self->count_resyncs_behind = kv_counters_register(counters, "kv_repl_resyncs_behind_total",
+                                                      "snapshots re-asked behind a beacon");
     self->count_snapshots_served = kv_counters_register(counters, "kv_repl_snapshots_served_total",
                                                         "partition snapshots sent to replicas");
     self->count_snapshots_applied = kv_counters_register(

@@ -554,7 +554,8 @@ static void s_scenario(const char *name, s_faults_fn faults) {
                lost, run.healthy_ms);
         fflush(stdout);
     }
-    run.problems += verdict != 0 || lost != 0; /* keep the evidence */
+    run.problems += verdict != 0 || lost != 0 || run.healthy_ms < 0 ||
+                    run.healthy_ms > S_HEALTHY_MS; /* keep the evidence */
     s_teardown(&run);
     cr_assert_eq(setup, 0, "[%s] setup failed", name);
     cr_expect_eq(verdict, 0, "[%s] history not linearizable (or check error %d)", name, verdict);

@@ -584,26 +584,32 @@ Test(replication, coordinator_killed_with_a_node_recovers, .timeout = 240) {
 /* --- 4. replicas that miss updates ------------------------------------------ */
 
 typedef struct {
-    int resyncs; /* "resyncs" lines */
-    int gaps;    /* ... because of a gap in the stream */
-    int beacons; /* ... because a beacon showed them behind */
+    long long resyncs; /* snapshots re-asked */
+    long long gaps;    /* ... because of a gap in the stream */
+    long long beacons; /* ... because a beacon showed them behind */
 } s_resyncs_t;
 
+/* Sums the nodes' resync counters, as /status reports them (each node's
+ * registry, through the gateway); -1 in resyncs when /status failed. */
 static void s_count_resyncs(const kv_cluster_t *cluster, s_resyncs_t *out) {
     memset(out, 0, sizeof(*out));
-    for (int i = 0; i < cluster->node_count; i++) {
-        char path[256], line[1024];
-        snprintf(path, sizeof(path), "%s/%s.log", cluster->dir, cluster->nodes[i].id);
-        FILE *file = fopen(path, "r");
-        if (!file) continue;
-        while (fgets(line, sizeof(line), file)) {
-            if (!strstr(line, " resyncs from node ")) continue;
-            out->resyncs++;
-            out->gaps += strstr(line, "gap in the update stream") != NULL;
-            out->beacons += strstr(line, "behind the beacon") != NULL;
-        }
-        fclose(file);
+    kv_reply_t reply;
+    json_t *status = NULL;
+    if (kv_request(cluster->http_port, "GET", "/status", &reply) == 0 && reply.status == 200)
+        status = kv_reply_json(&reply);
+    kv_reply_free(&reply);
+    json_t *nodes = json_object_get(status, "nodes");
+    if (!json_is_array(nodes)) out->resyncs = -1;
+    size_t i;
+    json_t *node;
+    json_array_foreach(nodes, i, node) {
+        json_t *counters = json_object_get(node, "counters");
+        out->resyncs += json_integer_value(json_object_get(counters, "kv_repl_resyncs_total"));
+        out->gaps += json_integer_value(json_object_get(counters, "kv_repl_resyncs_gap_total"));
+        out->beacons +=
+            json_integer_value(json_object_get(counters, "kv_repl_resyncs_behind_total"));
     }
+    json_decref(status);
 }
 
 Test(replication, replicas_missing_updates_repair_themselves, .timeout = 300) {
@@ -623,8 +629,8 @@ Test(replication, replicas_missing_updates_repair_themselves, .timeout = 300) {
     s_resyncs_t resyncs;
     s_count_resyncs(cluster, &resyncs);
     kv_workload_stats_t stats = kv_workload_stats(workload);
-    printf("burst with --repl-hwm 1: %llu acknowledged writes, %llu failed; %d resyncs in the "
-           "node logs (%d on a gap in the stream, %d behind a beacon)\n",
+    printf("burst with --repl-hwm 1: %llu acknowledged writes, %llu failed; %lld resyncs "
+           "counted by the nodes (%lld on a gap in the stream, %lld behind a beacon)\n",
            (unsigned long long)stats.acked_writes,
            (unsigned long long)stats.failed_5xx + (unsigned long long)stats.failed_conn,
            resyncs.resyncs, resyncs.gaps, resyncs.beacons);
