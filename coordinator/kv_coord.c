@@ -31,6 +31,7 @@ typedef struct {
     uint64_t keys;        /* keys it reported */
     uint64_t memory;      /* bytes it reported */
     int64_t down_since;   /* mono ms it was marked down, 0 when up */
+    int forgotten;        /* LEFT because down too long, not by a /leave */
     int64_t lease_until;  /* mono ms its last lease grant may last, on our clock */
 } s_member_t;
 
@@ -307,6 +308,7 @@ static int s_register(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg
     member->last_seen = kv_clock_mono_ms();
     member->keys = msg->keys;
     member->memory = msg->memory;
+    member->forgotten = 0; /* s_on_hello brings a LEFT node back itself */
     if (!known)
         kv_log_info("node %s registered at %s", id, endpoint);
     else if (member->incarnation && member->incarnation != msg->incarnation)
@@ -372,6 +374,13 @@ static void s_on_heartbeat(s_coord_t *self, zframe_t *routing_id, const kv_msg_t
         member->down_since = 0;
         kv_log_info("node %s: heartbeats again", id);
         s_bump(self, "node back");
+    } else if (node->state == KV_NODE_LEFT && member->forgotten) {
+        /* Cut off long enough to be forgotten, not asked to leave: it
+         * joins again (owning nothing), before it reads LEFT and exits. */
+        node->state = KV_NODE_JOINING;
+        member->forgotten = 0;
+        kv_log_info("node %s: forgotten while silent, heartbeats again: joining", id);
+        s_bump(self, "forgotten node back");
     } else if (msg->epoch < self->table->epoch)
         s_send_table(self, routing_id); /* it missed a table */
 }
@@ -417,6 +426,7 @@ static void s_on_leave(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
         return;
     }
     kv_table_node_t *node = &self->table->nodes[index];
+    self->members[index].forgotten = 0; /* asked to go: LEFT for good */
     uint16_t me = (uint16_t)index;
     int owns = kv_table_count_primaries(self->table, me) + kv_table_count_replicas(self->table, me);
     if (node->state != KV_NODE_LEFT && owns && !s_serving_others(self, (uint32_t)index)) {
@@ -593,6 +603,7 @@ static void s_forget_dead(s_coord_t *self) {
             holds = kv_table_learner(self->table, p) == node;
         if (holds || kv_plan_forget_node(self->table, node) != 0) continue;
         member->down_since = 0;
+        member->forgotten = 1;
         s_bump(self, "down node forgotten");
     }
 }

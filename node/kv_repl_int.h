@@ -69,6 +69,8 @@ typedef struct _kv_repl_pending_t {
     uint64_t seq;                    /* confirmed once replicas applied this */
     int64_t since;                   /* mono ms, for expiry */
     kv_repl_group_t *group;          /* the reply it is part of */
+    uint64_t key_hash;               /* kv_hash64 of the key it wrote */
+    int any_key;                     /* a /clear: it wrote every key */
 } kv_repl_pending_t;
 
 /* A read waiting until the writes applied before it are confirmed. */

@@ -5,6 +5,7 @@
  *  snapshots to replicas that ask (queued, a time budget per wake-up) and
  *  beacons its latest sequences. The protocol is in kv_repl.h.
  */
+#include "kv_hash.h"
 #include "kv_repl_int.h"
 
 #include "kv_clock.h"
@@ -64,10 +65,15 @@ static void s_group_done(kv_repl_t *self, kv_repl_group_t *group, int confirmed)
     if (--group->waiting == 0) s_group_destroy(&group);
 }
 
-static int s_pending_add(kv_repl_part_t *part, uint64_t seq, kv_repl_group_t *group) {
+/* Holds the reply of the write of key (NULL: every key, a /clear) applied
+ * at seq until replicas confirm it. */
+static int s_pending_add(kv_repl_part_t *part, uint64_t seq, kv_repl_group_t *group,
+                         kv_bytes_t key) {
     kv_repl_pending_t *pending = calloc(1, sizeof(*pending));
     if (!pending) return -1;
     pending->seq = seq;
+    pending->any_key = key.ptr == NULL;
+    pending->key_hash = key.ptr ? kv_hash64(key.ptr, key.len, 0) : 0;
     pending->since = kv_clock_mono_ms();
     pending->group = group;
     group->waiting++;
@@ -160,11 +166,37 @@ static void s_held_free(kv_repl_held_t *held) {
     free(held);
 }
 
+/* Whether a write of held's key applied after the confirmed seq is still
+ * unconfirmed: the store holds its value, which a failover could lose. */
+static int s_key_unconfirmed(const kv_repl_part_t *part, const kv_repl_held_t *held) {
+    uint64_t hash = kv_hash64(held->key, held->klen, 0);
+    for (const kv_repl_pending_t *p = part->pending; p; p = p->next)
+        if (p->seq > part->confirmed && (p->any_key || p->key_hash == hash)) return 1;
+    return 0;
+}
+
+static void s_held_append(kv_repl_part_t *part, kv_repl_held_t *held) {
+    held->next = NULL;
+    if (part->held_tail)
+        part->held_tail->next = held;
+    else
+        part->held = held;
+    part->held_tail = held;
+}
+
 /* Answers the held reads the confirmed seq now covers (FIFO: wait_seq only
- * grows along the list). */
+ * grows along the list). The store is read as it is now: a read whose key
+ * was written again since it was held, and not yet confirmed, waits for
+ * that write too (to the tail, with everything applied so far), so no
+ * answer ever shows an unconfirmed write. A hash collision only delays. */
 static void s_serve_held(kv_repl_t *self, uint32_t partition, kv_repl_part_t *part) {
     while (part->held && part->held->wait_seq <= part->confirmed) {
         kv_repl_held_t *held = s_held_pop(part);
+        if (s_key_unconfirmed(part, held)) {
+            held->wait_seq = part->seq;
+            s_held_append(part, held);
+            continue;
+        }
         s_answer_held(self, partition, held);
         s_held_free(held);
     }
@@ -196,11 +228,7 @@ int kv_repl_hold_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req)
     held->type = req->type;
     held->klen = (uint16_t)req->key.len;
     memcpy(held->key, req->key.ptr, req->key.len);
-    if (part->held_tail)
-        part->held_tail->next = held;
-    else
-        part->held = held;
-    part->held_tail = held;
+    s_held_append(part, held);
     return 1;
 }
 
@@ -281,7 +309,7 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
         return;
     }
     kv_repl_group_t *group = s_group_new(identity, req->req_id);
-    if (!group || s_pending_add(part, seq, group) != 0) {
+    if (!group || s_pending_add(part, seq, group, req->key) != 0) {
         if (group) s_group_destroy(&group);
         return; /* out of memory: no reply, the gateway answers 504 */
     }
@@ -307,7 +335,7 @@ void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
         kv_store_clear_partition(self->store, p);
         kv_repl_primary_publish(self, p, KV_OP_CLEAR, ++part->seq, (kv_bytes_t){NULL, 0},
                                 (kv_bytes_t){NULL, 0});
-        if (s_required(self) > 0) s_pending_add(part, part->seq, group);
+        if (s_required(self) > 0) s_pending_add(part, part->seq, group, (kv_bytes_t){NULL, 0});
     }
     s_group_done(self, group, 1);
 }

@@ -285,6 +285,36 @@ Test(kv_repl, a_write_waiting_for_a_dead_replica_completes_on_its_successor) {
 
 /* Every role a table gives is one transition, counted by target state;
  * a table that changes nothing for us is none. */
+/* A read held behind write 1 of its key must not be answered from the
+ * store once write 1 is confirmed if write 2 of the same key, applied
+ * meanwhile, is not: the answer would show a write a failover can lose.
+ * It waits for write 2; a read of another key is answered at once. */
+static void s_read(s_engine_t *engine, uint64_t req_id, const char *key) {
+    kv_msg_t req = {.type = KV_MSG_GET, .req_id = req_id, .epoch = 1, .partition = 0};
+    req.key = (kv_bytes_t){key, strlen(key)};
+    cr_assert_eq(kv_repl_hold_read(engine->repl, &engine->identity, &req), 1, "read not held");
+}
+
+Test(kv_repl, a_held_read_never_shows_a_later_unconfirmed_write) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-held", 1);
+    kv_table_t *table = s_table_abc(1, 2);
+    kv_table_set_owner(table, 0, 0, 0);
+    kv_table_set_owner(table, 0, 1, 1);
+    kv_repl_on_table(engine.repl, table, 0);
+    s_write(&engine, 1, "k", 1);
+    s_read(&engine, 10, "k");     /* held behind write 1 */
+    s_read(&engine, 11, "other"); /* held behind write 1 too */
+    s_write(&engine, 2, "k", 1);  /* applied, unconfirmed */
+    s_ack(&engine, 1, 1);
+    cr_expect_eq(s_reply_status(&engine, 11, 500), KV_STATUS_NOT_FOUND, "other key not answered");
+    cr_expect_eq(s_reply_status(&engine, 10, 50), -1, "answered while write 2 is unconfirmed");
+    s_ack(&engine, 1, 2);
+    cr_expect_eq(s_reply_status(&engine, 10, 500), KV_STATUS_OK, "not answered once confirmed");
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
 Test(kv_repl, role_changes_are_counted_by_state) {
     s_engine_t engine;
     s_engine_open(&engine, "test-repl-roles", 1);
