@@ -5,10 +5,10 @@
  *  snapshots to replicas that ask (queued, a time budget per wake-up) and
  *  beacons its latest sequences. The protocol is in kv_repl.h.
  */
-#include "kv_hash.h"
 #include "kv_repl_int.h"
 
 #include "kv_clock.h"
+#include "kv_hash.h"
 #include "kv_log.h"
 
 /* Confirmations a write of this partition needs. */

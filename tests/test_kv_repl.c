@@ -101,6 +101,14 @@ static kv_table_t *s_table_abc(uint64_t epoch, uint32_t replication) {
     return table;
 }
 
+/* A table of one partition: node-a (a) primary, node-b (b) its replica. */
+static kv_table_t *s_table_ab(void) {
+    kv_table_t *table = s_table_abc(1, 2);
+    kv_table_set_owner(table, 0, 0, 0);
+    kv_table_set_owner(table, 0, 1, 1);
+    return table;
+}
+
 /* Epoch 1: node-a primary, node-b replica (slot 1), the primary slot
  * moving to learner (MOVE_PRIMARY); with R = 3 node-c holds slot 2. */
 static kv_table_t *s_table_primary_moving(uint32_t replication, uint16_t learner) {
@@ -258,9 +266,7 @@ Test(kv_repl, a_replica_that_is_also_the_learner_confirms_once) {
 Test(kv_repl, a_write_waiting_for_a_dead_replica_completes_on_its_successor) {
     s_engine_t engine;
     s_engine_open(&engine, "test-repl-successor", 1);
-    kv_table_t *table = s_table_abc(1, 2);
-    kv_table_set_owner(table, 0, 0, 0);
-    kv_table_set_owner(table, 0, 1, 1);
+    kv_table_t *table = s_table_ab();
     kv_repl_on_table(engine.repl, table, 0);
     s_write(&engine, 1, "k", 1);
     cr_expect_eq(s_reply_status(&engine, 1, 50), -1, "acknowledged before any replica confirmed");
@@ -281,10 +287,6 @@ Test(kv_repl, a_write_waiting_for_a_dead_replica_completes_on_its_successor) {
     s_engine_close(&engine);
 }
 
-/* --- the role state machine ------------------------------------------------- */
-
-/* Every role a table gives is one transition, counted by target state;
- * a table that changes nothing for us is none. */
 /* A read held behind write 1 of its key must not be answered from the
  * store once write 1 is confirmed if write 2 of the same key, applied
  * meanwhile, is not: the answer would show a write a failover can lose.
@@ -298,9 +300,7 @@ static void s_read(s_engine_t *engine, uint64_t req_id, const char *key) {
 Test(kv_repl, a_held_read_never_shows_a_later_unconfirmed_write) {
     s_engine_t engine;
     s_engine_open(&engine, "test-repl-held", 1);
-    kv_table_t *table = s_table_abc(1, 2);
-    kv_table_set_owner(table, 0, 0, 0);
-    kv_table_set_owner(table, 0, 1, 1);
+    kv_table_t *table = s_table_ab();
     kv_repl_on_table(engine.repl, table, 0);
     s_write(&engine, 1, "k", 1);
     s_read(&engine, 10, "k");     /* held behind write 1 */
@@ -315,12 +315,14 @@ Test(kv_repl, a_held_read_never_shows_a_later_unconfirmed_write) {
     s_engine_close(&engine);
 }
 
+/* --- the role state machine ------------------------------------------------- */
+
+/* Every role a table gives is one transition, counted by target state;
+ * a table that changes nothing for us is none. */
 Test(kv_repl, role_changes_are_counted_by_state) {
     s_engine_t engine;
     s_engine_open(&engine, "test-repl-roles", 1);
-    kv_table_t *table = s_table_abc(1, 2);
-    kv_table_set_owner(table, 0, 0, 0);
-    kv_table_set_owner(table, 0, 1, 1);
+    kv_table_t *table = s_table_ab();
     kv_repl_on_table(engine.repl, table, 0);
     kv_repl_on_table(engine.repl, table, 0);
     cr_expect_eq(s_count(&engine, "kv_repl_role_primary_total"), 1);
@@ -408,14 +410,6 @@ static uint64_t s_run_until(s_engine_t *a, s_engine_t *b, s_engine_t *engine, co
         zclock_sleep(1);
     }
     return s_count(engine, name);
-}
-
-/* A table of one partition: node-a (a) primary, node-b (b) its replica. */
-static kv_table_t *s_table_ab(void) {
-    kv_table_t *table = s_table_abc(1, 2);
-    kv_table_set_owner(table, 0, 0, 0);
-    kv_table_set_owner(table, 0, 1, 1);
-    return table;
 }
 
 /* The replica copies the partition (one snapshot served, one applied),
