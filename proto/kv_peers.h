@@ -41,7 +41,8 @@ int kv_peers_poll_items(kv_peers_t *self, zmq_pollitem_t *items, uint16_t *nodes
  * (or came back at another address, as containers and pods do) is noticed
  * within seconds and the connection re-made, re-resolving its host name,
  * instead of the socket writing into a dead TCP connection for minutes.
- * Also lifts the socket's receive limit (see kv_peers.c for why). */
+ * Also lifts the socket's receive limit (see kv_peers.c for why) and
+ * bounds each connect attempt, so a healed link is used again at once. */
 void kv_peers_set_heartbeats(zsock_t *sock);
 
 #endif

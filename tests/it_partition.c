@@ -92,6 +92,7 @@ struct s_run_t {
     long long last_heal_ms; /* last heal (or thaw, or restart) */
     long long healthy_ms;   /* time to healthy after it, -1 when never */
     int problems;           /* setup or teardown failures */
+    int g2_reads_only;      /* clients of gateway 2 only read */
 };
 
 static void s_sleep_ms(long long ms) {
@@ -338,6 +339,7 @@ static void *s_client_run(void *arg) {
         char value[48];
         snprintf(value, sizeof(value), "c%d-%ld", client->id, n);
         kv_history_op_t op = dice < 4 ? KV_HISTORY_SET : dice < 9 ? KV_HISTORY_GET : KV_HISTORY_RM;
+        if (gateway == S_G2 && run->g2_reads_only) op = KV_HISTORY_GET;
         kv_history_record_t record = kv_history_client_do(http, op, key, value);
         if (record.outcome != KV_HISTORY_OK) s_sleep_ms(20); /* no hot loop on refusals */
     }
@@ -515,14 +517,23 @@ static void s_teardown(s_run_t *run) {
         printf("[%s] logs and history kept in %s\n", run->name, run->dir);
 }
 
+/* What a scenario must show: the store's guarantees, or (leases off) that
+ * the checker catches the fault the leases prevent. */
+typedef enum { S_EXPECT_SAFE, S_EXPECT_CAUGHT } s_expect_t;
+
+typedef struct {
+    s_expect_t expect; /* what the run must show */
+    int g2_reads_only; /* the workload: gateway 2's clients only read */
+} s_options_t;
+
 /* Runs a scenario: clients for the whole duration; faults(run, ms) from a
  * sixth of it for up to two thirds of it; then everything healed, the
  * time to healthy measured, the clients run to the end, final reads, the
  * check. Asserts only after the teardown, so nothing is left behind. */
-static void s_scenario(const char *name, s_faults_fn faults) {
+static void s_scenario_with(const char *name, s_faults_fn faults, s_options_t options) {
     const char *why = kv_netns_unavailable();
     if (*why) cr_skip_test("network namespaces unavailable: %s", why);
-    s_run_t run = {.name = name, .healthy_ms = -1};
+    s_run_t run = {.name = name, .healthy_ms = -1, .g2_reads_only = options.g2_reads_only};
     long long total_ms = (long long)s_seconds() * 1000;
     int setup = s_setup(&run);
     int verdict = 2, lost = -1;
@@ -554,6 +565,13 @@ static void s_scenario(const char *name, s_faults_fn faults) {
                lost, run.healthy_ms);
         fflush(stdout);
     }
+    if (options.expect == S_EXPECT_CAUGHT) {
+        s_teardown(&run);
+        cr_assert_eq(setup, 0, "[%s] setup failed", name);
+        cr_expect_eq(verdict, 1, "[%s] the checker did not catch the stale reads (%d)", name,
+                     verdict);
+        return;
+    }
     run.problems += verdict != 0 || lost != 0 || run.healthy_ms < 0 ||
                     run.healthy_ms > S_HEALTHY_MS; /* keep the evidence */
     s_teardown(&run);
@@ -566,15 +584,36 @@ static void s_scenario(const char *name, s_faults_fn faults) {
     cr_expect(ok > 0, "[%s] no operation succeeded", name);
 }
 
+static void s_scenario(const char *name, s_faults_fn faults) {
+    s_scenario_with(name, faults, (s_options_t){S_EXPECT_SAFE, 0});
+}
+
 /* --- the faults ------------------------------------------------------------- */
 
 static void s_cut_from(s_run_t *run, int host, const int *others, int count) {
     for (int i = 0; i < count; i++) run->problems += kv_netns_cut_both(run->net, host, others[i]);
 }
 
+/* The primary cut off from the coordinator only, 5 s at a time (the
+ * coordinator fails it over each time), with the second gateway cut off
+ * from the coordinator too: that gateway keeps the old table and goes on
+ * sending the primary's keys to the old primary, while the first gateway
+ * writes them to the new one. Its clients only read: a write through it
+ * would leave the old primary waiting for a confirmation that never comes,
+ * and hold every later read of that partition there (the guard against
+ * reading unconfirmed writes), which would hide what leases must prevent.
+ * Without leases the old primary answers those reads from a store the
+ * new primary has moved past. */
 static void s_primary_from_coordinator(s_run_t *run, long long ms) {
-    run->problems += kv_netns_cut_both(run->net, S_N1, S_COORD);
-    s_sleep_ms(ms);
+    long long end = kv_now_ms() + ms;
+    do {
+        run->problems += kv_netns_cut_both(run->net, S_N1, S_COORD);
+        run->problems += kv_netns_cut_both(run->net, S_G2, S_COORD);
+        s_sleep_ms(5000);
+        run->problems += kv_netns_heal_both(run->net, S_N1, S_COORD);
+        run->problems += kv_netns_heal_both(run->net, S_G2, S_COORD);
+        s_sleep_ms(3000);
+    } while (kv_now_ms() + 5000 < end);
 }
 
 static void s_primary_from_coordinator_and_replicas(s_run_t *run, long long ms) {
@@ -692,7 +731,16 @@ static void s_kill_unconfirmed(s_run_t *run, long long ms) {
 TestSuite(partition, .timeout = 1800);
 
 Test(partition, primary_cut_from_coordinator) {
-    s_scenario("primary-from-coordinator", s_primary_from_coordinator);
+    s_scenario_with("primary-from-coordinator", s_primary_from_coordinator,
+                    (s_options_t){S_EXPECT_SAFE, 1});
+}
+
+/* The checker is shown to catch a fault: the same cuts with leases off
+ * (a test-only switch on nodes and coordinator) must read stale values. */
+Test(partition, leases_off_fails_the_check) {
+    setenv("KV_PARTITION_NODE_ARGS", "--leases 0", 1);
+    setenv("KV_PARTITION_COORDINATOR_ARGS", "--lease-ms 0", 1);
+    s_scenario_with("leases-off", s_primary_from_coordinator, (s_options_t){S_EXPECT_CAUGHT, 1});
 }
 
 Test(partition, primary_cut_from_coordinator_and_replicas) {
