@@ -153,6 +153,8 @@ static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
         msg.partition = kv_partition_of(call->key, call->klen, self->table->partitions);
         msg.key = (kv_bytes_t){call->key, call->klen};
         msg.value = (kv_bytes_t){call->value, call->vlen};
+        msg.has_if_version = (uint8_t)(call->has_if_version != 0);
+        msg.if_version = call->if_version;
     }
     if (msg.partition >= self->table->partitions) {
         s_finish(call, KV_CALL_FAILED);
@@ -408,6 +410,8 @@ static kv_call_result_t s_result_of(uint8_t status) {
         return KV_CALL_NO_MEMORY;
     case KV_STATUS_UNAVAILABLE:
         return KV_CALL_UNAVAILABLE;
+    case KV_STATUS_CONFLICT:
+        return KV_CALL_CONFLICT;
     default:
         return KV_CALL_FAILED;
     }
@@ -436,6 +440,7 @@ static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *fr
         zmq_msg_move(&call->reply, frame);
         kv_msg_decode(zmq_msg_data(&call->reply), zmq_msg_size(&call->reply), &call->msg);
     }
+    call->version = msg->meta.version;
     s_finish(call, s_result_of(msg->status));
 }
 

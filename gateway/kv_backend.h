@@ -51,6 +51,7 @@ typedef enum {
     KV_CALL_NO_MEMORY,   /* the owner is at its memory limit */
     KV_CALL_FAILED,      /* the node refused the request as malformed */
     KV_CALL_BAD_REQUEST, /* JOIN: not an endpoint the coordinator accepts */
+    KV_CALL_CONFLICT,    /* SET, RM: the condition does not hold; nothing written */
 } kv_call_result_t;
 
 /* One node's STATS answer, for KV_CALL_STATUS (indexed like table nodes). */
@@ -75,15 +76,18 @@ struct _kv_call_t {
     size_t klen;
     const char *value; /* SET */
     size_t vlen;
-    uint32_t partition; /* SCAN */
-    uint32_t limit;     /* SCAN: entries wanted */
-    int has_after;      /* SCAN: only keys after this one */
+    int has_if_version;  /* SET, RM: apply only if the key's version is if_version */
+    uint64_t if_version; /* 0: only if the key is absent */
+    uint32_t partition;  /* SCAN */
+    uint32_t limit;      /* SCAN: entries wanted */
+    int has_after;       /* SCAN: only keys after this one */
     const char *after;
     size_t alen;
     kv_call_done_fn *done; /* run on the backend thread when finished */
     void *arg;             /* for done */
     /* Set by the backend before done. */
     kv_call_result_t result; /* outcome */
+    uint64_t version;        /* keyed ops: the key's version (SET: the new one) */
     zmq_msg_t reply;         /* GET, SCAN: the reply frame (kv_call_reset frees) */
     kv_msg_t msg;            /* GET, SCAN: decoded reply, pointing into reply */
     kv_table_t *table;       /* STATUS, TABLE: a copy (NULL without a table) */

@@ -52,11 +52,13 @@
 #include "kv_http.h"
 
 #include <assert.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "kv_bulk.h"
@@ -79,10 +81,10 @@
  * served on them; admin routes change the cluster as a whole. Expanded
  * into s_route_t here and into s_routes below, after the handlers. */
 #define S_ROUTES(X)                                                                                \
-    X(SET, "/set", "set", s_start_keyed, s_answer_result, KV_CALL_SET, false, false)               \
+    X(SET, "/set", "set", s_start_keyed, s_answer_set, KV_CALL_SET, false, false)                  \
     X(GET, "/get", "get", s_start_keyed, s_answer_get, KV_CALL_GET, true, false)                   \
-    X(RM, "/rm", "rm", s_start_keyed, s_answer_result, KV_CALL_RM, false, false)                   \
-    X(IS, "/is", "is", s_start_keyed, s_answer_result, KV_CALL_IS, true, false)                    \
+    X(RM, "/rm", "rm", s_start_keyed, s_answer_rm, KV_CALL_RM, false, false)                       \
+    X(IS, "/is", "is", s_start_keyed, s_answer_is, KV_CALL_IS, true, false)                        \
     X(CLEAR, "/clear", "clear", s_start_call, s_answer_result, KV_CALL_CLEAR, false, true)         \
     X(KEYS, "/getKeys", "get_keys", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)        \
     X(VALUES, "/getValues", "get_values", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)  \
@@ -162,7 +164,7 @@ typedef enum {
     F_NO_COORDINATOR,
     F_CANNOT_DRAIN,
     F_QUERY, /* + kv_query_err_t: the validation errors */
-    F_COUNT = F_QUERY + KV_QUERY_VALUE_TOO_LONG + 1,
+    F_COUNT = F_QUERY + KV_QUERY_ERR_LAST + 1,
 } s_fixed_t;
 
 typedef struct {
@@ -387,7 +389,7 @@ static int s_build_fixed(kv_http_t *self) {
                       "the coordinator cannot be reached; membership cannot change now");
     rc |= s_add_error(self, F_CANNOT_DRAIN, 503, "UNAVAILABLE",
                       "no other node can take this node's partitions");
-    for (int err = KV_QUERY_MISSING_KEY; err <= KV_QUERY_VALUE_TOO_LONG; err++)
+    for (int err = KV_QUERY_MISSING_KEY; err <= KV_QUERY_ERR_LAST; err++)
         rc |= s_add_error(self, (s_fixed_t)(F_QUERY + err), 400, kv_query_err_code(err),
                           kv_query_err_message(err));
     return rc ? -1 : 0;
@@ -482,7 +484,11 @@ static enum MHD_Result s_submit(s_request_t *req, kv_call_op_t op) {
 
 static enum MHD_Result s_start_keyed(s_request_t *req) {
     kv_query_err_t err = kv_query_check(&req->query, req->route == R_SET);
+    bool conditional = (req->route == R_SET || req->route == R_RM) && req->query.if_version.present;
+    if (err == KV_QUERY_OK && conditional) /* on /rm, "only if absent" removes nothing: refused */
+        err = kv_query_version(&req->query.if_version, req->route == R_SET, &req->call.if_version);
     if (err != KV_QUERY_OK) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
+    req->call.has_if_version = conditional;
     req->call.key = req->query.k.ptr;
     req->call.klen = req->query.k.len;
     if (req->route == R_SET) {
@@ -492,9 +498,30 @@ static enum MHD_Result s_start_keyed(s_request_t *req) {
     return s_submit(req, s_routes[req->route].op);
 }
 
-/* /set /rm /is /clear: the call's result is the whole answer. */
+/* /clear: the call's result is the whole answer. */
 static enum MHD_Result s_answer_result(s_request_t *req) {
     return s_queue_result(req, req->call.result);
+}
+
+/* 200 with body and the key's version in X-Version (/get, /is). */
+static enum MHD_Result s_queue_versioned(s_request_t *req, const char *body, size_t len) {
+    struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_COPY);
+    if (!response) return MHD_NO;
+    char version[24];
+    snprintf(version, sizeof(version), "%" PRIu64, req->call.version);
+    MHD_add_response_header(response, "X-Version", version);
+    enum MHD_Result result = s_respond(req, 200, response, S_ANSWERED);
+    MHD_destroy_response(response);
+    return result;
+}
+
+/* 409 VERSION_CONFLICT naming the key and its current version. */
+static enum MHD_Result s_queue_conflict(s_request_t *req) {
+    json_t *body =
+        json_pack("{s:s, s:s, s:s%, s:I}", "error", "VERSION_CONFLICT", "message",
+                  "the key's version is not the one ifVersion names; nothing written", "k",
+                  req->query.k.ptr, req->query.k.len, "version", (json_int_t)req->call.version);
+    return s_queue_json(req, 409, body);
 }
 
 static enum MHD_Result s_answer_get(s_request_t *req) {
@@ -502,7 +529,28 @@ static enum MHD_Result s_answer_get(s_request_t *req) {
     char body[KV_JSON_STRING_MAX(KV_MAX_VALUE_BYTES)];
     const kv_bytes_t *value = &req->call.msg.value;
     size_t len = kv_json_string(body, sizeof(body), value->ptr ? value->ptr : "", value->len);
-    return s_queue(req, 200, body, len);
+    return s_queue_versioned(req, body, len);
+}
+
+static enum MHD_Result s_answer_is(s_request_t *req) {
+    if (req->call.result != KV_CALL_OK) return s_queue_result(req, req->call.result);
+    static const char body[] = "{\"success\":true}";
+    return s_queue_versioned(req, body, sizeof(body) - 1);
+}
+
+/* {"success": true, "version": N}: the version the write gave the key. */
+static enum MHD_Result s_answer_set(s_request_t *req) {
+    if (req->call.result == KV_CALL_CONFLICT) return s_queue_conflict(req);
+    if (req->call.result != KV_CALL_OK) return s_queue_result(req, req->call.result);
+    char body[64];
+    int len = snprintf(body, sizeof(body), "{\"success\":true,\"version\":%" PRIu64 "}",
+                       req->call.version);
+    return s_queue(req, 200, body, (size_t)len);
+}
+
+static enum MHD_Result s_answer_rm(s_request_t *req) {
+    if (req->call.result == KV_CALL_CONFLICT) return s_queue_conflict(req);
+    return s_queue_result(req, req->call.result);
 }
 
 /* --- bulk routes ---------------------------------------------------------- */

@@ -38,9 +38,12 @@ static const struct {
     [KV_QUERY_MISSING_VALUE] = {"MISSING_VALUE_PARAM",
                                 "the v parameter is missing (v= sets an empty value)"},
     [KV_QUERY_VALUE_TOO_LONG] = {"MAXIMUM_VALUE_LENGTH_REACHED", S_VALUE_TOO_LONG},
+    [KV_QUERY_INVALID_VERSION] = {"INVALID_VERSION",
+                                  "a version is a decimal integer from 1 to 2^53-1 "
+                                  "(0, on /set and in if., means the key is absent)"},
 };
 
-_Static_assert(sizeof s_errors / sizeof s_errors[0] == KV_QUERY_VALUE_TOO_LONG + 1,
+_Static_assert(sizeof s_errors / sizeof s_errors[0] == KV_QUERY_ERR_LAST + 1,
                "every kv_query_err_t needs a code and a message");
 
 /* Returns the value of the hex digit c (either case), or -1. */
@@ -109,6 +112,7 @@ static kv_param_t *s_slot(kv_query_t *q, const char *name, size_t len) {
     if (s_name_is(name, len, "limit")) return &q->limit;
     if (s_name_is(name, len, "cursor")) return &q->cursor;
     if (s_name_is(name, len, "node")) return &q->node;
+    if (s_name_is(name, len, "ifVersion")) return &q->if_version;
     return NULL;
 }
 
@@ -207,6 +211,20 @@ bool kv_query_name_is(const kv_query_field_t *field, const char *name) {
 static long s_chars(const kv_param_t *param) {
     if (param->bad_escape) return -1;
     return kv_utf8_count(param->ptr, param->len);
+}
+
+kv_query_err_t kv_query_version(const kv_param_t *param, bool zero_ok, uint64_t *version) {
+    if (!param->present || param->bad_escape || param->len == 0 || param->len > 16)
+        return KV_QUERY_INVALID_VERSION; /* 2^53 has 16 digits */
+    uint64_t n = 0;
+    for (size_t i = 0; i < param->len; i++) {
+        char c = param->ptr[i];
+        if (c < '0' || c > '9') return KV_QUERY_INVALID_VERSION;
+        n = n * 10 + (uint64_t)(c - '0');
+    }
+    if (n > KV_VERSION_MAX || (n == 0 && !zero_ok)) return KV_QUERY_INVALID_VERSION;
+    *version = n;
+    return KV_QUERY_OK;
 }
 
 kv_query_err_t kv_query_check_key(const kv_param_t *key) {

@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* One decoded parameter. ptr points into the caller's (decoded) buffer. */
 typedef struct {
@@ -37,11 +38,12 @@ typedef struct {
 /* The parameters the API knows. The first occurrence of a name wins;
  * names are compared after decoding ("%6B=a" is k). */
 typedef struct {
-    kv_param_t k;      /* key */
-    kv_param_t v;      /* value (/set) */
-    kv_param_t limit;  /* page size of bulk reads */
-    kv_param_t cursor; /* page cursor of bulk reads */
-    kv_param_t node;   /* /join endpoint, /leave id */
+    kv_param_t k;          /* key */
+    kv_param_t v;          /* value (/set) */
+    kv_param_t limit;      /* page size of bulk reads */
+    kv_param_t cursor;     /* page cursor of bulk reads */
+    kv_param_t node;       /* /join endpoint, /leave id */
+    kv_param_t if_version; /* ifVersion: /set and /rm's condition */
 } kv_query_t;
 
 typedef enum {
@@ -52,7 +54,13 @@ typedef enum {
     KV_QUERY_KEY_TOO_LONG,     /* 400 MAXIMUM_KEY_LENGTH_REACHED */
     KV_QUERY_MISSING_VALUE,    /* 400 MISSING_VALUE_PARAM */
     KV_QUERY_VALUE_TOO_LONG,   /* 400 MAXIMUM_VALUE_LENGTH_REACHED */
+    KV_QUERY_INVALID_VERSION,  /* 400 INVALID_VERSION */
+    KV_QUERY_ERR_LAST = KV_QUERY_INVALID_VERSION,
 } kv_query_err_t;
+
+/* Versions are positive integers below 2^53 (a JSON number any client
+ * reads exactly); 0 in a condition means "absent". */
+#define KV_VERSION_MAX ((1ull << 53) - 1)
 
 /* Parses query[0..len) (without the leading '?') into q, percent-decoding
  * the known parameters in place: the buffer is modified, and q's pointers
@@ -62,6 +70,11 @@ void kv_query_parse(char *query, size_t len, kv_query_t *q);
 
 /* Validates k (and v when with_value, for /set) in the API's order. */
 kv_query_err_t kv_query_check(const kv_query_t *q, bool with_value);
+
+/* Parses a version (ifVersion, if.KEY): decimal digits only, at most
+ * KV_VERSION_MAX; 0 only when zero_ok. KV_QUERY_OK with *version set, or
+ * KV_QUERY_INVALID_VERSION. */
+kv_query_err_t kv_query_version(const kv_param_t *param, bool zero_ok, uint64_t *version);
 
 /* Validates one key, as every route validates keys: MISSING_KEY when key is
  * absent, then EMPTY_KEY, INVALID_ENCODING, KEY_TOO_LONG. */

@@ -430,17 +430,7 @@ static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
         kv_repl_write(self->repl, identity, req);
         return;
     }
-    if (kv_repl_hold_read(self->repl, identity, req)) return; /* writes before it unconfirmed */
-    const kv_entry_t *found = kv_store_get(self->store, req->partition, req->key.ptr, req->key.len);
-    if (!s_leased(self)) /* checked as the answer leaves, not when the request came */
-        s_reply(self, identity, req->req_id, KV_STATUS_NO_LEASE, NULL, 0);
-    else if (!found)
-        s_reply(self, identity, req->req_id, KV_STATUS_NOT_FOUND, NULL, 0);
-    else if (req->type == KV_MSG_GET)
-        s_reply(self, identity, req->req_id, KV_STATUS_OK, kv_entry_value(found),
-                kv_entry_vlen(found));
-    else
-        s_reply(self, identity, req->req_id, KV_STATUS_OK, NULL, 0);
+    kv_repl_read(self->repl, identity, req);
 }
 
 /* Clears the partitions we are primary of; the gateway sends CLEAR to every
@@ -490,9 +480,7 @@ static int s_page_add(const kv_entry_t *entry, void *arg) {
         page->buf = buf;
         page->cap = cap;
     }
-    const kv_msg_entry_t put = {{kv_entry_key(entry), kv_entry_klen(entry)},
-                                {kv_entry_value(entry), kv_entry_vlen(entry)},
-                                {0, 0}}; /* no versions or expiry yet */
+    const kv_msg_entry_t put = kv_store_entry_wire(entry);
     kv_msg_entry_put(page->buf, page->cap, &page->pos, &put);
     page->count++;
     return 0;

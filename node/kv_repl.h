@@ -78,14 +78,16 @@ int kv_repl_on_table(kv_repl_t *self, const kv_table_t *table, int node);
  * replicates, and replies now or once replicas confirm. */
 void kv_repl_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
 
-/* A read (GET or IS) of a partition we are primary of. Returns 0 when it
- * may be answered from the store now: every write applied there is
- * confirmed by the replicas a write needs. Otherwise returns 1: the engine
- * took it and answers it once the writes applied before it are confirmed,
- * or refuses it (MOVED when the role changes or the partition is fenced,
- * UNAVAILABLE after KV_HOLD_MS), so no client ever reads a write that a
- * failover could still lose. */
-int kv_repl_hold_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+/* A read (GET or IS) of a partition we are primary of, answered with the
+ * entry's version. Answered from the store now when every write applied
+ * there is confirmed by the replicas a write needs; otherwise held and
+ * answered once the writes applied before it are confirmed, or refused
+ * (MOVED when the role changes or the partition is fenced, UNAVAILABLE
+ * after KV_HOLD_MS), so no client ever reads a write that a failover could
+ * still lose. A conditional write whose condition fails is answered
+ * CONFLICT with the key's version the same way. The lease is checked as
+ * the answer leaves, not when the request arrived. */
+void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
 
 /* Serves CLEAR for every partition we are primary of. */
 void kv_repl_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
@@ -121,8 +123,9 @@ uint8_t *kv_repl_reports(kv_repl_t *self, size_t *len);
  * early: the coordinator waits for it to move partitions). */
 int kv_repl_reports_dirty(const kv_repl_t *self);
 
-/* Replies REPLY(req_id, status, value) to the gateway behind identity. */
+/* Replies REPLY(req_id, status, value, version) to the gateway behind
+ * identity. */
 void kv_repl_reply(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, kv_status_t status,
-                   const char *value, size_t vlen);
+                   const char *value, size_t vlen, uint64_t version);
 
 #endif

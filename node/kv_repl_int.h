@@ -61,6 +61,7 @@ typedef enum {
 typedef struct _kv_repl_group_t {
     zmq_msg_t identity; /* the gateway to answer */
     uint64_t req_id;    /* its request */
+    uint64_t version;   /* a SET: the version it gave the key, answered */
     uint32_t waiting;   /* partitions still unconfirmed */
 } kv_repl_group_t;
 
@@ -80,7 +81,8 @@ typedef struct _kv_repl_held_t {
     uint64_t req_id;              /* its request */
     uint64_t wait_seq;            /* answerable once this seq is confirmed */
     int64_t since;                /* mono ms, for expiry */
-    uint8_t type;                 /* KV_MSG_GET or KV_MSG_IS */
+    uint8_t type;                 /* KV_MSG_GET or KV_MSG_IS; SET or RM: a conflict */
+    uint64_t version;             /* a conflict: the key's version when it was decided */
     uint16_t klen;                /* key bytes */
     char key[KV_MAX_KEY_BYTES];   /* the key */
 } kv_repl_held_t;

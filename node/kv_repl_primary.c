@@ -60,7 +60,7 @@ static int s_leased(const kv_repl_t *self) {
 
 static void s_group_done(kv_repl_t *self, kv_repl_group_t *group, int confirmed) {
     if (confirmed && group->req_id && group->waiting == 1 && s_leased(self))
-        kv_repl_reply(self, &group->identity, group->req_id, KV_STATUS_OK, NULL, 0);
+        kv_repl_reply(self, &group->identity, group->req_id, KV_STATUS_OK, NULL, 0, group->version);
     if (!confirmed) group->req_id = 0; /* never answer: the gateway times out */
     if (--group->waiting == 0) s_group_destroy(&group);
 }
@@ -137,21 +137,26 @@ static void s_record_ack(kv_repl_part_t *part, uint16_t node, uint64_t seq) {
 
 /* --- held reads ------------------------------------------------------------ */
 
-/* Answers one held read from the store as it is now, under the lease: the
- * lease is checked as the answer leaves, not when the read arrived. */
-static void s_answer_held(kv_repl_t *self, uint32_t partition, kv_repl_held_t *held) {
+/* Answers a read (GET, IS) from the store as it is now, or a conflict
+ * decided earlier, under the lease: the lease is checked as the answer
+ * leaves, not when the request arrived. */
+static void s_answer(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_t partition,
+                     const kv_repl_held_t *what) {
     if (!s_leased(self)) {
-        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_NO_LEASE, NULL, 0);
+        kv_repl_reply(self, identity, req_id, KV_STATUS_NO_LEASE, NULL, 0, 0);
         return;
     }
-    const kv_entry_t *found = kv_store_get(self->store, partition, held->key, held->klen);
+    if (what->type == KV_MSG_SET || what->type == KV_MSG_RM) {
+        kv_repl_reply(self, identity, req_id, KV_STATUS_CONFLICT, NULL, 0, what->version);
+        return;
+    }
+    const kv_entry_t *found = kv_store_get(self->store, partition, what->key, what->klen);
     if (!found)
-        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_NOT_FOUND, NULL, 0);
-    else if (held->type == KV_MSG_GET)
-        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_OK, kv_entry_value(found),
-                      kv_entry_vlen(found));
+        kv_repl_reply(self, identity, req_id, KV_STATUS_NOT_FOUND, NULL, 0, 0);
     else
-        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_OK, NULL, 0);
+        kv_repl_reply(self, identity, req_id, KV_STATUS_OK,
+                      what->type == KV_MSG_GET ? kv_entry_value(found) : NULL,
+                      what->type == KV_MSG_GET ? kv_entry_vlen(found) : 0, kv_entry_version(found));
 }
 
 static kv_repl_held_t *s_held_pop(kv_repl_part_t *part) {
@@ -192,12 +197,13 @@ static void s_held_append(kv_repl_part_t *part, kv_repl_held_t *held) {
 static void s_serve_held(kv_repl_t *self, uint32_t partition, kv_repl_part_t *part) {
     while (part->held && part->held->wait_seq <= part->confirmed) {
         kv_repl_held_t *held = s_held_pop(part);
-        if (s_key_unconfirmed(part, held)) {
+        int conflict = held->type == KV_MSG_SET || held->type == KV_MSG_RM;
+        if (!conflict && s_key_unconfirmed(part, held)) {
             held->wait_seq = part->seq;
             s_held_append(part, held);
             continue;
         }
-        s_answer_held(self, partition, held);
+        s_answer(self, &held->identity, held->req_id, partition, held);
         s_held_free(held);
     }
 }
@@ -206,30 +212,52 @@ void kv_repl_primary_refuse_held(kv_repl_t *self, kv_repl_part_t *part, int stat
     while (part->held) {
         kv_repl_held_t *held = s_held_pop(part);
         if (status >= 0)
-            kv_repl_reply(self, &held->identity, held->req_id, (kv_status_t)status, NULL, 0);
+            kv_repl_reply(self, &held->identity, held->req_id, (kv_status_t)status, NULL, 0, 0);
         s_held_free(held);
     }
 }
 
-int kv_repl_hold_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+/* Answers what (a read, or a conflict decided now) at once when every
+ * write applied so far is confirmed; otherwise holds it until they are:
+ * the answer could show one of them, which a failover could still lose. */
+static void s_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req,
+                             kv_repl_held_t *what) {
     kv_repl_part_t *part = &self->parts[req->partition];
-    if (s_required(self) == 0 || part->confirmed >= part->seq) return 0; /* all confirmed */
-    kv_repl_held_t *held = calloc(1, sizeof(*held));
-    if (!held || req->key.len > sizeof(held->key)) {
-        free(held);
-        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0);
-        return 1;
+    if (s_required(self) == 0 || part->confirmed >= part->seq) { /* all confirmed */
+        s_answer(self, identity, req->req_id, req->partition, what);
+        return;
     }
+    kv_repl_held_t *held = malloc(sizeof(*held));
+    if (!held) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
+        return;
+    }
+    *held = *what;
     zmq_msg_init(&held->identity);
     zmq_msg_copy(&held->identity, identity);
     held->req_id = req->req_id;
     held->wait_seq = part->seq;
     held->since = kv_clock_mono_ms();
-    held->type = req->type;
-    held->klen = (uint16_t)req->key.len;
-    memcpy(held->key, req->key.ptr, req->key.len);
     s_held_append(part, held);
-    return 1;
+}
+
+/* What a read or conflict answer needs, the key only for a read. */
+static kv_repl_held_t s_what(const kv_msg_t *req, uint8_t type, uint64_t version) {
+    kv_repl_held_t what = {.type = type, .version = version};
+    if (type == KV_MSG_GET || type == KV_MSG_IS) {
+        what.klen = (uint16_t)req->key.len; /* checked by the node: <= KV_MAX_KEY_BYTES */
+        memcpy(what.key, req->key.ptr, req->key.len);
+    }
+    return what;
+}
+
+void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    if (req->key.len > KV_MAX_KEY_BYTES) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_BAD_REQUEST, NULL, 0, 0);
+        return;
+    }
+    kv_repl_held_t what = s_what(req, req->type, 0);
+    s_answer_or_hold(self, identity, req, &what);
 }
 
 /* Replicas confirmed partition up to seq: answer the writes and the reads
@@ -262,6 +290,7 @@ void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, ui
     uint8_t topic[4], buf[KV_UPDATE_MAX];
     kv_repl_topic(partition, topic);
     kv_msg_t update = {.type = KV_MSG_UPDATE, .partition = partition, .op = op, .seq = seq};
+    update.meta.version = op == KV_OP_SET ? seq : 0; /* a key's version is its write's seq */
     update.sender = (uint16_t)self->self;
     update.epoch = kv_repl_epoch(self);
     update.key = key;
@@ -278,10 +307,19 @@ static int s_can_write(const kv_repl_t *self, uint32_t partition) {
     return s_ackers(self, partition, nodes) >= s_required(self);
 }
 
-static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req) {
+/* The key's version in the store (0 when absent): what a condition is
+ * checked against, unconfirmed writes included (they come first in the
+ * partition's order; an answer showing one waits for its confirmation). */
+static uint64_t s_version_of(kv_repl_t *self, const kv_msg_t *req) {
+    const kv_entry_t *found = kv_store_get(self->store, req->partition, req->key.ptr, req->key.len);
+    return found ? kv_entry_version(found) : 0;
+}
+
+/* Applies a write as version (the seq it will be published at). */
+static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req, uint64_t version) {
     if (req->type == KV_MSG_SET) {
         if (kv_store_put(self->store, req->partition, req->key.ptr, req->key.len, req->value.ptr,
-                         req->value.len) != 0)
+                         req->value.len, version) != 0)
             return KV_STATUS_NO_MEMORY;
         return KV_STATUS_OK;
     }
@@ -293,22 +331,32 @@ static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req) {
 void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_repl_part_t *part = &self->parts[req->partition];
     if (!s_can_write(self, req->partition)) { /* refuse before applying anything */
-        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0);
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
         return;
     }
-    kv_status_t status = s_apply_write(self, req);
+    if (req->has_if_version) {
+        uint64_t current = s_version_of(self, req);
+        if (current != req->if_version) { /* nothing written; the answer shows current */
+            kv_repl_held_t what = s_what(req, req->type, current);
+            s_answer_or_hold(self, identity, req, &what);
+            return;
+        }
+    }
+    kv_status_t status = s_apply_write(self, req, part->seq + 1);
     if (status != KV_STATUS_OK) { /* nothing changed, nothing to replicate */
-        kv_repl_reply(self, identity, req->req_id, status, NULL, 0);
+        kv_repl_reply(self, identity, req->req_id, status, NULL, 0, 0);
         return;
     }
     uint64_t seq = ++part->seq;
+    uint64_t version = req->type == KV_MSG_SET ? seq : 0;
     kv_repl_primary_publish(self, req->partition, req->type == KV_MSG_SET ? KV_OP_SET : KV_OP_RM,
                             seq, req->key, req->value);
     if (s_required(self) == 0) {
-        kv_repl_reply(self, identity, req->req_id, KV_STATUS_OK, NULL, 0);
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_OK, NULL, 0, version);
         return;
     }
     kv_repl_group_t *group = s_group_new(identity, req->req_id);
+    if (group) group->version = version;
     if (!group || s_pending_add(part, seq, group, req->key) != 0) {
         if (group) s_group_destroy(&group);
         return; /* out of memory: no reply, the gateway answers 504 */
@@ -322,7 +370,7 @@ void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
             kv_repl_reply(self, identity, req->req_id,
                           self->parts[p].state == KV_REPL_FENCED ? KV_STATUS_MOVED
                                                                  : KV_STATUS_UNAVAILABLE,
-                          NULL, 0);
+                          NULL, 0, 0);
             return;
         }
     }
@@ -387,9 +435,7 @@ static int s_snapshot_entry(const kv_entry_t *entry, void *arg) {
         snap->entries = grown;
         snap->cap = cap;
     }
-    const kv_msg_entry_t put = {{kv_entry_key(entry), kv_entry_klen(entry)},
-                                {kv_entry_value(entry), kv_entry_vlen(entry)},
-                                {0, 0}}; /* no versions or expiry yet */
+    const kv_msg_entry_t put = kv_store_entry_wire(entry);
     kv_msg_entry_put(snap->entries, snap->cap, &snap->pos, &put);
     snap->msg.count++;
     return snap->failed;
@@ -505,7 +551,7 @@ void kv_repl_primary_beacon(kv_repl_t *self) {
 void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now) {
     while (part->held && now - part->held->since > KV_HOLD_MS) { /* replicas silent */
         kv_repl_held_t *held = s_held_pop(part);
-        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_UNAVAILABLE, NULL, 0);
+        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
         s_held_free(held);
     }
     while (part->pending && now - part->pending->since > KV_PENDING_EXPIRY_MS) {

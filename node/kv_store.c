@@ -43,10 +43,16 @@ static kv_dict_t *s_dict(kv_store_t *self, uint32_t partition, int create) {
 }
 
 int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
-                 const char *value, size_t vlen) {
+                 const char *value, size_t vlen, uint64_t version) {
     kv_dict_t *dict = s_dict(self, partition, 1);
     if (!dict) return -1;
-    return kv_dict_put(dict, key, klen, value, vlen, 0); /* no version: nothing reads one yet */
+    return kv_dict_put(dict, key, klen, value, vlen, version);
+}
+
+kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry) {
+    return (kv_msg_entry_t){{kv_entry_key(entry), kv_entry_klen(entry)},
+                            {kv_entry_value(entry), kv_entry_vlen(entry)},
+                            {kv_entry_version(entry), 0}}; /* no expiry yet */
 }
 
 const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {

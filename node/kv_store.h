@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "kv_dict.h"
+#include "kv_msg.h"
 
 typedef struct _kv_store_t kv_store_t;
 
@@ -29,13 +30,15 @@ kv_store_t *kv_store_new(uint32_t partitions);
 /* Frees the store and all its data; sets *self_p to NULL. Safe on NULL. */
 void kv_store_destroy(kv_store_t **self_p);
 
-/* Creates or overwrites. Entries carry no version (kv_entry_version is 0):
- * nothing needs one yet, and it would cost 8 bytes per key; conditional
- * writes would pass one to kv_dict_put, which keeps it as a trailer. Returns
- * 0, or -1 when out of memory (nothing changed) or the partition is out of
- * range. */
+/* Creates or overwrites, with the entry's version (the partition seq of the
+ * write; 0 stores none, for tests of the store alone). Returns 0, or -1
+ * when out of memory (nothing changed) or the partition is out of range. */
 int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
-                 const char *value, size_t vlen);
+                 const char *value, size_t vlen, uint64_t version);
+
+/* An entry as SNAPSHOT and SCAN_REPLY carry it: key, value, version
+ * (pointing into the entry: valid until the store is next modified). */
+kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry);
 
 /* The entry, or NULL. Valid until the store is next modified. */
 const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen);

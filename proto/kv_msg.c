@@ -353,9 +353,9 @@ const char *kv_msg_type_name(int type) {
 }
 
 const char *kv_status_name(int status) {
-    static const char *const names[] = {"OK",          "NOT_FOUND",   "MOVED",
-                                        "STALE_EPOCH", "NOT_READY",   "NO_MEMORY",
-                                        "UNAVAILABLE", "BAD_REQUEST", "NO_LEASE"};
+    static const char *const names[] = {"OK",        "NOT_FOUND", "MOVED",       "STALE_EPOCH",
+                                        "NOT_READY", "NO_MEMORY", "UNAVAILABLE", "BAD_REQUEST",
+                                        "NO_LEASE",  "CONFLICT"};
     if (status < 0 || status > KV_STATUS_MAX) return "UNKNOWN";
     return names[status];
 }

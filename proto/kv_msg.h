@@ -54,7 +54,8 @@ typedef enum {
     KV_STATUS_UNAVAILABLE = 6, /* too few replicas for a safe write */
     KV_STATUS_BAD_REQUEST = 7, /* malformed or out-of-range request */
     KV_STATUS_NO_LEASE = 8,    /* primary without a valid lease; nothing written */
-    KV_STATUS_MAX = 8,
+    KV_STATUS_CONFLICT = 9,    /* the condition does not hold (REPLY's version: the current) */
+    KV_STATUS_MAX = 9,
 } kv_status_t;
 
 /* A byte string inside a frame. */
@@ -63,8 +64,9 @@ typedef struct {
     size_t len;      /* bytes */
 } kv_bytes_t;
 
-/* Per-entry metadata (UPDATE, SCAN_REPLY and SNAPSHOT entries): zero until
- * versions and expiry exist; carried so that they need no new framing. */
+/* Per-entry metadata (UPDATE, SCAN_REPLY and SNAPSHOT entries; REPLY's
+ * version): the version is the partition seq of the write that stored the
+ * entry; the expiry is zero until expiry exists. */
 typedef struct {
     uint64_t version; /* the entry's version */
     uint64_t expiry;  /* absolute deadline in ms, 0 for none */

@@ -44,8 +44,12 @@
  *  5. So a release decodes a field as soon as it declares it, and a feature
  *     sets the field only from a later release on, once no process of an
  *     older release is left: decoders ship one release before the encoders
- *     that need them. Version 2's per-entry version and expiry travel as
- *     zeros (version 1 frames) until then. One exception, for /status only:
+ *     that need them. Version 2's per-entry version and expiry travelled
+ *     as zeros (version 1 frames) for a release; version 3 fills the
+ *     version (UPDATE, SNAPSHOT, SCAN_REPLY entries) and adds the
+ *     condition of SET and RM and the version of REPLY. A conditional
+ *     write sent to a node of an older release is dropped (the gateway
+ *     answers 504): upgrade the nodes before using ifVersion. One exception, for /status only:
  *     STATS_REPLY's counters are filled at once, so a version 1 gateway
  *     shows an upgraded node as unreachable until it is upgraded too.
  *  6. KV_MSG_VERSION_MIN rises only when no release in service writes it.
@@ -60,7 +64,7 @@
 #ifndef KV_MSG_SCHEMA_H
 #define KV_MSG_SCHEMA_H
 
-#define KV_MSG_VERSION 2     /* the version this schema describes */
+#define KV_MSG_VERSION 3     /* the version this schema describes */
 #define KV_MSG_VERSION_MIN 1 /* the oldest version decoders accept */
 #define KV_MSG_HEADER 2      /* u8 version, u8 type */
 
@@ -106,12 +110,19 @@
     X(epoch, U64, 1)     /* routing epoch the gateway routed with */                     \
     X(partition, U32, 1) /* kv_partition_of(key) */                                      \
     X(key, STR16, 1)     /* the key */
+/* A conditional write's condition (SET, RM): ifVersion. */
+#define KV_MSG_CONDITION_FIELDS(X)                                                       \
+    X(has_if_version, FLAG, 3) /* apply only if the key's version is if_version */       \
+    X(if_version, U64, 3) /* that version; 0: only if the key is absent */
 #define KV_MSG_GET_FIELDS(X) KV_MSG_KEYED_FIELDS(X)
-#define KV_MSG_RM_FIELDS(X) KV_MSG_KEYED_FIELDS(X)
+#define KV_MSG_RM_FIELDS(X)                                                              \
+    KV_MSG_KEYED_FIELDS(X)                                                               \
+    KV_MSG_CONDITION_FIELDS(X)
 #define KV_MSG_IS_FIELDS(X) KV_MSG_KEYED_FIELDS(X)
 #define KV_MSG_SET_FIELDS(X)                                                             \
     KV_MSG_KEYED_FIELDS(X)                                                               \
-    X(value, STR16, 1)   /* the value to store */
+    X(value, STR16, 1)   /* the value to store */                                        \
+    KV_MSG_CONDITION_FIELDS(X)
 
 #define KV_MSG_CLEAR_FIELDS(X)                                                           \
     X(req_id, U64, 1)    /* echoed in the reply */                                       \
@@ -135,7 +146,8 @@
     X(epoch, U64, 1)     /* the node's routing epoch */
 #define KV_MSG_REPLY_FIELDS(X)                                                           \
     KV_MSG_REPLY_HEAD(X)                                                                 \
-    X(value, STR16, 1)   /* GET: the value; INVITE: the node's id */
+    X(value, STR16, 1)   /* GET: the value; INVITE: the node's id */                     \
+    X(meta.version, U64, 3) /* GET, IS: the entry's; SET: the new; CONFLICT: the current */
 #define KV_MSG_SCAN_REPLY_FIELDS(X)                                                      \
     KV_MSG_REPLY_HEAD(X)                                                                 \
     X(more, FLAG, 1)     /* more entries follow in this partition */                     \
@@ -259,6 +271,7 @@
     X(uint8_t, has_after)    /* SCAN: after is set */                                    \
     X(uint8_t, more)         /* SCAN_REPLY, SNAPSHOT: more entries follow */             \
     X(uint8_t, op)           /* UPDATE: kv_op_t */                                       \
+    X(uint8_t, has_if_version) /* SET, RM: a condition is set */                         \
     X(uint16_t, sender)      /* UPDATE, BEACON, ACK, SNAPSHOT_REQ: node index */         \
     X(uint32_t, partition)   /* keyed requests, SCAN, UPDATE, SNAPSHOT_REQ, SNAPSHOT */  \
     X(uint32_t, limit)       /* SCAN: entries wanted */                                  \
@@ -275,7 +288,8 @@
     X(uint64_t, memory_limit) /* HEARTBEAT, STATS_REPLY: bytes, 0 when unlimited */      \
     X(uint64_t, incarnation) /* HELLO, HEARTBEAT */                                      \
     X(uint64_t, seq)         /* UPDATE, SNAPSHOT */                                      \
-    X(kv_msg_meta_t, meta)   /* UPDATE: the written entry's metadata */                  \
+    X(uint64_t, if_version)  /* SET, RM: the condition's version */                      \
+    X(kv_msg_meta_t, meta)   /* UPDATE: the written entry's metadata; REPLY: version */  \
     X(kv_bytes_t, key)       /* keyed requests, UPDATE */                                \
     X(kv_bytes_t, value)     /* SET, REPLY, UPDATE */                                    \
     X(kv_bytes_t, after)     /* SCAN */                                                  \

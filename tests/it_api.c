@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
@@ -87,6 +88,7 @@ static const char *s_header(const kv_reply_t *reply, const char *name) {
     if (strcasecmp(name, "Content-Type") == 0) return reply->content_type;
     if (strcasecmp(name, "Allow") == 0) return reply->allow;
     if (strcasecmp(name, "X-Next-Cursor") == 0) return reply->next_cursor;
+    if (strcasecmp(name, "X-Version") == 0) return reply->version;
     return NULL;
 }
 
@@ -124,6 +126,16 @@ static void s_check_body(const char *row, const kv_reply_t *reply, const char *e
         cr_expect_str_eq(json_string_value(json_object_get(body, "error")), expect, "%s: %s", row,
                          reply->body);
         cr_expect(json_is_string(json_object_get(body, "message")), "%s: no message", row);
+    } else if (expect[0] == '~') { /* an object with at least these members */
+        json_t *want = json_loads(expect + 1, 0, NULL);
+        cr_assert(json_is_object(want), "%s: the table's expected members are not an object", row);
+        const char *member;
+        json_t *value;
+        json_object_foreach(want, member, value) {
+            cr_expect(json_equal(json_object_get(body, member), value), "%s: body %s, want %s", row,
+                      reply->body, expect);
+        }
+        json_decref(want);
     } else if (strcmp(expect, "-") != 0) {
         json_t *want = json_loads(expect, JSON_DECODE_ANY, NULL);
         cr_assert_not_null(want, "%s: the table's expected body is not JSON", row);
@@ -303,6 +315,45 @@ static void s_check_status(int port, int nodes, int keys) {
     json_decref(health);
 }
 
+/* GET target: its status, the "version" of its body or its X-Version
+ * header in *version (0 when neither). */
+static long s_versioned(int port, const char *target, uint64_t *version) {
+    kv_reply_t reply;
+    cr_assert_eq(kv_get(port, target, &reply), 0, "no response to %s", target);
+    json_t *body = kv_reply_json(&reply);
+    json_t *member = json_is_object(body) ? json_object_get(body, "version") : NULL;
+    *version = member ? (uint64_t)json_integer_value(member) : strtoull(reply.version, NULL, 10);
+    long status = reply.status;
+    json_decref(body);
+    kv_reply_free(&reply);
+    return status;
+}
+
+/* Versions as the contract gives them: every write a larger one, shown by
+ * /get and /is, named by a conflict; ifVersion decides the write. */
+static void s_check_versions(int port) {
+    uint64_t first = 0, second = 0, seen = 0;
+    char target[128];
+    cr_expect_eq(s_versioned(port, "/set?k=versioned&v=1", &first), 200);
+    cr_expect_gt(first, 0);
+    cr_expect_eq(s_versioned(port, "/get?k=versioned", &seen), 200);
+    cr_expect_eq(seen, first, "X-Version of /get");
+    snprintf(target, sizeof(target), "/set?k=versioned&v=2&ifVersion=%" PRIu64, first);
+    cr_expect_eq(s_versioned(port, target, &second), 200);
+    cr_expect_gt(second, first);
+    cr_expect_eq(s_versioned(port, target, &seen), 409, "the same condition twice");
+    cr_expect_eq(seen, second, "the conflict names the current version");
+    cr_expect_eq(s_versioned(port, "/is?k=versioned", &seen), 200);
+    cr_expect_eq(seen, second, "X-Version of /is");
+    snprintf(target, sizeof(target), "/rm?k=versioned&ifVersion=%" PRIu64, first);
+    cr_expect_eq(s_versioned(port, target, &seen), 409);
+    snprintf(target, sizeof(target), "/rm?k=versioned&ifVersion=%" PRIu64, second);
+    cr_expect_eq(s_versioned(port, target, &seen), 200);
+    cr_expect_eq(s_versioned(port, "/get?k=versioned", &seen), 404);
+    cr_expect_eq(s_versioned(port, "/set?k=versioned&v=3&ifVersion=0", &seen), 200);
+    cr_expect_gt(seen, second, "removed and set again: above every earlier version");
+}
+
 static void s_contract(int nodes) {
     kv_cluster_t *cluster = kv_cluster_start(nodes, NULL);
     cr_assert_not_null(cluster, "cluster did not start");
@@ -310,6 +361,7 @@ static void s_contract(int nodes) {
     cr_expect_gt(s_check_table(port), 50, "the contract table is too short");
     s_check_bulk(port, 500);
     s_check_status(port, nodes, 500);
+    s_check_versions(port);
     s_expect_success(port, "/clear");
     json_t *keys = s_get_json(port, "/getKeys");
     cr_expect_eq(json_array_size(keys), 0);

@@ -434,6 +434,7 @@ static size_t s_on_header(char *data, size_t size, size_t count, void *arg) {
     s_copy_header(data, bytes, "Content-Type:", reply->content_type, sizeof(reply->content_type));
     s_copy_header(data, bytes, "X-Next-Cursor:", reply->next_cursor, sizeof(reply->next_cursor));
     s_copy_header(data, bytes, "Allow:", reply->allow, sizeof(reply->allow));
+    s_copy_header(data, bytes, "X-Version:", reply->version, sizeof(reply->version));
     return bytes;
 }
 

@@ -100,6 +100,7 @@ typedef struct {
     char content_type[64];  /* Content-Type header */
     char next_cursor[1024]; /* X-Next-Cursor header, "" when absent */
     char allow[64];         /* Allow header, "" when absent */
+    char version[32];       /* X-Version header, "" when absent */
 } kv_reply_t;
 
 /* GET http://127.0.0.1:port + target (path and query, sent as is) with

@@ -1690,7 +1690,7 @@ Test(kv_msg, type_names) {
 
 Test(kv_msg, status_names) {
     const char *names[] = {"OK",        "NOT_FOUND",   "MOVED",       "STALE_EPOCH", "NOT_READY",
-                           "NO_MEMORY", "UNAVAILABLE", "BAD_REQUEST", "NO_LEASE"};
+                           "NO_MEMORY", "UNAVAILABLE", "BAD_REQUEST", "NO_LEASE",    "CONFLICT"};
     cr_assert_eq(sizeof names / sizeof names[0], KV_STATUS_MAX + 1);
     for (int status = 0; status <= KV_STATUS_MAX; status++)
         cr_expect_str_eq(kv_status_name(status), names[status]);

@@ -3,7 +3,8 @@
  *  tests/golden/kv_msg_v1.hex holds one frame of every message type (and of
  *  the empty-string and empty-blob variants), as the codec of wire version 1
  *  wrote them; tests/golden/kv_msg_v2.hex the frames of the messages version
- *  2 extended, with their new fields set. Processes of different releases
+ *  2 extended, with their new fields set; kv_msg_v3.hex likewise for
+ *  version 3 (conditional SET and RM, REPLY's version). Processes of different releases
  *  run side by side during a rolling upgrade, so a frame an older release
  *  wrote must keep meaning the same thing: the codec must still produce
  *  these bytes for these messages (version 1 frames whenever the version 2
@@ -276,6 +277,27 @@ static size_t s_v2_samples(s_sample_t *out) {
     return n;
 }
 
+/* The messages version 3 extended, with their version 3 fields set. */
+static size_t s_v3_samples(s_sample_t *out) {
+    size_t n = 0;
+    kv_msg_t keyed = {.req_id = 0x1122334455667788ull, .epoch = 7, .partition = 1023};
+    keyed.key = BYTES("user:1");
+    keyed.has_if_version = 1;
+    keyed.if_version = 0x1FFFFFFFFFFFFFull; /* the largest version */
+    keyed.type = KV_MSG_RM;
+    s_add(out, &n, "RM", keyed);
+    keyed.type = KV_MSG_SET;
+    keyed.value = BYTES("alice");
+    keyed.if_version = 0; /* only if absent */
+    s_add(out, &n, "SET", keyed);
+    kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = 10, .status = KV_STATUS_CONFLICT};
+    reply.epoch = 11;
+    reply.value = BYTES("hello");
+    reply.meta.version = 42;
+    s_add(out, &n, "REPLY", reply);
+    return n;
+}
+
 static void s_hex(const uint8_t *buf, size_t len, char *out) {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
@@ -442,6 +464,46 @@ Test(kv_msg_golden, v2_frames_decode_and_encode_back) {
     static s_sample_t samples[MAX_SAMPLES];
     size_t n = s_v2_samples(samples);
     s_expect_decodes(GOLDEN_DIR "kv_msg_v2.hex", samples, n, 2);
+}
+
+Test(kv_msg_golden, v3_frames_byte_for_byte) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v3_samples(samples);
+    s_expect_golden(GOLDEN_DIR "kv_msg_v3.hex", samples, n);
+}
+
+Test(kv_msg_golden, v3_frames_decode_and_encode_back) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v3_samples(samples);
+    s_expect_decodes(GOLDEN_DIR "kv_msg_v3.hex", samples, n, 3);
+    static uint8_t frame[MAX_FRAME];
+    for (size_t i = 0; i < n; i++) {
+        size_t len =
+            s_golden_frame(GOLDEN_DIR "kv_msg_v3.hex", samples[i].label, frame, sizeof frame);
+        kv_msg_t got;
+        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", samples[i].label);
+        cr_expect_eq(got.has_if_version, samples[i].msg.has_if_version, "%s", samples[i].label);
+        cr_expect_eq(got.if_version, samples[i].msg.if_version, "%s", samples[i].label);
+        cr_expect_eq(got.status, samples[i].msg.status, "%s", samples[i].label);
+    }
+}
+
+/* Rolling upgrades: a version 3 gateway's plain SET, RM and REPLY are the
+ * version 1 frames an older node reads; and the version 1 frames decode
+ * with no condition and version 0. */
+Test(kv_msg_golden, v1_frames_of_v3_messages_read_no_condition) {
+    static s_sample_t v3[MAX_SAMPLES];
+    size_t n = s_v3_samples(v3);
+    static uint8_t frame[MAX_FRAME];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = s_golden_frame(GOLDEN_DIR "kv_msg_v1.hex", v3[i].label, frame, sizeof frame);
+        kv_msg_t got;
+        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", v3[i].label);
+        cr_expect_eq(got.version, 1, "%s", v3[i].label);
+        cr_expect_eq(got.has_if_version, 0, "%s", v3[i].label);
+        cr_expect_eq(got.if_version, 0, "%s", v3[i].label);
+        cr_expect_eq(got.meta.version, 0, "%s", v3[i].label);
+    }
 }
 
 /* Rolling upgrades: the version 1 frames of every message version 2

@@ -829,3 +829,48 @@ Test(kv_query, value_outside_the_enum_gets_an_internal_code) {
     cr_assert_str_eq(kv_query_err_code((kv_query_err_t)99), "INTERNAL_ERROR");
     cr_assert_not_null(kv_query_err_message((kv_query_err_t)99));
 }
+
+/* --- versions ---------------------------------------------------------------- */
+
+static kv_query_err_t s_version(const char *text, bool zero_ok, uint64_t *version) {
+    kv_param_t param = {text, text ? strlen(text) : 0, text != NULL, false};
+    return kv_query_version(&param, zero_ok, version);
+}
+
+Test(kv_query, versions_are_decimal_integers_below_2_pow_53) {
+    uint64_t version = 0;
+    cr_expect_eq(s_version("1", false, &version), KV_QUERY_OK);
+    cr_expect_eq(version, 1);
+    cr_expect_eq(s_version("9007199254740991", false, &version), KV_QUERY_OK);
+    cr_expect_eq(version, KV_VERSION_MAX);
+    cr_expect_eq(s_version("007", false, &version), KV_QUERY_OK, "leading zeros are digits");
+    cr_expect_eq(version, 7);
+    cr_expect_eq(s_version("0", true, &version), KV_QUERY_OK, "0: only if absent");
+    cr_expect_eq(version, 0);
+    const char *bad[] = {"",
+                         "0x1",
+                         "-1",
+                         "+1",
+                         "1.0",
+                         "1e3",
+                         " 1",
+                         "abc",
+                         "9007199254740992",
+                         "18446744073709551616",
+                         "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_expect_eq(s_version(bad[i], true, &version), KV_QUERY_INVALID_VERSION, "%s", bad[i]);
+    cr_expect_eq(s_version("0", false, &version), KV_QUERY_INVALID_VERSION, "0 where refused");
+    cr_expect_eq(s_version(NULL, true, &version), KV_QUERY_INVALID_VERSION, "absent");
+    cr_expect_str_eq(kv_query_err_code(KV_QUERY_INVALID_VERSION), "INVALID_VERSION");
+}
+
+Test(kv_query, if_version_is_parsed_first_occurrence_wins) {
+    char query[] = "k=a&ifVersion=5&ifVersion=6";
+    kv_query_t q;
+    kv_query_parse(query, strlen(query), &q);
+    uint64_t version = 0;
+    cr_assert(q.if_version.present);
+    cr_expect_eq(kv_query_version(&q.if_version, false, &version), KV_QUERY_OK);
+    cr_expect_eq(version, 5);
+}

@@ -294,7 +294,8 @@ Test(kv_repl, a_write_waiting_for_a_dead_replica_completes_on_its_successor) {
 static void s_read(s_engine_t *engine, uint64_t req_id, const char *key) {
     kv_msg_t req = {.type = KV_MSG_GET, .req_id = req_id, .epoch = 1, .partition = 0};
     req.key = (kv_bytes_t){key, strlen(key)};
-    cr_assert_eq(kv_repl_hold_read(engine->repl, &engine->identity, &req), 1, "read not held");
+    kv_repl_read(engine->repl, &engine->identity, &req);
+    cr_assert_eq(s_reply_status(engine, req_id, 20), -1, "read not held");
 }
 
 Test(kv_repl, a_held_read_never_shows_a_later_unconfirmed_write) {
@@ -311,6 +312,124 @@ Test(kv_repl, a_held_read_never_shows_a_later_unconfirmed_write) {
     cr_expect_eq(s_reply_status(&engine, 10, 50), -1, "answered while write 2 is unconfirmed");
     s_ack(&engine, 1, 2);
     cr_expect_eq(s_reply_status(&engine, 10, 500), KV_STATUS_OK, "not answered once confirmed");
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* --- versions and conditional writes ------------------------------------------ */
+
+/* The reply for req_id within ms: its status, and its version in
+ * *version; -1 when none came. */
+static int s_reply_version(s_engine_t *engine, uint64_t req_id, int ms, uint64_t *version) {
+    zmq_pollitem_t item = {engine->gateway, 0, ZMQ_POLLIN, 0};
+    while (zmq_poll(&item, 1, ms) > 0) {
+        uint8_t buf[2048];
+        int size = zmq_recv(engine->gateway, buf, sizeof(buf), 0);
+        kv_msg_t msg;
+        if (size > 0 && kv_msg_decode(buf, (size_t)size, &msg) == 0 && msg.req_id == req_id) {
+            *version = msg.meta.version;
+            return msg.status;
+        }
+    }
+    return -1;
+}
+
+/* A SET (value "v") or RM of key on the condition if_version, when has. */
+static void s_write_if(s_engine_t *engine, uint8_t type, uint64_t req_id, const char *key, int has,
+                       uint64_t if_version) {
+    kv_msg_t req = {.type = type, .req_id = req_id, .epoch = 1, .partition = 0};
+    req.key = (kv_bytes_t){key, strlen(key)};
+    if (type == KV_MSG_SET) req.value = (kv_bytes_t){"v", 1};
+    req.has_if_version = (uint8_t)has;
+    req.if_version = if_version;
+    kv_repl_write(engine->repl, &engine->identity, &req);
+}
+
+/* Status of a GET of key answered at once, its version in *version. */
+static int s_get_version(s_engine_t *engine, uint64_t req_id, const char *key, uint64_t *version) {
+    kv_msg_t req = {.type = KV_MSG_GET, .req_id = req_id, .epoch = 1, .partition = 0};
+    req.key = (kv_bytes_t){key, strlen(key)};
+    kv_repl_read(engine->repl, &engine->identity, &req);
+    return s_reply_version(engine, req_id, 500, version);
+}
+
+/* A key's version is the seq of the write that stored it: answered by the
+ * SET once confirmed, by GET, kept in the store and carried by UPDATE. */
+Test(kv_repl, a_write_gives_its_key_its_seq_as_version) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-version", 1);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(engine.repl, table, 0);
+    uint64_t version = 0;
+    s_write_if(&engine, KV_MSG_SET, 1, "k", 0, 0);
+    s_write_if(&engine, KV_MSG_SET, 2, "other", 0, 0);
+    s_write_if(&engine, KV_MSG_SET, 3, "k", 0, 0);
+    s_ack(&engine, 1, 3);
+    cr_expect_eq(s_reply_version(&engine, 1, 500, &version), KV_STATUS_OK);
+    cr_expect_eq(version, 1);
+    cr_expect_eq(s_reply_version(&engine, 2, 500, &version), KV_STATUS_OK);
+    cr_expect_eq(version, 2);
+    cr_expect_eq(s_reply_version(&engine, 3, 500, &version), KV_STATUS_OK);
+    cr_expect_eq(version, 3, "a later write of the key gets a larger version");
+    cr_expect_eq(s_get_version(&engine, 4, "k", &version), KV_STATUS_OK);
+    cr_expect_eq(version, 3);
+    cr_expect_eq(kv_entry_version(kv_store_get(engine.store, 0, "k", 1)), 3);
+    s_write_if(&engine, KV_MSG_RM, 5, "k", 0, 0); /* seq 4 */
+    s_write_if(&engine, KV_MSG_SET, 6, "k", 0, 0);
+    s_ack(&engine, 1, 5);
+    cr_expect_eq(s_reply_version(&engine, 6, 500, &version), KV_STATUS_OK);
+    cr_expect_eq(version, 5, "removed and set again: above every earlier version");
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* ifVersion: a failing condition writes nothing (no seq spent) and names
+ * the current version, 0 when absent; a holding one writes. */
+Test(kv_repl, a_condition_decides_the_write) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-condition", 1);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(engine.repl, table, 0);
+    uint64_t version = 0;
+    s_write_if(&engine, KV_MSG_SET, 1, "k", 1, 0); /* only if absent: it is */
+    s_ack(&engine, 1, 1);
+    cr_expect_eq(s_reply_version(&engine, 1, 500, &version), KV_STATUS_OK);
+    cr_expect_eq(version, 1);
+    s_write_if(&engine, KV_MSG_SET, 2, "k", 1, 0); /* only if absent: it is not */
+    cr_expect_eq(s_reply_version(&engine, 2, 500, &version), KV_STATUS_CONFLICT);
+    cr_expect_eq(version, 1);
+    s_write_if(&engine, KV_MSG_SET, 3, "k", 1, 7);
+    cr_expect_eq(s_reply_version(&engine, 3, 500, &version), KV_STATUS_CONFLICT);
+    cr_expect_eq(version, 1);
+    s_write_if(&engine, KV_MSG_RM, 4, "absent", 1, 1);
+    cr_expect_eq(s_reply_version(&engine, 4, 500, &version), KV_STATUS_CONFLICT);
+    cr_expect_eq(version, 0, "an absent key's version is 0");
+    cr_expect_eq(engine.repl->parts[0].seq, 1, "a refused write spent a seq");
+    s_write_if(&engine, KV_MSG_SET, 5, "k", 1, 1); /* holds: seq 2 */
+    s_write_if(&engine, KV_MSG_RM, 6, "k", 1, 2);  /* holds: seq 3 */
+    s_ack(&engine, 1, 3);
+    cr_expect_eq(s_reply_version(&engine, 5, 500, &version), KV_STATUS_OK);
+    cr_expect_eq(version, 2);
+    cr_expect_eq(s_reply_status(&engine, 6, 500), KV_STATUS_OK);
+    cr_expect_null(kv_store_get(engine.store, 0, "k", 1));
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* A conflict that names a version not confirmed yet is answered once it
+ * is: a failover could still lose that version. */
+Test(kv_repl, a_conflict_waits_for_the_version_it_shows) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-conflict-held", 1);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(engine.repl, table, 0);
+    uint64_t version = 0;
+    s_write_if(&engine, KV_MSG_SET, 1, "k", 0, 0);  /* seq 1, unconfirmed */
+    s_write_if(&engine, KV_MSG_SET, 2, "k", 1, 42); /* conflicts with version 1 */
+    cr_expect_eq(s_reply_version(&engine, 2, 50, &version), -1, "answered before confirmed");
+    s_ack(&engine, 1, 1);
+    cr_expect_eq(s_reply_version(&engine, 2, 500, &version), KV_STATUS_CONFLICT);
+    cr_expect_eq(version, 1);
     kv_table_destroy(&table);
     s_engine_close(&engine);
 }

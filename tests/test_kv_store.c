@@ -30,7 +30,7 @@ static int s_put_id(kv_store_t *store, uint32_t partition, int id) {
     char value[32];
     size_t klen = s_key(key, sizeof key, id);
     int vlen = snprintf(value, sizeof value, "value-%d", id);
-    return kv_store_put(store, partition, key, klen, value, (size_t)vlen);
+    return kv_store_put(store, partition, key, klen, value, (size_t)vlen, 0);
 }
 
 static int s_delete_id(kv_store_t *store, uint32_t partition, int id) {
@@ -63,7 +63,7 @@ Test(kv_store, new_store_is_empty) {
 
 Test(kv_store, destroy_sets_null_and_is_safe_twice) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 1, BYTES("k"), BYTES("v")), 0);
+    cr_assert_eq(kv_store_put(store, 1, BYTES("k"), BYTES("v"), 0), 0);
     kv_store_destroy(&store);
     cr_expect_null(store);
     kv_store_destroy(&store);
@@ -72,7 +72,7 @@ Test(kv_store, destroy_sets_null_and_is_safe_twice) {
 
 Test(kv_store, put_then_get_returns_the_entry) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 5, BYTES("user:1"), BYTES("alice")), 0);
+    cr_assert_eq(kv_store_put(store, 5, BYTES("user:1"), BYTES("alice"), 0), 0);
     const kv_entry_t *entry = kv_store_get(store, 5, BYTES("user:1"));
     cr_assert_not_null(entry);
     cr_expect_eq(kv_entry_klen(entry), 6);
@@ -85,8 +85,8 @@ Test(kv_store, put_then_get_returns_the_entry) {
 
 Test(kv_store, overwrite_keeps_one_entry) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("first")), 0);
-    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("second")), 0);
+    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("first"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("second"), 0), 0);
     cr_expect_eq(kv_store_size(store), 1);
     cr_expect(s_value_is(kv_store_get(store, 0, BYTES("k")), BYTES("second")));
     kv_store_destroy(&store);
@@ -98,7 +98,7 @@ Test(kv_store, entries_carry_no_version) {
     kv_store_t *store = s_store();
     for (int i = 0; i < 20; i++) {
         uint32_t partition = (uint32_t)(i % 3);
-        cr_assert_eq(kv_store_put(store, partition, BYTES("k"), BYTES("v")), 0);
+        cr_assert_eq(kv_store_put(store, partition, BYTES("k"), BYTES("v"), 0), 0);
         cr_expect_eq(kv_entry_version(kv_store_get(store, partition, BYTES("k"))), 0, "write %d",
                      i);
     }
@@ -108,8 +108,8 @@ Test(kv_store, entries_carry_no_version) {
 Test(kv_store, delete_present_and_absent) {
     kv_store_t *store = s_store();
     cr_expect_eq(kv_store_delete(store, 2, BYTES("k")), -1, "never written partition");
-    cr_assert_eq(kv_store_put(store, 2, BYTES("k"), BYTES("v")), 0);
-    cr_assert_eq(kv_store_put(store, 2, BYTES("other"), BYTES("v")), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("k"), BYTES("v"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("other"), BYTES("v"), 0), 0);
     cr_expect_eq(kv_store_delete(store, 2, BYTES("absent")), -1);
     cr_expect_eq(kv_store_delete(store, 2, BYTES("k")), 0);
     cr_expect_eq(kv_store_delete(store, 2, BYTES("k")), -1, "already deleted");
@@ -122,8 +122,8 @@ Test(kv_store, delete_present_and_absent) {
 /* The same key in two partitions is two entries. */
 Test(kv_store, partitions_are_isolated) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("zero")), 0);
-    cr_assert_eq(kv_store_put(store, 7, BYTES("k"), BYTES("seven")), 0);
+    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("zero"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 7, BYTES("k"), BYTES("seven"), 0), 0);
     cr_expect(s_value_is(kv_store_get(store, 0, BYTES("k")), BYTES("zero")));
     cr_expect(s_value_is(kv_store_get(store, 7, BYTES("k")), BYTES("seven")));
     cr_expect_null(kv_store_get(store, 3, BYTES("k")));
@@ -190,7 +190,7 @@ Test(kv_store, partition_out_of_range_is_refused) {
     kv_store_t *store = s_store();
     const uint32_t bad[] = {PARTITIONS, PARTITIONS + 1, UINT32_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        cr_expect_eq(kv_store_put(store, bad[i], BYTES("k"), BYTES("v")), -1);
+        cr_expect_eq(kv_store_put(store, bad[i], BYTES("k"), BYTES("v"), 0), -1);
         cr_expect_null(kv_store_get(store, bad[i], BYTES("k")));
         cr_expect_eq(kv_store_delete(store, bad[i], BYTES("k")), -1);
         cr_expect_eq(kv_store_partition_size(store, bad[i]), 0);
@@ -207,12 +207,12 @@ Test(kv_store, key_and_value_length_limits) {
     memset(key, 'k', sizeof key);
     memset(value, 'v', sizeof value);
     kv_store_t *store = s_store();
-    cr_expect_eq(kv_store_put(store, 0, key, 0, BYTES("v")), -1, "empty key");
-    cr_expect_eq(kv_store_put(store, 0, key, sizeof key, BYTES("v")), -1, "257-byte key");
-    cr_expect_eq(kv_store_put(store, 0, BYTES("k"), value, sizeof value), -1, "1025-byte value");
+    cr_expect_eq(kv_store_put(store, 0, key, 0, BYTES("v"), 0), -1, "empty key");
+    cr_expect_eq(kv_store_put(store, 0, key, sizeof key, BYTES("v"), 0), -1, "257-byte key");
+    cr_expect_eq(kv_store_put(store, 0, BYTES("k"), value, sizeof value, 0), -1, "1025-byte value");
     cr_expect_eq(kv_store_size(store), 0);
-    cr_expect_eq(kv_store_put(store, 0, key, KV_MAX_KEY_BYTES, value, KV_MAX_VALUE_BYTES), 0);
-    cr_expect_eq(kv_store_put(store, 0, BYTES("empty"), "", 0), 0, "empty values are values");
+    cr_expect_eq(kv_store_put(store, 0, key, KV_MAX_KEY_BYTES, value, KV_MAX_VALUE_BYTES, 0), 0);
+    cr_expect_eq(kv_store_put(store, 0, BYTES("empty"), "", 0, 0), 0, "empty values are values");
     cr_expect(s_value_is(kv_store_get(store, 0, key, KV_MAX_KEY_BYTES), value, KV_MAX_VALUE_BYTES));
     cr_expect(s_value_is(kv_store_get(store, 0, BYTES("empty")), "", 0));
     kv_store_destroy(&store);
@@ -354,7 +354,7 @@ Test(kv_store, scan_sorts_binary_keys_bytewise_shorter_first) {
     enum { COUNT = sizeof sorted / sizeof sorted[0] };
     kv_store_t *store = s_store();
     for (size_t i = COUNT; i-- > 0;) /* written backwards */
-        cr_assert_eq(kv_store_put(store, 0, sorted[i].key, sorted[i].len, "", 0), 0);
+        cr_assert_eq(kv_store_put(store, 0, sorted[i].key, sorted[i].len, "", 0, 0), 0);
     s_reader_t *reader = s_reader_new(0);
     for (size_t i = 0; i < COUNT; i++) {
         cr_expect_eq(s_read_page(store, 0, reader, 1), i + 1 < COUNT);
@@ -524,7 +524,7 @@ Test(kv_store, paging_while_inserting_still_visits_every_original_once) {
             char key[32];
             int klen = snprintf(key, sizeof key, "k%05u+", (rng >> 8) % KEYS);
             inserted += kv_store_get(store, 6, key, (size_t)klen) == NULL;
-            cr_assert_eq(kv_store_put(store, 6, key, (size_t)klen, BYTES("new")), 0);
+            cr_assert_eq(kv_store_put(store, 6, key, (size_t)klen, BYTES("new"), 0), 0);
         }
         pages++;
     } while (more);

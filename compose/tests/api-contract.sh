@@ -134,6 +134,9 @@ row_body() {
     elif [[ $expect =~ ^[A-Z_]+$ ]]; then
         jq -e --arg c "$expect" '.error == $c and (.message | type == "string")' \
             >/dev/null 2>&1 <<<"$BODY" || echo "body $(short), want {\"error\":\"$expect\",\"message\":...}"
+    elif [[ $expect == '~'* ]]; then
+        jq -e --argjson want "${expect#\~}" '. as $body | $want | to_entries | all(.value == $body[.key])' \
+            >/dev/null 2>&1 <<<"$BODY" || echo "body $(short), want at least ${expect#\~}"
     elif [ "$expect" != - ]; then
         jq -e --argjson want "$expect" '. == $want' >/dev/null 2>&1 <<<"$BODY" ||
             echo "body $(short), want $expect"
