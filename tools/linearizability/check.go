@@ -14,7 +14,7 @@ type KeyReport struct {
 	Verdict    porcupine.CheckResult
 	Checked    int // operations given to porcupine
 	Unknown    int // of which with an unknown outcome
-	Dropped    int // unknown-outcome sets left out: their value is never read
+	Dropped    int // unknown-outcome sets left out: nothing could show they happened
 	Operations []porcupine.Operation
 }
 
@@ -31,9 +31,13 @@ type Report struct {
 // Failed operations certainly did not happen: they are left out. A read
 // with an unknown outcome tells nothing: left out. A write with an unknown
 // outcome may have happened at any time after its call, so it returns at
-// "infinity"; one whose value no read ever returns can be left out (a
-// linearization holding it stays one without it, since nothing read its
-// value), which keeps the search small.
+// "infinity". One whose value no read ever returns can be left out, which
+// keeps the search small, unless a remove that found the key returned after
+// its call: in a linearization holding the write, what follows it up to the
+// next write are reads, which would return its value, so there are none;
+// that next write is a set, which ignores it, or a remove, whose "found"
+// may be the only trace of it (a remove answered 200 right after a write
+// answered 504, a gateway timeout, on a key nothing else had set).
 func checkHistory(records []Record, timeout time.Duration) Report {
 	report := Report{Verdict: porcupine.Ok}
 	byKey := map[string][]Record{}
@@ -74,14 +78,9 @@ func worse(a, b porcupine.CheckResult) porcupine.CheckResult {
 
 func checkKey(key string, records []Record, timeout time.Duration) KeyReport {
 	report := KeyReport{Key: key}
-	read := map[string]bool{}
+	traces := tracesOf(records)
 	for _, r := range records {
-		if r.Op == "get" && r.Outcome == "ok" && *r.Found {
-			read[r.Value] = true
-		}
-	}
-	for _, r := range records {
-		operation, keep := toOperation(r, read)
+		operation, keep := toOperation(r, traces)
 		if !keep {
 			if r.Op == "set" && r.Outcome == "unknown" {
 				report.Dropped++
@@ -98,15 +97,45 @@ func checkKey(key string, records []Record, timeout time.Duration) KeyReport {
 	return report
 }
 
+// writeTraces is what can reveal that a write with an unknown outcome
+// happened: a read of its value, or a remove that found the key.
+type writeTraces struct {
+	read        map[string]bool // values some read returned
+	removedLast int64           // latest return of a remove that found the key
+}
+
+func tracesOf(records []Record) writeTraces {
+	traces := writeTraces{read: map[string]bool{}, removedLast: math.MinInt64}
+	for _, r := range records {
+		if r.Outcome != "ok" || r.Found == nil || !*r.Found {
+			continue
+		}
+		switch r.Op {
+		case "get":
+			traces.read[r.Value] = true
+		case "rm":
+			traces.removedLast = max(traces.removedLast, r.Return)
+		}
+	}
+	return traces
+}
+
+// untraceable tells whether an unknown-outcome set left no trace a
+// linearization could need (see checkHistory): no read returned its value
+// and no remove that found the key returned after its call.
+func (traces writeTraces) untraceable(r Record) bool {
+	return !traces.read[r.Value] && traces.removedLast < r.Call
+}
+
 // toOperation turns a record into porcupine's form; keep is false for
 // records that cannot constrain the history (see checkHistory).
-func toOperation(r Record, read map[string]bool) (porcupine.Operation, bool) {
+func toOperation(r Record, traces writeTraces) (porcupine.Operation, bool) {
 	switch {
 	case r.Outcome == "fail":
 		return porcupine.Operation{}, false
 	case r.Outcome == "unknown" && r.Op == "get":
 		return porcupine.Operation{}, false
-	case r.Outcome == "unknown" && r.Op == "set" && !read[r.Value]:
+	case r.Outcome == "unknown" && r.Op == "set" && traces.untraceable(r):
 		return porcupine.Operation{}, false
 	}
 	out := output{unknown: r.Outcome == "unknown"}

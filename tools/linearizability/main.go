@@ -87,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // printReport writes one line per key, then the counts and the verdict.
 func printReport(out io.Writer, report Report) {
 	for _, key := range report.Keys {
-		fmt.Fprintf(out, "key %-16s %-14s %6d ops checked (%d unknown, %d unread unknown writes dropped)\n",
+		fmt.Fprintf(out, "key %-16s %-14s %6d ops checked (%d unknown, %d untraceable unknown writes left out)\n",
 			key.Key, verdictWord(key.Verdict), key.Checked, key.Unknown, key.Dropped)
 	}
 	fmt.Fprintf(out, "operations: %d ok, %d failed, %d unknown\n", report.Ok, report.Failed, report.Unknown)
