@@ -253,7 +253,7 @@ run_table
 # --- /status counts the records ------------------------------------------------------
 check_success "clear before counting" /clear
 check_json "status counts no records after clear" /status 200 '.availableRecords == 0'
-check_success "set one key" "/set?k=alpha&v=1"
+check_json "set one key" "/set?k=alpha&v=1" 200 '.success == true and .version >= 1'
 check_json "status counts it" /status 200 '.availableRecords == 1'
 
 # --- bulk reads -------------------------------------------------------------------

@@ -7,9 +7,10 @@
  *  parse and a write per request and rarely limits the server it measures.
  *  Sockets are registered once for both directions: no epoll_ctl per request.
  *
- *  Every answer is checked, not only counted: a /set or /rm must be
- *  200 {"success":true}, a /get 200 with exactly the value written (values are
- *  a function of the key, see kv_load.h). Reads and removals only target keys
+ *  Every answer is checked, not only counted: a /set must be 200
+ *  {"success":true,"version":N}, a /rm 200 {"success":true}, a /get 200
+ *  with exactly the value written (values are a function of the key, see
+ *  kv_load.h). Reads and removals only target keys
  *  whose write was acknowledged and that no other in-flight request touches,
  *  since requests on different connections may be served in any order. So on
  *  a healthy store every request succeeds, and any error is a real one.
@@ -452,8 +453,19 @@ static int s_body_is(const char *body, size_t len, const char *expected) {
     return j == expected_len;
 }
 
+/* Is body {"success":true,"version":N} with N a positive integer (the
+ * answer of a /set)? The gateway writes it without whitespace. */
+static int s_set_body_is_ok(const char *body, size_t len) {
+    static const char head[] = "{\"success\":true,\"version\":";
+    size_t i = sizeof(head) - 1, digits = 0;
+    if (len <= i || memcmp(body, head, i) != 0) return 0;
+    for (; i < len && body[i] >= '0' && body[i] <= '9'; i++) digits++;
+    return digits > 0 && body[i - digits] != '0' && i + 1 == len && body[i] == '}';
+}
+
 /* Checks a 200 answer's body against what conn's request must get. */
 static int s_body_ok(s_stress_t *self, const s_conn_t *conn, const s_resp_t *resp) {
+    if (conn->op == KV_LOAD_SET) return s_set_body_is_ok(resp->body, resp->body_len);
     if (conn->op != KV_LOAD_GET) return s_body_is(resp->body, resp->body_len, "{\"success\":true}");
     size_t size = (size_t)self->config.value_size;
     if (resp->body_len != size + 2 || resp->body[0] != '"' || resp->body[size + 1] != '"') return 0;
