@@ -52,12 +52,16 @@ void kv_repl_report_changed(kv_repl_t *self) {
 
 void kv_repl_reply(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, kv_status_t status,
                    const char *value, size_t vlen, uint64_t version) {
-    uint8_t buf[KV_MAX_VALUE_BYTES + 64];
     kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = req_id, .status = (uint8_t)status};
-    reply.epoch = kv_repl_epoch(self);
     reply.value = (kv_bytes_t){value, vlen};
     reply.meta.version = version;
-    size_t size = kv_msg_encode(&reply, buf, sizeof(buf));
+    kv_repl_send_reply(self, identity, &reply);
+}
+
+void kv_repl_send_reply(kv_repl_t *self, zmq_msg_t *identity, kv_msg_t *reply) {
+    uint8_t buf[KV_MAX_VALUE_BYTES + 64];
+    reply->epoch = kv_repl_epoch(self);
+    size_t size = kv_msg_encode(reply, buf, sizeof(buf));
     zmq_msg_t copy;
     zmq_msg_init(&copy);
     zmq_msg_copy(&copy, identity);

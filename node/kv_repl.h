@@ -128,4 +128,8 @@ int kv_repl_reports_dirty(const kv_repl_t *self);
 void kv_repl_reply(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, kv_status_t status,
                    const char *value, size_t vlen, uint64_t version);
 
+/* Sends reply (a REPLY; its epoch is set here) to the gateway behind
+ * identity. */
+void kv_repl_send_reply(kv_repl_t *self, zmq_msg_t *identity, kv_msg_t *reply);
+
 #endif

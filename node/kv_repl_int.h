@@ -116,6 +116,7 @@ typedef struct {
     uint32_t buffered;                         /* their count */
     kv_repl_pending_t *pending, *pending_tail; /* writes awaiting confirmation */
     uint64_t confirmed;                        /* primary: highest seq replicas confirmed */
+    uint64_t removed_seq;                      /* primary: seq of the last RM or CLEAR */
     kv_repl_held_t *held, *held_tail;          /* primary: reads waiting for confirmed */
     uint16_t acker[KV_ACKERS];                 /* nodes that confirmed, KV_NO_NODE free */
     uint64_t acked[KV_ACKERS];                 /* the highest seq each confirmed */

@@ -151,12 +151,18 @@ static void s_answer(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint
         return;
     }
     const kv_entry_t *found = kv_store_get(self->store, partition, what->key, what->klen);
-    if (!found)
-        kv_repl_reply(self, identity, req_id, KV_STATUS_NOT_FOUND, NULL, 0, 0);
-    else
-        kv_repl_reply(self, identity, req_id, KV_STATUS_OK,
-                      what->type == KV_MSG_GET ? kv_entry_value(found) : NULL,
-                      what->type == KV_MSG_GET ? kv_entry_vlen(found) : 0, kv_entry_version(found));
+    kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = req_id, .status = KV_STATUS_NOT_FOUND};
+    /* An absent key's witness: it was absent throughout between two reads
+     * that show the same last removal (a set after the first would still
+     * be there). Confirmed like the answer: reads wait for what they see. */
+    reply.seq = self->parts[partition].removed_seq;
+    if (found) {
+        reply.status = KV_STATUS_OK;
+        reply.meta.version = kv_entry_version(found);
+        if (what->type == KV_MSG_GET)
+            reply.value = (kv_bytes_t){kv_entry_value(found), kv_entry_vlen(found)};
+    }
+    kv_repl_send_reply(self, identity, &reply);
 }
 
 static kv_repl_held_t *s_held_pop(kv_repl_part_t *part) {
@@ -323,9 +329,10 @@ static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req, uint64_t 
             return KV_STATUS_NO_MEMORY;
         return KV_STATUS_OK;
     }
-    return kv_store_delete(self->store, req->partition, req->key.ptr, req->key.len) == 0
-               ? KV_STATUS_OK
-               : KV_STATUS_NOT_FOUND;
+    if (kv_store_delete(self->store, req->partition, req->key.ptr, req->key.len) != 0)
+        return KV_STATUS_NOT_FOUND;
+    self->parts[req->partition].removed_seq = version;
+    return KV_STATUS_OK;
 }
 
 void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
@@ -381,7 +388,8 @@ void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
         kv_repl_part_t *part = &self->parts[p];
         if (!kv_repl_is_primary(part)) continue;
         kv_store_clear_partition(self->store, p);
-        kv_repl_primary_publish(self, p, KV_OP_CLEAR, ++part->seq, (kv_bytes_t){NULL, 0},
+        part->removed_seq = ++part->seq;
+        kv_repl_primary_publish(self, p, KV_OP_CLEAR, part->seq, (kv_bytes_t){NULL, 0},
                                 (kv_bytes_t){NULL, 0});
         if (s_required(self) > 0) s_pending_add(part, part->seq, group, (kv_bytes_t){NULL, 0});
     }

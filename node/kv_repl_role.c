@@ -98,7 +98,11 @@ int kv_repl_role_execute(kv_repl_t *self, uint32_t partition, kv_repl_event_t ev
         return -1;
     }
     if (next == state) return 0; /* nothing changes */
+    int was_primary = kv_repl_is_primary(part);
     part->state = (uint8_t)next;
+    /* A new primary cannot know which of the writes it applied were
+     * removals: it assumes the last one was (see removed_seq's readers). */
+    if (kv_repl_is_primary(part) && !was_primary) part->removed_seq = part->seq;
     kv_log_debug("node %s: partition %u: %s -> %s on %s (epoch %" PRIu64 ", seq %" PRIu64 ")",
                  self->config.node_id, partition, kv_repl_state_name(state),
                  kv_repl_state_name(next), kv_repl_event_name(event), kv_repl_epoch(self),

@@ -147,7 +147,8 @@
 #define KV_MSG_REPLY_FIELDS(X)                                                           \
     KV_MSG_REPLY_HEAD(X)                                                                 \
     X(value, STR16, 1)   /* GET: the value; INVITE: the node's id */                     \
-    X(meta.version, U64, 3) /* GET, IS: the entry's; SET: the new; CONFLICT: the current */
+    X(meta.version, U64, 3) /* GET, IS: the entry's; SET: the new; CONFLICT: the current */ \
+    X(seq, U64, 3)       /* GET, IS: the partition's last removal seq (absent keys, /mget) */
 #define KV_MSG_SCAN_REPLY_FIELDS(X)                                                      \
     KV_MSG_REPLY_HEAD(X)                                                                 \
     X(more, FLAG, 1)     /* more entries follow in this partition */                     \

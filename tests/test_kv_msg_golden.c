@@ -294,6 +294,7 @@ static size_t s_v3_samples(s_sample_t *out) {
     reply.epoch = 11;
     reply.value = BYTES("hello");
     reply.meta.version = 42;
+    reply.seq = 43;
     s_add(out, &n, "REPLY", reply);
     return n;
 }

@@ -318,8 +318,10 @@ Test(kv_repl, a_held_read_never_shows_a_later_unconfirmed_write) {
 
 /* --- versions and conditional writes ------------------------------------------ */
 
-/* The reply for req_id within ms: its status, and its version in
- * *version; -1 when none came. */
+/* The reply for req_id within ms: its status, its version in *version
+ * and its seq in s_last_seq; -1 when none came. */
+static uint64_t s_last_seq;
+
 static int s_reply_version(s_engine_t *engine, uint64_t req_id, int ms, uint64_t *version) {
     zmq_pollitem_t item = {engine->gateway, 0, ZMQ_POLLIN, 0};
     while (zmq_poll(&item, 1, ms) > 0) {
@@ -328,6 +330,7 @@ static int s_reply_version(s_engine_t *engine, uint64_t req_id, int ms, uint64_t
         kv_msg_t msg;
         if (size > 0 && kv_msg_decode(buf, (size_t)size, &msg) == 0 && msg.req_id == req_id) {
             *version = msg.meta.version;
+            s_last_seq = msg.seq;
             return msg.status;
         }
     }
@@ -379,6 +382,8 @@ Test(kv_repl, a_write_gives_its_key_its_seq_as_version) {
     s_ack(&engine, 1, 5);
     cr_expect_eq(s_reply_version(&engine, 6, 500, &version), KV_STATUS_OK);
     cr_expect_eq(version, 5, "removed and set again: above every earlier version");
+    cr_expect_eq(s_get_version(&engine, 7, "gone", &version), KV_STATUS_NOT_FOUND);
+    cr_expect_eq(s_last_seq, 4, "an absent key's witness: the last removal's seq");
     kv_table_destroy(&table);
     s_engine_close(&engine);
 }
