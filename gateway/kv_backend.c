@@ -441,6 +441,7 @@ static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *fr
         kv_msg_decode(zmq_msg_data(&call->reply), zmq_msg_size(&call->reply), &call->msg);
     }
     call->version = msg->meta.version;
+    call->seq = msg->seq;
     s_finish(call, s_result_of(msg->status));
 }
 

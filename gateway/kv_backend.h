@@ -88,6 +88,7 @@ struct _kv_call_t {
     /* Set by the backend before done. */
     kv_call_result_t result; /* outcome */
     uint64_t version;        /* keyed ops: the key's version (SET: the new one) */
+    uint64_t seq;            /* GET, IS: the partition's last removal (an absent key's witness) */
     zmq_msg_t reply;         /* GET, SCAN: the reply frame (kv_call_reset frees) */
     kv_msg_t msg;            /* GET, SCAN: decoded reply, pointing into reply */
     kv_table_t *table;       /* STATUS, TABLE: a copy (NULL without a table) */

@@ -68,13 +68,18 @@
 #include "kv_json.h"
 #include "kv_limits.h"
 #include "kv_log.h"
+#include "kv_mget.h"
 #include "kv_poller.h"
 #include "kv_query.h"
 
-#define KV_PAGE_MAX 10000                /* entries per page when a client asks for more */
-#define KV_SCAN_CHUNK 4096               /* entries per SCAN while streaming */
-#define KV_STREAM_BLOCK 32768            /* MHD's buffer for streamed bodies */
-#define KV_CONNECTION_MEMORY (16 * 1024) /* per connection: an 8 KiB target fits */
+#define KV_PAGE_MAX 10000     /* entries per page when a client asks for more */
+#define KV_SCAN_CHUNK 4096    /* entries per SCAN while streaming */
+#define KV_STREAM_BLOCK 32768 /* MHD's buffer for streamed bodies */
+/* Per connection. MHD parses every query parameter into a record of its
+ * own in this pool (about 56 bytes each, besides the 8 KiB target): a
+ * /mget of 1000 short keys needs some 70 KiB. Pages are touched only as
+ * used (a pool this large is mmap'd), so idle connections cost little. */
+#define KV_CONNECTION_MEMORY (128 * 1024)
 
 /* Every route, once: X(ID, path, name in counters and logs, start, answer,
  * backend call, read-only, admin). Read-only routes never write, so HEAD is
@@ -85,6 +90,7 @@
     X(GET, "/get", "get", s_start_keyed, s_answer_get, KV_CALL_GET, true, false)                   \
     X(RM, "/rm", "rm", s_start_keyed, s_answer_rm, KV_CALL_RM, false, false)                       \
     X(IS, "/is", "is", s_start_keyed, s_answer_is, KV_CALL_IS, true, false)                        \
+    X(MGET, "/mget", "mget", s_start_mget, s_answer_mget, KV_CALL_GET, true, false)                \
     X(CLEAR, "/clear", "clear", s_start_call, s_answer_result, KV_CALL_CLEAR, false, true)         \
     X(KEYS, "/getKeys", "get_keys", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)        \
     X(VALUES, "/getValues", "get_values", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)  \
@@ -211,6 +217,7 @@ typedef struct {
     int uri_too_long;            /* the target exceeded KV_MAX_URI_BYTES */
     bool head;                   /* a HEAD: answered like GET, without the body */
     kv_call_t call;              /* the backend call in progress */
+    kv_mget_t *mget;             /* /mget: its rounds of calls, instead of call */
     kv_query_t query;            /* parameters, pointing into query_buf */
     /* bulk reads */
     kv_bulk_kind_t kind; /* keys, values or both */
@@ -416,6 +423,7 @@ static enum MHD_Result s_queue_result(s_request_t *req, kv_call_result_t result)
 
 static void s_request_free(s_request_t *req) {
     kv_call_reset(&req->call);
+    kv_mget_destroy(&req->mget);
     free(req->out);
     free(req);
 }
@@ -551,6 +559,51 @@ static enum MHD_Result s_answer_set(s_request_t *req) {
 static enum MHD_Result s_answer_rm(s_request_t *req) {
     if (req->call.result == KV_CALL_CONFLICT) return s_queue_conflict(req);
     return s_queue_result(req, req->call.result);
+}
+
+/* --- /mget ------------------------------------------------------------------ */
+
+/* The read is over: like s_call_done for the one call of other routes. */
+static void s_mget_done(kv_mget_t *mget, void *arg) {
+    s_request_t *req = arg;
+    (void)mget;
+    req->worker->in_flight--;
+    if (req->state == S_ORPHAN) {
+        s_goto(req, S_DONE);
+        s_request_free(req);
+        return;
+    }
+    if (s_goto(req, S_READY) == 0) MHD_resume_connection(req->conn);
+}
+
+/* Parses the raw query (kv_query_parse left it alone for this route), then
+ * runs the rounds with the connection suspended. */
+static enum MHD_Result s_start_mget(s_request_t *req) {
+    kv_query_err_t err = KV_QUERY_OK;
+    req->mget = kv_mget_new(req->query_buf, req->query_len, &err);
+    if (!req->mget && err > KV_QUERY_ERR_LAST) return s_queue_fixed(req, F_INTERNAL);
+    if (!req->mget) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
+    if (s_goto(req, S_SUSPENDED) != 0) return MHD_NO;
+    req->worker->in_flight++;
+    MHD_suspend_connection(req->conn);
+    kv_mget_start(req->mget, req->worker->backend, s_mget_done, req);
+    return MHD_YES;
+}
+
+static enum MHD_Result s_answer_mget(s_request_t *req) {
+    kv_call_result_t result = kv_mget_result(req->mget);
+    if (result != KV_CALL_OK) return s_queue_result(req, result);
+    size_t len = 0;
+    char *body = kv_mget_body(req->mget, &len);
+    if (!body) return s_queue_fixed(req, F_INTERNAL);
+    struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_FREE);
+    if (!response) {
+        free(body);
+        return MHD_NO;
+    }
+    enum MHD_Result answered = s_respond(req, 200, response, S_ANSWERED);
+    MHD_destroy_response(response);
+    return answered;
 }
 
 /* --- bulk routes ---------------------------------------------------------- */
@@ -906,7 +959,8 @@ static enum MHD_Result s_start(s_request_t *req, const char *url, const char *me
     if (req->route == R_UNKNOWN) return s_queue_fixed(req, F_UNKNOWN_ROUTE);
     if (req->uri_too_long) return s_queue_fixed(req, F_URI_TOO_LONG);
     req->head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-    kv_query_parse(req->query_buf, req->query_len, &req->query);
+    /* Decodes in place; /mget reads its repeated k from the raw query. */
+    if (req->route != R_MGET) kv_query_parse(req->query_buf, req->query_len, &req->query);
     return route->start(req);
 }
 

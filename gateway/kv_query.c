@@ -41,6 +41,7 @@ static const struct {
     [KV_QUERY_INVALID_VERSION] = {"INVALID_VERSION",
                                   "a version is a decimal integer from 1 to 2^53-1 "
                                   "(0, on /set and in if., means the key is absent)"},
+    [KV_QUERY_TOO_MANY_KEYS] = {"TOO_MANY_KEYS", "more keys than the route takes (/mget: 1000)"},
 };
 
 _Static_assert(sizeof s_errors / sizeof s_errors[0] == KV_QUERY_ERR_LAST + 1,

@@ -1,0 +1,59 @@
+/*  kv_mget.h: /mget, a consistent read of many keys across partitions.
+ *
+ *  Each key is read at its partition's primary (a GET, which answers the
+ *  value, the version and, for an absent key, the partition's last removal
+ *  seq), all keys in parallel. One round of such reads is not a snapshot:
+ *  the reads land at different moments on different nodes, so a round can
+ *  show a write and miss one that came before it. So the keys are read
+ *  again, and the answer is given once two rounds in a row agree on every
+ *  key: the same version, or absent with the same last removal. Every read
+ *  of the second round began after every read of the first ended, so each
+ *  key held its value through the gap between the rounds: the answer is
+ *  the whole store at any instant of that gap. Otherwise the later round
+ *  becomes the first of the next pair, up to KV_MGET_ROUNDS rounds, then
+ *  503 (contention). Nodes answer reads only with confirmed writes, so
+ *  what /mget shows survives a failover.
+ *
+ *  Repeated keys are read once and answered at each position.
+ */
+#ifndef KV_MGET_H
+#define KV_MGET_H
+
+#include <stddef.h>
+
+#include "kv_backend.h"
+#include "kv_query.h"
+
+#define KV_MGET_MAX_KEYS 1000 /* keys per /mget (400 TOO_MANY_KEYS beyond) */
+#define KV_MGET_ROUNDS 8      /* rounds before giving up on agreement: 503 */
+
+typedef struct _kv_mget_t kv_mget_t;
+
+/* Called on the backend's thread when the read is over (kv_mget_result). */
+typedef void(kv_mget_done_fn)(kv_mget_t *mget, void *arg);
+
+/* Parses the raw query (not decoded, without '?') of a /mget: every k, in
+ * request order. Returns the read, or NULL with *err set: TOO_MANY_KEYS
+ * (checked first), MISSING_KEY (no k), the first key's validation error,
+ * or (out of memory) KV_QUERY_ERR_LAST + 1. Other parameters are ignored. */
+kv_mget_t *kv_mget_new(const char *query, size_t len, kv_query_err_t *err);
+
+/* Frees the read; sets *self_p to NULL. Not while a round is out. */
+void kv_mget_destroy(kv_mget_t **self_p);
+
+/* Starts the first round on backend; done(self, arg) runs once, when the
+ * read is over (possibly before this returns). */
+void kv_mget_start(kv_mget_t *self, kv_backend_t *backend, kv_mget_done_fn *done, void *arg);
+
+/* The outcome: KV_CALL_OK, or the error to answer (UNAVAILABLE, TIMEOUT,
+ * FAILED). */
+kv_call_result_t kv_mget_result(const kv_mget_t *self);
+
+/* The answer's JSON array (malloc'd, *len bytes, NUL-terminated), or NULL
+ * when out of memory. Only after a KV_CALL_OK result. */
+char *kv_mget_body(const kv_mget_t *self, size_t *len);
+
+/* Rounds run so far (for counters and tests). */
+int kv_mget_rounds(const kv_mget_t *self);
+
+#endif
