@@ -126,8 +126,8 @@ static void s_cluster_reply(s_coord_t *self, zframe_t *gateway, uint64_t req_id,
 static void s_broadcast(s_coord_t *self) {
     zframe_t *frame = s_table_frame(self);
     if (!frame) return;
-    for (uint32_t i = 0; i < self->table->node_count; i++)
-        if (self->table->nodes[i].state != KV_NODE_LEFT)
+    for (uint32_t i = 0; i < kv_table_node_count(self->table); i++)
+        if (kv_table_node_state(self->table, i) != KV_NODE_LEFT)
             s_send_to(self, self->members[i].routing_id, frame);
     zframe_send(&frame, self->pub, ZFRAME_DONTWAIT);
     zframe_destroy(&frame);
@@ -135,9 +135,9 @@ static void s_broadcast(s_coord_t *self) {
 }
 
 static void s_bump(s_coord_t *self, const char *why) {
-    self->table->epoch++;
+    kv_table_set_epoch(self->table, kv_table_epoch(self->table) + 1);
     kv_counters_inc(self->counters, self->count_epochs);
-    kv_log_info("epoch %" PRIu64 ": %s (%u partitions moving)", self->table->epoch, why,
+    kv_log_info("epoch %" PRIu64 ": %s (%u partitions moving)", kv_table_epoch(self->table), why,
                 kv_plan_moves(self->table));
     s_broadcast(self);
 }
@@ -145,40 +145,42 @@ static void s_bump(s_coord_t *self, const char *why) {
 /* --- reports ------------------------------------------------------------- */
 
 static kv_plan_report_t *s_report_row(s_coord_t *self, uint32_t node) {
-    if (self->table->partitions == 0) return NULL; /* a table always has some */
+    uint32_t partitions = kv_table_partitions(self->table);
+    if (partitions == 0) return NULL; /* a table always has some */
     if (node >= self->report_rows) {
         uint32_t rows = node + 8;
-        size_t bytes = (size_t)rows * self->table->partitions * sizeof(kv_plan_report_t);
+        size_t bytes = (size_t)rows * partitions * sizeof(kv_plan_report_t);
         kv_plan_report_t *grown = realloc(self->reports, bytes);
         if (!grown) return NULL;
-        size_t old = (size_t)self->report_rows * self->table->partitions;
+        size_t old = (size_t)self->report_rows * partitions;
         memset(grown + old, 0, bytes - old * sizeof(kv_plan_report_t));
         self->reports = grown;
         self->report_rows = rows;
     }
-    return self->reports + (size_t)node * self->table->partitions;
+    return self->reports + (size_t)node * partitions;
 }
 
 static void s_clear_reports(s_coord_t *self, uint32_t node) {
     kv_plan_report_t *row = s_report_row(self, node);
-    if (row) memset(row, 0, self->table->partitions * sizeof(*row));
+    if (row) memset(row, 0, kv_table_partitions(self->table) * sizeof(*row));
 }
 
 static void s_store_reports(s_coord_t *self, uint32_t node, const kv_bytes_t *blob,
                             uint64_t epoch) {
     kv_plan_report_t *row = s_report_row(self, node);
     if (!row) return;
-    memset(row, 0, self->table->partitions * sizeof(*row));
+    uint32_t partitions = kv_table_partitions(self->table);
+    memset(row, 0, partitions * sizeof(*row));
     size_t count = blob->len / KV_MSG_REPORT_SIZE;
     for (size_t i = 0; i < count; i++) {
         kv_msg_report_t report = kv_msg_report_read(blob, i);
-        if (report.partition >= self->table->partitions) continue;
+        if (report.partition >= partitions) continue;
         kv_plan_report_t *fact = &row[report.partition];
         fact->held = 1;
         fact->live = (report.state & KV_REPORT_LIVE) != 0;
         fact->ready = (report.state & KV_REPORT_READY) != 0;
         fact->seq = report.seq;
-        if (self->table->learners[report.partition] == node &&
+        if (kv_table_learner(self->table, report.partition) == node &&
             epoch < self->learner_since[report.partition])
             fact->live = fact->ready = 0; /* sent before it knew it was learner */
     }
@@ -191,10 +193,10 @@ static void s_store_reports(s_coord_t *self, uint32_t node, const kv_bytes_t *bl
  * new learner's report starts empty, and reports older than the epoch that
  * made it learner are not believed (s_store_reports). */
 static void s_note_new_learners(s_coord_t *self, const uint16_t *before) {
-    for (uint32_t p = 0; p < self->table->partitions; p++) {
-        uint16_t learner = self->table->learners[p];
+    for (uint32_t p = 0; p < kv_table_partitions(self->table); p++) {
+        uint16_t learner = kv_table_learner(self->table, p);
         if (learner == before[p] || learner == KV_NO_NODE) continue;
-        self->learner_since[p] = self->table->epoch + 1; /* the epoch s_bump publishes */
+        self->learner_since[p] = kv_table_epoch(self->table) + 1; /* the epoch s_bump publishes */
         kv_plan_report_t *row = s_report_row(self, learner);
         if (row) row[p].live = row[p].ready = 0;
     }
@@ -202,10 +204,11 @@ static void s_note_new_learners(s_coord_t *self, const uint16_t *before) {
 
 static void s_plan(s_coord_t *self, const char *why) {
     if (!self->started || kv_clock_mono_ms() < self->plan_after) return;
-    uint32_t nodes = self->table->node_count;
+    uint32_t nodes = kv_table_node_count(self->table);
     if (nodes && !s_report_row(self, nodes - 1)) return; /* out of memory: next tick */
-    size_t bytes = self->table->partitions * sizeof(uint16_t);
-    memcpy(self->learners_before, self->table->learners, bytes);
+    uint32_t partitions = kv_table_partitions(self->table);
+    for (uint32_t p = 0; p < partitions; p++)
+        self->learners_before[p] = kv_table_learner(self->table, p);
     kv_plan_facts_t facts = {self->reports, nodes, self->counters};
     if (kv_plan_step(self->table, &facts, (uint32_t)self->config.max_moves) <= 0) return;
     s_note_new_learners(self, self->learners_before);
@@ -216,9 +219,10 @@ static void s_plan(s_coord_t *self, const char *why) {
 static void s_check_leaves(s_coord_t *self) {
     for (int i = 0; i < KV_COORD_LEAVES; i++) {
         s_leave_t *leave = &self->leaves[i];
-        if (!leave->gateway || self->table->nodes[leave->node].state != KV_NODE_LEFT) continue;
+        if (!leave->gateway || kv_table_node_state(self->table, leave->node) != KV_NODE_LEFT)
+            continue;
         s_cluster_reply(self, leave->gateway, leave->req_id, KV_STATUS_OK,
-                        self->table->nodes[leave->node].id);
+                        kv_table_node(self->table, leave->node)->id);
         zframe_destroy(&leave->gateway);
     }
 }
@@ -231,17 +235,19 @@ static void s_adopt_reported(s_coord_t *self, kv_bytes_t bytes, const char *from
     if (!bytes.len) return;
     kv_table_t *table = kv_table_decode((const uint8_t *)bytes.ptr, bytes.len);
     if (!table) return;
-    if (table->epoch <= self->table->epoch || table->partitions != self->table->partitions) {
+    if (kv_table_epoch(table) <= kv_table_epoch(self->table) ||
+        kv_table_partitions(table) != kv_table_partitions(self->table)) {
         kv_table_destroy(&table);
         return;
     }
-    kv_log_info("adopting table epoch %" PRIu64 " reported by node %s", table->epoch, from);
+    kv_log_info("adopting table epoch %" PRIu64 " reported by node %s", kv_table_epoch(table),
+                from);
     /* Members are indexed like the table's nodes: re-index them by id. */
     s_member_t members[KV_MAX_NODES];
     memset(members, 0, sizeof(members));
     int64_t now = kv_clock_mono_ms();
-    for (uint32_t i = 0; i < table->node_count; i++) {
-        int old = kv_table_find(self->table, table->nodes[i].id);
+    for (uint32_t i = 0; i < kv_table_node_count(table); i++) {
+        int old = kv_table_find(self->table, kv_table_node(table, i)->id);
         if (old >= 0) {
             members[i] = self->members[old];
             self->members[old].routing_id = NULL;
@@ -272,15 +278,16 @@ static void s_set_routing_id(s_member_t *member, zframe_t *routing_id) {
 /* A node came back as a new process: whatever it held is gone. Its
  * partitions fail over as if it had died, then it starts afresh. */
 static void s_forget_data(s_coord_t *self, uint32_t index) {
-    kv_table_node_t *node = &self->table->nodes[index];
-    kv_log_warn("node %s restarted (new incarnation): its data is gone", node->id);
+    kv_log_warn("node %s restarted (new incarnation): its data is gone",
+                kv_table_node(self->table, index)->id);
     s_clear_reports(self, index);
-    uint8_t state = node->state;
-    node->state = KV_NODE_DOWN;
-    uint32_t nodes = self->table->node_count;
+    uint8_t state = kv_table_node_state(self->table, index);
+    kv_table_set_node_state(self->table, index, KV_NODE_DOWN);
+    uint32_t nodes = kv_table_node_count(self->table);
     kv_plan_facts_t facts = {self->reports, nodes, self->counters};
     if (s_report_row(self, nodes - 1)) kv_plan_step(self->table, &facts, 0);
-    node->state = state == KV_NODE_LEFT ? KV_NODE_JOINING : KV_NODE_ACTIVE;
+    kv_table_set_node_state(self->table, index,
+                            state == KV_NODE_LEFT ? KV_NODE_JOINING : KV_NODE_ACTIVE);
     s_bump(self, "node restarted");
 }
 
@@ -323,15 +330,17 @@ static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
     s_adopt_reported(self, msg->table, id);
     int index = s_register(self, routing_id, msg, id);
     if (index < 0) return;
-    kv_table_node_t *node = &self->table->nodes[index];
-    if (node->state == KV_NODE_DOWN || node->state == KV_NODE_LEFT) {
-        node->state = kv_table_count_primaries(self->table, (uint16_t)index) ? KV_NODE_ACTIVE
-                                                                             : KV_NODE_JOINING;
+    uint8_t state = kv_table_node_state(self->table, (uint32_t)index);
+    if (state == KV_NODE_DOWN || state == KV_NODE_LEFT) {
+        kv_table_set_node_state(self->table, (uint32_t)index,
+                                kv_table_count_primaries(self->table, (uint16_t)index)
+                                    ? KV_NODE_ACTIVE
+                                    : KV_NODE_JOINING);
         s_bump(self, "node back");
     }
     /* A restarted coordinator first hears from nodes that may still report
      * the cluster's table: wait a little before assigning a fresh one. */
-    if (!self->started && self->table->node_count >= (uint32_t)self->config.min_nodes &&
+    if (!self->started && kv_table_node_count(self->table) >= (uint32_t)self->config.min_nodes &&
         kv_clock_mono_ms() >= self->first_assign_after) {
         self->started = 1;
         s_plan(self, "partitions assigned");
@@ -347,7 +356,8 @@ static void s_on_hello(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
 static void s_grant_lease(s_coord_t *self, s_member_t *member, zframe_t *routing_id,
                           uint64_t heartbeat) {
     if (self->config.lease_ms <= 0 || heartbeat == 0) return; /* off, or an old node */
-    kv_msg_t grant = {.type = KV_MSG_LEASE, .req_id = heartbeat, .epoch = self->table->epoch};
+    kv_msg_t grant = {
+        .type = KV_MSG_LEASE, .req_id = heartbeat, .epoch = kv_table_epoch(self->table)};
     grant.lease_ms = (uint32_t)(self->config.lease_ms - self->config.lease_margin_ms);
     member->lease_until = member->last_seen + self->config.lease_ms + self->config.lease_margin_ms;
     s_send_msg(self, routing_id, &grant);
@@ -368,32 +378,32 @@ static void s_on_heartbeat(s_coord_t *self, zframe_t *routing_id, const kv_msg_t
     member->memory = msg->memory;
     s_grant_lease(self, member, routing_id, msg->req_id);
     s_store_reports(self, (uint32_t)index, &msg->reports, msg->epoch);
-    kv_table_node_t *node = &self->table->nodes[index];
-    if (node->state == KV_NODE_DOWN) {
-        node->state = KV_NODE_ACTIVE;
+    uint8_t state = kv_table_node_state(self->table, (uint32_t)index);
+    if (state == KV_NODE_DOWN) {
+        kv_table_set_node_state(self->table, (uint32_t)index, KV_NODE_ACTIVE);
         member->down_since = 0;
         kv_log_info("node %s: heartbeats again", id);
         s_bump(self, "node back");
-    } else if (node->state == KV_NODE_LEFT && member->forgotten) {
+    } else if (state == KV_NODE_LEFT && member->forgotten) {
         /* Cut off long enough to be forgotten, not asked to leave: it
          * joins again (owning nothing), before it reads LEFT and exits. */
-        node->state = KV_NODE_JOINING;
+        kv_table_set_node_state(self->table, (uint32_t)index, KV_NODE_JOINING);
         member->forgotten = 0;
         kv_log_info("node %s: forgotten while silent, heartbeats again: joining", id);
         s_bump(self, "forgotten node back");
-    } else if (msg->epoch < self->table->epoch)
+    } else if (msg->epoch < kv_table_epoch(self->table))
         s_send_table(self, routing_id); /* it missed a table */
 }
 
 /* Marks nodes down once silent for node_timeout_ms. */
 static void s_check_liveness(s_coord_t *self) {
     int64_t now = kv_clock_mono_ms();
-    for (uint32_t i = 0; i < self->table->node_count; i++) {
-        kv_table_node_t *node = &self->table->nodes[i];
+    for (uint32_t i = 0; i < kv_table_node_count(self->table); i++) {
+        const kv_table_node_t *node = kv_table_node(self->table, i);
         if (node->state == KV_NODE_DOWN || node->state == KV_NODE_LEFT) continue;
         if (now - self->members[i].last_seen <= self->config.node_timeout_ms) continue;
         if (now < self->members[i].lease_until) continue; /* it may still serve: wait */
-        node->state = KV_NODE_DOWN;
+        kv_table_set_node_state(self->table, i, KV_NODE_DOWN);
         self->members[i].down_since = now;
         s_clear_reports(self, i);
         kv_counters_inc(self->counters, self->count_nodes_down);
@@ -407,9 +417,10 @@ static void s_check_liveness(s_coord_t *self) {
 
 static int s_serving_others(const s_coord_t *self, uint32_t except) {
     int count = 0;
-    for (uint32_t i = 0; i < self->table->node_count; i++)
-        count += i != except && (self->table->nodes[i].state == KV_NODE_ACTIVE ||
-                                 self->table->nodes[i].state == KV_NODE_JOINING);
+    for (uint32_t i = 0; i < kv_table_node_count(self->table); i++) {
+        uint8_t state = kv_table_node_state(self->table, i);
+        count += i != except && (state == KV_NODE_ACTIVE || state == KV_NODE_JOINING);
+    }
     return count;
 }
 
@@ -425,7 +436,7 @@ static void s_on_leave(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
                             rebuilding ? KV_STATUS_NOT_READY : KV_STATUS_NOT_FOUND, id);
         return;
     }
-    kv_table_node_t *node = &self->table->nodes[index];
+    const kv_table_node_t *node = kv_table_node(self->table, (uint32_t)index);
     self->members[index].forgotten = 0; /* asked to go: LEFT for good */
     uint16_t me = (uint16_t)index;
     int owns = kv_table_count_primaries(self->table, me) + kv_table_count_replicas(self->table, me);
@@ -435,7 +446,8 @@ static void s_on_leave(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *ms
         return;
     }
     if (node->state != KV_NODE_LEAVING && node->state != KV_NODE_LEFT) {
-        node->state = owns ? KV_NODE_LEAVING : KV_NODE_LEFT;
+        kv_table_set_node_state(self->table, (uint32_t)index,
+                                owns ? KV_NODE_LEAVING : KV_NODE_LEFT);
         s_bump(self, owns ? "node leaving" : "node left");
     }
     if (!from_gateway) return; /* the node watches the table for LEFT itself */
@@ -592,14 +604,14 @@ static void s_coord_destroy(s_coord_t *self) {
  * holding a partition nobody else has is kept: it may come back with it. */
 static void s_forget_dead(s_coord_t *self) {
     int64_t now = kv_clock_mono_ms();
-    for (uint32_t i = 0; i < self->table->node_count; i++) {
+    for (uint32_t i = 0; i < kv_table_node_count(self->table); i++) {
         s_member_t *member = &self->members[i];
-        if (self->table->nodes[i].state != KV_NODE_DOWN || !member->down_since) continue;
+        if (kv_table_node_state(self->table, i) != KV_NODE_DOWN || !member->down_since) continue;
         if (now - member->down_since < KV_COORD_FORGET_MS) continue;
         uint16_t node = (uint16_t)i;
         int holds = kv_table_count_primaries(self->table, node) +
                     kv_table_count_replicas(self->table, node);
-        for (uint32_t p = 0; !holds && p < self->table->partitions; p++)
+        for (uint32_t p = 0; !holds && p < kv_table_partitions(self->table); p++)
             holds = kv_table_learner(self->table, p) == node;
         if (holds || kv_plan_forget_node(self->table, node) != 0) continue;
         member->down_since = 0;
@@ -611,7 +623,7 @@ static void s_forget_dead(s_coord_t *self) {
 static void s_tick(s_coord_t *self) {
     s_check_liveness(self);
     s_forget_dead(self);
-    if (!self->started && self->table->node_count >= (uint32_t)self->config.min_nodes &&
+    if (!self->started && kv_table_node_count(self->table) >= (uint32_t)self->config.min_nodes &&
         kv_clock_mono_ms() >= self->first_assign_after) {
         self->started = 1;
         s_plan(self, "partitions assigned");

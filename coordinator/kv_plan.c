@@ -44,7 +44,7 @@ typedef struct {
     const kv_plan_facts_t *facts;     /* the nodes' reports; NULL means none */
     uint32_t partitions;              /* P */
     uint32_t replication;             /* R */
-    uint32_t nodes;                   /* table->node_count */
+    uint32_t nodes;                   /* kv_table_node_count(table) */
     uint32_t moves;                   /* learners currently set */
     uint32_t max_moves;               /* learners allowed at once */
     uint32_t load[KV_MAX_NODES];      /* slots + learner roles, projected */
@@ -73,7 +73,7 @@ typedef uint32_t (*s_index_keys_fn)(const s_plan_t *self, uint32_t p, uint32_t *
 
 /* Out-of-range indexes read as LEFT: nobody to use or to wait for. */
 static uint8_t s_state(const s_plan_t *self, uint16_t node) {
-    return node < self->nodes ? self->table->nodes[node].state : (uint8_t)KV_NODE_LEFT;
+    return kv_table_node_state(self->table, node);
 }
 
 /* Can hold data it already has: ACTIVE or LEAVING. */
@@ -88,21 +88,26 @@ static int s_target(const s_plan_t *self, uint16_t node) {
     return state == KV_NODE_ACTIVE || state == KV_NODE_JOINING;
 }
 
-static uint16_t *s_owners(const s_plan_t *self, uint32_t p) {
-    return self->table->owners + (size_t)p * self->replication;
+/* Copies p's R owner slots into own (room for KV_REPLICATION_MAX). */
+static void s_owners(const s_plan_t *self, uint32_t p, uint16_t *own) {
+    for (uint32_t slot = 0; slot < self->replication; slot++)
+        own[slot] = kv_table_owner(self->table, p, slot);
+}
+
+static uint16_t s_primary(const s_plan_t *self, uint32_t p) {
+    return kv_table_owner(self->table, p, 0);
 }
 
 static uint32_t s_owner_count(const s_plan_t *self, uint32_t p) {
-    const uint16_t *own = s_owners(self, p);
     uint32_t count = 0;
-    for (uint32_t slot = 0; slot < self->replication; slot++) count += own[slot] != KV_NO_NODE;
+    for (uint32_t slot = 0; slot < self->replication; slot++)
+        count += kv_table_owner(self->table, p, slot) != KV_NO_NODE;
     return count;
 }
 
 static void s_set_owners(const s_plan_t *self, uint32_t p, const uint16_t *list, uint32_t count) {
-    uint16_t *own = s_owners(self, p);
     for (uint32_t slot = 0; slot < self->replication; slot++)
-        own[slot] = slot < count ? list[slot] : KV_NO_NODE;
+        kv_table_set_owner(self->table, p, slot, slot < count ? list[slot] : KV_NO_NODE);
 }
 
 static const kv_plan_report_t *s_report(const s_plan_t *self, uint16_t node, uint32_t p) {
@@ -119,7 +124,8 @@ static uint32_t s_target_count(const s_plan_t *self) {
 }
 
 static void s_activate(const s_plan_t *self, uint16_t node) {
-    if (s_state(self, node) == KV_NODE_JOINING) self->table->nodes[node].state = KV_NODE_ACTIVE;
+    if (s_state(self, node) == KV_NODE_JOINING)
+        kv_table_set_node_state(self->table, node, KV_NODE_ACTIVE);
 }
 
 /* --- the flip ------------------------------------------------------------- */
@@ -131,10 +137,11 @@ static void s_activate(const s_plan_t *self, uint16_t node) {
  * should go last). A primary learner goes first, followed by the active
  * replicas and then the old primary, which drops out when surplus. */
 static uint32_t s_flip_owners(const s_plan_t *self, uint32_t p, uint16_t *out) {
-    const uint16_t *own = s_owners(self, p);
-    uint16_t learner = self->table->learners[p];
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
+    uint16_t learner = kv_table_learner(self->table, p);
     uint32_t r = self->replication, n = 0;
-    if (!(self->table->flags[p] & KV_PART_MOVE_PRIMARY)) {
+    if (!(kv_table_flags(self->table, p) & KV_PART_MOVE_PRIMARY)) {
         out[n++] = own[0];
         for (uint32_t slot = 1; slot < r; slot++) {
             uint16_t o = own[slot];
@@ -161,9 +168,9 @@ static const char *s_handoff_names[KV_PLAN_HANDOFF_STATES] = {"stable", "learnin
 static const char *s_event_names[KV_PLAN_EVENTS] = {"learn", "fence", "flip", "cancel", "takeover"};
 
 kv_plan_handoff_t kv_plan_handoff(const kv_table_t *table, uint32_t p) {
-    if (table->learners[p] == KV_NO_NODE) return KV_PLAN_STABLE;
+    if (kv_table_learner(table, p) == KV_NO_NODE) return KV_PLAN_STABLE;
     uint8_t both = KV_PART_MOVE_PRIMARY | KV_PART_FENCED;
-    return (table->flags[p] & both) == both ? KV_PLAN_FENCING : KV_PLAN_LEARNING;
+    return (kv_table_flags(table, p) & both) == both ? KV_PLAN_FENCING : KV_PLAN_LEARNING;
 }
 
 const char *kv_plan_handoff_name(kv_plan_handoff_t state) {
@@ -227,13 +234,13 @@ static int s_handoff(s_plan_t *self, uint32_t p, kv_plan_event_t event, uint16_t
                      uint8_t flags) {
     kv_table_t *table = self->table;
     kv_plan_handoff_t state = kv_plan_handoff(table, p);
-    kv_plan_handoff_t next = s_handoff_next(state, event, table->flags[p]);
-    uint16_t learner = event == KV_PLAN_EV_LEARN ? node : table->learners[p];
+    kv_plan_handoff_t next = s_handoff_next(state, event, kv_table_flags(table, p));
+    uint16_t learner = event == KV_PLAN_EV_LEARN ? node : kv_table_learner(table, p);
     if (next == KV_PLAN_HANDOFF_STATES) {
         kv_log_error("plan: partition %u: illegal hand-off event %s in state %s (epoch %" PRIu64
                      ", learner node %u)",
-                     p, kv_plan_event_name(event), kv_plan_handoff_name(state), table->epoch,
-                     learner);
+                     p, kv_plan_event_name(event), kv_plan_handoff_name(state),
+                     kv_table_epoch(table), learner);
         kv_counters_inc(self->counters, self->count_illegal);
 #ifndef NDEBUG
         assert(!"illegal hand-off event");
@@ -243,26 +250,26 @@ static int s_handoff(s_plan_t *self, uint32_t p, kv_plan_event_t event, uint16_t
     uint16_t out[KV_REPLICATION_MAX];
     switch (event) {
     case KV_PLAN_EV_LEARN:
-        table->learners[p] = node;
-        table->flags[p] = flags;
+        kv_table_set_learner(table, p, node);
+        kv_table_set_flags(table, p, flags);
         break;
     case KV_PLAN_EV_FENCE:
-        table->flags[p] |= KV_PART_FENCED;
+        kv_table_set_flags(table, p, kv_table_flags(table, p) | KV_PART_FENCED);
         break;
     case KV_PLAN_EV_FLIP:
         s_set_owners(self, p, out, s_flip_owners(self, p, out));
-        table->learners[p] = KV_NO_NODE;
-        table->flags[p] = 0;
+        kv_table_set_learner(table, p, KV_NO_NODE);
+        kv_table_set_flags(table, p, 0);
         break;
     default: /* CANCEL, TAKEOVER: the move is over, the owners stay */
-        table->learners[p] = KV_NO_NODE;
-        table->flags[p] = 0;
+        kv_table_set_learner(table, p, KV_NO_NODE);
+        kv_table_set_flags(table, p, 0);
         break;
     }
-    kv_log_debug("plan: partition %u: %s -> %s on %s (epoch %" PRIu64
-                 ", learner node %u, seq %" PRIu64 ")",
-                 p, kv_plan_handoff_name(state), kv_plan_handoff_name(next),
-                 kv_plan_event_name(event), table->epoch, learner, s_report(self, learner, p)->seq);
+    kv_log_debug(
+        "plan: partition %u: %s -> %s on %s (epoch %" PRIu64 ", learner node %u, seq %" PRIu64 ")",
+        p, kv_plan_handoff_name(state), kv_plan_handoff_name(next), kv_plan_event_name(event),
+        kv_table_epoch(table), learner, s_report(self, learner, p)->seq);
     kv_counters_inc(self->counters, self->count_transitions);
     kv_counters_inc(self->counters, self->count_events[event]);
     return 0;
@@ -275,11 +282,11 @@ static int s_handoff(s_plan_t *self, uint32_t p, kv_plan_event_t event, uint16_t
 static void s_account(s_plan_t *self, uint32_t p, int sign) {
     uint16_t list[KV_REPLICATION_MAX];
     uint32_t count;
-    if (self->table->learners[p] != KV_NO_NODE)
+    if (kv_table_learner(self->table, p) != KV_NO_NODE)
         count = s_flip_owners(self, p, list);
     else {
         count = self->replication;
-        memcpy(list, s_owners(self, p), count * sizeof(*list));
+        s_owners(self, p, list);
     }
     for (uint32_t i = 0; i < count; i++) {
         if (list[i] >= self->nodes) continue;
@@ -317,10 +324,11 @@ static void s_place(s_plan_t *self, uint32_t p, uint16_t node, uint8_t flags) {
 /* --- choosing nodes ------------------------------------------------------- */
 
 static void s_mark(s_plan_t *self, uint32_t p, uint8_t value) {
-    const uint16_t *own = s_owners(self, p);
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
     for (uint32_t slot = 0; slot < self->replication; slot++)
         if (own[slot] < self->nodes) self->taken[own[slot]] = value;
-    uint16_t learner = self->table->learners[p];
+    uint16_t learner = kv_table_learner(self->table, p);
     if (learner < self->nodes) self->taken[learner] = value;
 }
 
@@ -359,7 +367,7 @@ static uint32_t s_pick(const s_plan_t *self, uint16_t primary, uint16_t *out, ui
 static uint16_t s_pick_newcomer(s_plan_t *self, uint32_t p) {
     uint16_t node = KV_NO_NODE;
     s_mark(self, p, 1);
-    s_pick(self, s_owners(self, p)[0], &node, 1);
+    s_pick(self, s_primary(self, p), &node, 1);
     s_mark(self, p, 0);
     return node;
 }
@@ -368,9 +376,9 @@ static uint16_t s_pick_newcomer(s_plan_t *self, uint32_t p) {
 
 /* Whether p's learner can no longer finish its move. */
 static int s_learner_hopeless(const s_plan_t *self, uint32_t p, uint16_t old_primary) {
-    uint16_t learner = self->table->learners[p];
-    uint16_t primary = s_owners(self, p)[0];
-    uint8_t flags = self->table->flags[p];
+    uint16_t learner = kv_table_learner(self->table, p);
+    uint16_t primary = s_primary(self, p);
+    uint8_t flags = kv_table_flags(self->table, p);
     if (s_state(self, learner) != KV_NODE_ACTIVE) return 1;          /* leaving, down or gone */
     if (!s_usable(self, primary) || primary == learner) return 1;    /* nobody to copy from */
     if (flags & KV_PART_MOVE_PRIMARY) return primary != old_primary; /* failed over */
@@ -382,7 +390,8 @@ static int s_learner_hopeless(const s_plan_t *self, uint32_t p, uint16_t old_pri
  * the live replica with the highest sequence, cancels hopeless moves. */
 static void s_repair(s_plan_t *self, uint32_t p) {
     kv_table_t *table = self->table;
-    uint16_t *own = s_owners(self, p);
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
     uint16_t old_primary = own[0], primary = own[0];
     if (s_state(self, primary) == KV_NODE_LEFT) primary = KV_NO_NODE; /* gone for good */
     uint16_t replicas[KV_REPLICATION_MAX];
@@ -405,7 +414,7 @@ static void s_repair(s_plan_t *self, uint32_t p) {
         /* The learner confirms writes too (kv_repl.h): live and ahead of
          * every replica, it holds acknowledged writes they lack, so it
          * takes over and its move is over. */
-        uint16_t learner = table->learners[p];
+        uint16_t learner = kv_table_learner(table, p);
         const kv_plan_report_t *ahead = s_report(self, learner, p);
         int in_slot = 0;
         for (uint32_t i = 0; i < n; i++) in_slot |= replicas[i] == learner;
@@ -425,21 +434,24 @@ static void s_repair(s_plan_t *self, uint32_t p) {
     own[0] = primary;
     for (uint32_t slot = 1; slot < self->replication; slot++)
         own[slot] = slot - 1 < n ? replicas[slot - 1] : KV_NO_NODE;
+    s_set_owners(self, p, own, self->replication);
 
-    table->flags[p] &= KV_PART_FLAGS_ALL;
-    if (!(table->flags[p] & KV_PART_MOVE_PRIMARY)) table->flags[p] = 0; /* a lone fence */
-    if (table->learners[p] != KV_NO_NODE && s_learner_hopeless(self, p, old_primary))
+    uint8_t flags = kv_table_flags(table, p) & KV_PART_FLAGS_ALL;
+    if (!(flags & KV_PART_MOVE_PRIMARY)) flags = 0; /* a lone fence */
+    kv_table_set_flags(table, p, flags);
+    if (kv_table_learner(table, p) != KV_NO_NODE && s_learner_hopeless(self, p, old_primary))
         s_handoff(self, p, KV_PLAN_EV_CANCEL, KV_NO_NODE, 0);
-    if (table->learners[p] == KV_NO_NODE) table->flags[p] = 0; /* flags of no move */
+    if (kv_table_learner(table, p) == KV_NO_NODE)
+        kv_table_set_flags(table, p, 0); /* flags of no move */
 }
 
 /* --- phase 2: progress ---------------------------------------------------- */
 
 static void s_progress(s_plan_t *self, uint32_t p) {
-    uint16_t learner = self->table->learners[p];
+    uint16_t learner = kv_table_learner(self->table, p);
     if (learner == KV_NO_NODE) return;
     const kv_plan_report_t *report = s_report(self, learner, p);
-    uint8_t flags = self->table->flags[p];
+    uint8_t flags = kv_table_flags(self->table, p);
     if (!(flags & KV_PART_MOVE_PRIMARY)) {
         if (report->live) s_handoff(self, p, KV_PLAN_EV_FLIP, KV_NO_NODE, 0);
     } else if (!(flags & KV_PART_FENCED)) {
@@ -486,8 +498,8 @@ static void s_replicate(s_plan_t *self) {
     uint32_t targets = s_target_count(self);
     uint32_t want = targets < self->replication ? targets : self->replication;
     for (uint32_t p = 0; p < self->partitions && self->moves < self->max_moves; p++) {
-        if (self->table->learners[p] != KV_NO_NODE) continue;
-        if (!s_usable(self, s_owners(self, p)[0]) || s_owner_count(self, p) >= want) continue;
+        if (kv_table_learner(self->table, p) != KV_NO_NODE) continue;
+        if (!s_usable(self, s_primary(self, p)) || s_owner_count(self, p) >= want) continue;
         uint16_t node = s_pick_newcomer(self, p);
         if (node != KV_NO_NODE) s_place(self, p, node, 0);
     }
@@ -495,7 +507,8 @@ static void s_replicate(s_plan_t *self) {
 
 /* The active replica of p with the fewest primaries, or KV_NO_NODE. */
 static uint16_t s_pick_heir(const s_plan_t *self, uint32_t p) {
-    const uint16_t *own = s_owners(self, p);
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
     uint16_t best = KV_NO_NODE;
     for (uint32_t slot = 1; slot < self->replication; slot++) {
         uint16_t o = own[slot];
@@ -511,7 +524,8 @@ static uint16_t s_pick_heir(const s_plan_t *self, uint32_t p) {
 /* Drops p's leaving replicas without a copy: used when every target node
  * already holds p, so the rest of the owners are all p can have. */
 static void s_drop_leaving_replicas(s_plan_t *self, uint32_t p) {
-    const uint16_t *own = s_owners(self, p);
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
     uint16_t list[KV_REPLICATION_MAX];
     uint32_t n = 0;
     for (uint32_t slot = 0; slot < self->replication; slot++)
@@ -526,11 +540,12 @@ static void s_drop_leaving_replicas(s_plan_t *self, uint32_t p) {
  * leaving primary hands off to a replica when it has an active one. */
 static void s_drain(s_plan_t *self) {
     for (uint32_t p = 0; p < self->partitions && self->moves < self->max_moves; p++) {
-        const uint16_t *own = s_owners(self, p);
+        uint16_t own[KV_REPLICATION_MAX];
+        s_owners(self, p, own);
         int leaving = 0;
         for (uint32_t slot = 0; slot < self->replication; slot++)
             leaving |= s_state(self, own[slot]) == KV_NODE_LEAVING;
-        if (!leaving || self->table->learners[p] != KV_NO_NODE) continue;
+        if (!leaving || kv_table_learner(self->table, p) != KV_NO_NODE) continue;
         if (s_state(self, own[0]) == KV_NODE_LEAVING) {
             uint16_t heir = s_pick_heir(self, p);
             if (heir == KV_NO_NODE) {
@@ -612,8 +627,9 @@ static int s_extremes(const s_plan_t *self, const uint32_t *counts, uint16_t *mo
  * primary * (nodes + 1) + nodes. Only settled partitions with a target
  * node as primary qualify. */
 static uint32_t s_primary_keys(const s_plan_t *self, uint32_t p, uint32_t *keys) {
-    const uint16_t *own = s_owners(self, p);
-    if (self->table->learners[p] != KV_NO_NODE || !s_target(self, own[0])) return 0;
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
+    if (kv_table_learner(self->table, p) != KV_NO_NODE || !s_target(self, own[0])) return 0;
     uint32_t base = own[0] * (self->nodes + 1), n = 0;
     keys[n++] = base + self->nodes;
     for (uint32_t slot = 1; slot < self->replication; slot++)
@@ -622,7 +638,7 @@ static uint32_t s_primary_keys(const s_plan_t *self, uint32_t p, uint32_t *keys)
 }
 
 static int s_primary_movable(const s_plan_t *self, uint32_t p, uint16_t from, uint16_t to) {
-    return self->table->learners[p] == KV_NO_NODE && s_owners(self, p)[0] == from &&
+    return kv_table_learner(self->table, p) == KV_NO_NODE && s_primary(self, p) == from &&
            kv_table_role(self->table, p, to) != 0;
 }
 
@@ -658,8 +674,9 @@ static int s_balance_primaries(s_plan_t *self) {
 
 /* Replica buckets: each replica of a settled partition. */
 static uint32_t s_replica_keys(const s_plan_t *self, uint32_t p, uint32_t *keys) {
-    const uint16_t *own = s_owners(self, p);
-    if (self->table->learners[p] != KV_NO_NODE) return 0;
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
+    if (kv_table_learner(self->table, p) != KV_NO_NODE) return 0;
     uint32_t n = 0;
     for (uint32_t slot = 1; slot < self->replication; slot++)
         if (own[slot] < self->nodes) keys[n++] = own[slot];
@@ -668,20 +685,21 @@ static uint32_t s_replica_keys(const s_plan_t *self, uint32_t p, uint32_t *keys)
 
 /* A full partition of active owners, from a replica, to not an owner. */
 static int s_replica_movable(const s_plan_t *self, uint32_t p, uint16_t from, uint16_t to) {
-    if (self->table->learners[p] != KV_NO_NODE) return 0;
+    if (kv_table_learner(self->table, p) != KV_NO_NODE) return 0;
     if (kv_table_role(self->table, p, from) < 1 || kv_table_role(self->table, p, to) >= 0) return 0;
-    const uint16_t *own = s_owners(self, p);
-    for (uint32_t slot = 0; slot < self->replication; slot++)
-        if (s_state(self, own[slot]) != KV_NODE_ACTIVE) return 0; /* also: not full */
+    for (uint32_t slot = 0; slot < self->replication; slot++) /* also: not full */
+        if (s_state(self, kv_table_owner(self->table, p, slot)) != KV_NODE_ACTIVE) return 0;
     return 1;
 }
 
 /* Puts node's replica slot of p last, where the flip makes room. */
 static void s_move_replica_last(const s_plan_t *self, uint32_t p, uint16_t node) {
-    uint16_t *own = s_owners(self, p);
+    uint16_t own[KV_REPLICATION_MAX];
+    s_owners(self, p, own);
     uint32_t slot = (uint32_t)kv_table_role(self->table, p, node);
     for (; slot + 1 < self->replication; slot++) own[slot] = own[slot + 1];
     own[slot] = node;
+    s_set_owners(self, p, own, self->replication);
 }
 
 /* d. While the serving nodes' loads differ by more than one, the most
@@ -713,29 +731,40 @@ static void s_balance_replicas(s_plan_t *self) {
 static void s_update_states(s_plan_t *self, int settle) {
     uint8_t holds[KV_MAX_NODES] = {0};
     kv_table_t *table = self->table;
-    for (size_t i = 0; i < (size_t)self->partitions * self->replication; i++)
-        if (table->owners[i] < self->nodes) holds[table->owners[i]] = 1;
-    for (uint32_t p = 0; p < self->partitions; p++)
-        if (table->learners[p] < self->nodes) holds[table->learners[p]] = 1;
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        for (uint32_t slot = 0; slot < self->replication; slot++) {
+            uint16_t owner = kv_table_owner(table, p, slot);
+            if (owner < self->nodes) holds[owner] = 1;
+        }
+        uint16_t learner = kv_table_learner(table, p);
+        if (learner < self->nodes) holds[learner] = 1;
+    }
     for (uint32_t i = 0; i < self->nodes; i++) {
-        kv_table_node_t *node = &table->nodes[i];
-        if (node->state == KV_NODE_JOINING && holds[i]) node->state = KV_NODE_ACTIVE;
-        if (settle && node->state == KV_NODE_LEAVING && !holds[i]) node->state = KV_NODE_LEFT;
+        uint8_t state = kv_table_node_state(table, i);
+        if (state == KV_NODE_JOINING && holds[i]) kv_table_set_node_state(table, i, KV_NODE_ACTIVE);
+        if (settle && state == KV_NODE_LEAVING && !holds[i])
+            kv_table_set_node_state(table, i, KV_NODE_LEFT);
     }
 }
 
 /* --- the step ------------------------------------------------------------- */
 
+/* Whether partition p's owners, learner or flags differ between two
+ * copies of a table. */
+static int s_partition_changed(const kv_table_t *before, const kv_table_t *after, uint32_t p) {
+    for (uint32_t slot = 0; slot < kv_table_replication(after); slot++)
+        if (kv_table_owner(before, p, slot) != kv_table_owner(after, p, slot)) return 1;
+    return kv_table_learner(before, p) != kv_table_learner(after, p) ||
+           kv_table_flags(before, p) != kv_table_flags(after, p);
+}
+
 /* Partitions and node states that differ between before and after. */
 static int s_count_changes(const kv_table_t *before, const kv_table_t *after) {
     int changes = 0;
-    uint32_t r = after->replication;
-    for (uint32_t p = 0; p < after->partitions; p++)
-        changes += memcmp(before->owners + (size_t)p * r, after->owners + (size_t)p * r,
-                          r * sizeof(*after->owners)) != 0 ||
-                   before->learners[p] != after->learners[p] || before->flags[p] != after->flags[p];
-    for (uint32_t i = 0; i < after->node_count; i++)
-        changes += before->nodes[i].state != after->nodes[i].state;
+    for (uint32_t p = 0; p < kv_table_partitions(after); p++)
+        changes += s_partition_changed(before, after, p);
+    for (uint32_t i = 0; i < kv_table_node_count(after); i++)
+        changes += kv_table_node_state(before, i) != kv_table_node_state(after, i);
     return changes;
 }
 
@@ -744,7 +773,8 @@ int kv_plan_step(kv_table_t *table, const kv_plan_facts_t *facts, uint32_t max_m
     kv_table_t *before = kv_table_dup(table);
     if (!before) return -1; /* out of memory: nothing changed */
     s_plan_t *self = calloc(1, sizeof(*self));
-    uint32_t *pairs = calloc((size_t)table->node_count * table->node_count + 1, sizeof(*pairs));
+    uint32_t nodes = kv_table_node_count(table);
+    uint32_t *pairs = calloc((size_t)nodes * nodes + 1, sizeof(*pairs));
     if (!self || !pairs) {
         free(self);
         free(pairs);
@@ -754,9 +784,9 @@ int kv_plan_step(kv_table_t *table, const kv_plan_facts_t *facts, uint32_t max_m
     self->pairs = pairs;
     self->table = table;
     self->facts = facts;
-    self->partitions = table->partitions;
-    self->replication = table->replication;
-    self->nodes = table->node_count;
+    self->partitions = kv_table_partitions(table);
+    self->replication = kv_table_replication(table);
+    self->nodes = nodes;
     self->max_moves = max_moves;
     self->counters = facts ? facts->counters : NULL;
     s_register_counters(self);
@@ -770,7 +800,7 @@ int kv_plan_step(kv_table_t *table, const kv_plan_facts_t *facts, uint32_t max_m
     uint32_t targets = s_target_count(self);
     uint32_t want = targets < self->replication ? targets : self->replication;
     for (uint32_t p = 0; p < self->partitions && want; p++)
-        if (s_owners(self, p)[0] == KV_NO_NODE) s_assign(self, p, want);
+        if (s_primary(self, p) == KV_NO_NODE) s_assign(self, p, want);
     self->moves = kv_plan_moves(table);
     s_replicate(self);
     s_drain(self);
@@ -786,13 +816,13 @@ int kv_plan_step(kv_table_t *table, const kv_plan_facts_t *facts, uint32_t max_m
 
 uint32_t kv_plan_moves(const kv_table_t *table) {
     uint32_t moves = 0;
-    for (uint32_t p = 0; p < table->partitions; p++) moves += table->learners[p] != KV_NO_NODE;
+    uint32_t partitions = kv_table_partitions(table);
+    for (uint32_t p = 0; p < partitions; p++) moves += kv_table_learner(table, p) != KV_NO_NODE;
     return moves;
 }
 
 int kv_plan_forget_node(kv_table_t *table, uint16_t node) {
-    if (!table || node >= table->node_count) return -1;
-    if (table->nodes[node].state != KV_NODE_DOWN) return -1; /* only the dead are forgotten */
-    table->nodes[node].state = KV_NODE_LEFT;
+    if (!table || kv_table_node_state(table, node) != KV_NODE_DOWN) return -1; /* only the dead */
+    kv_table_set_node_state(table, node, KV_NODE_LEFT);
     return 0;
 }

@@ -63,7 +63,7 @@ void kv_call_init(kv_call_t *call) {
 
 void kv_call_reset(kv_call_t *call) {
     zmq_msg_close(&call->reply);
-    for (uint32_t i = 0; call->stats && call->table && i < call->table->node_count; i++)
+    for (uint32_t i = 0; call->stats && call->table && i < kv_table_node_count(call->table); i++)
         free(call->stats[i].counters);
     kv_table_destroy(&call->table);
     free(call->stats);
@@ -128,8 +128,8 @@ static int s_send(kv_backend_t *self, kv_call_t *call, uint16_t node, kv_msg_t *
 static uint16_t s_primary(const kv_backend_t *self, uint32_t partition) {
     if (!self->table) return KV_NO_NODE;
     uint16_t node = kv_table_owner(self->table, partition, 0);
-    if (node >= self->table->node_count) return KV_NO_NODE;
-    if (self->table->nodes[node].state == KV_NODE_DOWN) return KV_NO_NODE;
+    const kv_table_node_t *record = kv_table_node(self->table, node);
+    if (!record || record->state == KV_NODE_DOWN) return KV_NO_NODE; /* unset, or down */
     return node;
 }
 
@@ -143,20 +143,21 @@ static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
         s_park(self, call);
         return;
     }
-    kv_msg_t msg = {.type = types[call->op], .epoch = self->table->epoch};
+    uint32_t partitions = kv_table_partitions(self->table);
+    kv_msg_t msg = {.type = types[call->op], .epoch = kv_table_epoch(self->table)};
     if (call->op == KV_CALL_SCAN) {
         msg.partition = call->partition;
         msg.limit = call->limit;
         msg.has_after = (uint8_t)(call->has_after != 0);
         msg.after = (kv_bytes_t){call->after, call->alen};
     } else {
-        msg.partition = kv_partition_of(call->key, call->klen, self->table->partitions);
+        msg.partition = kv_partition_of(call->key, call->klen, partitions);
         msg.key = (kv_bytes_t){call->key, call->klen};
         msg.value = (kv_bytes_t){call->value, call->vlen};
         msg.has_if_version = (uint8_t)(call->has_if_version != 0);
         msg.if_version = call->if_version;
     }
-    if (msg.partition >= self->table->partitions) {
+    if (msg.partition >= partitions) {
         s_finish(call, KV_CALL_FAILED);
         return;
     }
@@ -171,7 +172,7 @@ static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
 static uint32_t s_fan_out(kv_backend_t *self, kv_call_t *call, kv_msg_t *msg,
                           int (*want)(const kv_table_t *, uint16_t)) {
     uint32_t sent = 0;
-    for (uint32_t i = 0; i < self->table->node_count; i++) {
+    for (uint32_t i = 0; i < kv_table_node_count(self->table); i++) {
         if (!want(self->table, (uint16_t)i)) continue;
         kv_msg_t copy = *msg;
         sent += s_send(self, call, (uint16_t)i, &copy) == 0;
@@ -180,7 +181,7 @@ static uint32_t s_fan_out(kv_backend_t *self, kv_call_t *call, kv_msg_t *msg,
 }
 
 static int s_is_live(const kv_table_t *table, uint16_t node) {
-    return table->nodes[node].state != KV_NODE_DOWN;
+    return kv_table_node_state(table, node) != KV_NODE_DOWN;
 }
 
 static int s_is_primary_somewhere(const kv_table_t *table, uint16_t node) {
@@ -194,7 +195,7 @@ static void s_dispatch_clear(kv_backend_t *self, kv_call_t *call) {
         s_park(self, call);
         return;
     }
-    kv_msg_t msg = {.type = KV_MSG_CLEAR, .epoch = self->table->epoch};
+    kv_msg_t msg = {.type = KV_MSG_CLEAR, .epoch = kv_table_epoch(self->table)};
     call->result = KV_CALL_OK;
     call->pending = s_fan_out(self, call, &msg, s_is_primary_somewhere);
     if (call->pending == 0) s_park(self, call);
@@ -206,7 +207,7 @@ static void s_dispatch_status(kv_backend_t *self, kv_call_t *call) {
         s_finish(call, KV_CALL_OK);
         return;
     }
-    call->stats = calloc(call->table->node_count + 1, sizeof(*call->stats));
+    call->stats = calloc(kv_table_node_count(call->table) + 1, sizeof(*call->stats));
     kv_msg_t msg = {.type = KV_MSG_STATS};
     call->pending = call->stats ? s_fan_out(self, call, &msg, s_is_live) : 0;
     if (call->pending == 0) s_finish(call, KV_CALL_OK);
@@ -330,7 +331,8 @@ static void s_retry_parked(kv_backend_t *self) {
 
 static void s_ask_table(kv_backend_t *self) {
     uint8_t buf[16];
-    kv_msg_t msg = {.type = KV_MSG_TABLE_REQ, .epoch = self->table ? self->table->epoch : 0};
+    kv_msg_t msg = {.type = KV_MSG_TABLE_REQ,
+                    .epoch = self->table ? kv_table_epoch(self->table) : 0};
     size_t size = kv_msg_encode(&msg, buf, sizeof(buf));
     zmq_send(zsock_resolve(self->coord), buf, size, ZMQ_DONTWAIT);
     int64_t wait = self->table && !self->parked ? KV_TABLE_REFRESH_MS : KV_TABLE_ASK_MS;
@@ -350,8 +352,8 @@ static void s_reroute_reads(kv_backend_t *self) {
         kv_call_t *call = slot->call;
         if (call->op == KV_CALL_STATUS || call->op == KV_CALL_CLEAR) continue; /* fan-outs */
         int read = call->op == KV_CALL_GET || call->op == KV_CALL_IS || call->op == KV_CALL_SCAN;
-        uint8_t state = slot->node < self->table->node_count ? self->table->nodes[slot->node].state
-                                                             : KV_NODE_DOWN;
+        const kv_table_node_t *node = kv_table_node(self->table, slot->node);
+        uint8_t state = node ? node->state : KV_NODE_DOWN;
         /* A LEFT node drained before it left: what it had not answered it
          * would have answered MOVED, and its socket is closed now (its
          * answers are lost), so any call may be sent again. */
@@ -367,12 +369,12 @@ static void s_adopt_table(kv_backend_t *self, kv_bytes_t bytes) {
         kv_log_warn("malformed table dropped");
         return;
     }
-    if (self->table && table->epoch <= self->table->epoch) {
+    if (self->table && kv_table_epoch(table) <= kv_table_epoch(self->table)) {
         kv_table_destroy(&table);
         return;
     }
-    kv_log_info("table epoch %" PRIu64 ": %u nodes, %u partitions, %s", table->epoch,
-                table->node_count, table->partitions,
+    kv_log_info("table epoch %" PRIu64 ": %u nodes, %u partitions, %s", kv_table_epoch(table),
+                kv_table_node_count(table), kv_table_partitions(table),
                 kv_table_healthy(table) ? "healthy" : "some partition has no live primary");
     kv_table_destroy(&self->table);
     self->table = table;
@@ -429,7 +431,8 @@ static int s_is_reroute(uint8_t status) {
 static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *frame,
                               const kv_msg_t *msg) {
     if (s_is_reroute(msg->status)) {
-        if (!self->table || msg->epoch >= self->table->epoch || msg->status != KV_STATUS_MOVED)
+        if (!self->table || msg->epoch >= kv_table_epoch(self->table) ||
+            msg->status != KV_STATUS_MOVED)
             s_ask_table(self);
         s_park(self, call);
         return;
@@ -457,7 +460,7 @@ static void s_copy_counters(kv_node_stats_t *stats, const kv_msg_t *msg) {
 static void s_on_part_reply(kv_backend_t *self, kv_call_t *call, uint16_t node,
                             const kv_msg_t *msg) {
     if (call->op == KV_CALL_STATUS && msg->status == KV_STATUS_OK &&
-        node < call->table->node_count) {
+        node < kv_table_node_count(call->table)) {
         kv_node_stats_t *stats = &call->stats[node];
         stats->answered = 1;
         stats->keys = msg->keys;
@@ -520,9 +523,8 @@ static void s_expire(kv_backend_t *self) {
         kv_call_t *call = slot->call;
         uint16_t node = slot->node;
         s_slot_release(self, (uint32_t)(req_id & (KV_SLOTS - 1)));
-        kv_log_warn("node %s did not answer within %ld ms",
-                    self->table && node < self->table->node_count ? self->table->nodes[node].id
-                                                                  : "?",
+        const kv_table_node_t *record = self->table ? kv_table_node(self->table, node) : NULL;
+        kv_log_warn("node %s did not answer within %ld ms", record ? record->id : "?",
                     self->config.timeout_ms);
         if (call->op == KV_CALL_STATUS) {
             if (--call->pending == 0) s_finish(call, KV_CALL_OK); /* partial status is fine */
@@ -643,5 +645,5 @@ void kv_backend_destroy(kv_backend_t **self_p) {
 }
 
 uint32_t kv_backend_partitions(const kv_backend_t *self) {
-    return self->table ? self->table->partitions : 0;
+    return self->table ? kv_table_partitions(self->table) : 0;
 }

@@ -92,7 +92,7 @@ struct _kv_call_t {
     zmq_msg_t reply;         /* GET, SCAN: the reply frame (kv_call_reset frees) */
     kv_msg_t msg;            /* GET, SCAN: decoded reply, pointing into reply */
     kv_table_t *table;       /* STATUS, TABLE: a copy (NULL without a table) */
-    kv_node_stats_t *stats;  /* STATUS: table->node_count entries */
+    kv_node_stats_t *stats;  /* STATUS: kv_table_node_count(table) entries */
     /* Backend bookkeeping. */
     int64_t deadline;       /* mono ms after which the call fails */
     uint32_t pending;       /* replies still awaited (fan-out calls) */

@@ -805,10 +805,11 @@ static enum MHD_Result s_answer_settings(s_request_t *req) {
         "{s:s, s:s, s:I, s:i, s:i, s:o, s:o, s:I, s:I, s:s, s:I}", "version", KV_VERSION,
         "hostname", server->hostname, "port", (json_int_t)server->config.port, "maxKeyLength",
         KV_MAX_KEY_CHARS, "maxValueLength", KV_MAX_VALUE_CHARS, "partitions",
-        table ? json_integer(table->partitions) : json_null(), "replicationFactor",
-        table ? json_integer(table->replication) : json_null(), "threads",
+        table ? json_integer(kv_table_partitions(table)) : json_null(), "replicationFactor",
+        table ? json_integer(kv_table_replication(table)) : json_null(), "threads",
         (json_int_t)server->config.threads, "timeoutMs", (json_int_t)server->config.timeout_ms,
-        "coordinator", server->config.coordinator, "epoch", (json_int_t)(table ? table->epoch : 0));
+        "coordinator", server->config.coordinator, "epoch",
+        (json_int_t)(table ? kv_table_epoch(table) : 0));
     return s_queue_json(req, 200, body);
 }
 
@@ -828,7 +829,7 @@ static json_t *s_status_counters(const kv_node_stats_t *stats) {
 }
 
 static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *stats, uint16_t i) {
-    const kv_table_node_t *node = &table->nodes[i];
+    const kv_table_node_t *node = kv_table_node(table, i);
     json_t *limit = stats->answered && stats->memory_limit
                         ? json_integer((json_int_t)stats->memory_limit)
                         : json_null(); /* unknown, or no limit */
@@ -845,8 +846,8 @@ static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *sta
 /* Partitions being copied to a new owner right now. */
 static json_int_t s_moving(const kv_table_t *table) {
     json_int_t moving = 0;
-    for (uint32_t p = 0; table && p < table->partitions; p++)
-        moving += kv_table_learner(table, p) != KV_NO_NODE;
+    uint32_t partitions = table ? kv_table_partitions(table) : 0;
+    for (uint32_t p = 0; p < partitions; p++) moving += kv_table_learner(table, p) != KV_NO_NODE;
     return moving;
 }
 
@@ -863,17 +864,17 @@ static enum MHD_Result s_answer_status(s_request_t *req) {
     const kv_table_t *table = req->call.table;
     json_t *nodes = json_array();
     uint64_t records = 0;
-    for (uint32_t i = 0; table && req->call.stats && i < table->node_count; i++) {
+    for (uint32_t i = 0; table && req->call.stats && i < kv_table_node_count(table); i++) {
         records += req->call.stats[i].primary_keys;
         json_array_append_new(nodes, s_status_node(table, &req->call.stats[i], (uint16_t)i));
     }
-    json_t *body = json_pack("{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:b, s:o}", "hostname",
-                             req->server->hostname, "maxKeyLength", KV_MAX_KEY_CHARS,
-                             "maxValueLength", KV_MAX_VALUE_CHARS, "availableRecords",
-                             (json_int_t)records, "epoch", (json_int_t)(table ? table->epoch : 0),
-                             "partitions", (json_int_t)(table ? table->partitions : 0),
-                             "replicationFactor", (json_int_t)(table ? table->replication : 0),
-                             "healthy", table && kv_table_healthy(table), "nodes", nodes);
+    json_t *body = json_pack(
+        "{s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:b, s:o}", "hostname", req->server->hostname,
+        "maxKeyLength", KV_MAX_KEY_CHARS, "maxValueLength", KV_MAX_VALUE_CHARS, "availableRecords",
+        (json_int_t)records, "epoch", (json_int_t)(table ? kv_table_epoch(table) : 0), "partitions",
+        (json_int_t)(table ? kv_table_partitions(table) : 0), "replicationFactor",
+        (json_int_t)(table ? kv_table_replication(table) : 0), "healthy",
+        table && kv_table_healthy(table), "nodes", nodes);
     json_object_set_new(body, "movingPartitions", json_integer(s_moving(table)));
     json_object_set_new(body, "gateway", s_status_gateway(req->server));
     return s_queue_json(req, 200, body);

@@ -146,7 +146,7 @@ static s_life_t s_life_next(s_life_t state, s_life_event_t event) {
  * debug builds). Returns 0 or -1. */
 static int s_life_execute(s_node_t *self, s_life_event_t event) {
     s_life_t next = s_life_next(self->life, event);
-    uint64_t epoch = self->table ? self->table->epoch : 0;
+    uint64_t epoch = self->table ? kv_table_epoch(self->table) : 0;
     if (next == LIFE_STATES) {
         kv_log_error("node %s: illegal life event %s in state %s (epoch %" PRIu64 ")",
                      self->config.id, s_life_event_names[event], s_life_names[self->life], epoch);
@@ -206,7 +206,7 @@ static void s_send_hello(s_node_t *self) {
 static void s_send_heartbeat(s_node_t *self) {
     kv_msg_t msg = {.type = KV_MSG_HEARTBEAT, .node_id = s_text(self->config.id)};
     msg.incarnation = self->incarnation;
-    msg.epoch = self->table ? self->table->epoch : 0;
+    msg.epoch = self->table ? kv_table_epoch(self->table) : 0;
     msg.memory_limit = self->memory_limit;
     msg.req_id = kv_lease_heartbeat(&self->lease, kv_clock_mono_us());
     uint8_t *reports = NULL;
@@ -228,7 +228,8 @@ static void s_ask_table(s_node_t *self) {
     int64_t now = kv_clock_mono_ms();
     if (now - self->last_table_ask < KV_NODE_TABLE_ASK_MS) return; /* one is on its way */
     self->last_table_ask = now;
-    kv_msg_t msg = {.type = KV_MSG_TABLE_REQ, .epoch = self->table ? self->table->epoch : 0};
+    kv_msg_t msg = {.type = KV_MSG_TABLE_REQ,
+                    .epoch = self->table ? kv_table_epoch(self->table) : 0};
     s_send_dealer(self, &msg);
 }
 
@@ -285,9 +286,9 @@ static void s_rebuild_items(s_node_t *self) {
 /* Tells the owner we own nothing any more and may exit. */
 static void s_check_left(s_node_t *self) {
     if (self->life >= LIFE_LINGERING || !self->table || self->self < 0) return;
-    if (self->table->nodes[self->self].state != KV_NODE_LEFT) return;
+    if (kv_table_node_state(self->table, (uint32_t)self->self) != KV_NODE_LEFT) return;
     kv_log_info("node %s: drained, leaving the cluster (epoch %" PRIu64 ")", self->config.id,
-                self->table->epoch);
+                kv_table_epoch(self->table));
     s_announce_left(self);
 }
 
@@ -299,17 +300,19 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
         kv_log_warn("node %s: malformed table from coordinator dropped", self->config.id);
         return;
     }
-    if (self->table && table->epoch <= self->table->epoch) {
+    if (self->table && kv_table_epoch(table) <= kv_table_epoch(self->table)) {
         kv_table_destroy(&table);
         return;
     }
-    if (self->store && self->table && table->partitions != self->table->partitions) {
+    if (self->store && self->table &&
+        kv_table_partitions(table) != kv_table_partitions(self->table)) {
         kv_log_error("node %s: table epoch %" PRIu64 " has %u partitions, we hold %u; ignored",
-                     self->config.id, table->epoch, table->partitions, self->table->partitions);
+                     self->config.id, kv_table_epoch(table), kv_table_partitions(table),
+                     kv_table_partitions(self->table));
         kv_table_destroy(&table);
         return;
     }
-    if (!self->store) self->store = kv_store_new(table->partitions);
+    if (!self->store) self->store = kv_store_new(kv_table_partitions(table));
     if (self->store && !self->repl) {
         kv_repl_config_t config = {self->config.id,
                                    self->router_h,
@@ -318,21 +321,21 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
                                    self->config.repl_hwm,
                                    self->counters,
                                    &self->lease};
-        self->repl = kv_repl_new(&config, self->store, table->partitions);
+        self->repl = kv_repl_new(&config, self->store, kv_table_partitions(table));
     }
     kv_table_destroy(&self->table);
     self->table = table;
     self->self = kv_table_find(table, self->config.id);
     if (self->life == LIFE_REGISTERING) s_life_execute(self, LIFE_EV_TABLE);
-    kv_lease_on_table(&self->lease, table->epoch);
+    kv_lease_on_table(&self->lease, kv_table_epoch(table));
     if (self->repl) {
         kv_repl_on_table(self->repl, table, self->self);
         s_rebuild_items(self);
     }
     uint16_t me = self->self < 0 ? KV_NO_NODE : (uint16_t)self->self;
     kv_log_info("node %s: table epoch %" PRIu64 ": primary of %u, replica of %u of %u partitions",
-                self->config.id, table->epoch, kv_table_count_primaries(table, me),
-                kv_table_count_replicas(table, me), table->partitions);
+                self->config.id, kv_table_epoch(table), kv_table_count_primaries(table, me),
+                kv_table_count_replicas(table, me), kv_table_partitions(table));
     s_check_left(self);
 }
 
@@ -355,7 +358,7 @@ static void s_drain_dealer(s_node_t *self) {
             s_on_cluster_reply(self, &msg);
         else if (msg.type == KV_MSG_LEASE)
             kv_lease_grant(&self->lease, msg.req_id, msg.epoch, msg.lease_ms,
-                           self->table ? self->table->epoch : 0);
+                           self->table ? kv_table_epoch(self->table) : 0);
         zmq_msg_close(&frame);
     }
 }
@@ -379,11 +382,11 @@ static int s_leased(s_node_t *self) {
 /* Whether we may serve partition at the request's epoch. */
 static kv_status_t s_route_status(s_node_t *self, uint32_t partition, uint64_t epoch) {
     if (!self->table || self->self < 0 || !self->repl) return KV_STATUS_NOT_READY;
-    if (epoch > self->table->epoch) {
+    if (epoch > kv_table_epoch(self->table)) {
         s_ask_table(self); /* the gateway knows a newer table than we do */
         return KV_STATUS_STALE_EPOCH;
     }
-    if (partition >= self->table->partitions) return KV_STATUS_BAD_REQUEST;
+    if (partition >= kv_table_partitions(self->table)) return KV_STATUS_BAD_REQUEST;
     if (kv_table_owner(self->table, partition, 0) != self->self) return KV_STATUS_MOVED;
     if (!s_leased(self)) return KV_STATUS_NO_LEASE;
     return KV_STATUS_OK;
@@ -399,7 +402,7 @@ static void s_reply(s_node_t *self, zmq_msg_t *identity, uint64_t req_id, kv_sta
                     const char *value, size_t vlen) {
     uint8_t buf[KV_MAX_VALUE_BYTES + 64];
     kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = req_id, .status = (uint8_t)status};
-    reply.epoch = self->table ? self->table->epoch : 0;
+    reply.epoch = self->table ? kv_table_epoch(self->table) : 0;
     reply.value = (kv_bytes_t){value, vlen};
     size_t size = kv_msg_encode(&reply, buf, sizeof(buf));
     if (size) s_send_reply(self, identity, buf, size);
@@ -410,7 +413,8 @@ static void s_reply(s_node_t *self, zmq_msg_t *identity, uint64_t req_id, kv_sta
 static int s_keyed_is_valid(s_node_t *self, const kv_msg_t *req) {
     if (req->key.len == 0 || req->key.len > KV_MAX_KEY_BYTES) return 0;
     if (req->value.len > KV_MAX_VALUE_BYTES) return 0;
-    return kv_partition_of(req->key.ptr, req->key.len, self->table->partitions) == req->partition;
+    return kv_partition_of(req->key.ptr, req->key.len, kv_table_partitions(self->table)) ==
+           req->partition;
 }
 
 static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
@@ -438,7 +442,7 @@ static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
 static void s_serve_clear(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_status_t status = KV_STATUS_NOT_READY;
     if (self->table && self->self >= 0 && self->repl)
-        status = req->epoch > self->table->epoch ? KV_STATUS_STALE_EPOCH : KV_STATUS_OK;
+        status = req->epoch > kv_table_epoch(self->table) ? KV_STATUS_STALE_EPOCH : KV_STATUS_OK;
     if (status == KV_STATUS_STALE_EPOCH) s_ask_table(self);
     if (status == KV_STATUS_OK && !s_leased(self)) status = KV_STATUS_NO_LEASE;
     if (status == KV_STATUS_OK)
@@ -499,7 +503,7 @@ static void s_send_scan_reply(s_node_t *self, zmq_msg_t *identity, kv_msg_t *rep
 static void s_serve_scan(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_msg_t reply = {.type = KV_MSG_SCAN_REPLY, .req_id = req->req_id};
     reply.status = (uint8_t)s_route_status(self, req->partition, req->epoch);
-    reply.epoch = self->table ? self->table->epoch : 0;
+    reply.epoch = self->table ? kv_table_epoch(self->table) : 0;
     s_page_t page = {NULL, 0, 0, 0, 0};
     if (reply.status == KV_STATUS_OK) {
         uint32_t limit = req->limit < KV_NODE_SCAN_MAX ? req->limit : KV_NODE_SCAN_MAX;
@@ -536,11 +540,12 @@ static void s_serve_stats(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
     kv_msg_t reply = {.type = KV_MSG_STATS_REPLY, .req_id = req->req_id};
     reply.status = self->table ? KV_STATUS_OK : KV_STATUS_NOT_READY;
     if (self->table && self->store) {
-        reply.epoch = self->table->epoch;
+        reply.epoch = kv_table_epoch(self->table);
         reply.keys = kv_store_size(self->store);
         reply.memory = kv_store_memory(self->store);
         reply.memory_limit = self->memory_limit;
-        for (uint32_t p = 0; self->self >= 0 && p < self->table->partitions; p++) {
+        uint32_t partitions = self->self >= 0 ? kv_table_partitions(self->table) : 0;
+        for (uint32_t p = 0; p < partitions; p++) {
             int primary = kv_table_owner(self->table, p, 0) == self->self;
             reply.primaries += primary;
             if (primary) reply.primary_keys += kv_store_partition_size(self->store, p);

@@ -24,12 +24,12 @@ void kv_repl_want_peers(kv_repl_t *self, int want) {
 /* --- shared helpers -------------------------------------------------------- */
 
 uint64_t kv_repl_epoch(const kv_repl_t *self) {
-    return self->table ? self->table->epoch : 0;
+    return self->table ? kv_table_epoch(self->table) : 0;
 }
 
 int kv_repl_usable(const kv_repl_t *self, uint16_t node) {
-    if (!self->table || node >= self->table->node_count) return 0;
-    uint8_t state = self->table->nodes[node].state;
+    if (!self->table) return 0;
+    uint8_t state = kv_table_node_state(self->table, node); /* LEFT when out of range */
     return state != KV_NODE_DOWN && state != KV_NODE_LEFT;
 }
 
@@ -115,8 +115,8 @@ void kv_repl_on_readable(kv_repl_t *self, const zmq_pollitem_t *items, int count
 }
 
 static void s_connect_subs(kv_repl_t *self, const kv_table_t *table) {
-    for (uint32_t i = 0; i < table->node_count && i < KV_MAX_NODES; i++) {
-        const char *endpoint = table->nodes[i].pub_endpoint;
+    for (uint32_t i = 0; i < kv_table_node_count(table) && i < KV_MAX_NODES; i++) {
+        const char *endpoint = kv_table_node(table, i)->pub_endpoint;
         if ((int)i == self->self || !*endpoint || streq(self->subscribed_to[i], endpoint)) continue;
         if (self->subscribed_to[i][0]) zsock_disconnect(self->sub, "%s", self->subscribed_to[i]);
         if (zsock_connect(self->sub, "%s", endpoint) == 0)

@@ -13,15 +13,17 @@
 
 /* Confirmations a write of this partition needs. */
 static uint32_t s_required(const kv_repl_t *self) {
-    if (!self->table || self->table->replication < 2) return 0;
-    uint32_t cap = self->table->replication - 1;
+    uint32_t replication = self->table ? kv_table_replication(self->table) : 0;
+    if (replication < 2) return 0;
+    uint32_t cap = replication - 1;
     return (uint32_t)self->config.write_acks < cap ? (uint32_t)self->config.write_acks : cap;
 }
 
 /* The nodes that may confirm writes of partition: replicas and learner. */
 static uint32_t s_ackers(const kv_repl_t *self, uint32_t partition, uint16_t *nodes) {
     uint32_t count = 0;
-    for (uint32_t slot = 1; slot < self->table->replication; slot++) {
+    uint32_t replication = kv_table_replication(self->table);
+    for (uint32_t slot = 1; slot < replication; slot++) {
         uint16_t node = kv_table_owner(self->table, partition, slot);
         if (node != KV_NO_NODE && kv_repl_usable(self, node)) nodes[count++] = node;
     }

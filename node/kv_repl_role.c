@@ -148,7 +148,7 @@ static void s_drop(kv_repl_t *self, uint32_t partition) {
      * lack them) leaves them unanswered (504: may have happened). */
     int handed_over = part->state == KV_REPL_FENCED && part->heir != KV_NO_NODE &&
                       self->self >= 0 && kv_table_owner(self->table, partition, 0) == part->heir &&
-                      self->table->nodes[self->self].state != KV_NODE_DOWN;
+                      kv_table_node_state(self->table, (uint32_t)self->self) != KV_NODE_DOWN;
     kv_repl_primary_release(self, part, UINT64_MAX, handed_over);
     kv_repl_primary_refuse_held(self, part, KV_STATUS_MOVED); /* ask the new primary */
     kv_repl_replica_buffer_clear(part);
@@ -164,7 +164,7 @@ static void s_become_primary(kv_repl_t *self, uint32_t partition, const kv_table
         kv_repl_subscribe(self, partition, 0);
         kv_repl_replica_buffer_clear(part);
         kv_log_info("node %s: primary of partition %u at epoch %" PRIu64 ", seq %" PRIu64 "%s",
-                    self->config.node_id, partition, table->epoch, part->seq,
+                    self->config.node_id, partition, kv_table_epoch(table), part->seq,
                     kv_repl_is_live(part) ? "" : " (was not in sync)");
     }
     if (!kv_repl_is_primary(part)) {
@@ -193,7 +193,7 @@ static void s_become_replica(kv_repl_t *self, uint32_t partition, const kv_table
     uint16_t primary = kv_table_owner(table, partition, 0);
     if (kv_repl_is_primary(part)) { /* demoted: we may hold unacknowledged writes */
         kv_log_info("node %s: no longer primary of partition %u (epoch %" PRIu64 "), resyncing",
-                    self->config.node_id, partition, table->epoch);
+                    self->config.node_id, partition, kv_table_epoch(table));
         s_drop(self, partition);
     }
     if (part->state == KV_REPL_NONE) {

@@ -68,9 +68,9 @@ int kv_peers_update(kv_peers_t *self, const kv_table_t *table) {
     int changed = 0;
     for (uint32_t i = 0; i < KV_MAX_NODES; i++) {
         s_peer_t *peer = &self->peers[i];
+        const kv_table_node_t *node = kv_table_node(table, i);
         const char *want = "";
-        if (i < table->node_count && i != self->skip && table->nodes[i].state != KV_NODE_LEFT)
-            want = table->nodes[i].endpoint;
+        if (node && i != self->skip && node->state != KV_NODE_LEFT) want = node->endpoint;
         if (peer->sock && streq(peer->endpoint, want)) continue;
         if (!peer->sock && !*want) continue;
         zsock_destroy(&peer->sock);

@@ -8,6 +8,17 @@
 
 #define KV_TABLE_VERSION 2
 
+struct kv_table_s {
+    uint64_t epoch;         /* bumped on every change */
+    uint32_t partitions;    /* P, fixed for the cluster's life */
+    uint32_t replication;   /* R: owner slots per partition */
+    uint32_t node_count;    /* entries used in nodes */
+    kv_table_node_t *nodes; /* KV_MAX_NODES entries */
+    uint16_t *owners;       /* partitions x replication node indexes */
+    uint16_t *learners;     /* per partition: node copying it, or KV_NO_NODE */
+    uint8_t *flags;         /* per partition: KV_PART_* */
+};
+
 kv_table_t *kv_table_new(uint32_t partitions, uint32_t replication) {
     if (partitions == 0 || partitions > KV_PARTITIONS_MAX) return NULL;
     if (replication == 0 || replication > KV_REPLICATION_MAX) return NULL;
@@ -76,6 +87,40 @@ int kv_table_upsert(kv_table_t *self, const char *id, const char *endpoint,
     memcpy(node->endpoint, endpoint, endpoint_len + 1);
     memcpy(node->pub_endpoint, pub_endpoint, pub_len + 1);
     return index;
+}
+
+uint64_t kv_table_epoch(const kv_table_t *self) {
+    return self->epoch;
+}
+
+void kv_table_set_epoch(kv_table_t *self, uint64_t epoch) {
+    self->epoch = epoch;
+}
+
+uint32_t kv_table_partitions(const kv_table_t *self) {
+    return self->partitions;
+}
+
+uint32_t kv_table_replication(const kv_table_t *self) {
+    return self->replication;
+}
+
+uint32_t kv_table_node_count(const kv_table_t *self) {
+    return self->node_count;
+}
+
+const kv_table_node_t *kv_table_node(const kv_table_t *self, uint32_t index) {
+    return index < self->node_count ? &self->nodes[index] : NULL;
+}
+
+uint8_t kv_table_node_state(const kv_table_t *self, uint32_t index) {
+    return index < self->node_count ? self->nodes[index].state : (uint8_t)KV_NODE_LEFT;
+}
+
+int kv_table_set_node_state(kv_table_t *self, uint32_t index, int state) {
+    if (index >= self->node_count || state < KV_NODE_JOINING || state > KV_NODE_LEFT) return -1;
+    self->nodes[index].state = (uint8_t)state;
+    return 0;
 }
 
 uint16_t kv_table_owner(const kv_table_t *self, uint32_t partition, uint32_t slot) {

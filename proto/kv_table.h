@@ -36,6 +36,7 @@ typedef enum {
 #define KV_PART_FENCED 0x02       /* the primary refuses writes: hand-off underway */
 #define KV_PART_FLAGS_ALL 0x03
 
+/* One node of the table, as kv_table_node gives it to readers. */
 typedef struct {
     char id[KV_NODE_ID_MAX + 1];            /* unique node id */
     char endpoint[KV_ENDPOINT_MAX + 1];     /* ROUTER endpoint for requests */
@@ -43,16 +44,9 @@ typedef struct {
     uint8_t state;                          /* kv_node_state_t */
 } kv_table_node_t;
 
-typedef struct {
-    uint64_t epoch;         /* bumped on every change */
-    uint32_t partitions;    /* P, fixed for the cluster's life */
-    uint32_t replication;   /* R: owner slots per partition */
-    uint32_t node_count;    /* entries used in nodes */
-    kv_table_node_t *nodes; /* KV_MAX_NODES entries */
-    uint16_t *owners;       /* partitions x replication node indexes */
-    uint16_t *learners;     /* per partition: node copying it, or KV_NO_NODE */
-    uint8_t *flags;         /* per partition: KV_PART_* */
-} kv_table_t;
+/* Opaque: callers go through the functions below, so the layout can change
+ * (per-partition data added, arrays resized) without touching them. */
+typedef struct kv_table_s kv_table_t;
 
 /* Creates an empty table (epoch 0, no nodes, no owners). NULL on bad
  * arguments or out of memory. */
@@ -71,6 +65,33 @@ int kv_table_find(const kv_table_t *self, const char *id);
  * the table is full or a string is too long. */
 int kv_table_upsert(kv_table_t *self, const char *id, const char *endpoint,
                     const char *pub_endpoint);
+
+/* The epoch: bumped on every change, the higher table wins. */
+uint64_t kv_table_epoch(const kv_table_t *self);
+
+/* Sets the epoch (the coordinator publishes each change under a new one). */
+void kv_table_set_epoch(kv_table_t *self, uint64_t epoch);
+
+/* P: partitions, fixed for the cluster's life (1..KV_PARTITIONS_MAX). */
+uint32_t kv_table_partitions(const kv_table_t *self);
+
+/* R: owner slots per partition (1..KV_REPLICATION_MAX). */
+uint32_t kv_table_replication(const kv_table_t *self);
+
+/* Nodes listed: valid node indexes are 0 .. count - 1. */
+uint32_t kv_table_node_count(const kv_table_t *self);
+
+/* The node at index, or NULL when index >= kv_table_node_count. The record
+ * lives as long as the table (kv_table_upsert updates it in place). */
+const kv_table_node_t *kv_table_node(const kv_table_t *self, uint32_t index);
+
+/* The kv_node_state_t of the node at index; KV_NODE_LEFT when index is out
+ * of range (no node there: it holds and serves nothing). */
+uint8_t kv_table_node_state(const kv_table_t *self, uint32_t index);
+
+/* Sets the state of the node at index. -1, changing nothing, when index is
+ * out of range or state is not a kv_node_state_t. */
+int kv_table_set_node_state(kv_table_t *self, uint32_t index, int state);
 
 /* Owner slot of partition: slot 0 is the primary. KV_NO_NODE when unset. */
 uint16_t kv_table_owner(const kv_table_t *self, uint32_t partition, uint32_t slot);

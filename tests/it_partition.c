@@ -236,18 +236,19 @@ static kv_table_t *s_table(const s_run_t *run, int wait_ms) {
 
 /* The id of the primary of key in table, or "" when none. */
 static const char *s_primary_of(const kv_table_t *table, const char *key) {
-    uint32_t partition = kv_partition_of(key, strlen(key), table->partitions);
+    uint32_t partition = kv_partition_of(key, strlen(key), kv_table_partitions(table));
     uint16_t owner = kv_table_owner(table, partition, 0);
-    return owner < table->node_count ? table->nodes[owner].id : "";
+    const kv_table_node_t *node = kv_table_node(table, owner);
+    return node ? node->id : "";
 }
 
 /* Every partition has R ACTIVE owners and nothing is moving. */
 static int s_fully_replicated(const kv_table_t *table) {
-    for (uint32_t p = 0; p < table->partitions; p++) {
+    for (uint32_t p = 0; p < kv_table_partitions(table); p++) {
         if (kv_table_learner(table, p) != KV_NO_NODE || kv_table_flags(table, p)) return 0;
-        for (uint32_t slot = 0; slot < table->replication; slot++) {
+        for (uint32_t slot = 0; slot < kv_table_replication(table); slot++) {
             uint16_t owner = kv_table_owner(table, p, slot);
-            if (owner >= table->node_count || table->nodes[owner].state != KV_NODE_ACTIVE) return 0;
+            if (kv_table_node_state(table, owner) != KV_NODE_ACTIVE) return 0; /* or unset */
         }
     }
     return 1;

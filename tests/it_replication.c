@@ -121,7 +121,7 @@ static kv_table_t *s_table(s_probe_t *probe, int wait_ms) {
             kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0 &&
             msg.type == KV_MSG_TABLE) {
             kv_table_t *table = kv_table_decode((const uint8_t *)msg.table.ptr, msg.table.len);
-            if (table && (!best || table->epoch > best->epoch)) {
+            if (table && (!best || kv_table_epoch(table) > kv_table_epoch(best))) {
                 kv_table_destroy(&best);
                 best = table;
             } else
@@ -135,16 +135,16 @@ static kv_table_t *s_table(s_probe_t *probe, int wait_ms) {
 /* The state of the node with this id in table, or -1 when not listed. */
 static int s_state_of(const kv_table_t *table, const char *id) {
     int index = kv_table_find(table, id);
-    return index < 0 ? -1 : table->nodes[index].state;
+    return index < 0 ? -1 : kv_table_node_state(table, (uint32_t)index);
 }
 
 /* Every partition has R owners, all ACTIVE, and nothing is moving. */
 static int s_fully_replicated(const kv_table_t *table) {
-    for (uint32_t p = 0; p < table->partitions; p++) {
+    for (uint32_t p = 0; p < kv_table_partitions(table); p++) {
         if (kv_table_learner(table, p) != KV_NO_NODE || kv_table_flags(table, p)) return 0;
-        for (uint32_t slot = 0; slot < table->replication; slot++) {
+        for (uint32_t slot = 0; slot < kv_table_replication(table); slot++) {
             uint16_t owner = kv_table_owner(table, p, slot);
-            if (owner >= table->node_count || table->nodes[owner].state != KV_NODE_ACTIVE) return 0;
+            if (kv_table_node_state(table, owner) != KV_NODE_ACTIVE) return 0; /* or unset */
         }
     }
     return 1;
@@ -154,8 +154,8 @@ static int s_fully_replicated(const kv_table_t *table) {
 static int s_balanced(const kv_table_t *table) {
     if (!s_fully_replicated(table)) return 0;
     uint32_t low = UINT32_MAX, high = 0;
-    for (uint32_t i = 0; i < table->node_count; i++) {
-        if (table->nodes[i].state != KV_NODE_ACTIVE) continue;
+    for (uint32_t i = 0; i < kv_table_node_count(table); i++) {
+        if (kv_table_node_state(table, i) != KV_NODE_ACTIVE) continue;
         uint32_t primaries = kv_table_count_primaries(table, (uint16_t)i);
         if (primaries < low) low = primaries;
         if (primaries > high) high = primaries;
@@ -432,7 +432,7 @@ static void s_key_owned_by(const kv_table_t *table, uint16_t index, int round, c
                            size_t cap) {
     for (int n = 0; n < 100000; n++) {
         snprintf(out, cap, "frozen-%d-%d", round, n);
-        uint32_t p = kv_partition_of(out, strlen(out), table->partitions);
+        uint32_t p = kv_partition_of(out, strlen(out), kv_table_partitions(table));
         if (kv_table_owner(table, p, 0) == index) return;
     }
     cr_assert_fail("no key maps to node %u", index);
@@ -677,14 +677,14 @@ static int s_moving_primary(const kv_cluster_t *cluster, s_probe_t *probe, int f
     while (kv_now_ms() < deadline) {
         kv_table_t *table = s_table(probe, 500);
         int found = -1;
-        for (uint32_t p = 0; table && found < 0 && p < table->partitions; p++) {
+        for (uint32_t p = 0; table && found < 0 && p < kv_table_partitions(table); p++) {
             uint16_t learner = kv_table_learner(table, p);
             uint8_t flags = kv_table_flags(table, p);
             if (learner == KV_NO_NODE ||
-                kv_table_role(table, p, learner) != (int)table->replication)
+                kv_table_role(table, p, learner) != (int)kv_table_replication(table))
                 continue; /* no move, or the learner is a replica already */
             if (!(flags & KV_PART_MOVE_PRIMARY) || !(flags & KV_PART_FENCED) != !fenced) continue;
-            const char *id = table->nodes[kv_table_owner(table, p, 0)].id;
+            const char *id = kv_table_node(table, kv_table_owner(table, p, 0))->id;
             for (int i = 0; i < cluster->node_count; i++)
                 if (cluster->nodes[i].pid > 0 && strcmp(cluster->nodes[i].id, id) == 0) found = i;
             *part = p;

@@ -54,7 +54,7 @@ static s_cluster_t s_cluster(uint32_t partitions, uint32_t replication, uint32_t
     for (uint32_t i = 0; i < nodes; i++) {
         snprintf(id, sizeof id, "n%u", i);
         cr_assert_eq(kv_table_upsert(c.table, id, "tcp://x:1", "tcp://x:2"), (int)i);
-        c.table->nodes[i].state = state;
+        kv_table_set_node_state(c.table, i, state);
     }
     return c;
 }
@@ -66,15 +66,15 @@ static void s_cluster_free(s_cluster_t *c) {
 
 static uint16_t s_add_node(s_cluster_t *c, uint8_t state) {
     char id[16];
-    snprintf(id, sizeof id, "n%u", c->table->node_count);
+    snprintf(id, sizeof id, "n%u", kv_table_node_count(c->table));
     int index = kv_table_upsert(c->table, id, "tcp://x:1", "tcp://x:2");
     cr_assert_geq(index, 0);
-    c->table->nodes[index].state = state;
+    kv_table_set_node_state(c->table, index, state);
     return (uint16_t)index;
 }
 
 static kv_plan_report_t *s_rep(s_cluster_t *c, uint16_t node, uint32_t p) {
-    return &c->reports[(size_t)node * c->table->partitions + p];
+    return &c->reports[(size_t)node * kv_table_partitions(c->table) + p];
 }
 
 static void s_set_report(s_cluster_t *c, uint16_t node, uint32_t p, int live, uint64_t seq) {
@@ -86,37 +86,51 @@ static void s_set_report(s_cluster_t *c, uint16_t node, uint32_t p, int live, ui
 
 static void s_set_owners(kv_table_t *t, uint32_t p, uint16_t a, uint16_t b, uint16_t c) {
     const uint16_t list[3] = {a, b, c};
-    for (uint32_t slot = 0; slot < t->replication; slot++)
+    for (uint32_t slot = 0; slot < kv_table_replication(t); slot++)
         kv_table_set_owner(t, p, slot, slot < 3 ? list[slot] : KV_NO_NODE);
 }
 
 static uint32_t s_owner_count(const kv_table_t *t, uint32_t p) {
     uint32_t count = 0;
-    for (uint32_t slot = 0; slot < t->replication; slot++)
+    for (uint32_t slot = 0; slot < kv_table_replication(t); slot++)
         count += kv_table_owner(t, p, slot) != KV_NO_NODE;
     return count;
+}
+
+/* got and want encode to the same bytes: the same owners, learners and
+ * flags, node states and epoch. */
+static void s_expect_same_table(const kv_table_t *got, const kv_table_t *want) {
+    size_t size = kv_table_encoded_size(want);
+    uint8_t *mine = malloc(size), *theirs = malloc(size);
+    cr_assert(mine && theirs);
+    cr_expect_eq(kv_table_encoded_size(got), size);
+    cr_expect_eq(kv_table_encode(got, mine, size), size);
+    cr_expect_eq(kv_table_encode(want, theirs, size), size);
+    cr_expect_arr_eq(mine, theirs, size);
+    free(mine);
+    free(theirs);
 }
 
 /* Slots (and learner roles) node holds. */
 static uint32_t s_holds(const kv_table_t *t, uint16_t node) {
     uint32_t count = 0;
-    for (uint32_t p = 0; p < t->partitions; p++) count += kv_table_role(t, p, node) >= 0;
+    for (uint32_t p = 0; p < kv_table_partitions(t); p++) count += kv_table_role(t, p, node) >= 0;
     return count;
 }
 
 /* What the planner promises after every step. */
 static void s_assert_sound(const kv_table_t *t) {
-    for (uint32_t p = 0; p < t->partitions; p++) {
+    for (uint32_t p = 0; p < kv_table_partitions(t); p++) {
         int seen_empty = 0;
-        for (uint32_t slot = 0; slot < t->replication; slot++) {
+        for (uint32_t slot = 0; slot < kv_table_replication(t); slot++) {
             uint16_t o = kv_table_owner(t, p, slot);
             if (o == KV_NO_NODE) {
                 seen_empty = 1;
                 continue;
             }
             cr_assert_not(seen_empty, "p %u: slot %u after an empty slot", p, slot);
-            cr_assert_lt(o, t->node_count, "p %u slot %u", p, slot);
-            uint8_t state = t->nodes[o].state;
+            cr_assert_lt(o, kv_table_node_count(t), "p %u slot %u", p, slot);
+            uint8_t state = kv_table_node_state(t, o);
             cr_assert_neq(state, KV_NODE_JOINING, "p %u: a joining owner", p);
             cr_assert_neq(state, KV_NODE_LEFT, "p %u: a left owner", p);
             if (slot > 0) cr_assert_neq(state, KV_NODE_DOWN, "p %u: a down replica", p);
@@ -131,15 +145,16 @@ static void s_assert_sound(const kv_table_t *t) {
             cr_assert_eq(flags, 0, "p %u: flags without a learner", p);
             continue;
         }
-        cr_assert_lt(learner, t->node_count);
-        cr_assert_eq(t->nodes[learner].state, KV_NODE_ACTIVE, "p %u: learner %u", p, learner);
+        cr_assert_lt(learner, kv_table_node_count(t));
+        cr_assert_eq(kv_table_node_state(t, learner), KV_NODE_ACTIVE, "p %u: learner %u", p,
+                     learner);
         int role = kv_table_role(t, p, learner);
         cr_assert_neq(role, 0, "p %u: the primary learns", p);
         if (!(flags & KV_PART_MOVE_PRIMARY))
-            cr_assert_eq(role, (int)t->replication, "p %u: a replica learns", p);
+            cr_assert_eq(role, (int)kv_table_replication(t), "p %u: a replica learns", p);
     }
-    for (uint32_t i = 0; i < t->node_count; i++) {
-        uint8_t state = t->nodes[i].state;
+    for (uint32_t i = 0; i < kv_table_node_count(t); i++) {
+        uint8_t state = kv_table_node_state(t, i);
         if (state == KV_NODE_LEFT || state == KV_NODE_JOINING)
             cr_assert_eq(s_holds(t, (uint16_t)i), 0, "node %u %s holds partitions", i,
                          kv_node_state_name(state));
@@ -156,7 +171,7 @@ static int s_step(s_cluster_t *c) {
     uint32_t moves = kv_plan_moves(c->table);
     if (moves_before <= c->max_moves)
         cr_assert_leq(moves, c->max_moves, "%u learners, %u allowed", moves, c->max_moves);
-    for (uint32_t p = 0; p < c->table->partitions; p++) {
+    for (uint32_t p = 0; p < kv_table_partitions(c->table); p++) {
         uint16_t was = kv_table_owner(before, p, 0), now = kv_table_owner(c->table, p, 0);
         c->primary_moves += was != KV_NO_NODE && now != was;
         uint16_t learner = kv_table_learner(c->table, p);
@@ -170,9 +185,9 @@ static int s_step(s_cluster_t *c) {
 /* The nodes' side: owners and learners in sync, fenced learners done. */
 static void s_report_all(s_cluster_t *c) {
     const kv_table_t *t = c->table;
-    memset(c->reports, 0, (size_t)KV_MAX_NODES * t->partitions * sizeof(*c->reports));
-    for (uint32_t p = 0; p < t->partitions; p++) {
-        for (uint32_t slot = 0; slot < t->replication; slot++) {
+    memset(c->reports, 0, (size_t)KV_MAX_NODES * kv_table_partitions(t) * sizeof(*c->reports));
+    for (uint32_t p = 0; p < kv_table_partitions(t); p++) {
+        for (uint32_t slot = 0; slot < kv_table_replication(t); slot++) {
             uint16_t o = kv_table_owner(t, p, slot);
             if (o != KV_NO_NODE) s_set_report(c, o, p, 1, 100);
         }
@@ -197,8 +212,8 @@ static void s_spread(const kv_table_t *t, uint32_t *prim_min, uint32_t *prim_max
                      uint32_t *load_min, uint32_t *load_max) {
     *prim_min = *load_min = UINT32_MAX;
     *prim_max = *load_max = 0;
-    for (uint32_t i = 0; i < t->node_count; i++) {
-        if (t->nodes[i].state != KV_NODE_ACTIVE) continue;
+    for (uint32_t i = 0; i < kv_table_node_count(t); i++) {
+        if (kv_table_node_state(t, i) != KV_NODE_ACTIVE) continue;
         uint32_t prim = kv_table_count_primaries(t, (uint16_t)i);
         uint32_t load = prim + kv_table_count_replicas(t, (uint16_t)i);
         if (prim < *prim_min) *prim_min = prim;
@@ -212,13 +227,14 @@ static void s_spread(const kv_table_t *t, uint32_t *prim_min, uint32_t *prim_max
  * left; primaries and slots differ by at most one between active nodes. */
 static void s_assert_balanced(const kv_table_t *t) {
     uint32_t active = 0;
-    for (uint32_t i = 0; i < t->node_count; i++) active += t->nodes[i].state == KV_NODE_ACTIVE;
-    uint32_t want = active < t->replication ? active : t->replication;
-    for (uint32_t p = 0; p < t->partitions; p++) {
+    for (uint32_t i = 0; i < kv_table_node_count(t); i++)
+        active += kv_table_node_state(t, i) == KV_NODE_ACTIVE;
+    uint32_t want = active < kv_table_replication(t) ? active : kv_table_replication(t);
+    for (uint32_t p = 0; p < kv_table_partitions(t); p++) {
         cr_assert_eq(s_owner_count(t, p), want, "p %u", p);
         cr_assert_eq(kv_table_learner(t, p), KV_NO_NODE, "p %u", p);
         for (uint32_t slot = 0; slot < want; slot++)
-            cr_assert_eq(t->nodes[kv_table_owner(t, p, slot)].state, KV_NODE_ACTIVE);
+            cr_assert_eq(kv_table_node_state(t, kv_table_owner(t, p, slot)), KV_NODE_ACTIVE);
     }
     cr_assert(kv_table_healthy(t));
     uint32_t prim_min, prim_max, load_min, load_max;
@@ -232,24 +248,27 @@ static void s_assert_balanced(const kv_table_t *t) {
  * shares, every primary above a node's share moves. */
 static uint32_t s_fewest_primary_moves(const kv_table_t *t, uint32_t nodes) {
     uint32_t counts[KV_MAX_NODES] = {0}, n = 0;
-    for (uint32_t i = 0; i < t->node_count; i++)
-        if (t->nodes[i].state == KV_NODE_ACTIVE || t->nodes[i].state == KV_NODE_LEAVING) {
+    for (uint32_t i = 0; i < kv_table_node_count(t); i++) {
+        uint8_t state = kv_table_node_state(t, i);
+        if (state == KV_NODE_ACTIVE || state == KV_NODE_LEAVING) {
             uint32_t prim = kv_table_count_primaries(t, (uint16_t)i);
-            if (t->nodes[i].state == KV_NODE_LEAVING) continue; /* all of it moves */
+            if (state == KV_NODE_LEAVING) continue; /* all of it moves */
             counts[n++] = prim;
         }
+    }
     for (uint32_t i = 1; i < n; i++) /* descending */
         for (uint32_t j = i; j > 0 && counts[j] > counts[j - 1]; j--) {
             uint32_t swap = counts[j];
             counts[j] = counts[j - 1];
             counts[j - 1] = swap;
         }
-    uint32_t share = t->partitions / nodes, extra = t->partitions % nodes, kept = 0;
+    uint32_t partitions = kv_table_partitions(t);
+    uint32_t share = partitions / nodes, extra = partitions % nodes, kept = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t target = share + (i < extra);
         kept += counts[i] < target ? counts[i] : target;
     }
-    return t->partitions - kept;
+    return partitions - kept;
 }
 
 //  --------------------------------------------------------------------------
@@ -264,7 +283,7 @@ Test(kv_plan, fresh_cluster_assigns_every_partition_directly) {
             cr_assert_eq(s_step(&c), 64 + (int)sizes[s], "every partition and node changed");
             cr_expect_eq(kv_plan_moves(c.table), 0);
             for (uint32_t i = 0; i < sizes[s]; i++)
-                cr_expect_eq(c.table->nodes[i].state, KV_NODE_ACTIVE);
+                cr_expect_eq(kv_table_node_state(c.table, i), KV_NODE_ACTIVE);
             s_assert_balanced(c.table);
             cr_expect_eq(s_step(&c), 0, "settled at once");
             s_cluster_free(&c);
@@ -277,7 +296,7 @@ Test(kv_plan, no_assignment_without_a_node_to_serve) {
     s_add_node(&c, KV_NODE_DOWN);
     s_add_node(&c, KV_NODE_LEAVING);
     cr_expect_eq(s_step(&c), 1, "the leaving node, holding nothing, has left");
-    cr_expect_eq(c.table->nodes[1].state, KV_NODE_LEFT);
+    cr_expect_eq(kv_table_node_state(c.table, 1), KV_NODE_LEFT);
     for (uint32_t p = 0; p < 16; p++) cr_expect_eq(kv_table_owner(c.table, p, 0), KV_NO_NODE);
     s_cluster_free(&c);
 }
@@ -288,7 +307,7 @@ Test(kv_plan, settled_cluster_changes_nothing) {
     kv_table_t *before = kv_table_dup(c.table);
     s_report_all(&c);
     for (int i = 0; i < 3; i++) cr_expect_eq(s_step(&c), 0);
-    cr_expect_arr_eq(c.table->owners, before->owners, sizeof(uint16_t) * 256 * 2);
+    s_expect_same_table(c.table, before);
     kv_table_destroy(&before);
     s_cluster_free(&c);
 }
@@ -298,14 +317,12 @@ Test(kv_plan, same_table_and_facts_give_the_same_plan) {
     s_settle(&c);
     s_add_node(&c, KV_NODE_JOINING);
     s_add_node(&c, KV_NODE_JOINING);
-    c.table->nodes[1].state = KV_NODE_LEAVING;
+    kv_table_set_node_state(c.table, 1, KV_NODE_LEAVING);
     kv_table_t *twin = kv_table_dup(c.table);
     c.max_moves = 40;
     s_step(&c);
     kv_plan_step(twin, &c.facts, 40);
-    cr_expect_arr_eq(twin->owners, c.table->owners, sizeof(uint16_t) * 512 * 3);
-    cr_expect_arr_eq(twin->learners, c.table->learners, sizeof(uint16_t) * 512);
-    cr_expect_arr_eq(twin->flags, c.table->flags, 512);
+    s_expect_same_table(twin, c.table);
     kv_table_destroy(&twin);
     s_cluster_free(&c);
 }
@@ -321,7 +338,7 @@ static void s_grow(uint32_t replication, const uint32_t *stages, size_t count) {
     s_settle(&c);
     s_assert_balanced(c.table);
     for (size_t s = 1; s < count; s++) {
-        while (c.table->node_count < stages[s]) s_add_node(&c, KV_NODE_JOINING);
+        while (kv_table_node_count(c.table) < stages[s]) s_add_node(&c, KV_NODE_JOINING);
         uint32_t fewest = s_fewest_primary_moves(c.table, stages[s]);
         c.primary_moves = c.copies = 0;
         int steps = s_settle(&c);
@@ -351,7 +368,7 @@ Test(kv_plan, joining_node_turns_active_when_given_work) {
     s_settle(&c);
     uint16_t joiner = s_add_node(&c, KV_NODE_JOINING);
     s_step(&c);
-    cr_expect_eq(c.table->nodes[joiner].state, KV_NODE_ACTIVE);
+    cr_expect_eq(kv_table_node_state(c.table, joiner), KV_NODE_ACTIVE);
     cr_expect_eq(kv_plan_moves(c.table), 4, "half the primaries start moving");
     s_cluster_free(&c);
 }
@@ -361,7 +378,7 @@ Test(kv_plan, joining_node_with_nothing_to_take_stays_joining) {
     s_settle(&c);
     uint16_t joiner = s_add_node(&c, KV_NODE_JOINING);
     cr_expect_eq(s_step(&c), 0, "one primary each: already balanced");
-    cr_expect_eq(c.table->nodes[joiner].state, KV_NODE_JOINING);
+    cr_expect_eq(kv_table_node_state(c.table, joiner), KV_NODE_JOINING);
     s_cluster_free(&c);
 }
 
@@ -390,13 +407,13 @@ Test(kv_plan, balance_hands_a_primary_to_a_node_that_already_replicates_it) {
 static void s_shrink(uint32_t replication) {
     s_cluster_t c = s_cluster(1024, replication, 5, KV_NODE_JOINING);
     s_settle(&c);
-    for (uint16_t i = 2; i < 5; i++) c.table->nodes[i].state = KV_NODE_LEAVING;
+    for (uint16_t i = 2; i < 5; i++) kv_table_set_node_state(c.table, i, KV_NODE_LEAVING);
     uint32_t fewest = s_fewest_primary_moves(c.table, 2);
     c.max_moves = 64;
     c.primary_moves = c.copies = 0;
     int steps = s_settle(&c);
     for (uint16_t i = 2; i < 5; i++) {
-        cr_expect_eq(c.table->nodes[i].state, KV_NODE_LEFT, "node %u", i);
+        cr_expect_eq(kv_table_node_state(c.table, i), KV_NODE_LEFT, "node %u", i);
         cr_expect_eq(s_holds(c.table, i), 0);
     }
     s_assert_balanced(c.table);
@@ -415,21 +432,21 @@ Test(kv_plan, leaving_nodes_drain_then_leave_keeping_replication) {
 Test(kv_plan, leaving_primary_hands_off_to_a_replica_first) {
     s_cluster_t c = s_cluster(1, 2, 3, KV_NODE_ACTIVE);
     s_set_owners(c.table, 0, 0, 1, 0);
-    c.table->nodes[0].state = KV_NODE_LEAVING;
+    kv_table_set_node_state(c.table, 0, KV_NODE_LEAVING);
     s_step(&c);
     cr_expect_eq(kv_table_learner(c.table, 0), 1);
     cr_expect_eq(kv_table_flags(c.table, 0), KV_PART_MOVE_PRIMARY);
     s_settle(&c);
     cr_expect_eq(kv_table_owner(c.table, 0, 0), 1);
     cr_expect_eq(kv_table_owner(c.table, 0, 1), 2, "re-replicated to the third node");
-    cr_expect_eq(c.table->nodes[0].state, KV_NODE_LEFT);
+    cr_expect_eq(kv_table_node_state(c.table, 0), KV_NODE_LEFT);
     s_cluster_free(&c);
 }
 
 Test(kv_plan, leaving_replica_is_replaced_then_dropped) {
     s_cluster_t c = s_cluster(1, 2, 3, KV_NODE_ACTIVE);
     s_set_owners(c.table, 0, 0, 1, 0);
-    c.table->nodes[1].state = KV_NODE_LEAVING;
+    kv_table_set_node_state(c.table, 1, KV_NODE_LEAVING);
     s_step(&c);
     cr_expect_eq(kv_table_learner(c.table, 0), 2);
     cr_expect_eq(kv_table_flags(c.table, 0), 0);
@@ -437,27 +454,27 @@ Test(kv_plan, leaving_replica_is_replaced_then_dropped) {
     s_settle(&c);
     cr_expect_eq(kv_table_owner(c.table, 0, 0), 0);
     cr_expect_eq(kv_table_owner(c.table, 0, 1), 2);
-    cr_expect_eq(c.table->nodes[1].state, KV_NODE_LEFT);
+    cr_expect_eq(kv_table_node_state(c.table, 1), KV_NODE_LEFT);
     s_cluster_free(&c);
 }
 
 Test(kv_plan, leaving_replica_with_nowhere_to_go_is_dropped) {
     s_cluster_t c = s_cluster(4, 2, 2, KV_NODE_JOINING);
     s_settle(&c);
-    c.table->nodes[1].state = KV_NODE_LEAVING;
+    kv_table_set_node_state(c.table, 1, KV_NODE_LEAVING);
     s_settle(&c);
     for (uint32_t p = 0; p < 4; p++) {
         cr_expect_eq(kv_table_owner(c.table, p, 0), 0);
         cr_expect_eq(kv_table_owner(c.table, p, 1), KV_NO_NODE);
     }
-    cr_expect_eq(c.table->nodes[1].state, KV_NODE_LEFT);
+    cr_expect_eq(kv_table_node_state(c.table, 1), KV_NODE_LEFT);
     s_cluster_free(&c);
 }
 
 Test(kv_plan, last_node_leaving_keeps_its_primaries) {
     s_cluster_t c = s_cluster(4, 1, 1, KV_NODE_JOINING);
     s_settle(&c);
-    c.table->nodes[0].state = KV_NODE_LEAVING;
+    kv_table_set_node_state(c.table, 0, KV_NODE_LEAVING);
     cr_expect_eq(s_step(&c), 0, "nowhere to go: the data stays");
     cr_expect_eq(kv_table_owner(c.table, 0, 0), 0);
     s_cluster_free(&c);
@@ -470,7 +487,7 @@ Test(kv_plan, last_node_leaving_keeps_its_primaries) {
 static s_cluster_t s_failed_primary(void) {
     s_cluster_t c = s_cluster(1, 3, 4, KV_NODE_ACTIVE);
     s_set_owners(c.table, 0, 0, 1, 2);
-    c.table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 0, KV_NODE_DOWN);
     c.max_moves = 0;
     return c;
 }
@@ -521,7 +538,7 @@ Test(kv_plan, down_primary_without_a_live_replica_stays_primary) {
 
     c = s_cluster(4, 1, 2, KV_NODE_JOINING); /* R = 1: nothing else to do */
     s_settle(&c);
-    c.table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 0, KV_NODE_DOWN);
     cr_expect_eq(s_settle(&c), 1);
     cr_expect_eq(kv_table_owner(c.table, 0, 0), 0, "the down node keeps its partitions");
     cr_expect_eq(kv_table_owner(c.table, 1, 0), 1);
@@ -531,7 +548,7 @@ Test(kv_plan, down_primary_without_a_live_replica_stays_primary) {
 Test(kv_plan, down_replica_is_dropped_and_replication_restored) {
     s_cluster_t c = s_cluster(256, 3, 4, KV_NODE_JOINING);
     s_settle(&c);
-    c.table->nodes[3].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 3, KV_NODE_DOWN);
     s_step(&c);
     for (uint32_t p = 0; p < 256; p++) {
         cr_expect_neq(kv_table_role(c.table, p, 3), 0, "node 3 holds nothing...");
@@ -546,12 +563,13 @@ Test(kv_plan, failover_then_rereplication_restores_R_in_a_large_cluster) {
     s_cluster_t c = s_cluster(1024, 2, 4, KV_NODE_JOINING);
     s_settle(&c);
     s_report_all(&c);
-    c.table->nodes[1].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 1, KV_NODE_DOWN);
     c.max_moves = 32;
     c.primary_moves = 0;
     s_settle(&c);
     s_assert_balanced(c.table);
-    cr_expect_eq(c.table->nodes[1].state, KV_NODE_DOWN, "the planner leaves down nodes down");
+    cr_expect_eq(kv_table_node_state(c.table, 1), KV_NODE_DOWN,
+                 "the planner leaves down nodes down");
     fprintf(stderr, "failure R=2 4->3 nodes: %u primary moves, %u copies\n", c.primary_moves,
             c.copies);
     s_cluster_free(&c);
@@ -565,7 +583,7 @@ Test(kv_plan, down_learner_cancels_the_move) {
         s_set_owners(c.table, 0, 0, 1, 0);
         kv_table_set_learner(c.table, 0, 2);
         kv_table_set_flags(c.table, 0, flags[i]);
-        c.table->nodes[2].state = KV_NODE_DOWN;
+        kv_table_set_node_state(c.table, 2, KV_NODE_DOWN);
         s_set_report(&c, 2, 0, 1, 1);
         s_rep(&c, 2, 0)->ready = 1;
         cr_expect_eq(s_step(&c), 1, "flags %u", flags[i]);
@@ -583,7 +601,7 @@ Test(kv_plan, failover_during_a_hand_off_cancels_it) {
     s_set_owners(c.table, 0, 0, 1, 2);
     kv_table_set_learner(c.table, 0, 3);
     kv_table_set_flags(c.table, 0, KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
-    c.table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 0, KV_NODE_DOWN);
     s_set_report(&c, 1, 0, 1, 4);
     s_set_report(&c, 3, 0, 1, 4);
     s_rep(&c, 3, 0)->ready = 1;
@@ -600,21 +618,21 @@ Test(kv_plan, failover_during_a_hand_off_cancels_it) {
 Test(kv_plan, forgotten_node_stops_holding_its_partitions) {
     s_cluster_t c = s_cluster(8, 1, 2, KV_NODE_JOINING);
     s_settle(&c);
-    c.table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 0, KV_NODE_DOWN);
     s_settle(&c);
     cr_expect_eq(kv_table_count_primaries(c.table, 0), 4, "waiting for node 0");
     cr_expect_eq(kv_plan_forget_node(c.table, 1), -1, "only a down node can be forgotten");
     cr_expect_eq(kv_plan_forget_node(c.table, 2), -1, "no such node");
     cr_expect_eq(kv_plan_forget_node(NULL, 0), -1);
     cr_expect_eq(kv_plan_forget_node(c.table, 0), 0);
-    cr_expect_eq(c.table->nodes[0].state, KV_NODE_LEFT);
+    cr_expect_eq(kv_table_node_state(c.table, 0), KV_NODE_LEFT);
     s_settle(&c);
     cr_expect_eq(kv_table_count_primaries(c.table, 1), 8);
     s_cluster_free(&c);
 
     c = s_cluster(1, 2, 3, KV_NODE_ACTIVE);
     s_set_owners(c.table, 0, 0, 1, 0);
-    c.table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 0, KV_NODE_DOWN);
     s_set_report(&c, 1, 0, 0, 5); /* not live: lost the primary's stream */
     c.max_moves = 0;
     s_step(&c);
@@ -630,7 +648,7 @@ Test(kv_plan, left_node_in_a_table_is_dropped_like_a_down_one) {
     s_cluster_t c = s_cluster(1, 2, 3, KV_NODE_ACTIVE);
     c.max_moves = 0;
     s_set_owners(c.table, 0, 0, 1, 0);
-    c.table->nodes[1].state = KV_NODE_LEFT;
+    kv_table_set_node_state(c.table, 1, KV_NODE_LEFT);
     s_step(&c);
     cr_expect_eq(kv_table_owner(c.table, 0, 1), KV_NO_NODE);
     s_cluster_free(&c);
@@ -717,7 +735,7 @@ Test(kv_plan, failover_and_cancelled_moves_are_counted) {
     s_set_owners(c.table, 0, 0, 1, 2);
     kv_table_set_learner(c.table, 0, 3);
     kv_table_set_flags(c.table, 0, KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
-    c.table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(c.table, 0, KV_NODE_DOWN);
     s_set_report(&c, 1, 0, 1, 4);
     s_set_report(&c, 3, 0, 1, 4);
     s_step(&c);
@@ -820,18 +838,19 @@ Test(kv_plan, random_events_never_break_the_rules) {
     for (uint32_t r = 1; r <= 3; r++) {
         s_cluster_t c = s_cluster(64, r, 3, KV_NODE_JOINING);
         for (int event = 0; event < 1500; event++) {
-            uint32_t dice = s_random(&seed) % 100, n = c.table->node_count, serving = 0;
+            uint32_t dice = s_random(&seed) % 100, n = kv_table_node_count(c.table), serving = 0;
             uint16_t node = (uint16_t)(s_random(&seed) % n);
-            uint8_t state = c.table->nodes[node].state;
-            for (uint32_t i = 0; i < n; i++) serving += c.table->nodes[i].state <= KV_NODE_ACTIVE;
+            uint8_t state = kv_table_node_state(c.table, node);
+            for (uint32_t i = 0; i < n; i++)
+                serving += kv_table_node_state(c.table, i) <= KV_NODE_ACTIVE;
             if ((dice < 3 || serving < 3) && n < 48)
                 s_add_node(&c, KV_NODE_JOINING);
             else if (dice < 6 && state == KV_NODE_ACTIVE)
-                c.table->nodes[node].state = KV_NODE_DOWN;
+                kv_table_set_node_state(c.table, node, KV_NODE_DOWN);
             else if (dice < 9 && state == KV_NODE_DOWN)
-                c.table->nodes[node].state = KV_NODE_ACTIVE; /* back, data intact */
+                kv_table_set_node_state(c.table, node, KV_NODE_ACTIVE); /* back, data intact */
             else if (dice < 11 && state == KV_NODE_ACTIVE)
-                c.table->nodes[node].state = KV_NODE_LEAVING;
+                kv_table_set_node_state(c.table, node, KV_NODE_LEAVING);
             else if (dice < 12 && state == KV_NODE_DOWN)
                 cr_assert_eq(kv_plan_forget_node(c.table, node), 0);
             for (uint32_t i = 0; i < KV_MAX_NODES * 64 / 8; i++) {
@@ -843,14 +862,16 @@ Test(kv_plan, random_events_never_break_the_rules) {
             c.max_moves = s_random(&seed) % 12;
             s_step(&c);
         }
-        for (uint32_t i = 0; i < c.table->node_count; i++)
-            if (c.table->nodes[i].state == KV_NODE_DOWN) c.table->nodes[i].state = KV_NODE_ACTIVE;
+        for (uint32_t i = 0; i < kv_table_node_count(c.table); i++)
+            if (kv_table_node_state(c.table, i) == KV_NODE_DOWN)
+                kv_table_set_node_state(c.table, i, KV_NODE_ACTIVE);
         s_add_node(&c, KV_NODE_JOINING); /* someone to serve, whoever left */
         c.max_moves = 8;
         s_settle(&c);
         s_assert_balanced(c.table);
-        for (uint32_t i = 0; i < c.table->node_count; i++)
-            cr_expect_neq(c.table->nodes[i].state, KV_NODE_LEAVING, "node %u still leaving", i);
+        for (uint32_t i = 0; i < kv_table_node_count(c.table); i++)
+            cr_expect_neq(kv_table_node_state(c.table, i), KV_NODE_LEAVING, "node %u still leaving",
+                          i);
         s_cluster_free(&c);
     }
 }

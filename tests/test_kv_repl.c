@@ -95,9 +95,9 @@ static kv_table_t *s_table_abc(uint64_t epoch, uint32_t replication) {
         snprintf(endpoint, sizeof(endpoint), "inproc://test-repl-%s", names[i]);
         snprintf(pub, sizeof(pub), "inproc://test-repl-%s-pub", names[i]);
         cr_assert_eq(kv_table_upsert(table, names[i], endpoint, pub), i);
-        table->nodes[i].state = KV_NODE_ACTIVE;
+        kv_table_set_node_state(table, i, KV_NODE_ACTIVE);
     }
-    table->epoch = epoch;
+    kv_table_set_epoch(table, epoch);
     return table;
 }
 
@@ -163,7 +163,7 @@ static void s_handoff_with_unconfirmed_write(s_engine_t *engine, const char *nam
     s_ack(engine, 1, 1);
     cr_expect_eq(s_reply_status(engine, 1, 500), KV_STATUS_OK, "confirmed write not acknowledged");
     s_write(engine, 2, "second", 1);
-    table->epoch = 2;
+    kv_table_set_epoch(table, 2);
     kv_table_set_flags(table, 0, KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
     kv_repl_on_table(engine->repl, table, 0);
     cr_expect(kv_repl_is_fenced(engine->repl, 0));
@@ -200,7 +200,7 @@ Test(kv_repl, failover_during_handoff_acknowledges_no_unconfirmed_write) {
     s_engine_t engine;
     s_handoff_with_unconfirmed_write(&engine, "test-repl-failover");
     kv_table_t *table = s_table_abc(3, 2);
-    table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(table, 0, KV_NODE_DOWN);
     kv_table_set_owner(table, 0, 0, 1); /* failover: node-b promoted, move cancelled */
     kv_repl_on_table(engine.repl, table, 0);
     cr_expect_neq(s_reply_status(&engine, 2, 500), KV_STATUS_OK,
@@ -224,7 +224,7 @@ Test(kv_repl, write_confirmed_by_the_learner_alone_survives_a_failover) {
     s_ack(&engine, 2, 1); /* node-c applied it; node-b has not yet */
     int status = s_reply_status(&engine, 1, 300);
     /* What the coordinator does when node-a dies at this point. */
-    table->nodes[0].state = KV_NODE_DOWN;
+    kv_table_set_node_state(table, 0, KV_NODE_DOWN);
     kv_plan_report_t reports[3] = {{0, 0, 0, 0}, {1, 1, 0, 0}, {1, 1, 0, 1}};
     kv_plan_facts_t facts = {reports, 3, NULL};
     cr_assert_geq(kv_plan_step(table, &facts, 64), 0);
@@ -270,14 +270,14 @@ Test(kv_repl, a_write_waiting_for_a_dead_replica_completes_on_its_successor) {
     kv_repl_on_table(engine.repl, table, 0);
     s_write(&engine, 1, "k", 1);
     cr_expect_eq(s_reply_status(&engine, 1, 50), -1, "acknowledged before any replica confirmed");
-    table->epoch = 2; /* node-b down: dropped, node-c learns the partition */
-    table->nodes[1].state = KV_NODE_DOWN;
+    kv_table_set_epoch(table, 2); /* node-b down: dropped, node-c learns the partition */
+    kv_table_set_node_state(table, 1, KV_NODE_DOWN);
     kv_table_set_owner(table, 0, 1, KV_NO_NODE);
     kv_table_set_learner(table, 0, 2);
     kv_repl_on_table(engine.repl, table, 0);
     s_ack(&engine, 2, 1); /* node-c applied the snapshot, write 1 included */
     int status = s_reply_status(&engine, 1, 100);
-    table->epoch = 3; /* node-c live: it takes the replica slot */
+    kv_table_set_epoch(table, 3); /* node-c live: it takes the replica slot */
     kv_table_set_owner(table, 0, 1, 2);
     kv_table_set_learner(table, 0, KV_NO_NODE);
     kv_repl_on_table(engine.repl, table, 0);
@@ -451,14 +451,14 @@ Test(kv_repl, role_changes_are_counted_by_state) {
     kv_repl_on_table(engine.repl, table, 0);
     cr_expect_eq(s_count(&engine, "kv_repl_role_primary_total"), 1);
     cr_expect_eq(s_count(&engine, "kv_repl_role_transitions_total"), 1);
-    table->epoch = 2; /* demoted: node-b is primary, we are its replica */
+    kv_table_set_epoch(table, 2); /* demoted: node-b is primary, we are its replica */
     kv_table_set_owner(table, 0, 0, 1);
     kv_table_set_owner(table, 0, 1, 0);
     kv_repl_on_table(engine.repl, table, 0);
     cr_expect_eq(s_count(&engine, "kv_repl_role_none_total"), 1, "a demoted primary drops first");
     cr_expect_eq(s_count(&engine, "kv_repl_role_syncing_total"), 1);
     cr_expect_eq(s_count(&engine, "kv_repl_role_transitions_total"), 3);
-    table->epoch = 3; /* the partition is taken from us */
+    kv_table_set_epoch(table, 3); /* the partition is taken from us */
     kv_table_set_owner(table, 0, 1, 2);
     kv_repl_on_table(engine.repl, table, 0);
     cr_expect_eq(s_count(&engine, "kv_repl_role_none_total"), 2);

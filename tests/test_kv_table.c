@@ -25,13 +25,13 @@
 static kv_table_t *s_sample_table(void) {
     kv_table_t *table = kv_table_new(8, 2);
     cr_assert_not_null(table);
-    table->epoch = 0x0102030405060708;
+    kv_table_set_epoch(table, 0x0102030405060708);
     cr_assert_eq(kv_table_upsert(table, "node-a", "tcp://a:5601", "tcp://a:5602"), 0);
     cr_assert_eq(kv_table_upsert(table, "node-b", "tcp://b:5601", "tcp://b:5602"), 1);
     cr_assert_eq(kv_table_upsert(table, "c", "ipc:///tmp/c", ""), 2);
-    table->nodes[0].state = KV_NODE_ACTIVE;
-    table->nodes[1].state = KV_NODE_LEAVING;
-    table->nodes[2].state = KV_NODE_DOWN;
+    kv_table_set_node_state(table, 0, KV_NODE_ACTIVE);
+    kv_table_set_node_state(table, 1, KV_NODE_LEAVING);
+    kv_table_set_node_state(table, 2, KV_NODE_DOWN);
     for (uint32_t p = 0; p < 7; p++) { /* partition 7's replica stays unset */
         kv_table_set_owner(table, p, 0, (uint16_t)(p % 3));
         kv_table_set_owner(table, p, 1, (uint16_t)((p + 1) % 3));
@@ -69,18 +69,19 @@ static void s_expect_text(const char *got, const char *want) {
 }
 
 static void s_assert_same(const kv_table_t *got, const kv_table_t *want) {
-    cr_assert_eq(got->epoch, want->epoch);
-    cr_assert_eq(got->partitions, want->partitions);
-    cr_assert_eq(got->replication, want->replication);
-    cr_assert_eq(got->node_count, want->node_count);
-    for (uint32_t i = 0; i < want->node_count; i++) {
-        s_expect_text(got->nodes[i].id, want->nodes[i].id);
-        s_expect_text(got->nodes[i].endpoint, want->nodes[i].endpoint);
-        s_expect_text(got->nodes[i].pub_endpoint, want->nodes[i].pub_endpoint);
-        cr_expect_eq(got->nodes[i].state, want->nodes[i].state);
+    cr_assert_eq(kv_table_epoch(got), kv_table_epoch(want));
+    cr_assert_eq(kv_table_partitions(got), kv_table_partitions(want));
+    cr_assert_eq(kv_table_replication(got), kv_table_replication(want));
+    cr_assert_eq(kv_table_node_count(got), kv_table_node_count(want));
+    for (uint32_t i = 0; i < kv_table_node_count(want); i++) {
+        const kv_table_node_t *a = kv_table_node(got, i), *b = kv_table_node(want, i);
+        s_expect_text(a->id, b->id);
+        s_expect_text(a->endpoint, b->endpoint);
+        s_expect_text(a->pub_endpoint, b->pub_endpoint);
+        cr_expect_eq(a->state, b->state);
     }
-    for (uint32_t p = 0; p < want->partitions; p++) {
-        for (uint32_t slot = 0; slot < want->replication; slot++)
+    for (uint32_t p = 0; p < kv_table_partitions(want); p++) {
+        for (uint32_t slot = 0; slot < kv_table_replication(want); slot++)
             cr_expect_eq(kv_table_owner(got, p, slot), kv_table_owner(want, p, slot), "p %u s %u",
                          p, slot);
         cr_expect_eq(kv_table_learner(got, p), kv_table_learner(want, p), "p %u", p);
@@ -90,26 +91,26 @@ static void s_assert_same(const kv_table_t *got, const kv_table_t *want) {
 
 /* What a decoded table promises, whatever bytes it came from. */
 static void s_assert_consistent(const kv_table_t *t) {
-    cr_assert(t->partitions >= 1 && t->partitions <= KV_PARTITIONS_MAX);
-    cr_assert(t->replication >= 1 && t->replication <= KV_REPLICATION_MAX);
-    cr_assert_leq(t->node_count, KV_MAX_NODES);
-    for (uint32_t i = 0; i < t->node_count; i++) {
-        const kv_table_node_t *node = &t->nodes[i];
+    cr_assert(kv_table_partitions(t) >= 1 && kv_table_partitions(t) <= KV_PARTITIONS_MAX);
+    cr_assert(kv_table_replication(t) >= 1 && kv_table_replication(t) <= KV_REPLICATION_MAX);
+    cr_assert_leq(kv_table_node_count(t), KV_MAX_NODES);
+    for (uint32_t i = 0; i < kv_table_node_count(t); i++) {
+        const kv_table_node_t *node = kv_table_node(t, i);
         cr_assert_not_null(memchr(node->id, '\0', sizeof node->id));
         cr_assert_not_null(memchr(node->endpoint, '\0', sizeof node->endpoint));
         cr_assert_not_null(memchr(node->pub_endpoint, '\0', sizeof node->pub_endpoint));
         cr_assert_neq(node->id[0], '\0', "a node without an id");
         cr_assert_leq(node->state, KV_NODE_LEFT);
     }
-    for (uint32_t p = 0; p < t->partitions; p++) {
-        for (uint32_t slot = 0; slot < t->replication; slot++) {
+    uint32_t nodes = kv_table_node_count(t);
+    for (uint32_t p = 0; p < kv_table_partitions(t); p++) {
+        for (uint32_t slot = 0; slot < kv_table_replication(t); slot++) {
             uint16_t owner = kv_table_owner(t, p, slot);
-            cr_assert(owner == KV_NO_NODE || owner < t->node_count, "owner %u of %u nodes", owner,
-                      t->node_count);
+            cr_assert(owner == KV_NO_NODE || owner < nodes, "owner %u of %u nodes", owner, nodes);
         }
         uint16_t learner = kv_table_learner(t, p);
-        cr_assert(learner == KV_NO_NODE || learner < t->node_count, "learner %u of %u nodes",
-                  learner, t->node_count);
+        cr_assert(learner == KV_NO_NODE || learner < nodes, "learner %u of %u nodes", learner,
+                  nodes);
         cr_assert_eq(kv_table_flags(t, p) & ~KV_PART_FLAGS_ALL, 0);
     }
 }
@@ -154,10 +155,10 @@ Test(kv_table, new_rejects_bad_arguments) {
 Test(kv_table, new_table_is_empty_and_unassigned) {
     kv_table_t *table = kv_table_new(16, 3);
     cr_assert_not_null(table);
-    cr_expect_eq(table->epoch, 0);
-    cr_expect_eq(table->partitions, 16);
-    cr_expect_eq(table->replication, 3);
-    cr_expect_eq(table->node_count, 0);
+    cr_expect_eq(kv_table_epoch(table), 0);
+    cr_expect_eq(kv_table_partitions(table), 16);
+    cr_expect_eq(kv_table_replication(table), 3);
+    cr_expect_eq(kv_table_node_count(table), 0);
     for (uint32_t p = 0; p < 16; p++) {
         for (uint32_t slot = 0; slot < 3; slot++)
             cr_expect_eq(kv_table_owner(table, p, slot), KV_NO_NODE);
@@ -181,14 +182,14 @@ Test(kv_table, upsert_adds_nodes_in_order_and_find_returns_their_index) {
     cr_expect_eq(kv_table_find(table, "node-a"), -1, "empty table");
     cr_expect_eq(kv_table_upsert(table, "node-a", "tcp://a:1", "tcp://a:2"), 0);
     cr_expect_eq(kv_table_upsert(table, "node-b", "tcp://b:1", "tcp://b:2"), 1);
-    cr_expect_eq(table->node_count, 2);
+    cr_expect_eq(kv_table_node_count(table), 2);
     cr_expect_eq(kv_table_find(table, "node-a"), 0);
     cr_expect_eq(kv_table_find(table, "node-b"), 1);
     cr_expect_eq(kv_table_find(table, "node-"), -1, "ids match whole");
     cr_expect_eq(kv_table_find(table, "node-c"), -1);
-    cr_expect_eq(table->nodes[1].state, KV_NODE_JOINING, "new nodes join first");
-    s_expect_text(table->nodes[1].endpoint, "tcp://b:1");
-    s_expect_text(table->nodes[1].pub_endpoint, "tcp://b:2");
+    cr_expect_eq(kv_table_node_state(table, 1), KV_NODE_JOINING, "new nodes join first");
+    s_expect_text(kv_table_node(table, 1)->endpoint, "tcp://b:1");
+    s_expect_text(kv_table_node(table, 1)->pub_endpoint, "tcp://b:2");
     kv_table_destroy(&table);
 }
 
@@ -197,13 +198,13 @@ Test(kv_table, upsert_adds_nodes_in_order_and_find_returns_their_index) {
 Test(kv_table, upsert_existing_updates_endpoints_only) {
     kv_table_t *table = kv_table_new(4, 1);
     cr_assert_eq(kv_table_upsert(table, "node-a", "tcp://a:1", "tcp://a:2"), 0);
-    table->nodes[0].state = KV_NODE_ACTIVE;
+    kv_table_set_node_state(table, 0, KV_NODE_ACTIVE);
     kv_table_set_owner(table, 3, 0, 0);
     cr_expect_eq(kv_table_upsert(table, "node-a", "tcp://a:7", "tcp://a:8"), 0);
-    cr_expect_eq(table->node_count, 1);
-    s_expect_text(table->nodes[0].endpoint, "tcp://a:7");
-    s_expect_text(table->nodes[0].pub_endpoint, "tcp://a:8");
-    cr_expect_eq(table->nodes[0].state, KV_NODE_ACTIVE);
+    cr_expect_eq(kv_table_node_count(table), 1);
+    s_expect_text(kv_table_node(table, 0)->endpoint, "tcp://a:7");
+    s_expect_text(kv_table_node(table, 0)->pub_endpoint, "tcp://a:8");
+    cr_expect_eq(kv_table_node_state(table, 0), KV_NODE_ACTIVE);
     cr_expect_eq(kv_table_owner(table, 3, 0), 0);
     kv_table_destroy(&table);
 }
@@ -220,13 +221,13 @@ Test(kv_table, upsert_rejects_empty_id_and_long_strings) {
     cr_expect_eq(kv_table_upsert(table, id, "tcp://a:1", ""), -1, "id of 65 bytes");
     cr_expect_eq(kv_table_upsert(table, "a", endpoint, ""), -1, "endpoint of 257 bytes");
     cr_expect_eq(kv_table_upsert(table, "a", "", endpoint), -1, "pub endpoint of 257 bytes");
-    cr_expect_eq(table->node_count, 0, "nothing was added");
+    cr_expect_eq(kv_table_node_count(table), 0, "nothing was added");
 
     id[KV_NODE_ID_MAX] = '\0';
     endpoint[KV_ENDPOINT_MAX] = '\0';
     cr_expect_eq(kv_table_upsert(table, id, endpoint, endpoint), 0, "the longest strings fit");
-    cr_expect_eq(strlen(table->nodes[0].id), KV_NODE_ID_MAX);
-    cr_expect_eq(strlen(table->nodes[0].pub_endpoint), KV_ENDPOINT_MAX);
+    cr_expect_eq(strlen(kv_table_node(table, 0)->id), KV_NODE_ID_MAX);
+    cr_expect_eq(strlen(kv_table_node(table, 0)->pub_endpoint), KV_ENDPOINT_MAX);
     kv_table_destroy(&table);
 }
 
@@ -238,9 +239,96 @@ Test(kv_table, upsert_into_full_table_fails_but_updates_still_work) {
         cr_assert_eq(kv_table_upsert(table, id, "tcp://x:1", ""), i);
     }
     cr_expect_eq(kv_table_upsert(table, "one-more", "tcp://x:1", ""), -1);
-    cr_expect_eq(table->node_count, KV_MAX_NODES);
+    cr_expect_eq(kv_table_node_count(table), KV_MAX_NODES);
     cr_expect_eq(kv_table_upsert(table, "n17", "tcp://y:2", ""), 17);
-    s_expect_text(table->nodes[17].endpoint, "tcp://y:2");
+    s_expect_text(kv_table_node(table, 17)->endpoint, "tcp://y:2");
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, epoch_reads_back_what_was_set) {
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_expect_eq(kv_table_epoch(table), 0, "a new table");
+    kv_table_set_epoch(table, 7);
+    cr_expect_eq(kv_table_epoch(table), 7);
+    kv_table_set_epoch(table, kv_table_epoch(table) + 1); /* how the coordinator bumps it */
+    cr_expect_eq(kv_table_epoch(table), 8);
+    kv_table_set_epoch(table, UINT64_MAX);
+    cr_expect_eq(kv_table_epoch(table), UINT64_MAX, "all 64 bits");
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, partitions_and_replication_are_fixed_at_creation) {
+    kv_table_t *smallest = kv_table_new(1, 1);
+    kv_table_t *largest = kv_table_new(KV_PARTITIONS_MAX, KV_REPLICATION_MAX);
+    cr_expect_eq(kv_table_partitions(smallest), 1);
+    cr_expect_eq(kv_table_replication(smallest), 1);
+    cr_expect_eq(kv_table_partitions(largest), KV_PARTITIONS_MAX);
+    cr_expect_eq(kv_table_replication(largest), KV_REPLICATION_MAX);
+    kv_table_upsert(largest, "a", "tcp://a:1", "");
+    kv_table_set_epoch(largest, 3);
+    cr_expect_eq(kv_table_partitions(largest), KV_PARTITIONS_MAX, "nodes and epochs leave P");
+    cr_expect_eq(kv_table_replication(largest), KV_REPLICATION_MAX);
+    kv_table_destroy(&smallest);
+    kv_table_destroy(&largest);
+}
+
+Test(kv_table, node_count_counts_new_ids_only) {
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_expect_eq(kv_table_node_count(table), 0);
+    kv_table_upsert(table, "a", "tcp://a:1", "");
+    kv_table_upsert(table, "b", "tcp://b:1", "");
+    kv_table_upsert(table, "a", "tcp://a:2", ""); /* an update */
+    kv_table_upsert(table, "", "tcp://c:1", "");  /* refused */
+    cr_expect_eq(kv_table_node_count(table), 2);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, node_is_null_out_of_range) {
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_expect_null(kv_table_node(table, 0), "no nodes yet");
+    kv_table_upsert(table, "a", "tcp://a:1", "tcp://a:2");
+    const kv_table_node_t *node = kv_table_node(table, 0);
+    cr_assert_not_null(node);
+    s_expect_text(node->id, "a");
+    s_expect_text(node->endpoint, "tcp://a:1");
+    s_expect_text(node->pub_endpoint, "tcp://a:2");
+    cr_expect_eq(node->state, KV_NODE_JOINING);
+    cr_expect_null(kv_table_node(table, 1), "one past the last node");
+    cr_expect_null(kv_table_node(table, KV_MAX_NODES));
+    cr_expect_null(kv_table_node(table, KV_NO_NODE), "an unset owner slot");
+    cr_expect_null(kv_table_node(table, UINT32_MAX));
+    kv_table_upsert(table, "a", "tcp://a:3", "");
+    s_expect_text(node->endpoint, "tcp://a:3"); /* the record is updated in place */
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, node_state_reads_left_out_of_range) {
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_expect_eq(kv_table_node_state(table, 0), KV_NODE_LEFT, "no nodes yet");
+    kv_table_upsert(table, "a", "tcp://a:1", "");
+    cr_expect_eq(kv_table_node_state(table, 0), KV_NODE_JOINING);
+    cr_expect_eq(kv_table_node_state(table, 1), KV_NODE_LEFT);
+    cr_expect_eq(kv_table_node_state(table, KV_NO_NODE), KV_NODE_LEFT, "an unset owner slot");
+    cr_expect_eq(kv_table_node_state(table, UINT32_MAX), KV_NODE_LEFT);
+    kv_table_destroy(&table);
+}
+
+Test(kv_table, set_node_state_rejects_bad_index_and_state) {
+    kv_table_t *table = kv_table_new(4, 1);
+    cr_expect_eq(kv_table_set_node_state(table, 0, KV_NODE_ACTIVE), -1, "no nodes yet");
+    kv_table_upsert(table, "a", "tcp://a:1", "");
+    for (int state = KV_NODE_JOINING; state <= KV_NODE_LEFT; state++) {
+        cr_expect_eq(kv_table_set_node_state(table, 0, state), 0, "%s", kv_node_state_name(state));
+        cr_expect_eq(kv_table_node_state(table, 0), state);
+        cr_expect_eq(kv_table_node(table, 0)->state, state);
+    }
+    kv_table_set_node_state(table, 0, KV_NODE_ACTIVE);
+    cr_expect_eq(kv_table_set_node_state(table, 1, KV_NODE_DOWN), -1, "past the last node");
+    cr_expect_eq(kv_table_set_node_state(table, UINT32_MAX, KV_NODE_DOWN), -1);
+    cr_expect_eq(kv_table_set_node_state(table, 0, KV_NODE_LEFT + 1), -1, "not a state");
+    cr_expect_eq(kv_table_set_node_state(table, 0, -1), -1);
+    cr_expect_eq(kv_table_node_state(table, 0), KV_NODE_ACTIVE, "refusals change nothing");
+    cr_expect_eq(kv_table_node_count(table), 1);
     kv_table_destroy(&table);
 }
 
@@ -359,8 +447,8 @@ static kv_table_t *s_two_active_nodes(void) {
     kv_table_t *table = kv_table_new(4, 2);
     kv_table_upsert(table, "a", "tcp://a:1", "");
     kv_table_upsert(table, "b", "tcp://b:1", "");
-    table->nodes[0].state = KV_NODE_ACTIVE;
-    table->nodes[1].state = KV_NODE_ACTIVE;
+    kv_table_set_node_state(table, 0, KV_NODE_ACTIVE);
+    kv_table_set_node_state(table, 1, KV_NODE_ACTIVE);
     for (uint32_t p = 0; p < 4; p++) {
         kv_table_set_owner(table, p, 0, (uint16_t)(p % 2));
         kv_table_set_owner(table, p, 1, (uint16_t)((p + 1) % 2));
@@ -392,7 +480,7 @@ Test(kv_table, unhealthy_when_a_primary_is_not_active) {
     const uint8_t states[] = {KV_NODE_DOWN, KV_NODE_JOINING, KV_NODE_LEAVING, KV_NODE_LEFT};
     for (size_t i = 0; i < sizeof states; i++) {
         kv_table_t *table = s_two_active_nodes();
-        table->nodes[1].state = states[i];
+        kv_table_set_node_state(table, 1, states[i]);
         cr_expect_not(kv_table_healthy(table), "primary %s", kv_node_state_name(states[i]));
         kv_table_destroy(&table);
     }
@@ -402,7 +490,7 @@ Test(kv_table, unhealthy_when_a_primary_is_not_active) {
 Test(kv_table, healthy_with_a_down_replica) {
     kv_table_t *table = s_two_active_nodes();
     kv_table_upsert(table, "c", "tcp://c:1", "");
-    table->nodes[2].state = KV_NODE_DOWN;
+    kv_table_set_node_state(table, 2, KV_NODE_DOWN);
     for (uint32_t p = 0; p < 4; p++) kv_table_set_owner(table, p, 1, 2);
     cr_expect(kv_table_healthy(table));
     kv_table_destroy(&table);
@@ -413,25 +501,22 @@ Test(kv_table, dup_is_an_independent_copy) {
     kv_table_t *copy = kv_table_dup(table);
     cr_assert_not_null(copy);
     s_assert_same(copy, table);
-    cr_expect_neq(copy->nodes, table->nodes);
-    cr_expect_neq(copy->owners, table->owners);
-    cr_expect_neq(copy->learners, table->learners);
-    cr_expect_neq(copy->flags, table->flags);
+    cr_expect_neq(kv_table_node(copy, 0), kv_table_node(table, 0), "nodes are copied");
 
-    copy->epoch++;
+    kv_table_set_epoch(copy, kv_table_epoch(copy) + 1);
     kv_table_set_owner(copy, 0, 0, 2);
     kv_table_set_learner(copy, 3, KV_NO_NODE);
     kv_table_set_flags(copy, 3, 0);
     kv_table_upsert(copy, "node-d", "tcp://d:1", "");
-    copy->nodes[0].state = KV_NODE_DOWN;
-    strcpy(copy->nodes[1].endpoint, "changed");
-    cr_expect_eq(table->epoch, 0x0102030405060708);
+    kv_table_set_node_state(copy, 0, KV_NODE_DOWN);
+    kv_table_upsert(copy, "node-b", "changed", "");
+    cr_expect_eq(kv_table_epoch(table), 0x0102030405060708);
     cr_expect_eq(kv_table_owner(table, 0, 0), 0);
     cr_expect_eq(kv_table_learner(table, 3), 1);
     cr_expect_eq(kv_table_flags(table, 3), KV_PART_MOVE_PRIMARY | KV_PART_FENCED);
-    cr_expect_eq(table->node_count, 3);
-    cr_expect_eq(table->nodes[0].state, KV_NODE_ACTIVE);
-    s_expect_text(table->nodes[1].endpoint, "tcp://b:5601");
+    cr_expect_eq(kv_table_node_count(table), 3);
+    cr_expect_eq(kv_table_node_state(table, 0), KV_NODE_ACTIVE);
+    s_expect_text(kv_table_node(table, 1)->endpoint, "tcp://b:5601");
 
     kv_table_destroy(&table);
     cr_expect_eq(kv_table_owner(copy, 0, 0), 2, "the copy outlives the original");
@@ -479,7 +564,7 @@ Test(kv_table, round_trip_of_the_largest_table) {
         id[KV_NODE_ID_MAX - 1] = (char)(1 + i % 16);
         id[KV_NODE_ID_MAX] = '\0';
         cr_assert_eq(kv_table_upsert(table, id, endpoint, endpoint), i);
-        table->nodes[i].state = (uint8_t)(i % (KV_NODE_LEFT + 1));
+        kv_table_set_node_state(table, (uint32_t)i, i % (KV_NODE_LEFT + 1));
     }
     for (uint32_t p = 0; p < KV_PARTITIONS_MAX; p++) {
         for (uint32_t slot = 0; slot < KV_REPLICATION_MAX; slot++)
@@ -487,7 +572,7 @@ Test(kv_table, round_trip_of_the_largest_table) {
         kv_table_set_learner(table, p, (uint16_t)((p + KV_REPLICATION_MAX) % KV_MAX_NODES));
         kv_table_set_flags(table, p, (uint8_t)(p % (KV_PART_FLAGS_ALL + 1)));
     }
-    table->epoch = UINT64_MAX;
+    kv_table_set_epoch(table, UINT64_MAX);
     size_t len;
     uint8_t *frame = s_encode(table, &len);
     kv_table_t *decoded = s_decode_exact(frame, len);
@@ -655,12 +740,12 @@ Test(kv_table, every_node_state_round_trips) {
     for (int state = KV_NODE_JOINING; state <= KV_NODE_LEFT; state++) {
         kv_table_t *table = kv_table_new(1, 1);
         kv_table_upsert(table, "a", "tcp://a:1", "");
-        table->nodes[0].state = (uint8_t)state;
+        kv_table_set_node_state(table, 0, state);
         size_t len;
         uint8_t *frame = s_encode(table, &len);
         kv_table_t *decoded = s_decode_exact(frame, len);
         cr_assert_not_null(decoded, "%s", kv_node_state_name(state));
-        cr_expect_eq(decoded->nodes[0].state, state);
+        cr_expect_eq(kv_table_node_state(decoded, 0), state);
         kv_table_destroy(&decoded);
         kv_table_destroy(&table);
         free(frame);

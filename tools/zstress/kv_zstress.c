@@ -218,11 +218,11 @@ static void s_node_close(s_node_t *node) {
 /* Opens a DEALER to every active node that is primary of something. */
 static int s_open_nodes(s_zstress_t *self) {
     const kv_table_t *table = self->table;
-    for (uint32_t i = 0; i < table->node_count && self->node_count < S_NODES_MAX; i++) {
-        if (table->nodes[i].state != KV_NODE_ACTIVE) continue;
+    for (uint32_t i = 0; i < kv_table_node_count(table) && self->node_count < S_NODES_MAX; i++) {
+        if (kv_table_node_state(table, i) != KV_NODE_ACTIVE) continue;
         if (kv_table_count_primaries(table, (uint16_t)i) == 0) continue;
         s_node_t *node = &self->nodes[self->node_count++];
-        if (s_node_open(self, node, &table->nodes[i], (uint16_t)i) != 0) return -1;
+        if (s_node_open(self, node, kv_table_node(table, i), (uint16_t)i) != 0) return -1;
     }
     if (self->node_count > 0) return 0;
     fprintf(stderr, "kv-zstress: the routing table has no active primary\n");
@@ -234,7 +234,7 @@ static int s_open_nodes(s_zstress_t *self) {
 static int s_owns(const s_zstress_t *self, const s_node_t *node, uint64_t n) {
     char key[64];
     size_t len = kv_load_key(key, sizeof(key), self->config.seed, n);
-    uint32_t p = kv_partition_of(key, len, self->table->partitions);
+    uint32_t p = kv_partition_of(key, len, kv_table_partitions(self->table));
     return kv_table_owner(self->table, p, 0) == node->table_index;
 }
 
@@ -258,11 +258,11 @@ static int s_send(s_zstress_t *self, s_node_t *node, uint32_t slot_no) {
     static const uint8_t types[KV_LOAD_OPS] = {KV_MSG_SET, KV_MSG_GET, KV_MSG_RM};
     char key[64], value[KV_MAX_VALUE_CHARS];
     uint8_t frame[S_FRAME_MAX];
-    kv_msg_t msg = {.type = types[slot->op], .epoch = self->table->epoch};
+    kv_msg_t msg = {.type = types[slot->op], .epoch = kv_table_epoch(self->table)};
     msg.req_id = ((uint64_t)slot->gen << 24) | ((uint64_t)(node - self->nodes) << 16) | slot_no;
     msg.key.ptr = key;
     msg.key.len = kv_load_key(key, sizeof(key), self->config.seed, slot->key);
-    msg.partition = kv_partition_of(key, msg.key.len, self->table->partitions);
+    msg.partition = kv_partition_of(key, msg.key.len, kv_table_partitions(self->table));
     if (slot->op == KV_LOAD_SET) {
         kv_load_value(value, (size_t)self->config.value_size, self->config.seed, slot->key);
         msg.value = (kv_bytes_t){value, (size_t)self->config.value_size};
@@ -531,8 +531,9 @@ static void s_run(s_zstress_t *self) {
     kv_mix_format(&self->mix, mix, sizeof(mix));
     printf("kv-zstress: table epoch %llu, %u partitions, %d active nodes; %ld requests per "
            "phase, window %ld per node, mix %s, %ld-byte values\n",
-           (unsigned long long)self->table->epoch, self->table->partitions, self->node_count,
-           self->config.requests, self->config.window, mix, self->config.value_size);
+           (unsigned long long)kv_table_epoch(self->table), kv_table_partitions(self->table),
+           self->node_count, self->config.requests, self->config.window, mix,
+           self->config.value_size);
     if (self->config.preload > 0) s_preload(self);
     for (int n = first; n <= most && !s_interrupted; n++)
         rates[n] = s_report_phase(self, s_phase(self, n));
