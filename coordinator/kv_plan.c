@@ -88,9 +88,10 @@ static int s_target(const s_plan_t *self, uint16_t node) {
     return state == KV_NODE_ACTIVE || state == KV_NODE_JOINING;
 }
 
-/* Copies p's R owner slots into own (room for KV_REPLICATION_MAX). */
+/* Copies p's owner slots into own, all KV_REPLICATION_MAX of them: the
+ * slots past R read KV_NO_NODE. */
 static void s_owners(const s_plan_t *self, uint32_t p, uint16_t *own) {
-    for (uint32_t slot = 0; slot < self->replication; slot++)
+    for (uint32_t slot = 0; slot < KV_REPLICATION_MAX; slot++)
         own[slot] = kv_table_owner(self->table, p, slot);
 }
 
