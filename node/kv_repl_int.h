@@ -81,7 +81,8 @@ typedef struct _kv_repl_held_t {
     uint64_t req_id;              /* its request */
     uint64_t wait_seq;            /* answerable once this seq is confirmed */
     int64_t since;                /* mono ms, for expiry */
-    uint8_t type;                 /* KV_MSG_GET or KV_MSG_IS; SET or RM: a conflict */
+    uint8_t type;                 /* KV_MSG_GET or KV_MSG_IS; SET or RM: a decided answer */
+    uint8_t status;               /* a decided answer: CONFLICT, or NOT_FOUND (RM found nothing) */
     uint64_t version;             /* a conflict: the key's version when it was decided */
     uint16_t klen;                /* key bytes */
     char key[KV_MAX_KEY_BYTES];   /* the key */

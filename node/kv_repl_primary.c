@@ -139,9 +139,10 @@ static void s_record_ack(kv_repl_part_t *part, uint16_t node, uint64_t seq) {
 
 /* --- held reads ------------------------------------------------------------ */
 
-/* Answers a read (GET, IS) from the store as it is now, or a conflict
- * decided earlier, under the lease: the lease is checked as the answer
- * leaves, not when the request arrived. */
+/* Answers a read (GET, IS) from the store as it is now, or a write's
+ * answer decided earlier (a conflict, a remove that found nothing), under
+ * the lease: the lease is checked as the answer leaves, not when the
+ * request arrived. */
 static void s_answer(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_t partition,
                      const kv_repl_held_t *what) {
     if (!s_leased(self)) {
@@ -149,7 +150,7 @@ static void s_answer(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint
         return;
     }
     if (what->type == KV_MSG_SET || what->type == KV_MSG_RM) {
-        kv_repl_reply(self, identity, req_id, KV_STATUS_CONFLICT, NULL, 0, what->version);
+        kv_repl_reply(self, identity, req_id, (kv_status_t)what->status, NULL, 0, what->version);
         return;
     }
     const kv_entry_t *found = kv_store_get(self->store, partition, what->key, what->klen);
@@ -205,8 +206,8 @@ static void s_held_append(kv_repl_part_t *part, kv_repl_held_t *held) {
 static void s_serve_held(kv_repl_t *self, uint32_t partition, kv_repl_part_t *part) {
     while (part->held && part->held->wait_seq <= part->confirmed) {
         kv_repl_held_t *held = s_held_pop(part);
-        int conflict = held->type == KV_MSG_SET || held->type == KV_MSG_RM;
-        if (!conflict && s_key_unconfirmed(part, held)) {
+        int decided = held->type == KV_MSG_SET || held->type == KV_MSG_RM;
+        if (!decided && s_key_unconfirmed(part, held)) {
             held->wait_seq = part->seq;
             s_held_append(part, held);
             continue;
@@ -225,7 +226,7 @@ void kv_repl_primary_refuse_held(kv_repl_t *self, kv_repl_part_t *part, int stat
     }
 }
 
-/* Answers what (a read, or a conflict decided now) at once when every
+/* Answers what (a read, or a write's answer decided now) at once when every
  * write applied so far is confirmed; otherwise holds it until they are:
  * the answer could show one of them, which a failover could still lose. */
 static void s_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req,
@@ -249,10 +250,11 @@ static void s_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_
     s_held_append(part, held);
 }
 
-/* What a read or conflict answer needs, the key only for a read. */
-static kv_repl_held_t s_what(const kv_msg_t *req, uint8_t type, uint64_t version) {
-    kv_repl_held_t what = {.type = type, .version = version};
-    if (type == KV_MSG_GET || type == KV_MSG_IS) {
+/* What the answer to req needs: for a write, the status and version
+ * decided now; for a read, the key (read when answered). */
+static kv_repl_held_t s_what(const kv_msg_t *req, kv_status_t decided, uint64_t version) {
+    kv_repl_held_t what = {.type = req->type, .status = (uint8_t)decided, .version = version};
+    if (req->type == KV_MSG_GET || req->type == KV_MSG_IS) {
         what.klen = (uint16_t)req->key.len; /* checked by the node: <= KV_MAX_KEY_BYTES */
         memcpy(what.key, req->key.ptr, req->key.len);
     }
@@ -264,7 +266,7 @@ void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
         kv_repl_reply(self, identity, req->req_id, KV_STATUS_BAD_REQUEST, NULL, 0, 0);
         return;
     }
-    kv_repl_held_t what = s_what(req, req->type, 0);
+    kv_repl_held_t what = s_what(req, KV_STATUS_OK, 0);
     s_answer_or_hold(self, identity, req, &what);
 }
 
@@ -346,12 +348,19 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
     if (req->has_if_version) {
         uint64_t current = s_version_of(self, req);
         if (current != req->if_version) { /* nothing written; the answer shows current */
-            kv_repl_held_t what = s_what(req, req->type, current);
+            kv_repl_held_t what = s_what(req, KV_STATUS_CONFLICT, current);
             s_answer_or_hold(self, identity, req, &what);
             return;
         }
     }
     kv_status_t status = s_apply_write(self, req, part->seq + 1);
+    /* A remove that found nothing wrote nothing but read the key: its 404
+     * may show an unconfirmed removal (or /clear), so it waits like a read. */
+    if (status == KV_STATUS_NOT_FOUND) {
+        kv_repl_held_t what = s_what(req, status, 0);
+        s_answer_or_hold(self, identity, req, &what);
+        return;
+    }
     if (status != KV_STATUS_OK) { /* nothing changed, nothing to replicate */
         kv_repl_reply(self, identity, req->req_id, status, NULL, 0, 0);
         return;

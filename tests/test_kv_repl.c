@@ -439,6 +439,33 @@ Test(kv_repl, a_conflict_waits_for_the_version_it_shows) {
     s_engine_close(&engine);
 }
 
+/* A remove that finds nothing answers 404 from the store. When an
+ * unconfirmed removal is why the key is absent, that 404 shows a write a
+ * failover can lose: a primary cut off from its replicas took one remove,
+ * answered a second one 404 within its lease, and the promoted replica
+ * then served the value the first had removed. The 404 waits for the
+ * writes applied before it, like a read, and spends no seq. */
+Test(kv_repl, a_remove_that_finds_nothing_waits_for_the_removal_it_shows) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-rm-held", 1);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(engine.repl, table, 0);
+    s_write_if(&engine, KV_MSG_SET, 1, "k", 0, 0); /* seq 1 */
+    s_ack(&engine, 1, 1);
+    cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    s_write_if(&engine, KV_MSG_RM, 2, "k", 0, 0); /* seq 2, unconfirmed */
+    s_write_if(&engine, KV_MSG_RM, 3, "k", 0, 0); /* finds nothing */
+    cr_expect_eq(s_reply_status(&engine, 3, 50), -1, "404 shows an unconfirmed removal");
+    s_ack(&engine, 1, 2);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_OK);
+    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_NOT_FOUND);
+    cr_expect_eq(engine.repl->parts[0].seq, 2, "a remove that found nothing spent a seq");
+    s_write_if(&engine, KV_MSG_RM, 4, "k", 0, 0); /* all confirmed: answered at once */
+    cr_expect_eq(s_reply_status(&engine, 4, 500), KV_STATUS_NOT_FOUND);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
 /* --- the role state machine ------------------------------------------------- */
 
 /* Every role a table gives is one transition, counted by target state;
