@@ -19,7 +19,8 @@
 #   KV_AB_ROUNDS [3]        rounds (each side runs this many times)
 #   KV_AB_TOLERANCE [5]     percent
 #   KV_BENCH_*              passed to bench.sh (KV_BENCH_PERF and
-#                           KV_BENCH_ZSTRESS default to 0 here)
+#                           KV_BENCH_ZSTRESS default to 0 here,
+#                           KV_BENCH_ROUTES to "get set")
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -29,7 +30,9 @@ BASE=${1:?usage: tools/bench/ab.sh BASE [CANDIDATE]}
 CANDIDATE=${2:-}
 ROUNDS=${KV_AB_ROUNDS:-3}
 TOLERANCE=${KV_AB_TOLERANCE:-5}
+# Only /get and /set: the routes every revision serves, and the ones compared.
 export KV_BENCH_PERF=${KV_BENCH_PERF:-0} KV_BENCH_ZSTRESS=${KV_BENCH_ZSTRESS:-0} KV_BENCH_REPS=1
+export KV_BENCH_ROUTES=${KV_BENCH_ROUTES:-get set}
 
 WORK=$(mktemp -d /tmp/kv-ab.XXXXXX)
 say() { printf '[ab] %s\n' "$*" >&2; }

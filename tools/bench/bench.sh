@@ -42,6 +42,11 @@
 #                                       or tcp (loopback, as across hosts)
 #   KV_BENCH_PERF [1]                   perf stat + profile (needs perf)
 #   KV_BENCH_ZSTRESS [1]                kv-zstress scaling runs
+#   KV_BENCH_ROUTES [get set setif mget] what to measure: get, set (every
+#                                       target); setif (/set?ifVersion=0 against
+#                                       webdis SETNX), mget (/mget of 10 keys
+#                                       against webdis MGET) on kvstore and
+#                                       webdis only
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -59,6 +64,7 @@ PORT_BASE=${KV_BENCH_PORT_BASE:-19000}
 DO_PERF=${KV_BENCH_PERF:-1}
 DO_ZSTRESS=${KV_BENCH_ZSTRESS:-1}
 TRANSPORT=${KV_BENCH_TRANSPORT:-ipc}
+read -ra ROUTES <<<"${KV_BENCH_ROUTES:-get set setif mget}"
 
 HOST=127.0.0.1
 NODES=3
@@ -235,7 +241,7 @@ check_alive() {
 run_wrk() {
     local target=$1 route=$2 seconds=$3 out=$4 args
     check_alive "$target"
-    if [ "$route" = get ]; then
+    if [ "$route" = get ] || [ "$route" = mget ]; then
         args=("${STYLE[$target]}" "$KEYS" "$SEED")
     else
         args=("${STYLE[$target]}" "$(basename "$out" .txt | tr -cd 'a-z0-9')")
@@ -248,6 +254,13 @@ run_wrk() {
 # field LINE NAME: the value of NAME=... in a KVBENCH line.
 field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 
+# measured TARGET ROUTE: whether the route is measured on the target (the
+# bare MHD server is a ceiling for plain requests only).
+measured() { [ "$1" != mhd ] || [ "$2" = get ] || [ "$2" = set ]; }
+
+# has_route ROUTE: whether KV_BENCH_ROUTES asked for it.
+has_route() { [[ " ${ROUTES[*]} " == *" $1 "* ]]; }
+
 measure() {
     local rep target route line
     say "warm-up: 2 s of /get per target"
@@ -255,8 +268,9 @@ measure() {
         run_wrk "$target" get 2 "$WORK/warmup-$target.txt" >/dev/null
     done
     for ((rep = 1; rep <= REPS; rep++)); do
-        for route in get set; do
+        for route in "${ROUTES[@]}"; do
             for target in "${TARGETS[@]}"; do
+                measured "$target" "$route" || continue
                 line=$(run_wrk "$target" "$route" "$DURATION" "$WORK/wrk-$target-$route-$rep.txt")
                 [ -n "$line" ] || die "wrk printed no result: $WORK/wrk-$target-$route-$rep.txt"
                 printf '%s %s %s %s %s %s %s\n' "$target" "$route" "$rep" "$(field "$line" rps)" \
@@ -290,7 +304,7 @@ report() {
     local target route
     declare -A M
     for target in "${TARGETS[@]}"; do
-        for route in get set; do
+        for route in get set setif mget; do
             M[$target.$route.rps]=$(median "$target" "$route" 4)
             M[$target.$route.p50]=$(median "$target" "$route" 5)
             M[$target.$route.p99]=$(median "$target" "$route" 6)
@@ -330,10 +344,38 @@ report() {
         printf '  /set req/s  vs bare MHD  %5sx   (no target)\n' "$r"
         r=$(ratio "${M[webdis.get.rps]}" "${M[mhd.get.rps]}")
         printf '  (webdis /get vs bare MHD %5sx)\n' "$r"
+        if has_route setif; then
+            echo
+            printf '%-20s %11s %9s %9s\n' "conditional create" "req/s" "p50 ms" "p99 ms"
+            for target in kvstore webdis; do
+                printf '%-20s %11.0f %9.3f %9.3f\n' "${LABEL[$target]}" "${M[$target.setif.rps]}" \
+                    "$(awk -v u="${M[$target.setif.p50]}" 'BEGIN{print u/1000}')" \
+                    "$(awk -v u="${M[$target.setif.p99]}" 'BEGIN{print u/1000}')"
+            done
+            r=$(ratio "${M[kvstore.setif.rps]}" "${M[kvstore.set.rps]}")
+            printf '  /set?ifVersion=0 vs /set  %5sx   target >= 0.90x   %s\n' "$r" "$(verdict "$r" ">=" 0.9)"
+            r=$(ratio "${M[kvstore.setif.rps]}" "${M[webdis.setif.rps]}")
+            printf '  /set?ifVersion=0 vs SETNX %5sx   (no target)\n' "$r"
+        fi
+        if has_route mget; then
+            echo
+            printf '%-20s %11s %9s %9s %9s\n' "10 keys per read" "req/s" "keys/s" "p50 ms" "p99 ms"
+            for target in kvstore webdis; do
+                printf '%-20s %11.0f %9.0f %9.3f %9.3f\n' "${LABEL[$target]}" "${M[$target.mget.rps]}" \
+                    "$(awk -v r="${M[$target.mget.rps]}" 'BEGIN{print r*10}')" \
+                    "$(awk -v u="${M[$target.mget.p50]}" 'BEGIN{print u/1000}')" \
+                    "$(awk -v u="${M[$target.mget.p99]}" 'BEGIN{print u/1000}')"
+            done
+            r=$(ratio "${M[kvstore.mget.rps]}" "${M[webdis.mget.rps]}")
+            printf '  /mget keys/s vs MGET      %5sx   target >= 1.50x   %s\n' "$r" "$(verdict "$r" ">=" 1.5)"
+        fi
     } | tee -a "$SUMMARY"
     TOTAL_ERRORS=0
     for target in "${TARGETS[@]}"; do
-        TOTAL_ERRORS=$((TOTAL_ERRORS + ${M[$target.get.err]} + ${M[$target.set.err]}))
+        for route in "${ROUTES[@]}"; do
+            measured "$target" "$route" || continue
+            TOTAL_ERRORS=$((TOTAL_ERRORS + ${M[$target.$route.err]}))
+        done
     done
 }
 
