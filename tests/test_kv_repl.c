@@ -121,17 +121,29 @@ static kv_table_t *s_table_primary_moving(uint32_t replication, uint16_t learner
     return table;
 }
 
-/* The status of the reply for req_id at the gateway within ms, or -1. */
-static int s_reply_status(s_engine_t *engine, uint64_t req_id, int ms) {
+/* The reply for req_id at the gateway within ms: its status, its version
+ * in *version (when not NULL) and its seq in s_last_seq; -1 when none
+ * came (replies to other requests are dropped on the way). */
+static uint64_t s_last_seq;
+
+static int s_reply_version(s_engine_t *engine, uint64_t req_id, int ms, uint64_t *version) {
     zmq_pollitem_t item = {engine->gateway, 0, ZMQ_POLLIN, 0};
     while (zmq_poll(&item, 1, ms) > 0) {
         uint8_t buf[2048];
         int size = zmq_recv(engine->gateway, buf, sizeof(buf), 0);
         kv_msg_t msg;
-        if (size > 0 && kv_msg_decode(buf, (size_t)size, &msg) == 0 && msg.req_id == req_id)
+        if (size > 0 && kv_msg_decode(buf, (size_t)size, &msg) == 0 && msg.req_id == req_id) {
+            if (version) *version = msg.meta.version;
+            s_last_seq = msg.seq;
             return msg.status;
+        }
     }
     return -1;
+}
+
+/* The status of the reply for req_id at the gateway within ms, or -1. */
+static int s_reply_status(s_engine_t *engine, uint64_t req_id, int ms) {
+    return s_reply_version(engine, req_id, ms, NULL);
 }
 
 static void s_write(s_engine_t *engine, uint64_t req_id, const char *key, uint64_t epoch) {
@@ -317,25 +329,6 @@ Test(kv_repl, a_held_read_never_shows_a_later_unconfirmed_write) {
 }
 
 /* --- versions and conditional writes ------------------------------------------ */
-
-/* The reply for req_id within ms: its status, its version in *version
- * and its seq in s_last_seq; -1 when none came. */
-static uint64_t s_last_seq;
-
-static int s_reply_version(s_engine_t *engine, uint64_t req_id, int ms, uint64_t *version) {
-    zmq_pollitem_t item = {engine->gateway, 0, ZMQ_POLLIN, 0};
-    while (zmq_poll(&item, 1, ms) > 0) {
-        uint8_t buf[2048];
-        int size = zmq_recv(engine->gateway, buf, sizeof(buf), 0);
-        kv_msg_t msg;
-        if (size > 0 && kv_msg_decode(buf, (size_t)size, &msg) == 0 && msg.req_id == req_id) {
-            *version = msg.meta.version;
-            s_last_seq = msg.seq;
-            return msg.status;
-        }
-    }
-    return -1;
-}
 
 /* A SET (value "v") or RM of key on the condition if_version, when has. */
 static void s_write_if(s_engine_t *engine, uint8_t type, uint64_t req_id, const char *key, int has,

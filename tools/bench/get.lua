@@ -23,13 +23,4 @@ function request()
     return wrk.format("GET", "/get?k=" .. key)
 end
 
-function done(summary, latency, requests)
-    local seconds = summary.duration / 1e6
-    local e = summary.errors
-    io.write(string.format(
-        "KVBENCH requests=%d seconds=%.3f rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d " ..
-        "non2xx=%d socket_errors=%d\n",
-        summary.requests, seconds, summary.requests / seconds, latency:percentile(50),
-        latency:percentile(90), latency:percentile(99), latency.max, e.status,
-        e.connect + e.read + e.write + e.timeout))
-end
+dofile("tools/bench/report.lua") -- done()

@@ -7,6 +7,8 @@
 --          other run's, so each request creates a key
 -- Values are 32 bytes. done() prints one "KVBENCH ..." line that bench.sh parses.
 local style, tag, n = "kv", "0", 0
+-- setif.lua sets this before loading this file: create only if absent.
+conditional = conditional or false
 local value = "0123456789abcdefghijklmnopqrstuv"
 
 function init(args)
@@ -16,20 +18,11 @@ end
 
 function request()
     n = n + 1
-    local key = "s" .. tag .. "-" .. n
+    local key = (conditional and "c" or "s") .. tag .. "-" .. n
     if style == "webdis" then
-        return wrk.format("GET", "/SET/" .. key .. "/" .. value)
+        return wrk.format("GET", (conditional and "/SETNX/" or "/SET/") .. key .. "/" .. value)
     end
-    return wrk.format("GET", "/set?k=" .. key .. "&v=" .. value)
+    return wrk.format("GET", "/set?k=" .. key .. "&v=" .. value .. (conditional and "&ifVersion=0" or ""))
 end
 
-function done(summary, latency, requests)
-    local seconds = summary.duration / 1e6
-    local e = summary.errors
-    io.write(string.format(
-        "KVBENCH requests=%d seconds=%.3f rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d " ..
-        "non2xx=%d socket_errors=%d\n",
-        summary.requests, seconds, summary.requests / seconds, latency:percentile(50),
-        latency:percentile(90), latency:percentile(99), latency.max, e.status,
-        e.connect + e.read + e.write + e.timeout))
-end
+dofile("tools/bench/report.lua") -- done()
