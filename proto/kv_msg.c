@@ -187,6 +187,7 @@ S_RECORD_CODEC(ENTRY, kv_msg_entry_t)
 S_RECORD_CODEC(COUNTER, kv_msg_counter_t)
 S_RECORD_CODEC(ITEM, kv_msg_item_t)
 S_RECORD_CODEC(REPORT, kv_msg_report_t)
+S_RECORD_CODEC(TXOP, kv_msg_txop_t)
 
 /* The version an entry's fields need; 0 when every one is empty. */
 static uint8_t s_need_rec_ENTRY(const kv_msg_entry_t *m, const s_enc_t *e) {
@@ -263,6 +264,22 @@ static void s_get_COUNTERS(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
     while (blob.pos < blob.len && !blob.failed) {
         kv_msg_counter_t counter;
         s_get_rec_COUNTER(&blob, &counter, d);
+    }
+    if (blob.failed) r->failed = 1;
+}
+
+/* Transaction ops: a blob32 of records, each checked when read (its write
+ * kind in range), so a handler walks them without failing. */
+#define s_put_TXOPS s_put_BLOB32
+#define s_need_TXOPS s_need_STR8
+
+static void s_get_TXOPS(kv_reader_t *r, kv_bytes_t *v, const s_dec_t *d) {
+    s_get_BLOB32(r, v, d);
+    kv_reader_t blob = {(const uint8_t *)v->ptr, v->len, 0, 0};
+    while (blob.pos < blob.len && !blob.failed) {
+        kv_msg_txop_t op;
+        s_get_rec_TXOP(&blob, &op, d);
+        if (op.write > KV_TXOP_MAX) blob.failed = 1;
     }
     if (blob.failed) r->failed = 1;
 }
@@ -355,7 +372,7 @@ const char *kv_msg_type_name(int type) {
 const char *kv_status_name(int status) {
     static const char *const names[] = {"OK",        "NOT_FOUND", "MOVED",       "STALE_EPOCH",
                                         "NOT_READY", "NO_MEMORY", "UNAVAILABLE", "BAD_REQUEST",
-                                        "NO_LEASE",  "CONFLICT"};
+                                        "NO_LEASE",  "CONFLICT",  "TX_ABORTED",  "LOCKED"};
     if (status < 0 || status > KV_STATUS_MAX) return "UNKNOWN";
     return names[status];
 }
@@ -412,6 +429,33 @@ int kv_msg_counter_next(const kv_msg_t *msg, size_t *pos, kv_msg_counter_t *coun
     const s_dec_t d = {msg, s_layout(msg)};
     memset(counter, 0, sizeof(*counter));
     s_get_rec_COUNTER(&r, counter, &d);
+    if (r.failed) return -1;
+    *pos = r.pos;
+    return 0;
+}
+
+int kv_msg_txop_put(uint8_t *buf, size_t cap, size_t *pos, const kv_msg_txop_t *op) {
+    kv_writer_t w = {buf, cap, *pos, 0};
+    if (!buf) return -1;
+    s_put_rec_TXOP(&w, op, &s_current);
+    if (w.failed) return -1;
+    *pos = w.pos;
+    return 0;
+}
+
+size_t kv_msg_txop_size(size_t klen, size_t vlen) {
+    const kv_msg_txop_t op = {.key = {NULL, klen}, .value = {NULL, vlen}};
+    kv_writer_t w = {NULL, 0, 0, 0}; /* counts only */
+    s_put_rec_TXOP(&w, &op, &s_current);
+    return w.pos;
+}
+
+int kv_msg_txop_next(const kv_msg_t *msg, size_t *pos, kv_msg_txop_t *op) {
+    kv_reader_t r = {(const uint8_t *)msg->ops.ptr, msg->ops.len, *pos, 0};
+    if (r.pos >= r.len) return -1;
+    const s_dec_t d = {msg, s_layout(msg)};
+    memset(op, 0, sizeof(*op));
+    s_get_rec_TXOP(&r, op, &d);
     if (r.failed) return -1;
     *pos = r.pos;
     return 0;

@@ -55,7 +55,9 @@ typedef enum {
     KV_STATUS_BAD_REQUEST = 7, /* malformed or out-of-range request */
     KV_STATUS_NO_LEASE = 8,    /* primary without a valid lease; nothing written */
     KV_STATUS_CONFLICT = 9,    /* the condition does not hold (REPLY's version: the current) */
-    KV_STATUS_MAX = 9,
+    KV_STATUS_TX_ABORTED = 10, /* a transaction gave way to another; nothing written */
+    KV_STATUS_LOCKED = 11,     /* the key is in a transaction's commit: ask again shortly */
+    KV_STATUS_MAX = 11,
 } kv_status_t;
 
 /* A byte string inside a frame. */
@@ -88,6 +90,19 @@ typedef struct {
     kv_bytes_t value;
     kv_msg_meta_t meta;
 } kv_msg_entry_t;
+
+/* What a transaction does to one key (TXOP's write). */
+typedef enum { KV_TXOP_NONE = 0, KV_TXOP_SET = 1, KV_TXOP_RM = 2, KV_TXOP_MAX = 2 } kv_txop_write_t;
+
+/* One key of a TX_PREPARE. */
+typedef struct {
+    uint8_t write;       /* kv_txop_write_t */
+    uint8_t has_if;      /* a condition on the key's version */
+    uint64_t if_version; /* the version required, 0: absent */
+    uint8_t get;         /* the value is read */
+    kv_bytes_t key;
+    kv_bytes_t value; /* SET */
+} kv_msg_txop_t;
 
 /* One named counter of a STATS_REPLY. */
 typedef struct {
@@ -145,6 +160,15 @@ size_t kv_msg_entry_size(size_t klen, size_t vlen);
  * and advances *pos; fields its version lacks read 0. Returns 0, or -1 at
  * the end. (Decoding already checked bounds.) */
 int kv_msg_entry_next(const kv_msg_t *msg, size_t *pos, kv_msg_entry_t *entry);
+
+/* Appends one op to a TX_PREPARE ops buffer at *pos. Returns 0, or -1
+ * when it does not fit in cap. kv_msg_txop_size gives its bytes. */
+int kv_msg_txop_put(uint8_t *buf, size_t cap, size_t *pos, const kv_msg_txop_t *op);
+size_t kv_msg_txop_size(size_t klen, size_t vlen);
+
+/* Reads the op at *pos of msg's ops and advances *pos. Returns 0, or -1 at
+ * the end. (Decoding already checked every record.) */
+int kv_msg_txop_next(const kv_msg_t *msg, size_t *pos, kv_msg_txop_t *op);
 
 /* Appends one counter to a STATS_REPLY counters buffer at *pos. Returns 0,
  * or -1 when it does not fit in cap or the name is over 255 bytes. */

@@ -21,6 +21,7 @@
  *      BLOB32          u32 length, then the bytes
  *      ITEMS REPORTS   BLOB32 of whole KV_MSG_ITEM / KV_MSG_REPORT records
  *      COUNTERS        BLOB32 of KV_MSG_COUNTER records, back to back
+ *      TXOPS           BLOB32 of KV_MSG_TXOP records, back to back
  *      ENTRIES         `count` KV_MSG_ENTRY records back to back, no length
  *                      (count is the message's U32 count field, before it)
  *
@@ -85,9 +86,14 @@
     X(CLEAR, 5)          /* gateway -> every node: remove every key */                   \
     X(SCAN, 6)           /* gateway -> node primary: key-ordered page of a partition */  \
     X(STATS, 7)          /* gateway -> node: what do you hold */                         \
+    X(TX_PREPARE, 8)     /* gateway -> participant primary: lock, check, read (/tx) */   \
+    X(TX_COMMIT, 9)      /* gateway -> record primary: the commit point */               \
+    X(TX_FINISH, 10)     /* gateway, record primary -> participant: apply the decision */ \
+    X(TX_RESOLVE, 11)    /* participant primary -> record primary: decided yet? */       \
     X(REPLY, 16)         /* node -> gateway: answer to GET SET RM IS CLEAR */            \
     X(SCAN_REPLY, 17)    /* node -> gateway: a page of entries */                        \
     X(STATS_REPLY, 18)   /* node -> gateway: its figures and counters */                 \
+    X(TX_REPLY, 19)      /* node -> gateway: answer to TX_PREPARE */                     \
     X(HELLO, 32)         /* node -> coordinator: registration, on start and on WHO */    \
     X(HEARTBEAT, 33)     /* node -> coordinator: alive, with partition reports */        \
     X(TABLE_REQ, 34)     /* anyone -> coordinator: send me the table */                  \
@@ -139,6 +145,26 @@
 #define KV_MSG_STATS_FIELDS(X)                                                           \
     X(req_id, U64, 1)    /* echoed in the reply */
 
+/* Transactions (/tx): see node/kv_tx.h and docs/transactions.md. Each
+ * addresses one partition at its primary and names the transaction. */
+#define KV_MSG_TX_HEAD(X)                                                                \
+    X(req_id, U64, 1)    /* echoed in the reply; 0: no reply wanted */                   \
+    X(epoch, U64, 1)     /* routing epoch of the sender */                               \
+    X(partition, U32, 1) /* the partition addressed */                                   \
+    X(txid, U64, 1)      /* the transaction, unique per cluster (gateway-chosen) */
+#define KV_MSG_TX_PREPARE_FIELDS(X)                                                      \
+    KV_MSG_TX_HEAD(X)                                                                    \
+    X(record, U32, 1)    /* the partition of its commit record */                        \
+    X(commit, FLAG, 1)   /* its only partition: check and apply at once, no intents */   \
+    X(ops, TXOPS, 1)     /* one TXOP per key of this partition, request order */
+#define KV_MSG_TX_COMMIT_FIELDS(X) KV_MSG_TX_HEAD(X)
+#define KV_MSG_TX_FINISH_FIELDS(X)                                                       \
+    KV_MSG_TX_HEAD(X)                                                                    \
+    X(status, STATUS, 1) /* OK: commit; TX_ABORTED: abort */
+#define KV_MSG_TX_RESOLVE_FIELDS(X)                                                      \
+    KV_MSG_TX_HEAD(X)                                                                    \
+    X(participant, U32, 1) /* the asker's partition: the answer is a TX_FINISH of it */
+
 /* Every node reply starts so. */
 #define KV_MSG_REPLY_HEAD(X)                                                             \
     X(req_id, U64, 1)    /* the request's */                                             \
@@ -149,6 +175,11 @@
     X(value, STR16, 1)   /* GET: the value; INVITE: the node's id */                     \
     X(meta.version, U64, 3) /* GET, IS: the entry's; SET: the new; CONFLICT: the current */ \
     X(seq, U64, 3)       /* GET, IS: the partition's last removal seq (absent keys, /mget) */
+#define KV_MSG_TX_REPLY_FIELDS(X)                                                        \
+    KV_MSG_REPLY_HEAD(X)                                                                 \
+    X(seq, U64, 1)       /* OK: the version of the first write; each next write +1 */    \
+    X(count, U32, 1)     /* entries */                                                   \
+    X(entries, ENTRIES, 1) /* OK: each op's key, value read, version; CONFLICT: failed */
 #define KV_MSG_SCAN_REPLY_FIELDS(X)                                                      \
     KV_MSG_REPLY_HEAD(X)                                                                 \
     X(more, FLAG, 1)     /* more entries follow in this partition */                     \
@@ -250,6 +281,15 @@
     X(meta.version, U64, 2) /* the entry's version, 0 until versions exist */            \
     X(meta.expiry, U64, 2) /* absolute expiry in ms, 0 for none */
 
+/* One key of a TX_PREPARE: what the transaction does with it. */
+#define KV_MSG_TXOP_FIELDS(X)                                                            \
+    X(write, U8, 1)      /* KV_TXOP_NONE, KV_TXOP_SET, KV_TXOP_RM */                      \
+    X(has_if, FLAG, 1)   /* a condition: the key's version must be if_version */         \
+    X(if_version, U64, 1) /* 0: the key must be absent */                                \
+    X(get, FLAG, 1)      /* the key's value is read */                                   \
+    X(key, STR16, 1)     /* the key */                                                   \
+    X(value, STR16, 1)   /* SET: the value */
+
 #define KV_MSG_ITEM_FIELDS(X)                                                            \
     X(partition, U32, 1) /* the stream */                                                \
     X(seq, U64, 1)       /* BEACON: last seq sent; ACK: last seq applied */              \
@@ -273,6 +313,11 @@
     X(uint8_t, more)         /* SCAN_REPLY, SNAPSHOT: more entries follow */             \
     X(uint8_t, op)           /* UPDATE: kv_op_t */                                       \
     X(uint8_t, has_if_version) /* SET, RM: a condition is set */                         \
+    X(uint8_t, commit)       /* TX_PREPARE: one-partition transaction */                 \
+    X(uint32_t, record)      /* TX_PREPARE: the commit record's partition */             \
+    X(uint32_t, participant) /* TX_RESOLVE: the asker's partition */                     \
+    X(uint64_t, txid)        /* TX_*: the transaction */                                 \
+    X(kv_bytes_t, ops)       /* TX_PREPARE: TXOP records */                              \
     X(uint16_t, sender)      /* UPDATE, BEACON, ACK, SNAPSHOT_REQ: node index */         \
     X(uint32_t, partition)   /* keyed requests, SCAN, UPDATE, SNAPSHOT_REQ, SNAPSHOT */  \
     X(uint32_t, limit)       /* SCAN: entries wanted */                                  \

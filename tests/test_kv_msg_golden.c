@@ -277,6 +277,35 @@ static size_t s_v2_samples(s_sample_t *out) {
     return n;
 }
 
+/* The types born with version 3's release (/tx): version 1 frames, as
+ * every field of a new type is (rule 7), pinned in kv_msg_v3.hex. */
+static uint8_t s_txops_buf[64];
+static size_t s_v3_new_types(s_sample_t *out) {
+    size_t n = 0, pos = 0;
+    const kv_msg_txop_t op = {KV_TXOP_SET, 1, 7, 1, BYTES("a"), BYTES("1")};
+    cr_assert_eq(kv_msg_txop_put(s_txops_buf, sizeof s_txops_buf, &pos, &op), 0);
+    kv_msg_t tx = {.req_id = 1, .epoch = 2, .partition = 3, .txid = 0x1122334455667788ull};
+    tx.type = KV_MSG_TX_COMMIT;
+    s_add(out, &n, "TX_COMMIT", tx);
+    tx.type = KV_MSG_TX_FINISH;
+    tx.status = KV_STATUS_TX_ABORTED;
+    s_add(out, &n, "TX_FINISH", tx);
+    tx.type = KV_MSG_TX_RESOLVE;
+    tx.status = 0;
+    tx.participant = 4;
+    s_add(out, &n, "TX_RESOLVE", tx);
+    tx.type = KV_MSG_TX_PREPARE;
+    tx.participant = 0;
+    tx.record = 5;
+    tx.commit = 1;
+    tx.ops = (kv_bytes_t){(const char *)s_txops_buf, pos};
+    s_add(out, &n, "TX_PREPARE", tx);
+    kv_msg_t reply = {.type = KV_MSG_TX_REPLY, .req_id = 10, .status = KV_STATUS_LOCKED};
+    reply.seq = 11;
+    s_add(out, &n, "TX_REPLY", reply);
+    return n;
+}
+
 /* The messages version 3 extended, with their version 3 fields set. */
 static size_t s_v3_samples(s_sample_t *out) {
     size_t n = 0;
@@ -372,6 +401,7 @@ Test(kv_msg_golden, samples_cover_every_type) {
     static s_sample_t samples[MAX_SAMPLES];
     size_t n = s_v1_samples(samples);
     n += s_v2_samples(samples + n);
+    n += s_v3_new_types(samples + n);
     for (int type = 0; type < 256; type++) {
         if (strcmp(kv_msg_type_name(type), "UNKNOWN") == 0) continue;
         int found = 0;
@@ -487,6 +517,13 @@ Test(kv_msg_golden, v3_frames_decode_and_encode_back) {
         cr_expect_eq(got.if_version, samples[i].msg.if_version, "%s", samples[i].label);
         cr_expect_eq(got.status, samples[i].msg.status, "%s", samples[i].label);
     }
+}
+
+Test(kv_msg_golden, v3_new_types_byte_for_byte) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v3_new_types(samples);
+    s_expect_golden(GOLDEN_DIR "kv_msg_v3.hex", samples, n);
+    s_expect_decodes(GOLDEN_DIR "kv_msg_v3.hex", samples, n, 1);
 }
 
 /* Rolling upgrades: a version 3 gateway's plain SET, RM and REPLY are the
