@@ -14,4 +14,10 @@ int64_t kv_clock_mono_ms(void);
 /* Microseconds since the same point. */
 int64_t kv_clock_mono_us(void);
 
+/* Wall-clock milliseconds since the epoch: only for deadlines that travel
+ * between nodes (a transaction intent's), where a monotonic clock means
+ * nothing; the nodes' clocks are assumed synchronised (NTP) to well within
+ * such a deadline. */
+int64_t kv_clock_wall_ms(void);
+
 #endif

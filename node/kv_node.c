@@ -39,6 +39,7 @@
 #include "kv_repl.h"
 #include "kv_store.h"
 #include "kv_table.h"
+#include "kv_tx.h"
 
 #define KV_NODE_BATCH 1024          /* requests served per wake-up at most */
 #define KV_NODE_SCAN_MAX 4096       /* entries per scan page at most */
@@ -437,6 +438,51 @@ static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
     kv_repl_read(self->repl, identity, req);
 }
 
+/* A TX_PREPARE the gateway could not have sent (kv_tx.h's limits, keys
+ * of this partition): checked again rather than trusted. */
+static int s_prepare_is_valid(s_node_t *self, const kv_msg_t *req) {
+    uint32_t partitions = kv_table_partitions(self->table);
+    if (req->record >= partitions) return 0;
+    size_t pos = 0, count = 0;
+    kv_msg_txop_t op;
+    while (kv_msg_txop_next(req, &pos, &op) == 0) {
+        if (++count > KV_TX_MAX_OPS || op.key.len == 0 || op.key.len > KV_MAX_KEY_BYTES ||
+            op.value.len > KV_MAX_VALUE_BYTES || (op.write != KV_TXOP_SET && op.value.len) ||
+            kv_partition_of(op.key.ptr, op.key.len, partitions) != req->partition)
+            return 0;
+    }
+    return count > 0;
+}
+
+/* A transaction's request for a partition we are primary of (kv_tx.h).
+ * Refusals are answered like a keyed request's, except to a RESOLVE (it
+ * wants no reply: its sender asks again). */
+static void s_serve_tx(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    kv_status_t status = s_route_status(self, req->partition, req->epoch);
+    if (status == KV_STATUS_OK && req->type == KV_MSG_TX_PREPARE && !s_prepare_is_valid(self, req))
+        status = KV_STATUS_BAD_REQUEST;
+    if (status == KV_STATUS_OK && kv_repl_is_fenced(self->repl, req->partition))
+        status = KV_STATUS_MOVED; /* handing over: the new primary gets our intents */
+    if (status != KV_STATUS_OK) {
+        if (req->req_id && req->type != KV_MSG_TX_RESOLVE)
+            s_reply(self, identity, req->req_id, status, NULL, 0);
+        return;
+    }
+    switch (req->type) {
+    case KV_MSG_TX_PREPARE:
+        kv_repl_tx_prepare(self->repl, identity, req);
+        break;
+    case KV_MSG_TX_COMMIT:
+        kv_repl_tx_commit(self->repl, identity, req);
+        break;
+    case KV_MSG_TX_FINISH:
+        kv_repl_tx_finish(self->repl, identity, req);
+        break;
+    default:
+        kv_repl_tx_resolve(self->repl, identity, req);
+    }
+}
+
 /* Clears the partitions we are primary of; the gateway sends CLEAR to every
  * node, so together the whole cluster is cleared. */
 static void s_serve_clear(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
@@ -596,6 +642,12 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
         break;
     case KV_MSG_INVITE:
         s_serve_invite(self, identity, &req);
+        break;
+    case KV_MSG_TX_PREPARE:
+    case KV_MSG_TX_COMMIT:
+    case KV_MSG_TX_FINISH:
+    case KV_MSG_TX_RESOLVE:
+        s_serve_tx(self, identity, &req);
         break;
     default:
         kv_log_warn("node %s: unexpected %s on the request socket dropped", self->config.id,

@@ -62,11 +62,15 @@ void kv_repl_send_reply(kv_repl_t *self, zmq_msg_t *identity, kv_msg_t *reply) {
     uint8_t buf[KV_MAX_VALUE_BYTES + 64];
     reply->epoch = kv_repl_epoch(self);
     size_t size = kv_msg_encode(reply, buf, sizeof(buf));
+    if (size) kv_repl_send_frame(self, identity, buf, size);
+}
+
+void kv_repl_send_frame(kv_repl_t *self, zmq_msg_t *identity, const uint8_t *frame, size_t size) {
     zmq_msg_t copy;
     zmq_msg_init(&copy);
     zmq_msg_copy(&copy, identity);
-    if (size && zmq_msg_send(&copy, self->config.router, ZMQ_SNDMORE) >= 0)
-        zmq_send(self->config.router, buf, size, ZMQ_DONTWAIT);
+    if (zmq_msg_send(&copy, self->config.router, ZMQ_SNDMORE) >= 0)
+        zmq_send(self->config.router, frame, size, ZMQ_DONTWAIT);
     zmq_msg_close(&copy);
 }
 
@@ -154,7 +158,9 @@ void kv_repl_tick(kv_repl_t *self) {
         int64_t wait = part->snap_req ? KV_SNAPSHOT_RETRY_MS : KV_SCAN_MS;
         if (now - part->snap_asked >= wait) kv_repl_replica_ask_snapshot(self, p);
     }
-    if (!syncing && self->want_peers) { /* in sync: what still comes is stale, drop it */
+    kv_repl_tx_tick(self);
+    /* in sync, and no answer to a RESOLVE due: what still comes is stale, drop it */
+    if (!syncing && self->want_peers && now > self->tx_asking_until) {
         zmq_pollitem_t items[KV_MAX_NODES];
         uint16_t nodes[KV_MAX_NODES];
         int count = kv_peers_poll_items(self->peers, items, nodes);
@@ -203,6 +209,7 @@ kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32
     }
     for (uint32_t p = 0; p < partitions; p++) kv_repl_role_reset(&self->parts[p]);
     kv_repl_role_register_counters(self);
+    kv_repl_tx_register_counters(self);
     kv_peers_set_heartbeats(self->sub);
     uint8_t topic[4];
     kv_repl_topic(KV_TOPIC_BEACON, topic);

@@ -132,4 +132,21 @@ void kv_repl_reply(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, kv_sta
  * identity. */
 void kv_repl_send_reply(kv_repl_t *self, zmq_msg_t *identity, kv_msg_t *reply);
 
+/* Sends an encoded frame to the peer behind identity. */
+void kv_repl_send_frame(kv_repl_t *self, zmq_msg_t *identity, const uint8_t *frame, size_t size);
+
+/* Transactions (kv_repl_tx.c, protocol in kv_tx.h): the requests of a
+ * partition we are primary of (checked by the caller, not fenced), and a
+ * FINISH that came back on a peer socket (an answer to our RESOLVE:
+ * identity NULL, nothing answered). */
+void kv_repl_tx_prepare(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+void kv_repl_tx_commit(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+void kv_repl_tx_finish(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+void kv_repl_tx_resolve(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
+/* Whether a plain request on key must wait (LOCKED) for a transaction: a
+ * write while any transaction holds the key, a read while one will write
+ * it. */
+int kv_repl_tx_locked(kv_repl_t *self, uint32_t partition, const char *key, size_t klen, int write);
+
 #endif

@@ -27,7 +27,7 @@
 #define KV_DRAIN_BATCH 4096                /* frames per socket per wake-up */
 #define KV_SCAN_MS 20                      /* period of the per-partition housekeeping walk */
 #define KV_ACKERS (KV_REPLICATION_MAX + 1) /* replicas + a learner */
-#define KV_UPDATE_MAX (KV_MAX_KEY_BYTES + KV_MAX_VALUE_BYTES + 64)
+#define KV_UPDATE_MAX (KV_MAX_KEY_BYTES + KV_MAX_VALUE_BYTES + 128) /* room for intents */
 
 /* The replication role of one partition on this node (kv_repl_role.c has
  * the transitions). A replica or learner starts SYNCING (snapshot asked, not
@@ -60,9 +60,11 @@ typedef enum {
 /* One write waiting for replica confirmations. CLEAR shares one group. */
 typedef struct _kv_repl_group_t {
     zmq_msg_t identity; /* the gateway to answer */
-    uint64_t req_id;    /* its request */
+    uint64_t req_id;    /* its request; 0: answer nothing */
     uint64_t version;   /* a SET: the version it gave the key, answered */
-    uint32_t waiting;   /* partitions still unconfirmed */
+    uint32_t waiting;   /* writes still unconfirmed */
+    uint8_t *frame;     /* a transaction's answer, encoded (owned), sent instead */
+    size_t frame_len;   /* its bytes */
 } kv_repl_group_t;
 
 typedef struct _kv_repl_pending_t {
@@ -84,6 +86,8 @@ typedef struct _kv_repl_held_t {
     uint8_t type;                 /* KV_MSG_GET or KV_MSG_IS; SET or RM: a decided answer */
     uint8_t status;               /* a decided answer: CONFLICT, or NOT_FOUND (RM found nothing) */
     uint64_t version;             /* a conflict: the key's version when it was decided */
+    uint8_t *frame;               /* a transaction's decided answer, encoded (owned), or NULL */
+    size_t frame_len;             /* its bytes */
     uint16_t klen;                /* key bytes */
     char key[KV_MAX_KEY_BYTES];   /* the key */
 } kv_repl_held_t;
@@ -152,6 +156,9 @@ struct _kv_repl_t {
     size_t count_resyncs_behind; /* ... behind a beacon */
     size_t count_snapshots_served;
     size_t count_snapshots_applied;
+    int64_t next_tx_walk;    /* mono ms of the next walk over transaction intents */
+    int64_t tx_asking_until; /* mono ms: answers to our RESOLVEs may come until then */
+    size_t count_tx[8];      /* transaction counters (kv_repl_tx.c) */
 };
 
 /* Whether a partition is ours as primary (fenced or not), as replica or
@@ -209,6 +216,35 @@ void kv_repl_primary_beacon(kv_repl_t *self);
 /* Publishes one UPDATE (or FENCE mark) of partition. */
 void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
                              kv_bytes_t key, kv_bytes_t value);
+
+/* Whether partition has enough live replicas for a safe write. */
+int kv_repl_can_write(const kv_repl_t *self, uint32_t partition);
+
+/* Publishes an UPDATE whose entry gets version (a transaction's write
+ * carries the version its prepare gave it, not the seq it lands at). */
+void kv_repl_primary_publish_version(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
+                                     kv_bytes_t key, kv_bytes_t value, uint64_t version);
+
+/* A reply sent once several writes are confirmed: begin (frame: an
+ * encoded answer, owned by the group, or NULL for a plain OK; identity
+ * NULL or req_id 0: nothing answered), one kv_repl_group_write per write
+ * published, then end. NULL when out of memory (then nothing is answered:
+ * the gateway says 504, which is the truth). */
+kv_repl_group_t *kv_repl_group_begin(zmq_msg_t *identity, uint64_t req_id, uint8_t *frame,
+                                     size_t frame_len);
+void kv_repl_group_write(kv_repl_t *self, kv_repl_part_t *part, kv_repl_group_t *group,
+                         uint64_t seq, kv_bytes_t key);
+void kv_repl_group_end(kv_repl_t *self, kv_repl_group_t *group);
+
+/* Answers what (a read, or an answer decided now: status and version, or
+ * an encoded frame, which it takes) at once when every write applied to
+ * partition so far is confirmed, else once they are. */
+void kv_repl_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition,
+                            uint64_t req_id, kv_repl_held_t *what);
+
+/* Transactions: the periodic walk over intents, and counter registration. */
+void kv_repl_tx_tick(kv_repl_t *self);
+void kv_repl_tx_register_counters(kv_repl_t *self);
 
 /* Answers the pending writes up to seq (confirmed) or drops them all
  * unanswered (not confirmed). */

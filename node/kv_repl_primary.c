@@ -40,13 +40,14 @@ static kv_repl_group_t *s_group_new(zmq_msg_t *identity, uint64_t req_id) {
     kv_repl_group_t *group = calloc(1, sizeof(*group));
     if (!group) return NULL;
     zmq_msg_init(&group->identity);
-    zmq_msg_copy(&group->identity, identity);
-    group->req_id = req_id;
+    if (identity) zmq_msg_copy(&group->identity, identity);
+    group->req_id = identity ? req_id : 0;
     return group;
 }
 
 static void s_group_destroy(kv_repl_group_t **group_p) {
     zmq_msg_close(&(*group_p)->identity);
+    free((*group_p)->frame);
     free(*group_p);
     *group_p = NULL;
 }
@@ -61,8 +62,13 @@ static int s_leased(const kv_repl_t *self) {
 }
 
 static void s_group_done(kv_repl_t *self, kv_repl_group_t *group, int confirmed) {
-    if (confirmed && group->req_id && group->waiting == 1 && s_leased(self))
-        kv_repl_reply(self, &group->identity, group->req_id, KV_STATUS_OK, NULL, 0, group->version);
+    if (confirmed && group->req_id && group->waiting == 1 && s_leased(self)) {
+        if (group->frame)
+            kv_repl_send_frame(self, &group->identity, group->frame, group->frame_len);
+        else
+            kv_repl_reply(self, &group->identity, group->req_id, KV_STATUS_OK, NULL, 0,
+                          group->version);
+    }
     if (!confirmed) group->req_id = 0; /* never answer: the gateway times out */
     if (--group->waiting == 0) s_group_destroy(&group);
 }
@@ -85,6 +91,29 @@ static int s_pending_add(kv_repl_part_t *part, uint64_t seq, kv_repl_group_t *gr
         part->pending = pending;
     part->pending_tail = pending;
     return 0;
+}
+
+kv_repl_group_t *kv_repl_group_begin(zmq_msg_t *identity, uint64_t req_id, uint8_t *frame,
+                                     size_t frame_len) {
+    kv_repl_group_t *group = s_group_new(identity, req_id);
+    if (!group) {
+        free(frame);
+        return NULL;
+    }
+    group->frame = frame;
+    group->frame_len = frame_len;
+    group->waiting = 1; /* held until every write is queued (kv_repl_group_end) */
+    return group;
+}
+
+void kv_repl_group_write(kv_repl_t *self, kv_repl_part_t *part, kv_repl_group_t *group,
+                         uint64_t seq, kv_bytes_t key) {
+    if (group && s_required(self) > 0 && s_pending_add(part, seq, group, key) != 0)
+        group->req_id = 0; /* out of memory: never answer, the gateway says 504 */
+}
+
+void kv_repl_group_end(kv_repl_t *self, kv_repl_group_t *group) {
+    if (group) s_group_done(self, group, 1);
 }
 
 /* Answers the pending writes up to seq (confirmed) or all of them
@@ -149,7 +178,11 @@ static void s_answer(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint
         kv_repl_reply(self, identity, req_id, KV_STATUS_NO_LEASE, NULL, 0, 0);
         return;
     }
-    if (what->type == KV_MSG_SET || what->type == KV_MSG_RM) {
+    if (what->frame) {
+        kv_repl_send_frame(self, identity, what->frame, what->frame_len);
+        return;
+    }
+    if (what->type != KV_MSG_GET && what->type != KV_MSG_IS) { /* decided when it came */
         kv_repl_reply(self, identity, req_id, (kv_status_t)what->status, NULL, 0, what->version);
         return;
     }
@@ -177,6 +210,7 @@ static kv_repl_held_t *s_held_pop(kv_repl_part_t *part) {
 
 static void s_held_free(kv_repl_held_t *held) {
     zmq_msg_close(&held->identity);
+    free(held->frame);
     free(held);
 }
 
@@ -206,7 +240,7 @@ static void s_held_append(kv_repl_part_t *part, kv_repl_held_t *held) {
 static void s_serve_held(kv_repl_t *self, uint32_t partition, kv_repl_part_t *part) {
     while (part->held && part->held->wait_seq <= part->confirmed) {
         kv_repl_held_t *held = s_held_pop(part);
-        int decided = held->type == KV_MSG_SET || held->type == KV_MSG_RM;
+        int decided = held->type != KV_MSG_GET && held->type != KV_MSG_IS;
         if (!decided && s_key_unconfirmed(part, held)) {
             held->wait_seq = part->seq;
             s_held_append(part, held);
@@ -229,25 +263,32 @@ void kv_repl_primary_refuse_held(kv_repl_t *self, kv_repl_part_t *part, int stat
 /* Answers what (a read, or a write's answer decided now) at once when every
  * write applied so far is confirmed; otherwise holds it until they are:
  * the answer could show one of them, which a failover could still lose. */
-static void s_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req,
-                             kv_repl_held_t *what) {
-    kv_repl_part_t *part = &self->parts[req->partition];
+void kv_repl_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition,
+                            uint64_t req_id, kv_repl_held_t *what) {
+    kv_repl_part_t *part = &self->parts[partition];
     if (s_required(self) == 0 || part->confirmed >= part->seq) { /* all confirmed */
-        s_answer(self, identity, req->req_id, req->partition, what);
+        s_answer(self, identity, req_id, partition, what);
+        free(what->frame);
         return;
     }
     kv_repl_held_t *held = malloc(sizeof(*held));
     if (!held) {
-        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
+        free(what->frame);
+        kv_repl_reply(self, identity, req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
         return;
     }
     *held = *what;
     zmq_msg_init(&held->identity);
     zmq_msg_copy(&held->identity, identity);
-    held->req_id = req->req_id;
+    held->req_id = req_id;
     held->wait_seq = part->seq;
     held->since = kv_clock_mono_ms();
     s_held_append(part, held);
+}
+
+static void s_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req,
+                             kv_repl_held_t *what) {
+    kv_repl_answer_or_hold(self, identity, req->partition, req->req_id, what);
 }
 
 /* What the answer to req needs: for a write, the status and version
@@ -264,6 +305,10 @@ static kv_repl_held_t s_what(const kv_msg_t *req, kv_status_t decided, uint64_t 
 void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     if (req->key.len > KV_MAX_KEY_BYTES) {
         kv_repl_reply(self, identity, req->req_id, KV_STATUS_BAD_REQUEST, NULL, 0, 0);
+        return;
+    }
+    if (kv_repl_tx_locked(self, req->partition, req->key.ptr, req->key.len, 0)) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_LOCKED, NULL, 0, 0);
         return;
     }
     kv_repl_held_t what = s_what(req, KV_STATUS_OK, 0);
@@ -297,10 +342,17 @@ void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
 
 void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
                              kv_bytes_t key, kv_bytes_t value) {
+    /* a key's version is its write's seq */
+    kv_repl_primary_publish_version(self, partition, op, seq, key, value,
+                                    op == KV_OP_SET ? seq : 0);
+}
+
+void kv_repl_primary_publish_version(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
+                                     kv_bytes_t key, kv_bytes_t value, uint64_t version) {
     uint8_t topic[4], buf[KV_UPDATE_MAX];
     kv_repl_topic(partition, topic);
     kv_msg_t update = {.type = KV_MSG_UPDATE, .partition = partition, .op = op, .seq = seq};
-    update.meta.version = op == KV_OP_SET ? seq : 0; /* a key's version is its write's seq */
+    update.meta.version = version;
     update.sender = (uint16_t)self->self;
     update.epoch = kv_repl_epoch(self);
     update.key = key;
@@ -312,7 +364,7 @@ void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, ui
 }
 
 /* Enough live ackers for a safe write of partition? */
-static int s_can_write(const kv_repl_t *self, uint32_t partition) {
+int kv_repl_can_write(const kv_repl_t *self, uint32_t partition) {
     uint16_t nodes[KV_ACKERS];
     return s_ackers(self, partition, nodes) >= s_required(self);
 }
@@ -341,8 +393,12 @@ static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req, uint64_t 
 
 void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_repl_part_t *part = &self->parts[req->partition];
-    if (!s_can_write(self, req->partition)) { /* refuse before applying anything */
+    if (!kv_repl_can_write(self, req->partition)) { /* refuse before applying anything */
         kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
+        return;
+    }
+    if (kv_repl_tx_locked(self, req->partition, req->key.ptr, req->key.len, 1)) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_LOCKED, NULL, 0, 0);
         return;
     }
     if (req->has_if_version) {
@@ -384,7 +440,7 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
 void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     for (uint32_t p = 0; p < self->partitions; p++) { /* all or nothing */
         if (!kv_repl_is_primary(&self->parts[p])) continue;
-        if (self->parts[p].state == KV_REPL_FENCED || !s_can_write(self, p)) {
+        if (self->parts[p].state == KV_REPL_FENCED || !kv_repl_can_write(self, p)) {
             kv_repl_reply(self, identity, req->req_id,
                           self->parts[p].state == KV_REPL_FENCED ? KV_STATUS_MOVED
                                                                  : KV_STATUS_UNAVAILABLE,
@@ -398,7 +454,7 @@ void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
     for (uint32_t p = 0; p < self->partitions; p++) {
         kv_repl_part_t *part = &self->parts[p];
         if (!kv_repl_is_primary(part)) continue;
-        kv_store_clear_partition(self->store, p);
+        kv_store_clear_data(self->store, p);
         part->removed_seq = ++part->seq;
         kv_repl_primary_publish(self, p, KV_OP_CLEAR, part->seq, (kv_bytes_t){NULL, 0},
                                 (kv_bytes_t){NULL, 0});

@@ -72,7 +72,7 @@ static void s_apply_update(kv_repl_t *self, kv_repl_part_t *part, const kv_msg_t
         kv_store_delete(self->store, update->partition, update->key.ptr, update->key.len);
         break;
     case KV_OP_CLEAR:
-        kv_store_clear_partition(self->store, update->partition);
+        kv_store_clear_data(self->store, update->partition);
         break;
     default:
         break;
@@ -250,6 +250,13 @@ void kv_repl_replica_drain_sub(kv_repl_t *self) {
 
 /* Snapshot chunks are applied within a time budget per wake-up, like they
  * are served: what is left waits in the socket for the next turn. */
+/* A record partition's answer to our RESOLVE: its decision, to apply to
+ * the intents of ours (if we still are its primary). */
+static void s_on_finish(kv_repl_t *self, const kv_msg_t *msg) {
+    if (msg->partition < self->partitions && self->parts[msg->partition].state == KV_REPL_PRIMARY)
+        kv_repl_tx_finish(self, NULL, msg);
+}
+
 void kv_repl_replica_drain_peer(kv_repl_t *self, void *handle) {
     int64_t start = kv_clock_mono_us();
     for (int i = 0; i < KV_DRAIN_BATCH && kv_clock_mono_us() - start < KV_WORK_BUDGET_US; i++) {
@@ -260,9 +267,10 @@ void kv_repl_replica_drain_peer(kv_repl_t *self, void *handle) {
             return;
         }
         kv_msg_t msg;
-        if (kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0 &&
-            msg.type == KV_MSG_SNAPSHOT)
-            s_on_snapshot(self, &msg);
+        if (kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0) {
+            if (msg.type == KV_MSG_SNAPSHOT) s_on_snapshot(self, &msg);
+            if (msg.type == KV_MSG_TX_FINISH) s_on_finish(self, &msg);
+        }
         zmq_msg_close(&frame);
     }
 }

@@ -10,6 +10,7 @@
 struct _kv_store_t {
     uint32_t partitions; /* number of partitions */
     kv_dict_t **dicts;   /* one per partition, NULL until first written */
+    kv_dict_t **metas;   /* metadata entries (kv_store_is_meta), likewise */
     uint8_t seed[16];    /* bucket hash key shared by this store's dicts */
 };
 
@@ -18,7 +19,10 @@ kv_store_t *kv_store_new(uint32_t partitions) {
     if (!self) return NULL;
     self->partitions = partitions;
     self->dicts = calloc(partitions, sizeof(*self->dicts));
-    if (!self->dicts) {
+    self->metas = calloc(partitions, sizeof(*self->metas));
+    if (!self->dicts || !self->metas) {
+        free(self->dicts);
+        free(self->metas);
         free(self);
         return NULL;
     }
@@ -29,22 +33,38 @@ kv_store_t *kv_store_new(uint32_t partitions) {
 void kv_store_destroy(kv_store_t **self_p) {
     if (!self_p || !*self_p) return;
     kv_store_t *self = *self_p;
-    for (uint32_t p = 0; p < self->partitions; p++) kv_dict_destroy(&self->dicts[p]);
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        kv_dict_destroy(&self->dicts[p]);
+        kv_dict_destroy(&self->metas[p]);
+    }
     free(self->dicts);
+    free(self->metas);
     free(self);
     *self_p = NULL;
 }
 
-/* The partition's dict, created when create is set. NULL when absent. */
-static kv_dict_t *s_dict(kv_store_t *self, uint32_t partition, int create) {
+/* The partition's dict of data or of metadata, created when create is set.
+ * NULL when absent. */
+static kv_dict_t *s_dict_of(kv_store_t *self, kv_dict_t **dicts, uint32_t partition, int create) {
     if (partition >= self->partitions) return NULL;
-    if (!self->dicts[partition] && create) self->dicts[partition] = kv_dict_new(self->seed);
-    return self->dicts[partition];
+    if (!dicts[partition] && create) dicts[partition] = kv_dict_new(self->seed);
+    return dicts[partition];
+}
+
+static kv_dict_t *s_dict(kv_store_t *self, uint32_t partition, int create) {
+    return s_dict_of(self, self->dicts, partition, create);
+}
+
+/* The dict key belongs in. */
+static kv_dict_t *s_dict_for(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
+                             int create) {
+    return s_dict_of(self, kv_store_is_meta(key, klen) ? self->metas : self->dicts, partition,
+                     create);
 }
 
 int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
                  const char *value, size_t vlen, uint64_t version) {
-    kv_dict_t *dict = s_dict(self, partition, 1);
+    kv_dict_t *dict = s_dict_for(self, partition, key, klen, 1);
     if (!dict) return -1;
     return kv_dict_put(dict, key, klen, value, vlen, version);
 }
@@ -56,18 +76,29 @@ kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry) {
 }
 
 const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
-    kv_dict_t *dict = s_dict(self, partition, 0);
+    kv_dict_t *dict = s_dict_for(self, partition, key, klen, 0);
     return dict ? kv_dict_get(dict, key, klen) : NULL;
 }
 
 int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
-    kv_dict_t *dict = s_dict(self, partition, 0);
+    kv_dict_t *dict = s_dict_for(self, partition, key, klen, 0);
     return dict ? kv_dict_delete(dict, key, klen) : -1;
 }
 
 void kv_store_clear_partition(kv_store_t *self, uint32_t partition) {
     if (partition >= self->partitions) return;
     kv_dict_destroy(&self->dicts[partition]); /* frees the tables too */
+    kv_dict_destroy(&self->metas[partition]);
+}
+
+void kv_store_clear_data(kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions) return;
+    kv_dict_destroy(&self->dicts[partition]);
+}
+
+size_t kv_store_meta_size(const kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions || !self->metas[partition]) return 0;
+    return kv_dict_size(self->metas[partition]);
 }
 
 size_t kv_store_partition_size(const kv_store_t *self, uint32_t partition) {
@@ -82,9 +113,11 @@ size_t kv_store_size(const kv_store_t *self) {
 }
 
 size_t kv_store_memory(const kv_store_t *self) {
-    size_t bytes = sizeof(*self) + self->partitions * sizeof(*self->dicts);
-    for (uint32_t p = 0; p < self->partitions; p++)
+    size_t bytes = sizeof(*self) + 2 * self->partitions * sizeof(*self->dicts);
+    for (uint32_t p = 0; p < self->partitions; p++) {
         if (self->dicts[p]) bytes += kv_dict_memory(self->dicts[p]);
+        if (self->metas[p]) bytes += kv_dict_memory(self->metas[p]);
+    }
     return bytes;
 }
 
@@ -187,11 +220,21 @@ static void s_foreach_entry(const kv_entry_t *entry, void *arg) {
     if (!walk->stopped) walk->stopped = walk->fn(entry, walk->arg);
 }
 
-void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg) {
-    kv_dict_t *dict = s_dict(self, partition, 0);
-    if (!dict) return;
+/* Walks one dict; returns whether fn asked to stop. */
+static int s_walk(kv_dict_t *dict, kv_store_entry_fn *fn, void *arg) {
+    if (!dict) return 0;
     s_foreach_t walk = {fn, arg, 0};
     uint64_t cursor = 0;
     do cursor = kv_dict_scan(dict, cursor, s_foreach_entry, &walk);
     while (cursor != 0 && !walk.stopped);
+    return walk.stopped;
+}
+
+void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg) {
+    if (partition >= self->partitions) return;
+    if (!s_walk(self->metas[partition], fn, arg)) s_walk(self->dicts[partition], fn, arg);
+}
+
+void kv_store_foreach_meta(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg) {
+    if (partition < self->partitions) s_walk(self->metas[partition], fn, arg);
 }

@@ -11,6 +11,13 @@
  *  key exactly once across pages even while the table grows, shrinks or the
  *  partition moves to another node between pages.
  *
+ *  Metadata: a key whose first byte is NUL is the store's own (a
+ *  transaction's intent or commit record, kv_tx.h). Clients' keys never hold
+ *  a NUL (the gateway refuses it), so the two never meet. Metadata lives in
+ *  a second dict per partition: bulk reads, key counts and scans never see
+ *  it, while snapshots (kv_store_foreach) and replication carry it like any
+ *  entry, so a replica or a new owner of the partition has it too.
+ *
  *  Not thread-safe: owned by the node actor.
  */
 #ifndef KV_STORE_H
@@ -23,6 +30,11 @@
 #include "kv_msg.h"
 
 typedef struct _kv_store_t kv_store_t;
+
+/* Whether key is metadata (starts with a NUL byte). */
+static inline int kv_store_is_meta(const char *key, size_t klen) {
+    return klen > 0 && key[0] == '\0';
+}
 
 /* Creates an empty store for partitions partitions. NULL when out of memory. */
 kv_store_t *kv_store_new(uint32_t partitions);
@@ -46,10 +58,18 @@ const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char 
 /* Removes key. Returns 0, or -1 when absent. */
 int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen);
 
-/* Removes every key of one partition. */
+/* Removes every key of one partition, metadata included (the partition
+ * leaves the node). */
 void kv_store_clear_partition(kv_store_t *self, uint32_t partition);
 
-/* Keys in one partition, and in the whole store. */
+/* Removes every data key of one partition, keeping its metadata (a /clear:
+ * transactions in progress keep their intents and records). */
+void kv_store_clear_data(kv_store_t *self, uint32_t partition);
+
+/* Metadata entries of one partition. */
+size_t kv_store_meta_size(const kv_store_t *self, uint32_t partition);
+
+/* Data keys in one partition, and in the whole store. */
 size_t kv_store_partition_size(const kv_store_t *self, uint32_t partition);
 size_t kv_store_size(const kv_store_t *self);
 
@@ -61,7 +81,7 @@ void kv_store_rehash_for(kv_store_t *self, long max_us);
 
 typedef int(kv_store_entry_fn)(const kv_entry_t *entry, void *arg);
 
-/* Calls fn on up to limit entries of partition whose keys sort strictly
+/* Calls fn on up to limit data entries of partition whose keys sort strictly
  * after (after, alen) when has_after, in key order (bytewise, shorter first
  * on a common prefix). Stops early when fn returns non-zero. Returns 1 when
  * the partition holds further entries after the last one given, 0 when not,
@@ -69,9 +89,12 @@ typedef int(kv_store_entry_fn)(const kv_entry_t *entry, void *arg);
 int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, const char *after,
                          size_t alen, uint32_t limit, kv_store_entry_fn *fn, void *arg);
 
-/* Calls fn on every entry of partition, in no particular order, until fn
- * returns non-zero. fn must not modify the store. */
+/* Calls fn on every entry of partition, metadata first, in no particular
+ * order, until fn returns non-zero. fn must not modify the store. */
 void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg);
+
+/* Likewise over the partition's metadata only. */
+void kv_store_foreach_meta(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg);
 
 /* Orders two keys the way scans do. */
 int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen);

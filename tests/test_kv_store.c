@@ -554,3 +554,39 @@ Test(kv_store, paging_while_deleting_given_keys_visits_the_rest_once) {
     s_reader_destroy(&reader);
     kv_store_destroy(&store);
 }
+
+static int s_count_entry(const kv_entry_t *entry, void *arg) {
+    (void)entry;
+    (*(int *)arg)++;
+    return 0;
+}
+
+/* Metadata (keys starting with NUL: transaction intents and records) is
+ * carried by snapshots but invisible to counts, scans and /clear. */
+Test(kv_store, metadata_is_apart_from_the_data) {
+    kv_store_t *store = s_store();
+    cr_assert_eq(kv_store_put(store, 2, "\0ia", 3, BYTES("intent"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 2, "a", 1, BYTES("1"), 5), 0);
+    cr_expect_eq(kv_store_partition_size(store, 2), 1);
+    cr_expect_eq(kv_store_size(store), 1);
+    cr_expect_eq(kv_store_meta_size(store, 2), 1);
+    cr_expect_not_null(kv_store_get(store, 2, "\0ia", 3));
+    int walked = 0;
+    kv_store_foreach(store, 2, s_count_entry, &walked);
+    cr_expect_eq(walked, 2, "snapshots carry metadata");
+    walked = 0;
+    kv_store_foreach_meta(store, 2, s_count_entry, &walked);
+    cr_expect_eq(walked, 1);
+    walked = 0;
+    cr_expect_eq(kv_store_scan_sorted(store, 2, 0, NULL, 0, 10, s_count_entry, &walked), 0);
+    cr_expect_eq(walked, 1, "scans see data only");
+    kv_store_clear_data(store, 2);
+    cr_expect_eq(kv_store_partition_size(store, 2), 0);
+    cr_expect_eq(kv_store_meta_size(store, 2), 1, "a /clear keeps transactions' metadata");
+    cr_expect_eq(kv_store_delete(store, 2, "\0ia", 3), 0);
+    cr_expect_eq(kv_store_meta_size(store, 2), 0);
+    cr_assert_eq(kv_store_put(store, 2, "\0ib", 3, BYTES("intent"), 0), 0);
+    kv_store_clear_partition(store, 2);
+    cr_expect_eq(kv_store_meta_size(store, 2), 0, "a partition leaving takes everything");
+    kv_store_destroy(&store);
+}

@@ -1,0 +1,527 @@
+/*  kv_repl_tx.c: transactions at a primary (the protocol is in kv_tx.h and
+ *  docs/transactions.md).
+ *
+ *  Every change a transaction makes here (an intent left or removed, a
+ *  record written or forgotten, a key written at commit) is a write of the
+ *  partition like any other: numbered, applied, published, and answered
+ *  only once the replicas confirmed it. Answers that change nothing (a
+ *  conflict, a repeated decision) wait like reads for what was applied
+ *  before them. So whatever a gateway or a participant learns from us
+ *  survives our failover.
+ */
+#include "kv_repl_int.h"
+
+#include <inttypes.h>
+
+#include "kv_clock.h"
+#include "kv_log.h"
+#include "kv_tx.h"
+
+enum {
+    C_PREPARES,  /* prepares that left intents */
+    C_ONE_PHASE, /* one-partition transactions applied at once */
+    C_CONFLICTS, /* prepares refused: a condition failed */
+    C_GAVE_WAY,  /* prepares refused: another transaction held a key */
+    C_COMMITS,   /* commit records written */
+    C_ABORTS,    /* transactions aborted at their record partition */
+    C_RESOLVES,  /* RESOLVEs sent about expired intents */
+    C_FINISHED,  /* intents applied or removed */
+    C_COUNTERS
+};
+
+void kv_repl_tx_register_counters(kv_repl_t *self) {
+    static const char *const names[C_COUNTERS][2] = {
+        {"kv_tx_prepares_total", "transaction prepares that left intents"},
+        {"kv_tx_one_phase_total", "one-partition transactions applied at once"},
+        {"kv_tx_conflicts_total", "prepares refused: a condition did not hold"},
+        {"kv_tx_gave_way_total", "prepares refused: another transaction held a key"},
+        {"kv_tx_commits_total", "commit records written (commit points)"},
+        {"kv_tx_aborts_total", "transactions aborted at their record partition"},
+        {"kv_tx_resolves_total", "questions about expired intents sent to record partitions"},
+        {"kv_tx_intents_finished_total", "intents applied or removed"},
+    };
+    for (int i = 0; i < C_COUNTERS; i++)
+        self->count_tx[i] = kv_counters_register(self->config.counters, names[i][0], names[i][1]);
+}
+
+static void s_count(kv_repl_t *self, int counter, uint64_t n) {
+    kv_counters_add(self->config.counters, self->count_tx[counter], n);
+}
+
+/* --- what the partition holds -------------------------------------------------- */
+
+/* The intent on key, if any (a lookup only when the partition has
+ * metadata at all: the plain requests' path costs one load). */
+static int s_intent(kv_repl_t *self, uint32_t partition, const char *key, size_t klen,
+                    kv_tx_intent_t *intent) {
+    if (klen == 0 || klen > KV_MAX_KEY_BYTES || kv_store_meta_size(self->store, partition) == 0)
+        return 0;
+    char meta[KV_TX_INTENT_KEY_MAX];
+    size_t mlen = kv_tx_intent_key(meta, key, klen);
+    const kv_entry_t *entry = kv_store_get(self->store, partition, meta, mlen);
+    return entry && kv_tx_intent_decode(kv_entry_value(entry), kv_entry_vlen(entry), intent) == 0;
+}
+
+int kv_repl_tx_locked(kv_repl_t *self, uint32_t partition, const char *key, size_t klen,
+                      int write) {
+    kv_tx_intent_t intent;
+    if (!s_intent(self, partition, key, klen, &intent)) return 0;
+    return write || intent.write != KV_TXOP_NONE;
+}
+
+static const kv_entry_t *s_entry(kv_repl_t *self, uint32_t partition, kv_bytes_t key) {
+    return kv_store_get(self->store, partition, key.ptr, key.len);
+}
+
+static int s_has_record(kv_repl_t *self, uint32_t partition, uint64_t txid) {
+    char key[KV_TX_RECORD_KEY_LEN];
+    kv_tx_record_key(key, txid);
+    return kv_store_get(self->store, partition, key, sizeof key) != NULL;
+}
+
+/* One intent of a transaction, copied out of the store (which the commit
+ * then changes). */
+typedef struct {
+    char key[KV_MAX_KEY_BYTES];
+    size_t klen;
+    kv_tx_intent_t intent;
+    char value[KV_MAX_VALUE_BYTES];
+} s_owned_t;
+
+typedef struct {
+    uint64_t txid;   /* whose intents */
+    s_owned_t *list; /* found so far */
+    size_t count, cap;
+    int expired;    /* one of them is past its deadline */
+    int64_t now_ms; /* wall clock */
+    int failed;     /* out of memory */
+} s_collect_t;
+
+static int s_collect_entry(const kv_entry_t *entry, void *arg) {
+    s_collect_t *c = arg;
+    kv_bytes_t key;
+    kv_tx_intent_t intent;
+    if (!kv_tx_intent_key_parse(kv_entry_key(entry), kv_entry_klen(entry), &key) ||
+        key.len > KV_MAX_KEY_BYTES ||
+        kv_tx_intent_decode(kv_entry_value(entry), kv_entry_vlen(entry), &intent) != 0 ||
+        intent.txid != c->txid || intent.value.len > KV_MAX_VALUE_BYTES)
+        return 0;
+    if (c->count == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 4;
+        s_owned_t *list = realloc(c->list, cap * sizeof(*list));
+        if (!list) {
+            c->failed = 1;
+            return 1;
+        }
+        c->list = list;
+        c->cap = cap;
+    }
+    s_owned_t *owned = &c->list[c->count++];
+    memcpy(owned->key, key.ptr, key.len);
+    owned->klen = key.len;
+    owned->intent = intent;
+    if (intent.value.len) memcpy(owned->value, intent.value.ptr, intent.value.len);
+    owned->intent.value.ptr = owned->value;
+    if (intent.deadline_ms < c->now_ms) c->expired = 1;
+    return 0;
+}
+
+/* The intents txid holds in partition (c->list, freed by the caller). */
+static void s_collect(kv_repl_t *self, uint32_t partition, uint64_t txid, s_collect_t *c) {
+    *c = (s_collect_t){.txid = txid, .now_ms = kv_clock_wall_ms()};
+    if (kv_store_meta_size(self->store, partition) > 0)
+        kv_store_foreach_meta(self->store, partition, s_collect_entry, c);
+}
+
+/* --- writing as the primary ---------------------------------------------------- */
+
+/* Writes key = value (version 0: the seq it lands at): applied, numbered,
+ * published, part of group's answer. Returns 0, -1 when out of memory. */
+static int s_put(kv_repl_t *self, uint32_t partition, kv_repl_group_t *group, kv_bytes_t key,
+                 kv_bytes_t value, uint64_t version) {
+    kv_repl_part_t *part = &self->parts[partition];
+    uint64_t seq = part->seq + 1;
+    uint64_t stored = version ? version : seq;
+    if (kv_store_put(self->store, partition, key.ptr, key.len, value.ptr, value.len, stored) != 0)
+        return -1;
+    part->seq = seq;
+    kv_repl_primary_publish_version(self, partition, KV_OP_SET, seq, key, value, stored);
+    kv_repl_group_write(self, part, group, seq, key);
+    return 0;
+}
+
+/* Removes key (published even when absent: every write of a transaction
+ * takes one seq, which is how the gateway knows the versions). */
+static void s_del(kv_repl_t *self, uint32_t partition, kv_repl_group_t *group, kv_bytes_t key) {
+    kv_repl_part_t *part = &self->parts[partition];
+    kv_store_delete(self->store, partition, key.ptr, key.len);
+    uint64_t seq = ++part->seq;
+    if (!kv_store_is_meta(key.ptr, key.len)) part->removed_seq = seq;
+    kv_repl_primary_publish(self, partition, KV_OP_RM, seq, key, (kv_bytes_t){NULL, 0});
+    kv_repl_group_write(self, part, group, seq, key);
+}
+
+/* Applies (commit) or drops the intents txid holds in partition, removing
+ * them. Returns how many there were. */
+static size_t s_finish_intents(kv_repl_t *self, uint32_t partition, uint64_t txid, int commit,
+                               kv_repl_group_t *group) {
+    s_collect_t c;
+    s_collect(self, partition, txid, &c);
+    for (size_t i = 0; i < c.count; i++) {
+        const s_owned_t *owned = &c.list[i];
+        kv_bytes_t key = {owned->key, owned->klen};
+        if (commit && owned->intent.write == KV_TXOP_SET &&
+            s_put(self, partition, group, key, owned->intent.value, owned->intent.version) != 0)
+            kv_log_error("out of memory committing transaction %016" PRIx64, txid);
+        if (commit && owned->intent.write == KV_TXOP_RM) s_del(self, partition, group, key);
+        char meta[KV_TX_INTENT_KEY_MAX];
+        s_del(self, partition, group, (kv_bytes_t){meta, kv_tx_intent_key(meta, key.ptr, key.len)});
+    }
+    free(c.list);
+    s_count(self, C_FINISHED, c.count);
+    return c.count;
+}
+
+/* --- answers ------------------------------------------------------------------- */
+
+/* An encoded REPLY (status) or TX_FINISH, malloc'd; NULL when out of memory. */
+static uint8_t *s_encode(kv_repl_t *self, kv_msg_t *msg, size_t *len) {
+    msg->epoch = kv_repl_epoch(self);
+    *len = kv_msg_encoded_size(msg);
+    uint8_t *frame = *len ? malloc(*len) : NULL;
+    if (frame && kv_msg_encode(msg, frame, *len) != *len) {
+        free(frame);
+        frame = NULL;
+    }
+    return frame;
+}
+
+static uint8_t *s_status_frame(kv_repl_t *self, uint64_t req_id, kv_status_t status, size_t *len) {
+    kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = req_id, .status = (uint8_t)status};
+    return s_encode(self, &reply, len);
+}
+
+/* Answers identity (never when NULL) with frame, or a plain status when
+ * frame is NULL, once what the partition applied so far is confirmed. */
+static void s_decided(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition, uint64_t req_id,
+                      kv_status_t status, uint8_t *frame, size_t len) {
+    if (!identity) {
+        free(frame);
+        return;
+    }
+    kv_repl_held_t what = {.type = KV_MSG_TX_COMMIT, .status = (uint8_t)status};
+    what.frame = frame;
+    what.frame_len = len;
+    kv_repl_answer_or_hold(self, identity, partition, req_id, &what);
+}
+
+/* Carries out a decision of the record partition (kv_tx_decide) and
+ * answers with frame (commit: NULL answers OK) once it is confirmed. */
+static void s_act(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_t partition,
+                  uint64_t txid, kv_tx_action_t action, uint8_t *frame, size_t len) {
+    int commit = action == KV_TX_ACT_COMMIT;
+    s_collect_t c;
+    s_collect(self, partition, txid, &c);
+    free(c.list);
+    int record = commit && !s_has_record(self, partition, txid);
+    int writes = record || ((commit || action == KV_TX_ACT_ABORT) && c.count > 0);
+    if (!writes || !kv_repl_can_write(self, partition)) {
+        /* nothing to write (or no safe write now: the asker asks again) */
+        if (writes) {
+            free(frame);
+            frame = s_status_frame(self, req_id, KV_STATUS_UNAVAILABLE, &len);
+        }
+        s_decided(self, identity, partition, req_id, KV_STATUS_OK, frame, len);
+        return;
+    }
+    kv_repl_group_t *group = kv_repl_group_begin(identity, req_id, frame, len);
+    if (record) {
+        char key[KV_TX_RECORD_KEY_LEN];
+        uint8_t value[KV_TX_RECORD_LEN];
+        kv_tx_record_key(key, txid);
+        kv_tx_record_encode(value, kv_clock_wall_ms());
+        if (s_put(self, partition, group, (kv_bytes_t){key, sizeof key},
+                  (kv_bytes_t){(const char *)value, sizeof value}, 0) != 0) {
+            kv_log_error("out of memory writing the record of %016" PRIx64, txid);
+            kv_repl_group_end(self, group); /* nothing written: not answered OK */
+            return;
+        }
+        s_count(self, C_COMMITS, 1);
+    }
+    s_finish_intents(self, partition, txid, commit, group);
+    if (action == KV_TX_ACT_ABORT) s_count(self, C_ABORTS, 1);
+    kv_log_debug("transaction %016" PRIx64 " at partition %u: %s", txid, partition,
+                 kv_tx_action_name(action));
+    kv_repl_group_end(self, group);
+}
+
+/* The record partition's state of txid and the action event calls for. */
+static kv_tx_action_t s_decide(kv_repl_t *self, uint32_t partition, uint64_t txid,
+                               kv_tx_event_t event) {
+    s_collect_t c;
+    s_collect(self, partition, txid, &c);
+    free(c.list);
+    kv_tx_state_t state = kv_tx_state(s_has_record(self, partition, txid), c.count);
+    return kv_tx_decide(state, event, c.expired);
+}
+
+/* --- prepare -------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t *buf; /* ENTRY records */
+    size_t cap, pos;
+    uint32_t count;
+} s_entries_t;
+
+static int s_entries_add(s_entries_t *e, kv_bytes_t key, kv_bytes_t value, uint64_t version) {
+    size_t need = kv_msg_entry_size(key.len, value.len);
+    if (e->cap - e->pos < need) {
+        size_t cap = e->cap * 2 + need;
+        uint8_t *grown = realloc(e->buf, cap);
+        if (!grown) return -1;
+        e->buf = grown;
+        e->cap = cap;
+    }
+    const kv_msg_entry_t entry = {key, value, {version, 0}};
+    e->count++;
+    return kv_msg_entry_put(e->buf, e->cap, &e->pos, &entry);
+}
+
+/* The TX_REPLY for req with entries (freed here), encoded. */
+static uint8_t *s_tx_reply(kv_repl_t *self, const kv_msg_t *req, kv_status_t status, uint64_t seq,
+                           s_entries_t *e, size_t *len) {
+    kv_msg_t reply = {.type = KV_MSG_TX_REPLY, .req_id = req->req_id, .status = (uint8_t)status};
+    reply.seq = seq;
+    reply.count = e->count;
+    reply.entries = (kv_bytes_t){(const char *)e->buf, e->pos};
+    uint8_t *frame = s_encode(self, &reply, len);
+    free(e->buf);
+    *e = (s_entries_t){0};
+    return frame;
+}
+
+static uint64_t s_version(kv_repl_t *self, uint32_t partition, kv_bytes_t key) {
+    const kv_entry_t *found = s_entry(self, partition, key);
+    return found ? kv_entry_version(found) : 0;
+}
+
+/* Checks every op: another transaction's intent (status TX_ABORTED), or
+ * the conditions that fail (CONFLICT, listed in e), or OK. */
+static kv_status_t s_check(kv_repl_t *self, const kv_msg_t *req, s_entries_t *e) {
+    size_t pos = 0;
+    kv_msg_txop_t op;
+    kv_status_t status = KV_STATUS_OK;
+    while (kv_msg_txop_next(req, &pos, &op) == 0) {
+        kv_tx_intent_t held;
+        int locked = s_intent(self, req->partition, op.key.ptr, op.key.len, &held);
+        uint64_t current = s_version(self, req->partition, op.key);
+        kv_tx_check_t check = kv_tx_check_key(locked ? &held : NULL, req->txid, &op, current);
+        if (check == KV_TX_KEY_ABORT) return KV_STATUS_TX_ABORTED;
+        if (check == KV_TX_KEY_CONFLICT) {
+            status = KV_STATUS_CONFLICT;
+            if (s_entries_add(e, op.key, (kv_bytes_t){NULL, 0}, current) != 0)
+                return KV_STATUS_UNAVAILABLE;
+        }
+    }
+    return status;
+}
+
+/* What each op reads, before anything is written: its key, the value when
+ * asked (get.), the version. */
+static int s_reads(kv_repl_t *self, const kv_msg_t *req, s_entries_t *e) {
+    size_t pos = 0;
+    kv_msg_txop_t op;
+    while (kv_msg_txop_next(req, &pos, &op) == 0) {
+        const kv_entry_t *found = s_entry(self, req->partition, op.key);
+        kv_bytes_t value = {NULL, 0};
+        if (found && op.get) value = (kv_bytes_t){kv_entry_value(found), kv_entry_vlen(found)};
+        if (s_entries_add(e, op.key, value, found ? kv_entry_version(found) : 0) != 0) return -1;
+    }
+    return 0;
+}
+
+/* Leaves the intent of op (its version: the seq it lands at). */
+static void s_leave_intent(kv_repl_t *self, const kv_msg_t *req, const kv_msg_txop_t *op,
+                           int64_t deadline, kv_repl_group_t *group) {
+    kv_tx_intent_t intent = {req->txid, req->record, op->write, 0, deadline, op->value};
+    intent.version = self->parts[req->partition].seq + 1;
+    uint8_t value[KV_TX_INTENT_HEAD + KV_MAX_VALUE_BYTES];
+    char meta[KV_TX_INTENT_KEY_MAX];
+    size_t vlen = kv_tx_intent_encode(&intent, value, sizeof value);
+    size_t mlen = kv_tx_intent_key(meta, op->key.ptr, op->key.len);
+    if (!vlen || s_put(self, req->partition, group, (kv_bytes_t){meta, mlen},
+                       (kv_bytes_t){(const char *)value, vlen}, 0) != 0)
+        kv_log_error("out of memory preparing transaction %016" PRIx64, req->txid);
+}
+
+/* Writes: the intents (writes first, then the locks of reads and
+ * conditions), or for a one-partition transaction the keys themselves.
+ * The k-th write of the request takes seq first + k either way. */
+static void s_apply_prepare(kv_repl_t *self, const kv_msg_t *req, kv_repl_group_t *group) {
+    int64_t deadline = kv_clock_wall_ms() + KV_TX_INTENT_MS;
+    for (int writes = 1; writes >= 0; writes--) {
+        size_t pos = 0;
+        kv_msg_txop_t op;
+        while (kv_msg_txop_next(req, &pos, &op) == 0) {
+            if ((op.write != KV_TXOP_NONE) != writes) continue;
+            if (!req->commit)
+                s_leave_intent(self, req, &op, deadline, group);
+            else if (op.write == KV_TXOP_SET &&
+                     s_put(self, req->partition, group, op.key, op.value, 0) != 0)
+                kv_log_error("out of memory applying transaction %016" PRIx64, req->txid);
+            else if (op.write == KV_TXOP_RM)
+                s_del(self, req->partition, group, op.key);
+        }
+        if (req->commit) return; /* reads take no lock: nothing else happens in between */
+    }
+}
+
+void kv_repl_tx_prepare(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    if (!kv_repl_can_write(self, req->partition)) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
+        return;
+    }
+    s_entries_t e = {0};
+    size_t len = 0;
+    kv_status_t status = s_check(self, req, &e);
+    if (status == KV_STATUS_TX_ABORTED || status == KV_STATUS_UNAVAILABLE) {
+        free(e.buf);
+        if (status == KV_STATUS_TX_ABORTED) s_count(self, C_GAVE_WAY, 1);
+        kv_repl_reply(self, identity, req->req_id, status, NULL, 0, 0); /* nothing shown */
+        return;
+    }
+    if (status == KV_STATUS_CONFLICT) { /* shows versions: once they are confirmed */
+        s_count(self, C_CONFLICTS, 1);
+        uint8_t *frame = s_tx_reply(self, req, status, 0, &e, &len);
+        s_decided(self, identity, req->partition, req->req_id, KV_STATUS_CONFLICT, frame, len);
+        return;
+    }
+    uint64_t first = self->parts[req->partition].seq + 1;
+    uint8_t *frame =
+        s_reads(self, req, &e) == 0 ? s_tx_reply(self, req, status, first, &e, &len) : NULL;
+    free(e.buf);
+    if (!frame) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
+        return;
+    }
+    kv_repl_group_t *group = kv_repl_group_begin(identity, req->req_id, frame, len);
+    s_apply_prepare(self, req, group);
+    s_count(self, req->commit ? C_ONE_PHASE : C_PREPARES, 1);
+    kv_repl_group_end(self, group);
+}
+
+/* --- commit, finish, resolve ---------------------------------------------------- */
+
+void kv_repl_tx_commit(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    kv_tx_action_t action = s_decide(self, req->partition, req->txid, KV_TX_EV_COMMIT);
+    size_t len = 0;
+    uint8_t *frame = NULL; /* commit: a plain OK */
+    if (action != KV_TX_ACT_COMMIT)
+        frame = s_status_frame(self, req->req_id, KV_STATUS_TX_ABORTED, &len);
+    s_act(self, identity, req->req_id, req->partition, req->txid, action, frame, len);
+}
+
+void kv_repl_tx_finish(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    int commit = req->status == KV_STATUS_OK;
+    kv_repl_group_t *group = NULL;
+    s_collect_t c;
+    s_collect(self, req->partition, req->txid, &c);
+    free(c.list);
+    int record = s_has_record(self, req->partition, req->txid);
+    if ((c.count == 0 && !record) || !kv_repl_can_write(self, req->partition)) {
+        s_decided(self, identity, req->partition, req->req_id,
+                  c.count || record ? KV_STATUS_UNAVAILABLE : KV_STATUS_OK, NULL, 0);
+        return;
+    }
+    group = kv_repl_group_begin(identity, req->req_id, NULL, 0);
+    s_finish_intents(self, req->partition, req->txid, commit, group);
+    if (record) { /* every participant finished: the record is no longer needed */
+        char key[KV_TX_RECORD_KEY_LEN];
+        kv_tx_record_key(key, req->txid);
+        s_del(self, req->partition, group, (kv_bytes_t){key, sizeof key});
+    }
+    kv_repl_group_end(self, group);
+}
+
+void kv_repl_tx_resolve(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    kv_tx_action_t action = s_decide(self, req->partition, req->txid, KV_TX_EV_RESOLVE);
+    if (action == KV_TX_ACT_WAIT) return; /* the owner may still commit: asked again later */
+    kv_msg_t answer = {.type = KV_MSG_TX_FINISH, .partition = req->participant, .txid = req->txid};
+    answer.status = action == KV_TX_ACT_COMMIT ? KV_STATUS_OK : KV_STATUS_TX_ABORTED;
+    size_t len = 0;
+    uint8_t *frame = s_encode(self, &answer, &len);
+    if (!frame) return;
+    /* req_id 1: "answer", though the FINISH itself asks for no reply */
+    s_act(self, identity, 1, req->partition, req->txid, action, frame, len);
+}
+
+/* --- expired intents -------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t txid;
+    uint32_t record;
+} s_orphan_t;
+
+#define S_ORPHANS 64 /* per partition per walk: the rest next time */
+
+typedef struct {
+    int64_t now_ms;
+    s_orphan_t list[S_ORPHANS];
+    size_t count;
+} s_orphans_t;
+
+static int s_orphan_entry(const kv_entry_t *entry, void *arg) {
+    s_orphans_t *o = arg;
+    kv_bytes_t key;
+    kv_tx_intent_t intent;
+    if (!kv_tx_intent_key_parse(kv_entry_key(entry), kv_entry_klen(entry), &key) ||
+        kv_tx_intent_decode(kv_entry_value(entry), kv_entry_vlen(entry), &intent) != 0 ||
+        intent.deadline_ms >= o->now_ms)
+        return 0;
+    for (size_t i = 0; i < o->count; i++)
+        if (o->list[i].txid == intent.txid) return 0;
+    o->list[o->count++] = (s_orphan_t){intent.txid, intent.record};
+    return o->count == S_ORPHANS;
+}
+
+/* Asks the record partition's primary about txid (it may be us: our
+ * DEALERs reach our own socket too); its answer is a FINISH. */
+static void s_ask(kv_repl_t *self, uint32_t partition, const s_orphan_t *orphan) {
+    if (orphan->record >= self->partitions) return;
+    uint16_t node = kv_table_owner(self->table, orphan->record, 0);
+    kv_msg_t ask = {.type = KV_MSG_TX_RESOLVE, .partition = orphan->record, .txid = orphan->txid};
+    ask.epoch = kv_repl_epoch(self);
+    ask.participant = partition;
+    uint8_t buf[64];
+    size_t size = kv_msg_encode(&ask, buf, sizeof buf);
+    if (node == KV_NO_NODE || !size || kv_peers_send(self->peers, node, buf, size) != 0) return;
+    s_count(self, C_RESOLVES, 1);
+    self->tx_asking_until = kv_clock_mono_ms() + 1000;
+    kv_repl_want_peers(self, 1);
+}
+
+/* Resolves the intents of partition whose owner is presumed dead. */
+static void s_resolve_partition(kv_repl_t *self, uint32_t partition) {
+    s_orphans_t orphans = {.now_ms = kv_clock_wall_ms()};
+    kv_store_foreach_meta(self->store, partition, s_orphan_entry, &orphans);
+    for (size_t i = 0; i < orphans.count; i++) {
+        const s_orphan_t *orphan = &orphans.list[i];
+        if (orphan->record != partition) {
+            s_ask(self, partition, orphan);
+            continue;
+        }
+        kv_tx_action_t action = s_decide(self, partition, orphan->txid, KV_TX_EV_EXPIRE);
+        kv_log_info("transaction %016" PRIx64 " orphaned at its record partition %u: %s",
+                    orphan->txid, partition, kv_tx_action_name(action));
+        s_act(self, NULL, 0, partition, orphan->txid, action, NULL, 0);
+    }
+}
+
+void kv_repl_tx_tick(kv_repl_t *self) {
+    int64_t now = kv_clock_mono_ms();
+    if (now < self->next_tx_walk || !self->table) return;
+    self->next_tx_walk = now + KV_TX_RESOLVE_MS;
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (self->parts[p].state == KV_REPL_PRIMARY && kv_store_meta_size(self->store, p) > 0)
+            s_resolve_partition(self, p);
+}
