@@ -109,14 +109,25 @@ static void s_park(kv_backend_t *self, kv_call_t *call) {
     self->parked = call;
 }
 
+/* Encodes msg and sends it to node: 0, or -1. A transaction's prepare
+ * may exceed the stack buffer of every other request. */
+static int s_send_msg(kv_backend_t *self, uint16_t node, const kv_msg_t *msg) {
+    uint8_t stack[KV_REQUEST_MAX];
+    size_t need = kv_msg_encoded_size(msg);
+    uint8_t *buf = need > sizeof(stack) ? malloc(need) : stack;
+    if (!need || !buf) return -1;
+    size_t size = kv_msg_encode(msg, buf, need);
+    int rc = size ? kv_peers_send(self->peers, node, buf, size) : -1;
+    if (buf != stack) free(buf);
+    return rc;
+}
+
 /* Sends msg to node for call. Returns 0, or -1 when the node cannot be
  * reached or no slot is free (nothing was sent). */
 static int s_send(kv_backend_t *self, kv_call_t *call, uint16_t node, kv_msg_t *msg) {
     if (!kv_peers_socket(self->peers, node)) return -1;
     if (s_slot_take(self, call, node, &msg->req_id) != 0) return -1;
-    uint8_t buf[KV_REQUEST_MAX];
-    size_t size = kv_msg_encode(msg, buf, sizeof(buf));
-    if (size && kv_peers_send(self->peers, node, buf, size) == 0) {
+    if (s_send_msg(self, node, msg) == 0) {
         call->sent = 1;
         return 0;
     }
@@ -133,19 +144,38 @@ static uint16_t s_primary(const kv_backend_t *self, uint32_t partition) {
     return node;
 }
 
+/* The message of a transaction call. */
+static void s_tx_msg(const kv_call_t *call, kv_msg_t *msg) {
+    msg->partition = call->partition;
+    msg->txid = call->txid;
+    msg->record = call->record;
+    msg->commit = (uint8_t)(call->commit != 0);
+    msg->ops = (kv_bytes_t){(const char *)call->ops, call->ops_len};
+    msg->status = call->decision;
+}
+
+static int s_is_tx(kv_call_op_t op) {
+    return op == KV_CALL_TX_PREPARE || op == KV_CALL_TX_COMMIT || op == KV_CALL_TX_FINISH;
+}
+
 static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
     static const uint8_t types[] = {[KV_CALL_GET] = KV_MSG_GET,
                                     [KV_CALL_SET] = KV_MSG_SET,
                                     [KV_CALL_RM] = KV_MSG_RM,
                                     [KV_CALL_IS] = KV_MSG_IS,
-                                    [KV_CALL_SCAN] = KV_MSG_SCAN};
+                                    [KV_CALL_SCAN] = KV_MSG_SCAN,
+                                    [KV_CALL_TX_PREPARE] = KV_MSG_TX_PREPARE,
+                                    [KV_CALL_TX_COMMIT] = KV_MSG_TX_COMMIT,
+                                    [KV_CALL_TX_FINISH] = KV_MSG_TX_FINISH};
     if (!self->table) {
         s_park(self, call);
         return;
     }
     uint32_t partitions = kv_table_partitions(self->table);
     kv_msg_t msg = {.type = types[call->op], .epoch = kv_table_epoch(self->table)};
-    if (call->op == KV_CALL_SCAN) {
+    if (s_is_tx(call->op)) {
+        s_tx_msg(call, &msg);
+    } else if (call->op == KV_CALL_SCAN) {
         msg.partition = call->partition;
         msg.limit = call->limit;
         msg.has_after = (uint8_t)(call->has_after != 0);
@@ -414,6 +444,8 @@ static kv_call_result_t s_result_of(uint8_t status) {
         return KV_CALL_UNAVAILABLE;
     case KV_STATUS_CONFLICT:
         return KV_CALL_CONFLICT;
+    case KV_STATUS_TX_ABORTED:
+        return KV_CALL_TX_ABORTED;
     default:
         return KV_CALL_FAILED;
     }
@@ -430,6 +462,10 @@ static int s_is_reroute(uint8_t status) {
 
 static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *frame,
                               const kv_msg_t *msg) {
+    if (msg->status == KV_STATUS_LOCKED) { /* a transaction is committing it: soon */
+        s_park(self, call);
+        return;
+    }
     if (s_is_reroute(msg->status)) {
         if (!self->table || msg->epoch >= kv_table_epoch(self->table) ||
             msg->status != KV_STATUS_MOVED)
@@ -437,7 +473,7 @@ static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *fr
         s_park(self, call);
         return;
     }
-    if (call->op == KV_CALL_GET || call->op == KV_CALL_SCAN) {
+    if (call->op == KV_CALL_GET || call->op == KV_CALL_SCAN || call->op == KV_CALL_TX_PREPARE) {
         /* Decode again after the move: ZeroMQ keeps small frames inside the
          * zmq_msg_t itself, so msg's pointers went stale with the move. */
         zmq_msg_move(&call->reply, frame);
@@ -642,6 +678,14 @@ void kv_backend_destroy(kv_backend_t **self_p) {
     free(self->fifo);
     free(self);
     *self_p = NULL;
+}
+
+void kv_backend_notify(kv_backend_t *self, const kv_call_t *call) {
+    if (!self->table || call->partition >= kv_table_partitions(self->table)) return;
+    kv_msg_t msg = {.type = KV_MSG_TX_FINISH, .epoch = kv_table_epoch(self->table)};
+    s_tx_msg(call, &msg); /* req_id 0: no answer wanted */
+    uint16_t node = s_primary(self, call->partition);
+    if (node != KV_NO_NODE && kv_peers_socket(self->peers, node)) s_send_msg(self, node, &msg);
 }
 
 uint32_t kv_backend_partitions(const kv_backend_t *self) {

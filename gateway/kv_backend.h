@@ -41,6 +41,9 @@ typedef enum {
     KV_CALL_TABLE,  /* a table copy only */
     KV_CALL_JOIN,   /* invite the node at endpoint `key` (coordinator) */
     KV_CALL_LEAVE,  /* drain node id `key` (coordinator) */
+    KV_CALL_TX_PREPARE, /* a transaction's keys of `partition` (kv_tx.h of the node) */
+    KV_CALL_TX_COMMIT,  /* its commit point, at its record partition */
+    KV_CALL_TX_FINISH,  /* apply its decision at `partition` */
 } kv_call_op_t;
 
 typedef enum {
@@ -51,7 +54,8 @@ typedef enum {
     KV_CALL_NO_MEMORY,   /* the owner is at its memory limit */
     KV_CALL_FAILED,      /* the node refused the request as malformed */
     KV_CALL_BAD_REQUEST, /* JOIN: not an endpoint the coordinator accepts */
-    KV_CALL_CONFLICT,    /* SET, RM: the condition does not hold; nothing written */
+    KV_CALL_CONFLICT,    /* SET, RM, TX_PREPARE: a condition does not hold; nothing written */
+    KV_CALL_TX_ABORTED,  /* TX_*: gave way to another transaction; nothing written */
 } kv_call_result_t;
 
 /* One node's STATS answer, for KV_CALL_STATUS (indexed like table nodes). */
@@ -78,7 +82,13 @@ struct _kv_call_t {
     size_t vlen;
     int has_if_version;  /* SET, RM: apply only if the key's version is if_version */
     uint64_t if_version; /* 0: only if the key is absent */
-    uint32_t partition;  /* SCAN */
+    uint32_t partition;  /* SCAN, TX_*: the partition addressed */
+    uint64_t txid;       /* TX_*: the transaction */
+    uint32_t record;     /* TX_PREPARE: its record partition */
+    int commit;          /* TX_PREPARE: its only partition: apply at once */
+    const uint8_t *ops;  /* TX_PREPARE: TXOP records */
+    size_t ops_len;
+    uint8_t decision;    /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */
     uint32_t limit;      /* SCAN: entries wanted */
     int has_after;       /* SCAN: only keys after this one */
     const char *after;
@@ -89,8 +99,8 @@ struct _kv_call_t {
     kv_call_result_t result; /* outcome */
     uint64_t version;        /* keyed ops: the key's version (SET: the new one) */
     uint64_t seq;            /* GET, IS: the partition's last removal (an absent key's witness) */
-    zmq_msg_t reply;         /* GET, SCAN: the reply frame (kv_call_reset frees) */
-    kv_msg_t msg;            /* GET, SCAN: decoded reply, pointing into reply */
+    zmq_msg_t reply;         /* GET, SCAN, TX_PREPARE: the reply frame (kv_call_reset frees) */
+    kv_msg_t msg;            /* GET, SCAN, TX_PREPARE: decoded reply, pointing into reply */
     kv_table_t *table;       /* STATUS, TABLE: a copy (NULL without a table) */
     kv_node_stats_t *stats;  /* STATUS: kv_table_node_count(table) entries */
     /* Backend bookkeeping. */
@@ -128,6 +138,12 @@ void kv_call_reset(kv_call_t *call);
 /* Starts call. done may run before this returns (a table copy, a refusal).
  * Returns 0. */
 int kv_backend_submit(kv_backend_t *self, kv_call_t *call);
+
+/* Sends call's message (a TX_FINISH) to its partition's primary without
+ * waiting for an answer: lost if there is no primary now. For decisions a
+ * participant would also learn by itself (an abort, whose intents expire;
+ * a record no longer needed). */
+void kv_backend_notify(kv_backend_t *self, const kv_call_t *call);
 
 /* Fills items (room for 2 + KV_MAX_NODES) with the sockets to poll;
  * returns how many. Call again when kv_backend_items_changed says so. */

@@ -96,6 +96,36 @@ kv_mget_t *kv_mget_new(const char *query, size_t len, kv_query_err_t *err) {
     return self;
 }
 
+kv_mget_t *kv_mget_of(const kv_param_t *keys, size_t n) {
+    kv_mget_t *self = calloc(1, sizeof(*self));
+    if (!self) return NULL;
+    self->order = calloc(n ? n : 1, sizeof(*self->order));
+    self->keys = calloc(n ? n : 1, sizeof(*self->keys));
+    if (!self->order || !self->keys) {
+        kv_mget_destroy(&self);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        kv_call_init(&self->keys[i].call);
+        self->keys[i].key = keys[i];
+        self->order[i] = (uint32_t)i;
+    }
+    self->count = self->distinct = n;
+    return self;
+}
+
+int kv_mget_entry(const kv_mget_t *self, size_t i, kv_bytes_t *value, uint64_t *version) {
+    const kv_call_t *call = &self->keys[i].call;
+    if (call->result != KV_CALL_OK) {
+        *value = (kv_bytes_t){NULL, 0};
+        *version = 0;
+        return 0;
+    }
+    *value = call->msg.value;
+    *version = call->version;
+    return 1;
+}
+
 void kv_mget_destroy(kv_mget_t **self_p) {
     if (!self_p || !*self_p) return;
     kv_mget_t *self = *self_p;

@@ -38,6 +38,15 @@ typedef void(kv_mget_done_fn)(kv_mget_t *mget, void *arg);
  * or (out of memory) KV_QUERY_ERR_LAST + 1. Other parameters are ignored. */
 kv_mget_t *kv_mget_new(const char *query, size_t len, kv_query_err_t *err);
 
+/* A read of the n distinct, validated keys (pointing into the caller's
+ * memory, which must outlive the read): /tx's read-only transactions.
+ * NULL when out of memory. */
+kv_mget_t *kv_mget_of(const kv_param_t *keys, size_t n);
+
+/* After a KV_CALL_OK result: whether key i (of kv_mget_of's keys) was
+ * found, with its value and version. */
+int kv_mget_entry(const kv_mget_t *self, size_t i, kv_bytes_t *value, uint64_t *version);
+
 /* Frees the read; sets *self_p to NULL. Not while a round is out. */
 void kv_mget_destroy(kv_mget_t **self_p);
 
