@@ -41,7 +41,13 @@ static const struct {
     [KV_QUERY_INVALID_VERSION] = {"INVALID_VERSION",
                                   "a version is a decimal integer from 1 to 2^53-1 "
                                   "(0, on /set and in if., means the key is absent)"},
-    [KV_QUERY_TOO_MANY_KEYS] = {"TOO_MANY_KEYS", "more keys than the route takes (/mget: 1000)"},
+    [KV_QUERY_TOO_MANY_KEYS] = {"TOO_MANY_KEYS",
+                                "more keys than the route takes (/mget: 1000, /tx: 100)"},
+    [KV_QUERY_INVALID_TTL] = {"INVALID_TTL", "a ttl is whole seconds from 1 to 315360000"},
+    [KV_QUERY_INVALID_TRANSACTION] = {"INVALID_TRANSACTION",
+                                      "a /tx takes if.KEY=N, get.KEY, set.KEY=VALUE, rm.KEY and "
+                                      "ttl.KEY=S (with set.KEY), each name once, each key "
+                                      "written at most once"},
 };
 
 _Static_assert(sizeof s_errors / sizeof s_errors[0] == KV_QUERY_ERR_LAST + 1,
@@ -214,17 +220,33 @@ static long s_chars(const kv_param_t *param) {
     return kv_utf8_count(param->ptr, param->len);
 }
 
-kv_query_err_t kv_query_version(const kv_param_t *param, bool zero_ok, uint64_t *version) {
-    if (!param->present || param->bad_escape || param->len == 0 || param->len > 16)
-        return KV_QUERY_INVALID_VERSION; /* 2^53 has 16 digits */
-    uint64_t n = 0;
+/* Parses param as decimal digits, at most max (leading zeros allowed):
+ * true with *n set, or false. */
+static bool s_decimal(const kv_param_t *param, uint64_t max, uint64_t *n) {
+    if (!param->present || param->bad_escape || param->len == 0) return false;
+    uint64_t value = 0;
     for (size_t i = 0; i < param->len; i++) {
         char c = param->ptr[i];
-        if (c < '0' || c > '9') return KV_QUERY_INVALID_VERSION;
-        n = n * 10 + (uint64_t)(c - '0');
+        if (c < '0' || c > '9') return false;
+        value = value * 10 + (uint64_t)(c - '0');
+        if (value > max) return false; /* also keeps value from overflowing */
     }
-    if (n > KV_VERSION_MAX || (n == 0 && !zero_ok)) return KV_QUERY_INVALID_VERSION;
+    *n = value;
+    return true;
+}
+
+kv_query_err_t kv_query_version(const kv_param_t *param, bool zero_ok, uint64_t *version) {
+    uint64_t n = 0;
+    if (!s_decimal(param, KV_VERSION_MAX, &n) || (n == 0 && !zero_ok))
+        return KV_QUERY_INVALID_VERSION;
     *version = n;
+    return KV_QUERY_OK;
+}
+
+kv_query_err_t kv_query_ttl(const kv_param_t *param, uint64_t *seconds) {
+    uint64_t n = 0;
+    if (!s_decimal(param, KV_TTL_MAX, &n) || n == 0) return KV_QUERY_INVALID_TTL;
+    *seconds = n;
     return KV_QUERY_OK;
 }
 

@@ -48,20 +48,25 @@ typedef struct {
 
 typedef enum {
     KV_QUERY_OK = 0,
-    KV_QUERY_MISSING_KEY,      /* 400 MISSING_KEY_PARAM */
-    KV_QUERY_EMPTY_KEY,        /* 400 EMPTY_KEY */
-    KV_QUERY_INVALID_ENCODING, /* 400 INVALID_ENCODING */
-    KV_QUERY_KEY_TOO_LONG,     /* 400 MAXIMUM_KEY_LENGTH_REACHED */
-    KV_QUERY_MISSING_VALUE,    /* 400 MISSING_VALUE_PARAM */
-    KV_QUERY_VALUE_TOO_LONG,   /* 400 MAXIMUM_VALUE_LENGTH_REACHED */
-    KV_QUERY_INVALID_VERSION,  /* 400 INVALID_VERSION */
-    KV_QUERY_TOO_MANY_KEYS,    /* 400 TOO_MANY_KEYS */
-    KV_QUERY_ERR_LAST = KV_QUERY_TOO_MANY_KEYS,
+    KV_QUERY_MISSING_KEY,         /* 400 MISSING_KEY_PARAM */
+    KV_QUERY_EMPTY_KEY,           /* 400 EMPTY_KEY */
+    KV_QUERY_INVALID_ENCODING,    /* 400 INVALID_ENCODING */
+    KV_QUERY_KEY_TOO_LONG,        /* 400 MAXIMUM_KEY_LENGTH_REACHED */
+    KV_QUERY_MISSING_VALUE,       /* 400 MISSING_VALUE_PARAM */
+    KV_QUERY_VALUE_TOO_LONG,      /* 400 MAXIMUM_VALUE_LENGTH_REACHED */
+    KV_QUERY_INVALID_VERSION,     /* 400 INVALID_VERSION */
+    KV_QUERY_TOO_MANY_KEYS,       /* 400 TOO_MANY_KEYS */
+    KV_QUERY_INVALID_TTL,         /* 400 INVALID_TTL */
+    KV_QUERY_INVALID_TRANSACTION, /* 400 INVALID_TRANSACTION (/tx's parameters) */
+    KV_QUERY_ERR_LAST = KV_QUERY_INVALID_TRANSACTION,
 } kv_query_err_t;
 
 /* Versions are positive integers below 2^53 (a JSON number any client
  * reads exactly); 0 in a condition means "absent". */
 #define KV_VERSION_MAX ((1ull << 53) - 1)
+
+/* An expiry is 1 second to 10 years (ttl=S, ttl.KEY=S). */
+#define KV_TTL_MAX 315360000ull
 
 /* Parses query[0..len) (without the leading '?') into q, percent-decoding
  * the known parameters in place: the buffer is modified, and q's pointers
@@ -76,6 +81,10 @@ kv_query_err_t kv_query_check(const kv_query_t *q, bool with_value);
  * KV_VERSION_MAX; 0 only when zero_ok. KV_QUERY_OK with *version set, or
  * KV_QUERY_INVALID_VERSION. */
 kv_query_err_t kv_query_version(const kv_param_t *param, bool zero_ok, uint64_t *version);
+
+/* Parses an expiry (ttl, ttl.KEY): decimal digits only, 1 to KV_TTL_MAX
+ * whole seconds. KV_QUERY_OK with *seconds set, or KV_QUERY_INVALID_TTL. */
+kv_query_err_t kv_query_ttl(const kv_param_t *param, uint64_t *seconds);
 
 /* Validates one key, as every route validates keys: MISSING_KEY when key is
  * absent, then EMPTY_KEY, INVALID_ENCODING, KEY_TOO_LONG. */

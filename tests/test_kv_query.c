@@ -810,9 +810,10 @@ Test(kv_query, length_messages_name_the_limits) {
                      "value is longer than 256 characters");
 }
 
-/* Key, then value, one parameter at a time (as /tx validates) gives what
- * the combined check gives, except for a too long key with a broken value:
- * the combined check looks at both encodings before any length. */
+/* Key, then value, one at a time gives what the combined check gives,
+ * except for a too long key with a broken value: the combined check looks
+ * at both encodings before any length (so /tx's set.KEY=VALUE uses the
+ * combined check, as /set does). */
 Test(kv_query, single_checks_agree_with_the_combined_one) {
     static const char *queries[] = {"k=a&v=b", "k=&v=b", "k=%zz&v=b", "k=a&v=%FF",
                                     "v=1",     "k=a",    "k=a&v="};
@@ -863,6 +864,28 @@ Test(kv_query, versions_are_decimal_integers_below_2_pow_53) {
     cr_expect_eq(s_version("0", false, &version), KV_QUERY_INVALID_VERSION, "0 where refused");
     cr_expect_eq(s_version(NULL, true, &version), KV_QUERY_INVALID_VERSION, "absent");
     cr_expect_str_eq(kv_query_err_code(KV_QUERY_INVALID_VERSION), "INVALID_VERSION");
+}
+
+Test(kv_query, ttls_are_whole_seconds_up_to_ten_years) {
+    uint64_t seconds = 0;
+    const char *good[] = {"1", "315360000", "0060"};
+    const uint64_t values[] = {1, KV_TTL_MAX, 60};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        kv_param_t param = {good[i], strlen(good[i]), true, false};
+        cr_expect_eq(kv_query_ttl(&param, &seconds), KV_QUERY_OK, "%s", good[i]);
+        cr_expect_eq(seconds, values[i], "%s", good[i]);
+    }
+    const char *bad[] = {"", "0", "315360001", "18446744073709551617", "-1", "1.5", " 1", "1s"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        kv_param_t param = {bad[i], strlen(bad[i]), true, false};
+        cr_expect_eq(kv_query_ttl(&param, &seconds), KV_QUERY_INVALID_TTL, "%s", bad[i]);
+    }
+    kv_param_t absent = {0};
+    cr_expect_eq(kv_query_ttl(&absent, &seconds), KV_QUERY_INVALID_TTL);
+    kv_param_t broken = {"1", 1, true, true};
+    cr_expect_eq(kv_query_ttl(&broken, &seconds), KV_QUERY_INVALID_TTL);
+    cr_expect_str_eq(kv_query_err_code(KV_QUERY_INVALID_TTL), "INVALID_TTL");
+    cr_expect_str_eq(kv_query_err_code(KV_QUERY_INVALID_TRANSACTION), "INVALID_TRANSACTION");
 }
 
 Test(kv_query, if_version_is_parsed_first_occurrence_wins) {
