@@ -1,7 +1,7 @@
 /*  kv_coord.c: the coordinator actor (see kv_coord.h).
  *
  *  One loop: registrations, heartbeats (with per-partition reports), table
- *  requests and cluster requests (JOIN, LEAVE) on the ROUTER; invitations
+ *  requests, cluster requests (JOIN, LEAVE) and STATS on the ROUTER; invitations
  *  to nodes on short-lived DEALERs; and a tick that detects dead nodes, runs
  *  the planner (kv_plan) and publishes the table whenever it changed.
  */
@@ -14,6 +14,7 @@
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_msg.h"
+#include "kv_msg_counts.h"
 #include "kv_plan.h"
 #include "kv_table.h"
 
@@ -70,6 +71,7 @@ typedef struct {
     kv_counters_t *counters;           /* this coordinator's registry (and the planner's) */
     size_t count_epochs;               /* counter handles */
     size_t count_nodes_down;
+    kv_msg_counts_t msg_counts; /* messages received, by type */
 } s_coord_t;
 
 /* --- sending ------------------------------------------------------------- */
@@ -503,8 +505,9 @@ static void s_on_join(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg
 static void s_on_join_reply(s_coord_t *self, s_join_t *join) {
     zframe_t *frame = zframe_recv(join->dealer);
     kv_msg_t msg;
-    if (frame && kv_msg_decode(zframe_data(frame), zframe_size(frame), &msg) == 0 &&
-        msg.type == KV_MSG_REPLY && msg.status == KV_STATUS_OK) {
+    int decoded = frame && kv_msg_decode(zframe_data(frame), zframe_size(frame), &msg) == 0;
+    if (decoded) kv_msg_counts_inc(&self->msg_counts, msg.type);
+    if (decoded && msg.type == KV_MSG_REPLY && msg.status == KV_STATUS_OK) {
         char id[KV_NODE_ID_MAX + 1];
         if (s_text_of(msg.value, id, sizeof(id)) == 0) {
             s_cluster_reply(self, join->gateway, join->req_id, KV_STATUS_OK, id);
@@ -524,6 +527,42 @@ static void s_expire_joins(s_coord_t *self) {
     }
 }
 
+/* STATS: our counters, so tests can count what the coordinator received. */
+static void s_on_stats(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
+    kv_msg_t reply = {.type = KV_MSG_STATS_REPLY, .req_id = msg->req_id, .status = KV_STATUS_OK};
+    reply.epoch = kv_table_epoch(self->table);
+    uint8_t *counters = NULL;
+    reply.counters = kv_msg_counts_blob(self->counters, &counters);
+    s_send_msg(self, routing_id, &reply);
+    free(counters);
+}
+
+static void s_dispatch(s_coord_t *self, zframe_t *routing_id, const kv_msg_t *msg) {
+    kv_msg_counts_inc(&self->msg_counts, msg->type);
+    switch (msg->type) {
+    case KV_MSG_HELLO:
+        s_on_hello(self, routing_id, msg);
+        break;
+    case KV_MSG_HEARTBEAT:
+        s_on_heartbeat(self, routing_id, msg);
+        break;
+    case KV_MSG_TABLE_REQ:
+        s_send_table(self, routing_id);
+        break;
+    case KV_MSG_LEAVE:
+        s_on_leave(self, routing_id, msg);
+        break;
+    case KV_MSG_JOIN:
+        s_on_join(self, routing_id, msg);
+        break;
+    case KV_MSG_STATS:
+        s_on_stats(self, routing_id, msg);
+        break;
+    default:
+        kv_log_warn("unexpected %s on the coordinator socket dropped", kv_msg_type_name(msg->type));
+    }
+}
+
 static void s_on_router(s_coord_t *self) {
     zmsg_t *request = zmsg_recv(self->router);
     if (!request) return;
@@ -533,18 +572,8 @@ static void s_on_router(s_coord_t *self) {
     if (!routing_id || !body || zmsg_size(request) != 0 ||
         kv_msg_decode(zframe_data(body), zframe_size(body), &msg) != 0)
         kv_log_warn("malformed message on the coordinator socket dropped");
-    else if (msg.type == KV_MSG_HELLO)
-        s_on_hello(self, routing_id, &msg);
-    else if (msg.type == KV_MSG_HEARTBEAT)
-        s_on_heartbeat(self, routing_id, &msg);
-    else if (msg.type == KV_MSG_TABLE_REQ)
-        s_send_table(self, routing_id);
-    else if (msg.type == KV_MSG_LEAVE)
-        s_on_leave(self, routing_id, &msg);
-    else if (msg.type == KV_MSG_JOIN)
-        s_on_join(self, routing_id, &msg);
     else
-        kv_log_warn("unexpected %s on the coordinator socket dropped", kv_msg_type_name(msg.type));
+        s_dispatch(self, routing_id, &msg);
     zframe_destroy(&routing_id);
     zframe_destroy(&body);
     zmsg_destroy(&request);
@@ -574,6 +603,7 @@ static int s_coord_init(s_coord_t *self, zsock_t *pipe, const kv_coord_config_t 
     self->count_nodes_down = kv_counters_register(self->counters, "kv_coord_nodes_down_total",
                                                   "nodes marked down for silence");
     kv_plan_register_counters(self->counters);
+    kv_msg_counts_register(&self->msg_counts, self->counters, "kv_coord_messages");
     zsock_set_sndhwm(self->router, 100000);
     if (zsock_bind(self->router, "%s", config->bind) < 0) {
         kv_log_error("cannot bind %s: %s", config->bind, zmq_strerror(errno));

@@ -22,6 +22,8 @@
  *  it. A restarted coordinator promotes nothing for one lease period (it
  *  cannot know what its predecessor granted). /join invites a node (INVITE on
  *  its request socket); /leave and a node's own LEAVE (on SIGTERM) drain it.
+ *  STATS answers its counters (STATS_REPLY), among them every message it
+ *  received by type (kv_msg_counts.h), for tests to count.
  */
 #ifndef KV_COORD_H
 #define KV_COORD_H

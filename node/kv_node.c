@@ -34,6 +34,7 @@
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_msg.h"
+#include "kv_msg_counts.h"
 #include "kv_peers.h"
 #include "kv_poller.h"
 #include "kv_repl.h"
@@ -91,6 +92,7 @@ typedef struct {
     int64_t last_table_ask;   /* mono ms of the last table request */
     int64_t drain_deadline;   /* mono ms; 0 until a drain is asked */
     size_t bad_frames;        /* counter: malformed requests dropped */
+    kv_msg_counts_t received; /* counters: requests received, by type */
     s_life_t life;            /* where the node is in its life */
     int64_t left_at;          /* LINGERING: mono ms to send "LEFT" */
     kv_counters_t *counters;  /* this node's registry: life, replication */
@@ -568,20 +570,6 @@ static void s_serve_scan(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *re
     free(page.buf);
 }
 
-/* Every counter of the node, as STATS_REPLY counter records into a malloc'd
- * buffer (NULL when out of memory: the reply then goes without). */
-static kv_bytes_t s_counters_blob(s_node_t *self, uint8_t **buf_p) {
-    size_t count = kv_counters_count(self->counters);
-    size_t cap = count * (1 + KV_COUNTER_NAME_MAX + 8);
-    uint8_t *buf = cap ? malloc(cap) : NULL;
-    size_t pos = 0;
-    for (size_t i = 0; buf && i < count; i++)
-        kv_msg_counter_put(buf, cap, &pos, kv_counters_name(self->counters, i),
-                           kv_counters_value(self->counters, i));
-    *buf_p = buf;
-    return (kv_bytes_t){buf ? (const char *)buf : NULL, buf ? pos : 0};
-}
-
 static void s_serve_stats(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_msg_t reply = {.type = KV_MSG_STATS_REPLY, .req_id = req->req_id};
     reply.status = self->table ? KV_STATUS_OK : KV_STATUS_NOT_READY;
@@ -600,7 +588,7 @@ static void s_serve_stats(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
             reply.replicas = kv_table_count_replicas(self->table, (uint16_t)self->self);
     }
     uint8_t *counters = NULL;
-    reply.counters = s_counters_blob(self, &counters);
+    reply.counters = kv_msg_counts_blob(self->counters, &counters);
     size_t size = kv_msg_encoded_size(&reply);
     uint8_t *buf = size ? malloc(size) : NULL;
     if (buf && kv_msg_encode(&reply, buf, size) == size) s_send_reply(self, identity, buf, size);
@@ -618,6 +606,7 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
                         dropped);
         return;
     }
+    kv_msg_counts_inc(&self->received, req.type);
     switch (req.type) {
     case KV_MSG_GET:
     case KV_MSG_SET:
@@ -708,6 +697,7 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
                                                "node life events refused as illegal");
     self->bad_frames = kv_counters_register(self->counters, "kv_node_bad_frames_total",
                                             "malformed requests dropped");
+    kv_msg_counts_register(&self->received, self->counters, "kv_node_messages");
     zsock_set_sndhwm(self->router, 1000000);
     zsock_set_rcvhwm(self->router, 1000000);
     zsock_set_sndhwm(self->pub, (int)config->repl_hwm);

@@ -85,14 +85,14 @@
     X(IS, 4)             /* gateway -> node primary: does a key exist */                 \
     X(CLEAR, 5)          /* gateway -> every node: remove every key */                   \
     X(SCAN, 6)           /* gateway -> node primary: key-ordered page of a partition */  \
-    X(STATS, 7)          /* gateway -> node: what do you hold */                         \
+    X(STATS, 7)          /* gateway -> node, test -> coordinator: what do you hold */    \
     X(TX_PREPARE, 8)     /* gateway -> participant primary: lock, check, read (/tx) */   \
     X(TX_COMMIT, 9)      /* gateway -> record primary: the commit point */               \
     X(TX_FINISH, 10)     /* gateway, record primary -> participant: apply the decision */ \
     X(TX_RESOLVE, 11)    /* participant primary -> record primary: decided yet? */       \
     X(REPLY, 16)         /* node -> gateway: answer to GET SET RM IS CLEAR */            \
     X(SCAN_REPLY, 17)    /* node -> gateway: a page of entries */                        \
-    X(STATS_REPLY, 18)   /* node -> gateway: its figures and counters */                 \
+    X(STATS_REPLY, 18)   /* node, coordinator -> asker: its figures and counters */      \
     X(TX_REPLY, 19)      /* node -> gateway: answer to TX_PREPARE */                     \
     X(HELLO, 32)         /* node -> coordinator: registration, on start and on WHO */    \
     X(HEARTBEAT, 33)     /* node -> coordinator: alive, with partition reports */        \

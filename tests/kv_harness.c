@@ -16,6 +16,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zmq.h>
+
+#include "kv_msg.h"
 
 long long kv_now_ms(void) {
     struct timespec now;
@@ -375,6 +378,76 @@ void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig) {
         s_wait_exit(node->pid, 5000, NULL);
         node->pid = 0;
     }
+}
+
+/* --- counters (STATS over ZeroMQ) ------------------------------------------- */
+
+#define S_STATS_WAIT_MS 2000 /* a process that answers at all answers in far less */
+
+/* The counter name of a STATS_REPLY into *value. Returns 0, or -1. */
+static int s_reply_counter(const kv_msg_t *reply, const char *name, uint64_t *value) {
+    size_t pos = 0, len = strlen(name);
+    kv_msg_counter_t counter;
+    while (kv_msg_counter_next(reply, &pos, &counter) == 0)
+        if (counter.name.len == len && memcmp(counter.name.ptr, name, len) == 0) {
+            *value = counter.value;
+            return 0;
+        }
+    return -1;
+}
+
+/* Sends STATS on dealer and reads the counter from the STATS_REPLY that
+ * echoes its req_id. Returns 0, or -1 (no answer in time, no counter). */
+static int s_ask_counter(void *dealer, const char *name, uint64_t *value) {
+    static _Atomic uint64_t req_ids;
+    uint8_t buf[32];
+    kv_msg_t req = {.type = KV_MSG_STATS, .req_id = ++req_ids};
+    size_t size = kv_msg_encode(&req, buf, sizeof(buf));
+    if (!size || zmq_send(dealer, buf, size, 0) < 0) return -1;
+    long long deadline = kv_now_ms() + S_STATS_WAIT_MS;
+    for (;;) {
+        long long left = deadline - kv_now_ms();
+        zmq_pollitem_t item = {dealer, 0, ZMQ_POLLIN, 0};
+        if (left <= 0) return -1;
+        int ready = zmq_poll(&item, 1, (long)left);
+        if (ready < 0 && errno == EINTR) continue;
+        if (ready <= 0) return -1;
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        kv_msg_t reply;
+        int rc = 1; /* not our reply: read on */
+        if (zmq_msg_recv(&frame, dealer, ZMQ_DONTWAIT) >= 0 &&
+            kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &reply) == 0 &&
+            reply.type == KV_MSG_STATS_REPLY && reply.req_id == req.req_id)
+            rc = s_reply_counter(&reply, name, value); /* before the frame goes */
+        zmq_msg_close(&frame);
+        if (rc <= 0) return rc;
+    }
+}
+
+/* kv_cluster_*_counter against the request port of a process on loopback;
+ * a private context and socket per call: tests ask rarely. */
+static int s_counter_at(int port, const char *name, uint64_t *value) {
+    char endpoint[64];
+    int linger = 0, rc = -1;
+    snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", port);
+    void *ctx = zmq_ctx_new();
+    void *dealer = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
+    if (dealer && zmq_setsockopt(dealer, ZMQ_LINGER, &linger, sizeof(linger)) == 0 &&
+        zmq_connect(dealer, endpoint) == 0)
+        rc = s_ask_counter(dealer, name, value);
+    if (dealer) zmq_close(dealer);
+    if (ctx) zmq_ctx_term(ctx);
+    return rc;
+}
+
+int kv_cluster_coordinator_counter(kv_cluster_t *self, const char *name, uint64_t *value) {
+    return self->coordinator > 0 ? s_counter_at(self->coord_port, name, value) : -1;
+}
+
+int kv_cluster_node_counter(kv_cluster_t *self, int i, const char *name, uint64_t *value) {
+    if (i < 0 || i >= self->node_count || self->nodes[i].pid <= 0) return -1;
+    return s_counter_at(self->nodes[i].port, name, value);
 }
 
 int kv_cluster_stop(kv_cluster_t **self_p) {

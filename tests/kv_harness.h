@@ -14,6 +14,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define KV_HARNESS_MAX_NODES 64
@@ -86,6 +87,16 @@ int kv_cluster_stop(kv_cluster_t **self_p);
 /* Sends sig to node index i (and reaps it on SIGKILL/SIGINT; SIGTERM
  * drains first, see kv_cluster_wait_node_exit). */
 void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig);
+
+/* The counter name of the coordinator's registry, into *value: asks it
+ * with STATS on a DEALER connected to its request port and reads the
+ * STATS_REPLY (waiting up to 2 s). Returns 0, or -1 when it did not answer
+ * or has no such counter (e.g. "kv_coord_messages_heartbeat_total"). */
+int kv_cluster_coordinator_counter(kv_cluster_t *self, const char *name, uint64_t *value);
+
+/* The same against node i's request port ("kv_node_messages_set_total");
+ * -1 also for a node that is not running. */
+int kv_cluster_node_counter(kv_cluster_t *self, int i, const char *name, uint64_t *value);
 
 /* Starts a process with argv, output to log (appended). Returns the pid. */
 pid_t kv_spawn(const char *const *argv, const char *log);
