@@ -35,12 +35,12 @@ typedef enum {
     KV_CALL_SET,
     KV_CALL_RM,
     KV_CALL_IS,
-    KV_CALL_CLEAR,  /* every node clears the partitions it is primary of */
-    KV_CALL_SCAN,   /* one key-ordered page of one partition */
-    KV_CALL_STATUS, /* a table copy plus every node's STATS */
-    KV_CALL_TABLE,  /* a table copy only */
-    KV_CALL_JOIN,   /* invite the node at endpoint `key` (coordinator) */
-    KV_CALL_LEAVE,  /* drain node id `key` (coordinator) */
+    KV_CALL_CLEAR,      /* every node clears the partitions it is primary of */
+    KV_CALL_SCAN,       /* one key-ordered page of one partition */
+    KV_CALL_STATUS,     /* a table copy plus every node's STATS */
+    KV_CALL_TABLE,      /* a table copy only */
+    KV_CALL_JOIN,       /* invite the node at endpoint `key` (coordinator) */
+    KV_CALL_LEAVE,      /* drain node id `key` (coordinator) */
     KV_CALL_TX_PREPARE, /* a transaction's keys of `partition` (kv_tx.h of the node) */
     KV_CALL_TX_COMMIT,  /* its commit point, at its record partition */
     KV_CALL_TX_FINISH,  /* apply its decision at `partition` */
@@ -88,9 +88,9 @@ struct _kv_call_t {
     int commit;          /* TX_PREPARE: its only partition: apply at once */
     const uint8_t *ops;  /* TX_PREPARE: TXOP records */
     size_t ops_len;
-    uint8_t decision;    /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */
-    uint32_t limit;      /* SCAN: entries wanted */
-    int has_after;       /* SCAN: only keys after this one */
+    uint8_t decision; /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */
+    uint32_t limit;   /* SCAN: entries wanted */
+    int has_after;    /* SCAN: only keys after this one */
     const char *after;
     size_t alen;
     kv_call_done_fn *done; /* run on the backend thread when finished */

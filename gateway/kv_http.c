@@ -69,6 +69,7 @@
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_mget.h"
+#include "kv_txn.h"
 #include "kv_poller.h"
 #include "kv_query.h"
 
@@ -91,6 +92,7 @@
     X(RM, "/rm", "rm", s_start_keyed, s_answer_rm, KV_CALL_RM, false, false)                       \
     X(IS, "/is", "is", s_start_keyed, s_answer_is, KV_CALL_IS, true, false)                        \
     X(MGET, "/mget", "mget", s_start_mget, s_answer_mget, KV_CALL_GET, true, false)                \
+    X(TX, "/tx", "tx", s_start_tx, s_answer_tx, KV_CALL_TX_PREPARE, false, false)                  \
     X(CLEAR, "/clear", "clear", s_start_call, s_answer_result, KV_CALL_CLEAR, false, true)         \
     X(KEYS, "/getKeys", "get_keys", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)        \
     X(VALUES, "/getValues", "get_values", s_start_bulk, s_answer_bulk, KV_CALL_SCAN, true, false)  \
@@ -218,6 +220,7 @@ typedef struct {
     bool head;                   /* a HEAD: answered like GET, without the body */
     kv_call_t call;              /* the backend call in progress */
     kv_mget_t *mget;             /* /mget: its rounds of calls, instead of call */
+    kv_txn_t *txn;               /* /tx: its phases of calls, instead of call */
     kv_query_t query;            /* parameters, pointing into query_buf */
     /* bulk reads */
     kv_bulk_kind_t kind; /* keys, values or both */
@@ -424,6 +427,7 @@ static enum MHD_Result s_queue_result(s_request_t *req, kv_call_result_t result)
 static void s_request_free(s_request_t *req) {
     kv_call_reset(&req->call);
     kv_mget_destroy(&req->mget);
+    kv_txn_destroy(&req->txn);
     free(req->out);
     free(req);
 }
@@ -602,6 +606,64 @@ static enum MHD_Result s_answer_mget(s_request_t *req) {
         return MHD_NO;
     }
     enum MHD_Result answered = s_respond(req, 200, response, S_ANSWERED);
+    MHD_destroy_response(response);
+    return answered;
+}
+
+/* --- /tx -------------------------------------------------------------------- */
+
+/* The transaction is over: like s_mget_done. */
+static void s_txn_done(kv_txn_t *txn, void *arg) {
+    (void)txn;
+    s_request_t *req = arg;
+    req->worker->in_flight--;
+    if (req->state == S_ORPHAN) {
+        s_goto(req, S_DONE);
+        s_request_free(req);
+        return;
+    }
+    if (s_goto(req, S_READY) == 0) MHD_resume_connection(req->conn);
+}
+
+/* A 400 with the validation code and what exactly was wrong. */
+static enum MHD_Result s_queue_invalid(s_request_t *req, kv_query_err_t err, const char *detail) {
+    if (!*detail) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
+    json_t *body = json_pack("{s:s, s:s}", "error", kv_query_err_code(err), "message", detail);
+    return s_queue_json(req, 400, body);
+}
+
+static enum MHD_Result s_start_tx(s_request_t *req) {
+    kv_query_err_t err = KV_QUERY_OK;
+    char detail[160] = "";
+    req->txn = kv_txn_new(req->query_buf, req->query_len, &err, detail, sizeof(detail));
+    if (!req->txn && err > KV_QUERY_ERR_LAST) return s_queue_fixed(req, F_INTERNAL);
+    if (!req->txn) return s_queue_invalid(req, err, detail);
+    if (s_goto(req, S_SUSPENDED) != 0) return MHD_NO;
+    req->worker->in_flight++;
+    MHD_suspend_connection(req->conn);
+    kv_txn_start(req->txn, req->worker->backend, s_txn_done, req);
+    return MHD_YES;
+}
+
+static enum MHD_Result s_answer_tx(s_request_t *req) {
+    kv_call_result_t result = kv_txn_result(req->txn);
+    if (result == KV_CALL_TX_ABORTED) {
+        json_t *body = json_pack("{s:s, s:s}", "error", "TX_ABORTED", "message",
+                                 "gave way to a concurrent transaction: nothing written, "
+                                 "safe to retry");
+        return s_queue_json(req, 409, body);
+    }
+    if (result != KV_CALL_OK && result != KV_CALL_CONFLICT) return s_queue_result(req, result);
+    size_t len = 0;
+    char *body = kv_txn_body(req->txn, &len);
+    if (!body) return s_queue_fixed(req, F_INTERNAL);
+    struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_FREE);
+    if (!response) {
+        free(body);
+        return MHD_NO;
+    }
+    enum MHD_Result answered =
+        s_respond(req, result == KV_CALL_OK ? 200 : 409, response, S_ANSWERED);
     MHD_destroy_response(response);
     return answered;
 }
@@ -961,7 +1023,8 @@ static enum MHD_Result s_start(s_request_t *req, const char *url, const char *me
     if (req->uri_too_long) return s_queue_fixed(req, F_URI_TOO_LONG);
     req->head = strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
     /* Decodes in place; /mget reads its repeated k from the raw query. */
-    if (req->route != R_MGET) kv_query_parse(req->query_buf, req->query_len, &req->query);
+    if (req->route != R_MGET && req->route != R_TX)
+        kv_query_parse(req->query_buf, req->query_len, &req->query);
     return route->start(req);
 }
 
