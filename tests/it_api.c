@@ -358,6 +358,34 @@ static void s_check_versions(int port) {
     cr_expect_gt(seen, second, "removed and set again: above every earlier version");
 }
 
+/* The versions a /tx answers are the ones /get shows afterwards, for one
+ * partition (applied at once) and several (through the commit); the
+ * versions a read shows are the keys'. */
+static void s_check_tx_versions(int port) {
+    static const char *const keys[] = {"tx-v0", "tx-v1", "tx-v2", "tx-v3", "tx-v4", "tx-v5"};
+    json_t *answer = s_get_json(port, "/tx?set.tx-v0=a&set.tx-v1=b&set.tx-v2=c&set.tx-v3=d"
+                                      "&set.tx-v4=e&set.tx-v5=f");
+    json_t *versions = json_object_get(answer, "versions");
+    cr_assert(json_is_object(versions), "no versions in the /tx answer");
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char target[64];
+        uint64_t seen = 0;
+        uint64_t given = (uint64_t)json_integer_value(json_object_get(versions, keys[i]));
+        snprintf(target, sizeof(target), "/get?k=%s", keys[i]);
+        cr_expect_eq(s_versioned(port, target, &seen), 200);
+        cr_expect_gt(given, 0, "%s", keys[i]);
+        cr_expect_eq(seen, given, "%s: /get shows the version /tx gave", keys[i]);
+    }
+    json_decref(answer);
+    answer = s_get_json(port, "/tx?get.tx-v0&get.tx-v5");
+    uint64_t seen = 0;
+    s_versioned(port, "/get?k=tx-v5", &seen);
+    json_t *v5 = json_object_get(json_object_get(answer, "values"), "tx-v5");
+    cr_expect_str_eq(json_string_value(json_object_get(v5, "v")), "f");
+    cr_expect_eq((uint64_t)json_integer_value(json_object_get(v5, "version")), seen);
+    json_decref(answer);
+}
+
 /* --- /mget ---------------------------------------------------------------- */
 
 typedef struct {
@@ -448,6 +476,7 @@ static void s_contract(int nodes) {
     s_check_bulk(port, 500);
     s_check_status(port, nodes, 500);
     s_check_versions(port);
+    s_check_tx_versions(port);
     s_check_mget(port);
     s_check_mget_snapshot(port);
     s_expect_success(port, "/clear");
