@@ -567,10 +567,9 @@ static enum MHD_Result s_answer_rm(s_request_t *req) {
 
 /* --- /mget ------------------------------------------------------------------ */
 
-/* The read is over: like s_call_done for the one call of other routes. */
-static void s_mget_done(kv_mget_t *mget, void *arg) {
-    s_request_t *req = arg;
-    (void)mget;
+/* A request of many calls (/mget, /tx) is over: like s_call_done for the
+ * one call of other routes. */
+static void s_calls_done(s_request_t *req) {
     req->worker->in_flight--;
     if (req->state == S_ORPHAN) {
         s_goto(req, S_DONE);
@@ -578,6 +577,11 @@ static void s_mget_done(kv_mget_t *mget, void *arg) {
         return;
     }
     if (s_goto(req, S_READY) == 0) MHD_resume_connection(req->conn);
+}
+
+static void s_mget_done(kv_mget_t *mget, void *arg) {
+    (void)mget;
+    s_calls_done(arg);
 }
 
 /* Parses the raw query (kv_query_parse left it alone for this route), then
@@ -612,17 +616,9 @@ static enum MHD_Result s_answer_mget(s_request_t *req) {
 
 /* --- /tx -------------------------------------------------------------------- */
 
-/* The transaction is over: like s_mget_done. */
 static void s_txn_done(kv_txn_t *txn, void *arg) {
     (void)txn;
-    s_request_t *req = arg;
-    req->worker->in_flight--;
-    if (req->state == S_ORPHAN) {
-        s_goto(req, S_DONE);
-        s_request_free(req);
-        return;
-    }
-    if (s_goto(req, S_READY) == 0) MHD_resume_connection(req->conn);
+    s_calls_done(arg);
 }
 
 /* A 400 with the validation code and what exactly was wrong. */
