@@ -567,6 +567,27 @@ static enum MHD_Result s_answer_rm(s_request_t *req) {
 
 /* --- /mget ------------------------------------------------------------------ */
 
+/* Suspends the connection while a request of many calls runs. */
+static int s_suspend(s_request_t *req) {
+    if (s_goto(req, S_SUSPENDED) != 0) return -1;
+    req->worker->in_flight++;
+    MHD_suspend_connection(req->conn);
+    return 0;
+}
+
+/* Answers status with a malloc'd JSON body (taken; NULL: out of memory). */
+static enum MHD_Result s_queue_body(s_request_t *req, unsigned status, char *body, size_t len) {
+    if (!body) return s_queue_fixed(req, F_INTERNAL);
+    struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_FREE);
+    if (!response) {
+        free(body);
+        return MHD_NO;
+    }
+    enum MHD_Result answered = s_respond(req, status, response, S_ANSWERED);
+    MHD_destroy_response(response);
+    return answered;
+}
+
 /* A request of many calls (/mget, /tx) is over: like s_call_done for the
  * one call of other routes. */
 static void s_calls_done(s_request_t *req) {
@@ -591,9 +612,7 @@ static enum MHD_Result s_start_mget(s_request_t *req) {
     req->mget = kv_mget_new(req->query_buf, req->query_len, &err);
     if (!req->mget && err > KV_QUERY_ERR_LAST) return s_queue_fixed(req, F_INTERNAL);
     if (!req->mget) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
-    if (s_goto(req, S_SUSPENDED) != 0) return MHD_NO;
-    req->worker->in_flight++;
-    MHD_suspend_connection(req->conn);
+    if (s_suspend(req) != 0) return MHD_NO;
     kv_mget_start(req->mget, req->worker->backend, s_mget_done, req);
     return MHD_YES;
 }
@@ -603,15 +622,7 @@ static enum MHD_Result s_answer_mget(s_request_t *req) {
     if (result != KV_CALL_OK) return s_queue_result(req, result);
     size_t len = 0;
     char *body = kv_mget_body(req->mget, &len);
-    if (!body) return s_queue_fixed(req, F_INTERNAL);
-    struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_FREE);
-    if (!response) {
-        free(body);
-        return MHD_NO;
-    }
-    enum MHD_Result answered = s_respond(req, 200, response, S_ANSWERED);
-    MHD_destroy_response(response);
-    return answered;
+    return s_queue_body(req, 200, body, len);
 }
 
 /* --- /tx -------------------------------------------------------------------- */
@@ -634,9 +645,7 @@ static enum MHD_Result s_start_tx(s_request_t *req) {
     req->txn = kv_txn_new(req->query_buf, req->query_len, &err, detail, sizeof(detail));
     if (!req->txn && err > KV_QUERY_ERR_LAST) return s_queue_fixed(req, F_INTERNAL);
     if (!req->txn) return s_queue_invalid(req, err, detail);
-    if (s_goto(req, S_SUSPENDED) != 0) return MHD_NO;
-    req->worker->in_flight++;
-    MHD_suspend_connection(req->conn);
+    if (s_suspend(req) != 0) return MHD_NO;
     kv_txn_start(req->txn, req->worker->backend, s_txn_done, req);
     return MHD_YES;
 }
@@ -652,16 +661,7 @@ static enum MHD_Result s_answer_tx(s_request_t *req) {
     if (result != KV_CALL_OK && result != KV_CALL_CONFLICT) return s_queue_result(req, result);
     size_t len = 0;
     char *body = kv_txn_body(req->txn, &len);
-    if (!body) return s_queue_fixed(req, F_INTERNAL);
-    struct MHD_Response *response = s_json_response(body, len, MHD_RESPMEM_MUST_FREE);
-    if (!response) {
-        free(body);
-        return MHD_NO;
-    }
-    enum MHD_Result answered =
-        s_respond(req, result == KV_CALL_OK ? 200 : 409, response, S_ANSWERED);
-    MHD_destroy_response(response);
-    return answered;
+    return s_queue_body(req, result == KV_CALL_OK ? 200 : 409, body, len);
 }
 
 /* --- bulk routes ---------------------------------------------------------- */
