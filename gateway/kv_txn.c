@@ -191,7 +191,7 @@ static int s_encode_ops(kv_txn_t *self, s_part_t *part) {
         const kv_txq_key_t *key = kv_txq_key(self->q, part->keys[i]);
         cap += kv_msg_txop_size(key->key.len, key->value.len);
     }
-    part->ops = malloc(cap);
+    part->ops = malloc(cap ? cap : 1); /* a part has at least one key */
     if (!part->ops) return -1;
     for (uint32_t i = 0; i < part->count; i++) {
         const kv_txq_key_t *key = kv_txq_key(self->q, part->keys[i]);

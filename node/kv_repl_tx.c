@@ -422,12 +422,14 @@ void kv_repl_tx_commit(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req
 }
 
 void kv_repl_tx_finish(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
-    int commit = req->status == KV_STATUS_OK;
     kv_repl_group_t *group = NULL;
     s_collect_t c;
     s_collect(self, req->partition, req->txid, &c);
     free(c.list);
     int record = s_has_record(self, req->partition, req->txid);
+    /* The record is the decision: where it exists nothing may abort (no
+     * sender should ask it, but a decision is never taken twice). */
+    int commit = req->status == KV_STATUS_OK || record;
     if ((c.count == 0 && !record) || !kv_repl_can_write(self, req->partition)) {
         s_decided(self, identity, req->partition, req->req_id,
                   c.count || record ? KV_STATUS_UNAVAILABLE : KV_STATUS_OK, NULL, 0);

@@ -113,7 +113,7 @@ size_t kv_store_size(const kv_store_t *self) {
 }
 
 size_t kv_store_memory(const kv_store_t *self) {
-    size_t bytes = sizeof(*self) + 2 * self->partitions * sizeof(*self->dicts);
+    size_t bytes = sizeof(*self) + 2 * (size_t)self->partitions * sizeof(*self->dicts);
     for (uint32_t p = 0; p < self->partitions; p++) {
         if (self->dicts[p]) bytes += kv_dict_memory(self->dicts[p]);
         if (self->metas[p]) bytes += kv_dict_memory(self->metas[p]);
