@@ -42,11 +42,14 @@
 #                                       or tcp (loopback, as across hosts)
 #   KV_BENCH_PERF [1]                   perf stat + profile (needs perf)
 #   KV_BENCH_ZSTRESS [1]                kv-zstress scaling runs
-#   KV_BENCH_ROUTES [get set setif mget] what to measure: get, set (every
-#                                       target); setif (/set?ifVersion=0 against
-#                                       webdis SETNX), mget (/mget of 10 keys
-#                                       against webdis MGET) on kvstore and
-#                                       webdis only
+#   KV_BENCH_ROUTES [get set setif mget tx] what to measure: get, set
+#                                       (every target); setif (/set?ifVersion=0
+#                                       against webdis SETNX), mget (/mget of
+#                                       10 keys against webdis MGET), tx (/tx
+#                                       creating two keys if both are absent
+#                                       against webdis EVAL of a Lua script
+#                                       doing the same) on kvstore and webdis
+#                                       only
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -64,7 +67,7 @@ PORT_BASE=${KV_BENCH_PORT_BASE:-19000}
 DO_PERF=${KV_BENCH_PERF:-1}
 DO_ZSTRESS=${KV_BENCH_ZSTRESS:-1}
 TRANSPORT=${KV_BENCH_TRANSPORT:-ipc}
-read -ra ROUTES <<<"${KV_BENCH_ROUTES:-get set setif mget}"
+read -ra ROUTES <<<"${KV_BENCH_ROUTES:-get set setif mget tx}"
 
 HOST=127.0.0.1
 NODES=3
@@ -246,9 +249,25 @@ run_wrk() {
     else
         args=("${STYLE[$target]}" "$(basename "$out" .txt | tr -cd 'a-z0-9')")
     fi
+    local keys_before=0
+    [ "$target.$route" != webdis.tx ] || keys_before=$(redis_keys)
     taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --timeout 2s \
         -s "tools/bench/$route.lua" "${URL[$target]}" -- "${args[@]}" >"$out" 2>&1
+    [ "$target.$route" != webdis.tx ] || tx_written "$out" "$keys_before"
     grep -m1 '^KVBENCH' "$out"
+}
+
+redis_keys() { redis-cli -h "$HOST" -p "$REDIS_PORT" dbsize; }
+
+# tx_written OUT KEYS_BEFORE: dies unless the webdis tx run into OUT created
+# two keys per request counted: its script answers 0 (still HTTP 200) when
+# a condition fails and it writes nothing, which wrk would count as done work.
+tx_written() {
+    local requests created
+    requests=$(field "$(grep -m1 '^KVBENCH' "$1")" requests)
+    created=$(($(redis_keys) - $2))
+    [ "$created" -ge $((2 * ${requests:-0})) ] ||
+        die "webdis EVAL created $created keys for $requests requests: $1"
 }
 
 # field LINE NAME: the value of NAME=... in a KVBENCH line.
@@ -300,11 +319,30 @@ verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = op == ">=" ? v >= t
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
+# write_section TITLE ROUTE NAME PEER TARGET: req/s, p50 and p99 of ROUTE on
+# kvstore and webdis (report's medians M), then kvstore's ROUTE (NAME)
+# against its own /set (target: at least TARGET times) and against webdis's
+# nearest command PEER.
+write_section() {
+    local target r
+    echo
+    printf '%-20s %11s %9s %9s\n' "$1" "req/s" "p50 ms" "p99 ms"
+    for target in kvstore webdis; do
+        printf '%-20s %11.0f %9.3f %9.3f\n' "${LABEL[$target]}" "${M[$target.$2.rps]}" \
+            "$(awk -v u="${M[$target.$2.p50]}" 'BEGIN{print u/1000}')" \
+            "$(awk -v u="${M[$target.$2.p99]}" 'BEGIN{print u/1000}')"
+    done
+    r=$(ratio "${M[kvstore.$2.rps]}" "${M[kvstore.set.rps]}")
+    printf '  %-16s vs /set  %5sx   target >= %.2fx   %s\n' "$3" "$r" "$5" "$(verdict "$r" ">=" "$5")"
+    r=$(ratio "${M[kvstore.$2.rps]}" "${M[webdis.$2.rps]}")
+    printf '  %-16s vs %-5s %5sx   (no target)\n' "$3" "$4" "$r"
+}
+
 report() {
     local target route
     declare -A M
     for target in "${TARGETS[@]}"; do
-        for route in get set setif mget; do
+        for route in get set setif mget tx; do
             M[$target.$route.rps]=$(median "$target" "$route" 4)
             M[$target.$route.p50]=$(median "$target" "$route" 5)
             M[$target.$route.p99]=$(median "$target" "$route" 6)
@@ -344,19 +382,7 @@ report() {
         printf '  /set req/s  vs bare MHD  %5sx   (no target)\n' "$r"
         r=$(ratio "${M[webdis.get.rps]}" "${M[mhd.get.rps]}")
         printf '  (webdis /get vs bare MHD %5sx)\n' "$r"
-        if has_route setif; then
-            echo
-            printf '%-20s %11s %9s %9s\n' "conditional create" "req/s" "p50 ms" "p99 ms"
-            for target in kvstore webdis; do
-                printf '%-20s %11.0f %9.3f %9.3f\n' "${LABEL[$target]}" "${M[$target.setif.rps]}" \
-                    "$(awk -v u="${M[$target.setif.p50]}" 'BEGIN{print u/1000}')" \
-                    "$(awk -v u="${M[$target.setif.p99]}" 'BEGIN{print u/1000}')"
-            done
-            r=$(ratio "${M[kvstore.setif.rps]}" "${M[kvstore.set.rps]}")
-            printf '  /set?ifVersion=0 vs /set  %5sx   target >= 0.90x   %s\n' "$r" "$(verdict "$r" ">=" 0.9)"
-            r=$(ratio "${M[kvstore.setif.rps]}" "${M[webdis.setif.rps]}")
-            printf '  /set?ifVersion=0 vs SETNX %5sx   (no target)\n' "$r"
-        fi
+        has_route setif && write_section "conditional create" setif /set?ifVersion=0 SETNX 0.90
         if has_route mget; then
             echo
             printf '%-20s %11s %9s %9s %9s\n' "10 keys per read" "req/s" "keys/s" "p50 ms" "p99 ms"
@@ -369,6 +395,7 @@ report() {
             r=$(ratio "${M[kvstore.mget.rps]}" "${M[webdis.mget.rps]}")
             printf '  /mget keys/s vs MGET      %5sx   target >= 1.50x   %s\n' "$r" "$(verdict "$r" ">=" 1.5)"
         fi
+        has_route tx && write_section "2 keys if absent" tx "/tx req/s" EVAL 0.33
     } | tee -a "$SUMMARY"
     TOTAL_ERRORS=0
     for target in "${TARGETS[@]}"; do
