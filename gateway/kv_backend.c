@@ -152,6 +152,7 @@ static void s_tx_msg(const kv_call_t *call, kv_msg_t *msg) {
     msg->commit = (uint8_t)(call->commit != 0);
     msg->ops = (kv_bytes_t){(const char *)call->ops, call->ops_len};
     msg->status = call->decision;
+    msg->items = (kv_bytes_t){(const char *)call->items, call->items_len};
 }
 
 static int s_is_tx(kv_call_op_t op) {

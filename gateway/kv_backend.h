@@ -88,9 +88,11 @@ struct _kv_call_t {
     int commit;          /* TX_PREPARE: its only partition: apply at once */
     const uint8_t *ops;  /* TX_PREPARE: TXOP records */
     size_t ops_len;
-    uint8_t decision; /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */
-    uint32_t limit;   /* SCAN: entries wanted */
-    int has_after;    /* SCAN: only keys after this one */
+    uint8_t decision;     /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */
+    const uint8_t *items; /* TX_COMMIT: the other participants, as ITEM records */
+    size_t items_len;
+    uint32_t limit; /* SCAN: entries wanted */
+    int has_after;  /* SCAN: only keys after this one */
     const char *after;
     size_t alen;
     kv_call_done_fn *done; /* run on the backend thread when finished */

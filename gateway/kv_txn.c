@@ -40,6 +40,7 @@ struct _kv_txn_t {
     s_part_t *parts;         /* one per partition touched */
     size_t nparts;           /* their count */
     size_t record;           /* the record partition's index in parts */
+    uint8_t *others;         /* the other participants, as ITEM records (TX_COMMIT) */
     kv_mget_t *read;         /* a read-only transaction's snapshot */
     kv_param_t *read_keys;   /* its keys */
     kv_backend_t *backend;   /* where the calls go */
@@ -88,6 +89,7 @@ void kv_txn_destroy(kv_txn_t **self_p) {
         free(self->parts[i].ops);
     }
     free(self->parts);
+    free(self->others);
     free(self->results);
     kv_mget_destroy(&self->read);
     free(self->read_keys);
@@ -226,6 +228,15 @@ static int s_plan(kv_txn_t *self, uint32_t partitions) {
     }
     for (size_t i = 0; i < self->nparts; i++)
         if (s_encode_ops(self, &self->parts[i]) != 0) return -1;
+    /* The record lists the other participants: its partition asks them
+     * before it forgets a record nobody finished (a dead gateway's). */
+    self->others = malloc(self->nparts * KV_MSG_ITEM_SIZE);
+    if (!self->others) return -1;
+    for (size_t i = 0, other = 0; i < self->nparts; i++)
+        if (i != self->record) {
+            const kv_msg_item_t item = {self->parts[i].partition, 0, 0};
+            kv_msg_item_write(self->others, other++, &item);
+        }
     return 0;
 }
 
@@ -250,6 +261,10 @@ static void s_submit(kv_txn_t *self, s_part_t *part, kv_call_op_t op, uint8_t de
     call->ops = part->ops;
     call->ops_len = part->ops_len;
     call->decision = decision;
+    if (op == KV_CALL_TX_COMMIT) {
+        call->items = self->others;
+        call->items_len = (self->nparts - 1) * KV_MSG_ITEM_SIZE;
+    }
     call->done = s_call_done;
     call->arg = self;
     self->outstanding++;

@@ -107,6 +107,17 @@ typedef struct _kv_repl_buffered_t {
     uint8_t data[];
 } kv_repl_buffered_t;
 
+/* A commit record no gateway forgot (kv_repl_tx.c's sweep): its
+ * participants were each sent a FINISH; the record goes once all said OK. */
+#define KV_TX_SWEEPS 64
+typedef struct {
+    uint64_t req_id;  /* of the FINISHes sent; 0: slot free */
+    uint64_t txid;    /* the transaction */
+    uint32_t record;  /* its record partition */
+    uint32_t waiting; /* participants that have not answered OK */
+    int64_t sent;     /* mono ms: unanswered after a while, the slot is reused */
+} kv_repl_sweep_t;
+
 /* What this node holds of one partition. */
 typedef struct {
     uint8_t state;                             /* kv_repl_state_t */
@@ -158,7 +169,8 @@ struct _kv_repl_t {
     size_t count_snapshots_applied;
     int64_t next_tx_walk;    /* mono ms of the next walk over transaction intents */
     int64_t tx_asking_until; /* mono ms: answers to our RESOLVEs may come until then */
-    size_t count_tx[8];      /* transaction counters (kv_repl_tx.c) */
+    size_t count_tx[9];      /* transaction counters (kv_repl_tx.c) */
+    kv_repl_sweep_t tx_sweeps[KV_TX_SWEEPS]; /* records being swept */
 };
 
 /* Whether a partition is ours as primary (fenced or not), as replica or
@@ -244,6 +256,10 @@ void kv_repl_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, uint32_t parti
 
 /* Transactions: the periodic walk over intents, and counter registration. */
 void kv_repl_tx_tick(kv_repl_t *self);
+
+/* A REPLY that came back on a peer socket: a participant's answer to a
+ * sweep's FINISH. */
+void kv_repl_tx_on_reply(kv_repl_t *self, const kv_msg_t *reply);
 void kv_repl_tx_register_counters(kv_repl_t *self);
 
 /* Answers the pending writes up to seq (confirmed) or drops them all

@@ -270,6 +270,7 @@ void kv_repl_replica_drain_peer(kv_repl_t *self, void *handle) {
         if (kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0) {
             if (msg.type == KV_MSG_SNAPSHOT) s_on_snapshot(self, &msg);
             if (msg.type == KV_MSG_TX_FINISH) s_on_finish(self, &msg);
+            if (msg.type == KV_MSG_REPLY) kv_repl_tx_on_reply(self, &msg);
         }
         zmq_msg_close(&frame);
     }

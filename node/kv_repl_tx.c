@@ -16,6 +16,7 @@
 #include "kv_clock.h"
 #include "kv_log.h"
 #include "kv_tx.h"
+#include "kv_wire.h"
 
 enum {
     C_PREPARES,  /* prepares that left intents */
@@ -26,6 +27,7 @@ enum {
     C_ABORTS,    /* transactions aborted at their record partition */
     C_RESOLVES,  /* RESOLVEs sent about expired intents */
     C_FINISHED,  /* intents applied or removed */
+    C_SWEPT,     /* records forgotten by their partition's sweep */
     C_COUNTERS
 };
 
@@ -39,6 +41,7 @@ void kv_repl_tx_register_counters(kv_repl_t *self) {
         {"kv_tx_aborts_total", "transactions aborted at their record partition"},
         {"kv_tx_resolves_total", "questions about expired intents sent to record partitions"},
         {"kv_tx_intents_finished_total", "intents applied or removed"},
+        {"kv_tx_records_swept_total", "commit records forgotten by their own partition"},
     };
     for (int i = 0; i < C_COUNTERS; i++)
         self->count_tx[i] = kv_counters_register(self->config.counters, names[i][0], names[i][1]);
@@ -218,7 +221,8 @@ static void s_decided(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition, 
 /* Carries out a decision of the record partition (kv_tx_decide) and
  * answers with frame (commit: NULL answers OK) once it is confirmed. */
 static void s_act(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_t partition,
-                  uint64_t txid, kv_tx_action_t action, uint8_t *frame, size_t len) {
+                  uint64_t txid, kv_tx_action_t action, kv_bytes_t participants, uint8_t *frame,
+                  size_t len) {
     int commit = action == KV_TX_ACT_COMMIT;
     s_collect_t c;
     s_collect(self, partition, txid, &c);
@@ -237,11 +241,11 @@ static void s_act(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_
     kv_repl_group_t *group = kv_repl_group_begin(identity, req_id, frame, len);
     if (record) {
         char key[KV_TX_RECORD_KEY_LEN];
-        uint8_t value[KV_TX_RECORD_LEN];
+        uint8_t value[KV_TX_RECORD_MAX];
         kv_tx_record_key(key, txid);
-        kv_tx_record_encode(value, kv_clock_wall_ms());
+        size_t vlen = kv_tx_record_encode(value, kv_clock_wall_ms(), participants);
         if (s_put(self, partition, group, (kv_bytes_t){key, sizeof key},
-                  (kv_bytes_t){(const char *)value, sizeof value}, 0) != 0) {
+                  (kv_bytes_t){(const char *)value, vlen}, 0) != 0) {
             kv_log_error("out of memory writing the record of %016" PRIx64, txid);
             kv_repl_group_end(self, group); /* nothing written: not answered OK */
             return;
@@ -418,7 +422,7 @@ void kv_repl_tx_commit(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req
     uint8_t *frame = NULL; /* commit: a plain OK */
     if (action != KV_TX_ACT_COMMIT)
         frame = s_status_frame(self, req->req_id, KV_STATUS_TX_ABORTED, &len);
-    s_act(self, identity, req->req_id, req->partition, req->txid, action, frame, len);
+    s_act(self, identity, req->req_id, req->partition, req->txid, action, req->items, frame, len);
 }
 
 void kv_repl_tx_finish(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
@@ -454,7 +458,7 @@ void kv_repl_tx_resolve(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *re
     uint8_t *frame = s_encode(self, &answer, &len);
     if (!frame) return;
     /* req_id 1: "answer", though the FINISH itself asks for no reply */
-    s_act(self, identity, 1, req->partition, req->txid, action, frame, len);
+    s_act(self, identity, 1, req->partition, req->txid, action, (kv_bytes_t){NULL, 0}, frame, len);
 }
 
 /* --- expired intents -------------------------------------------------------------- */
@@ -515,7 +519,118 @@ static void s_resolve_partition(kv_repl_t *self, uint32_t partition) {
         kv_tx_action_t action = s_decide(self, partition, orphan->txid, KV_TX_EV_EXPIRE);
         kv_log_info("transaction %016" PRIx64 " orphaned at its record partition %u: %s",
                     orphan->txid, partition, kv_tx_action_name(action));
-        s_act(self, NULL, 0, partition, orphan->txid, action, NULL, 0);
+        s_act(self, NULL, 0, partition, orphan->txid, action, (kv_bytes_t){NULL, 0}, NULL, 0);
+    }
+}
+
+/* --- records no gateway forgot ------------------------------------------------------ */
+
+static void s_forget(kv_repl_t *self, uint32_t partition, uint64_t txid) {
+    char key[KV_TX_RECORD_KEY_LEN];
+    kv_tx_record_key(key, txid);
+    if (partition >= self->partitions || self->parts[partition].state != KV_REPL_PRIMARY ||
+        !kv_store_get(self->store, partition, key, sizeof key) ||
+        !kv_repl_can_write(self, partition))
+        return;
+    s_del(self, partition, NULL, (kv_bytes_t){key, sizeof key});
+    s_count(self, C_SWEPT, 1);
+}
+
+#define S_SWEEP_WAIT_MS 2000 /* a sweep unanswered this long is tried again */
+
+static kv_repl_sweep_t *s_sweep_slot(kv_repl_t *self, uint64_t txid, int64_t now) {
+    kv_repl_sweep_t *free_slot = NULL;
+    for (int i = 0; i < KV_TX_SWEEPS; i++) {
+        kv_repl_sweep_t *sweep = &self->tx_sweeps[i];
+        int live = sweep->req_id && now - sweep->sent < S_SWEEP_WAIT_MS;
+        if (live && sweep->txid == txid) return NULL; /* already asked */
+        if (!live && !free_slot) free_slot = sweep;
+    }
+    return free_slot;
+}
+
+/* A record older than KV_TX_SWEEP_MS: no gateway forgot it (its own died
+ * after the commit point). Each participant is sent FINISH(commit): it
+ * applies what intents remain and answers once that is confirmed; once
+ * all said OK no intent of the transaction is left anywhere, and the
+ * record may go. */
+static void s_sweep(kv_repl_t *self, uint32_t partition, uint64_t txid, const uint32_t *parts,
+                    int count) {
+    int64_t now = kv_clock_mono_ms();
+    if (count == 0) {
+        s_forget(self, partition, txid);
+        return;
+    }
+    kv_repl_sweep_t *sweep = s_sweep_slot(self, txid, now);
+    if (!sweep) return; /* in flight, or too many at once: a later walk */
+    *sweep = (kv_repl_sweep_t){++self->next_req, txid, partition, (uint32_t)count, now};
+    for (int i = 0; i < count; i++) {
+        uint16_t node =
+            parts[i] < self->partitions ? kv_table_owner(self->table, parts[i], 0) : KV_NO_NODE;
+        kv_msg_t finish = {.type = KV_MSG_TX_FINISH, .req_id = sweep->req_id, .txid = txid};
+        finish.partition = parts[i];
+        finish.epoch = kv_repl_epoch(self);
+        finish.status = KV_STATUS_OK;
+        uint8_t buf[64];
+        size_t size = kv_msg_encode(&finish, buf, sizeof buf);
+        if (node != KV_NO_NODE && size) kv_peers_send(self->peers, node, buf, size);
+    }
+    self->tx_asking_until = now + S_SWEEP_WAIT_MS;
+    kv_repl_want_peers(self, 1);
+}
+
+void kv_repl_tx_on_reply(kv_repl_t *self, const kv_msg_t *reply) {
+    for (int i = 0; reply->req_id && i < KV_TX_SWEEPS; i++) {
+        kv_repl_sweep_t *sweep = &self->tx_sweeps[i];
+        if (sweep->req_id != reply->req_id) continue;
+        if (reply->status == KV_STATUS_OK && --sweep->waiting == 0) {
+            s_forget(self, sweep->record, sweep->txid);
+            sweep->req_id = 0;
+        }
+        return;
+    }
+}
+
+/* The txid of a record key, or 0 when key is no record. */
+static uint64_t s_record_txid(const char *key, size_t klen) {
+    if (klen != KV_TX_RECORD_KEY_LEN || key[0] != '\0' || key[1] != 'r') return 0;
+    kv_reader_t r = {(const uint8_t *)key + 2, 8, 0, 0};
+    return kv_wire_get_uint(&r, 8);
+}
+
+typedef struct {
+    int64_t now_ms;
+    uint64_t txids[S_ORPHANS];
+    size_t count;
+} s_old_records_t;
+
+static int s_old_record(const kv_entry_t *entry, void *arg) {
+    s_old_records_t *old = arg;
+    uint64_t txid = s_record_txid(kv_entry_key(entry), kv_entry_klen(entry));
+    uint32_t parts[KV_TX_MAX_OPS];
+    int64_t written = 0;
+    if (!txid ||
+        kv_tx_record_decode(kv_entry_value(entry), kv_entry_vlen(entry), &written, parts) < 0 ||
+        old->now_ms - written < KV_TX_SWEEP_MS)
+        return 0;
+    old->txids[old->count++] = txid;
+    return old->count == S_ORPHANS;
+}
+
+/* Sweeps partition's records that no gateway forgot. */
+static void s_sweep_partition(kv_repl_t *self, uint32_t partition) {
+    s_old_records_t old = {.now_ms = kv_clock_wall_ms()};
+    kv_store_foreach_meta(self->store, partition, s_old_record, &old);
+    for (size_t i = 0; i < old.count; i++) {
+        char key[KV_TX_RECORD_KEY_LEN];
+        kv_tx_record_key(key, old.txids[i]);
+        const kv_entry_t *entry = kv_store_get(self->store, partition, key, sizeof key);
+        uint32_t parts[KV_TX_MAX_OPS];
+        int64_t written = 0;
+        int count = entry ? kv_tx_record_decode(kv_entry_value(entry), kv_entry_vlen(entry),
+                                                &written, parts)
+                          : -1;
+        if (count >= 0) s_sweep(self, partition, old.txids[i], parts, count);
     }
 }
 
@@ -524,6 +639,8 @@ void kv_repl_tx_tick(kv_repl_t *self) {
     if (now < self->next_tx_walk || !self->table) return;
     self->next_tx_walk = now + KV_TX_RESOLVE_MS;
     for (uint32_t p = 0; p < self->partitions; p++)
-        if (self->parts[p].state == KV_REPL_PRIMARY && kv_store_meta_size(self->store, p) > 0)
+        if (self->parts[p].state == KV_REPL_PRIMARY && kv_store_meta_size(self->store, p) > 0) {
             s_resolve_partition(self, p);
+            s_sweep_partition(self, p);
+        }
 }

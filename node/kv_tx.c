@@ -48,10 +48,26 @@ int kv_tx_intent_decode(const char *value, size_t vlen, kv_tx_intent_t *intent) 
     return 0;
 }
 
-void kv_tx_record_encode(uint8_t out[KV_TX_RECORD_LEN], int64_t written_ms) {
-    kv_writer_t w = {out, KV_TX_RECORD_LEN, 0, 0};
+size_t kv_tx_record_encode(uint8_t *out, int64_t written_ms, kv_bytes_t participants) {
+    kv_writer_t w = {out, KV_TX_RECORD_MAX, 0, 0};
     kv_wire_put_uint(&w, KV_TX_COMMITTED, 1);
     kv_wire_put_uint(&w, (uint64_t)written_ms, 8);
+    size_t count = participants.len / KV_MSG_ITEM_SIZE;
+    for (size_t i = 0; i < count && i < KV_TX_MAX_OPS; i++)
+        kv_wire_put_uint(&w, kv_msg_item_read(&participants, i).partition, 4);
+    return w.pos;
+}
+
+int kv_tx_record_decode(const char *value, size_t vlen, int64_t *written_ms, uint32_t *parts) {
+    kv_reader_t r = {(const uint8_t *)value, vlen, 0, 0};
+    uint8_t state = (uint8_t)kv_wire_get_uint(&r, 1);
+    *written_ms = (int64_t)kv_wire_get_uint(&r, 8);
+    if (r.failed || state != KV_TX_COMMITTED || (vlen - r.pos) % 4 ||
+        (vlen - r.pos) / 4 > KV_TX_MAX_OPS)
+        return -1;
+    int count = 0;
+    while (r.pos < vlen) parts[count++] = (uint32_t)kv_wire_get_uint(&r, 4);
+    return count;
 }
 
 kv_tx_check_t kv_tx_check_key(const kv_tx_intent_t *held, uint64_t txid, const kv_msg_txop_t *op,

@@ -69,9 +69,20 @@ size_t kv_tx_intent_encode(const kv_tx_intent_t *intent, uint8_t *out, size_t ca
  * 0, or -1 when malformed. */
 int kv_tx_intent_decode(const char *value, size_t vlen, kv_tx_intent_t *intent);
 
-/* A record's stored value: its state and when it was written. */
-#define KV_TX_RECORD_LEN 9
-void kv_tx_record_encode(uint8_t out[KV_TX_RECORD_LEN], int64_t written_ms);
+/* A record's stored value: its state, when it was written (wall clock),
+ * and the other participants' partitions, which its partition asks
+ * before it forgets a record no gateway finished (KV_TX_SWEEP_MS). */
+#define KV_TX_SWEEP_MS 5000
+#define KV_TX_RECORD_HEAD 9
+#define KV_TX_RECORD_MAX (KV_TX_RECORD_HEAD + 4 * KV_TX_MAX_OPS)
+
+/* Encodes a record with the partitions of participants (ITEM records);
+ * returns its length (out: KV_TX_RECORD_MAX bytes). */
+size_t kv_tx_record_encode(uint8_t *out, int64_t written_ms, kv_bytes_t participants);
+
+/* Decodes a record: when it was written, and up to KV_TX_MAX_OPS
+ * participants into parts. Returns their count, or -1 when malformed. */
+int kv_tx_record_decode(const char *value, size_t vlen, int64_t *written_ms, uint32_t *parts);
 
 /* --- decisions -------------------------------------------------------------- */
 

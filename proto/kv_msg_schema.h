@@ -157,7 +157,9 @@
     X(record, U32, 1)    /* the partition of its commit record */                        \
     X(commit, FLAG, 1)   /* its only partition: check and apply at once, no intents */   \
     X(ops, TXOPS, 1)     /* one TXOP per key of this partition, request order */
-#define KV_MSG_TX_COMMIT_FIELDS(X) KV_MSG_TX_HEAD(X)
+#define KV_MSG_TX_COMMIT_FIELDS(X)                                                       \
+    KV_MSG_TX_HEAD(X)                                                                    \
+    X(items, ITEMS, 3)   /* the other participants' partitions (partition, 0, 0) */
 #define KV_MSG_TX_FINISH_FIELDS(X)                                                       \
     KV_MSG_TX_HEAD(X)                                                                    \
     X(status, STATUS, 1) /* OK: commit; TX_ABORTED: abort */

@@ -128,3 +128,26 @@ Test(kv_tx, names_for_logs) {
     cr_expect_str_eq(kv_tx_action_name(KV_TX_ACT_WAIT), "wait");
     cr_expect_str_eq(kv_tx_state_name((kv_tx_state_t)9), "?");
 }
+
+Test(kv_tx, records_list_the_other_participants) {
+    uint8_t items[3 * KV_MSG_ITEM_SIZE];
+    for (uint32_t i = 0; i < 3; i++) {
+        const kv_msg_item_t item = {100 + i, 0, 0};
+        kv_msg_item_write(items, i, &item);
+    }
+    uint8_t value[KV_TX_RECORD_MAX];
+    size_t len =
+        kv_tx_record_encode(value, 1700000000000, (kv_bytes_t){(const char *)items, sizeof items});
+    cr_assert_eq(len, KV_TX_RECORD_HEAD + 12);
+    int64_t written = 0;
+    uint32_t parts[KV_TX_MAX_OPS];
+    cr_assert_eq(kv_tx_record_decode((const char *)value, len, &written, parts), 3);
+    cr_expect_eq(written, 1700000000000);
+    cr_expect_eq(parts[0], 100);
+    cr_expect_eq(parts[2], 102);
+    cr_expect_eq(kv_tx_record_decode((const char *)value, len - 1, &written, parts), -1);
+    value[0] = 9; /* not a state a record has */
+    cr_expect_eq(kv_tx_record_decode((const char *)value, len, &written, parts), -1);
+    len = kv_tx_record_encode(value, 5, (kv_bytes_t){NULL, 0});
+    cr_expect_eq(kv_tx_record_decode((const char *)value, len, &written, parts), 0);
+}
