@@ -156,15 +156,6 @@ static long long s_wait_balanced_with(kv_probe_t *probe, const kv_cluster_t *clu
     return -1;
 }
 
-/* A random running node, chosen with seed. */
-static int s_random_live_node(const kv_cluster_t *cluster, unsigned *seed) {
-    int live[KV_HARNESS_MAX_NODES] = {0}, count = 0;
-    for (int i = 0; i < cluster->node_count; i++)
-        if (cluster->nodes[i].pid > 0) live[count++] = i;
-    cr_assert(count > 0, "no node left to kill");
-    return live[rand_r(seed) % (unsigned)count];
-}
-
 static int s_cmp_ll(const void *a, const void *b) {
     long long x = *(const long long *)a, y = *(const long long *)b;
     return (x > y) - (x < y);
@@ -303,7 +294,8 @@ Test(replication, twenty_node_kills_lose_no_acknowledged_write, .timeout = 400) 
     s_sleep_ms(500); /* some data before the first kill */
     long long replicated[S_KILL_ROUNDS], writable[S_KILL_ROUNDS], balanced[S_KILL_ROUNDS];
     for (int round = 0; round < S_KILL_ROUNDS; round++) {
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         const char *id = cluster->nodes[victim].id;
         kv_table_t *before = kv_probe_table(&probe, 1000);
         cr_assert_not_null(before, "round %d: no table from the coordinator", round + 1);
@@ -458,7 +450,8 @@ Test(replication, frozen_primary_acknowledges_nothing_and_serves_nothing_stale, 
      * (2 s), then thawed long after. */
     int margins[] = {150, 1500};
     for (size_t i = 0; i < sizeof(margins) / sizeof(margins[0]); i++) {
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         s_freeze_once(cluster, &probe, victim, (int)i, margins[i]);
         s_sleep_ms(1000); /* reads against the rebalanced cluster */
         kv_workload_stats_t stats = kv_workload_stats(workload);
@@ -484,7 +477,8 @@ Test(replication, coordinator_killed_with_a_node_recovers, .timeout = 240) {
     cr_assert_not_null(workload);
     s_sleep_ms(500);
     for (int order = 0; order < 2; order++) { /* node first, then coordinator first */
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         const char *id = cluster->nodes[victim].id;
         long long start = kv_now_ms();
         if (order == 0) kv_cluster_signal_node(cluster, victim, SIGKILL);
@@ -577,7 +571,8 @@ Test(replication, replicas_missing_updates_repair_themselves, .timeout = 300) {
      * have reached them (or the copies made from them since). */
     const char *killed[S_NODES];
     for (int k = 0; k < S_NODES - 1; k++) {
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         killed[k] = cluster->nodes[victim].id;
         long long start = kv_now_ms();
         kv_cluster_signal_node(cluster, victim, SIGKILL);

@@ -360,13 +360,14 @@ Test(tx, message_counters_count_by_type, .timeout = 60) {
 
 /* --- the bank ---------------------------------------------------------------- */
 
-#define S_ACCOUNTS 20          /* acct:0..19 */
-#define S_BALANCE 100          /* each account's opening balance */
-#define S_TELLERS 8            /* transfer clients */
-#define S_AUDITORS 2           /* snapshot readers */
-#define S_KILLS 10             /* nodes SIGKILLed, one at a time */
-#define S_BANK_SECONDS 60      /* default transfer phase (KV_BANK_SECONDS) */
-#define S_MAX_AMOUNT 20        /* a transfer moves 1..S_MAX_AMOUNT */
+#define S_ACCOUNTS 20                          /* acct:0..19 */
+#define S_BALANCE 100                          /* each account's opening balance */
+#define S_TELLERS 8                            /* transfer clients */
+#define S_AUDITORS 2                           /* snapshot readers */
+#define S_KILLS 10                             /* nodes SIGKILLed, one at a time */
+#define S_BANK_SECONDS 60                      /* default transfer phase (KV_BANK_SECONDS) */
+#define S_TOTAL ((long)S_ACCOUNTS * S_BALANCE) /* the money in the bank */
+#define S_MAX_AMOUNT 20                        /* a transfer moves 1..S_MAX_AMOUNT */
 #define S_BANK_SETTLE_MS 60000 /* longest wait for R copies after a kill (sanitized build) */
 #define S_UNLOCK_MS 10000      /* the closing transfer's deadline: orphans resolve in ~3 s */
 #define S_RECEIPT_BATCH 50     /* receipts per /mget at the end */
@@ -571,7 +572,7 @@ static void s_audit(s_auditor_t *auditor, int tx) {
     if (body && s_balances(body, balances, versions) == 0) {
         auditor->snapshots[tx]++;
         for (int a = 0; a < S_ACCOUNTS; a++) sum += balances[a];
-        if (sum != S_ACCOUNTS * S_BALANCE) {
+        if (sum != S_TOTAL) {
             auditor->wrong_sums++;
             snprintf(auditor->last_error, sizeof(auditor->last_error), "sum %ld: %s", sum,
                      reply.body);
@@ -618,21 +619,13 @@ static int s_recovered(void *arg) {
     return done;
 }
 
-/* A random running node. */
-static int s_random_node(const kv_cluster_t *cluster, unsigned *seed) {
-    int live[KV_HARNESS_MAX_NODES], count = 0;
-    for (int i = 0; i < cluster->node_count; i++)
-        if (cluster->nodes[i].pid > 0) live[count++] = i;
-    cr_assert(count > 0, "no node left");
-    return live[rand_r(seed) % (unsigned)count];
-}
-
 /* Takes a random node away, with SIGKILL, or with SIGTERM (it drains: its
  * partitions move to the others, then it exits 0), adds a fresh node and
  * waits until every partition is back at R ACTIVE copies. Returns the ms
  * that took. */
 static long long s_replace_node(kv_cluster_t *cluster, unsigned *seed, int drain) {
-    int victim = s_random_node(cluster, seed);
+    int victim = kv_cluster_random_node(cluster, seed);
+    cr_assert_geq(victim, 0, "no node left");
     long long start = kv_now_ms();
     kv_cluster_signal_node(cluster, victim, drain ? SIGTERM : SIGKILL);
     if (drain)
@@ -738,16 +731,16 @@ typedef struct {
  * attempted with that key and content. */
 static const s_transfer_t *s_receipt_transfer(const s_teller_t *tellers, const char *key,
                                               const char *value) {
-    int t = -1, end = 0, from, to, amount, used = 0;
-    size_t n = 0;
-    if (sscanf(key, "receipt:%d:%zu%n", &t, &n, &end) != 2 || key[end] || t < 0 || t >= S_TELLERS ||
-        n >= tellers[t].count)
-        return NULL;
+    char *end = NULL, *last = NULL, expected[48];
+    if (strncmp(key, "receipt:", 8) != 0) return NULL;
+    long t = strtol(key + 8, &end, 10);
+    if (end == key + 8 || *end != ':' || t < 0 || t >= S_TELLERS) return NULL;
+    unsigned long n = strtoul(end + 1, &last, 10);
+    if (last == end + 1 || *last || n >= tellers[t].count) return NULL;
     const s_transfer_t *transfer = &tellers[t].transfers[n];
-    if (sscanf(value, "%d,%d,%d%n", &from, &to, &amount, &used) != 3 || value[used] ||
-        from != transfer->from || to != transfer->to || amount != transfer->amount)
-        return NULL;
-    return transfer;
+    snprintf(expected, sizeof(expected), "%d,%d,%d", transfer->from, transfer->to,
+             transfer->amount);
+    return strcmp(value, expected) == 0 ? transfer : NULL;
 }
 
 /* Checks every receipt present against the attempts, and every attempt
@@ -947,13 +940,13 @@ Test(tx, bank_under_faults, .timeout = 240) {
     cr_expect_gt(outcomes[S_ACKED], 0, "no transfer committed");
     cr_expect_eq(outcomes[S_FAILED], 0, "unexpected answers to transfers");
     cr_expect_gt(audit.snapshots[0] + audit.snapshots[1], 0, "no snapshot read");
-    cr_expect_eq(audit.wrong_sums, 0, "a snapshot did not add up to %d", S_ACCOUNTS * S_BALANCE);
+    cr_expect_eq(audit.wrong_sums, 0, "a snapshot did not add up to %ld", S_TOTAL);
     cr_expect_eq(audit.failed, 0, "unexpected answers to snapshot reads");
     cr_expect_eq(books.acked_missing, 0, "acknowledged transfers lost");
     cr_expect_eq(books.unattempted, 0, "receipts nobody wrote");
     cr_expect_eq(books.refused_present, 0, "transfers answered 409 or 503 were written");
     cr_expect_eq(off, 0, "balances disagree with the receipts");
-    cr_expect_eq(sum, S_ACCOUNTS * S_BALANCE, "money created or destroyed");
+    cr_expect_eq(sum, S_TOTAL, "money created or destroyed");
     cr_expect_geq(closing_ms, 0, "a transfer over every account failed: a key stays locked?");
     cr_expect_eq(kv_cluster_stop(&cluster), 0);
 }

@@ -316,6 +316,13 @@ void kv_cluster_kill_gateway(kv_cluster_t *self, int port) {
         if (self->gateway_ports[i] == port) s_kill(&self->gateways[i]);
 }
 
+int kv_cluster_random_node(const kv_cluster_t *self, unsigned *seed) {
+    int live[KV_HARNESS_MAX_NODES] = {0}, count = 0;
+    for (int i = 0; i < self->node_count; i++)
+        if (self->nodes[i].pid > 0) live[count++] = i;
+    return count ? live[rand_r(seed) % (unsigned)count] : -1;
+}
+
 void kv_cluster_node_endpoint(const kv_cluster_t *self, int i, char *out, size_t cap) {
     snprintf(out, cap, "tcp://127.0.0.1:%d", self->nodes[i].port);
 }

@@ -78,6 +78,9 @@ int kv_cluster_add_gateway(kv_cluster_t *self);
  * one) and reaps it; kv_cluster_stop then leaves it alone. */
 void kv_cluster_kill_gateway(kv_cluster_t *self, int port);
 
+/* A random running node's index, chosen with rand_r(seed); -1 when none. */
+int kv_cluster_random_node(const kv_cluster_t *self, unsigned *seed);
+
 /* The request endpoint of node i ("tcp://127.0.0.1:PORT"), into out. */
 void kv_cluster_node_endpoint(const kv_cluster_t *self, int i, char *out, size_t cap);
 
