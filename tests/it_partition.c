@@ -242,18 +242,6 @@ static const char *s_primary_of(const kv_table_t *table, const char *key) {
     return node ? node->id : "";
 }
 
-/* Every partition has R ACTIVE owners and nothing is moving. */
-static int s_fully_replicated(const kv_table_t *table) {
-    for (uint32_t p = 0; p < kv_table_partitions(table); p++) {
-        if (kv_table_learner(table, p) != KV_NO_NODE || kv_table_flags(table, p)) return 0;
-        for (uint32_t slot = 0; slot < kv_table_replication(table); slot++) {
-            uint16_t owner = kv_table_owner(table, p, slot);
-            if (kv_table_node_state(table, owner) != KV_NODE_ACTIVE) return 0; /* or unset */
-        }
-    }
-    return 1;
-}
-
 /* Picks the keys: four whose primary is node-1, two each of node-2 and
  * node-3 (as many as the first 10,000 candidates give). */
 static int s_pick_keys(s_run_t *run) {
@@ -308,7 +296,7 @@ static int s_healthy(const s_run_t *run) {
     kv_reply_free(&reply);
     if (!ok) return 0;
     kv_table_t *table = s_table(run, 1000);
-    ok = table && s_fully_replicated(table);
+    ok = table && kv_cluster_fully_replicated(table);
     kv_table_destroy(&table);
     return ok;
 }

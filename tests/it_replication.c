@@ -33,11 +33,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include <zmq.h>
 
 #include "kv_harness.h"
 #include "kv_hash.h"
-#include "kv_msg.h"
 #include "kv_table.h"
 #include "kv_workload.h"
 
@@ -78,81 +76,15 @@ static void s_sleep_ms(long ms) {
 
 /* --- the coordinator's table ------------------------------------------------ */
 
-/* A DEALER to the coordinator, asking for its table like a gateway does. */
-typedef struct {
-    void *ctx;    /* private ZeroMQ context */
-    void *dealer; /* connected to the coordinator's ROUTER (reconnects by itself) */
-} s_probe_t;
-
-static void s_probe_open(s_probe_t *probe, const kv_cluster_t *cluster) {
-    char endpoint[64];
-    int linger = 0;
-    probe->ctx = zmq_ctx_new();
-    probe->dealer = zmq_socket(probe->ctx, ZMQ_DEALER);
-    cr_assert_not_null(probe->dealer);
-    zmq_setsockopt(probe->dealer, ZMQ_LINGER, &linger, sizeof(linger));
-    snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", cluster->coord_port);
-    cr_assert_eq(zmq_connect(probe->dealer, endpoint), 0);
-}
-
-static void s_probe_close(s_probe_t *probe) {
-    zmq_close(probe->dealer);
-    zmq_ctx_term(probe->ctx);
-}
-
-/* The coordinator's current table (the newest of the answers that came
- * within wait_ms; late answers to earlier requests are drained too), or
- * NULL when it did not answer. */
-static kv_table_t *s_table(s_probe_t *probe, int wait_ms) {
-    uint8_t buf[32];
-    kv_msg_t req = {.type = KV_MSG_TABLE_REQ};
-    size_t size = kv_msg_encode(&req, buf, sizeof(buf));
-    zmq_send(probe->dealer, buf, size, ZMQ_DONTWAIT);
-    kv_table_t *best = NULL;
-    long long deadline = kv_now_ms() + wait_ms;
-    for (;;) {
-        long long left = deadline - kv_now_ms();
-        zmq_pollitem_t item = {probe->dealer, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, best || left < 0 ? 0 : (long)left) <= 0) break;
-        zmq_msg_t frame;
-        zmq_msg_init(&frame);
-        kv_msg_t msg;
-        if (zmq_msg_recv(&frame, probe->dealer, ZMQ_DONTWAIT) >= 0 &&
-            kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0 &&
-            msg.type == KV_MSG_TABLE) {
-            kv_table_t *table = kv_table_decode((const uint8_t *)msg.table.ptr, msg.table.len);
-            if (table && (!best || kv_table_epoch(table) > kv_table_epoch(best))) {
-                kv_table_destroy(&best);
-                best = table;
-            } else
-                kv_table_destroy(&table);
-        }
-        zmq_msg_close(&frame);
-    }
-    return best;
-}
-
 /* The state of the node with this id in table, or -1 when not listed. */
 static int s_state_of(const kv_table_t *table, const char *id) {
     int index = kv_table_find(table, id);
     return index < 0 ? -1 : kv_table_node_state(table, (uint32_t)index);
 }
 
-/* Every partition has R owners, all ACTIVE, and nothing is moving. */
-static int s_fully_replicated(const kv_table_t *table) {
-    for (uint32_t p = 0; p < kv_table_partitions(table); p++) {
-        if (kv_table_learner(table, p) != KV_NO_NODE || kv_table_flags(table, p)) return 0;
-        for (uint32_t slot = 0; slot < kv_table_replication(table); slot++) {
-            uint16_t owner = kv_table_owner(table, p, slot);
-            if (kv_table_node_state(table, owner) != KV_NODE_ACTIVE) return 0; /* or unset */
-        }
-    }
-    return 1;
-}
-
 /* Fully replicated, and the ACTIVE nodes' primaries differ by one at most. */
 static int s_balanced(const kv_table_t *table) {
-    if (!s_fully_replicated(table)) return 0;
+    if (!kv_cluster_fully_replicated(table)) return 0;
     uint32_t low = UINT32_MAX, high = 0;
     for (uint32_t i = 0; i < kv_table_node_count(table); i++) {
         if (kv_table_node_state(table, i) != KV_NODE_ACTIVE) continue;
@@ -186,12 +118,12 @@ typedef struct {
  * between two kills can outlast) and the table is fully replicated, timing each stage
  * from start (ms). With need_full 0 stops once writable (a cluster too
  * small for R copies). */
-static s_recovery_t s_wait_recovery(s_probe_t *probe, const char *const *victims, int count,
+static s_recovery_t s_wait_recovery(kv_probe_t *probe, const char *const *victims, int count,
                                     long long start, int need_full) {
     s_recovery_t times = {-1, -1, -1};
     long long deadline = kv_now_ms() + S_RECOVERY_MS;
     while (kv_now_ms() < deadline) {
-        kv_table_t *table = s_table(probe, 500);
+        kv_table_t *table = kv_probe_table(probe, 500);
         long long now = kv_now_ms() - start;
         int down = table != NULL;
         for (int i = 0; table && i < count; i++) { /* an earlier victim may be forgotten by now */
@@ -200,7 +132,8 @@ static s_recovery_t s_wait_recovery(s_probe_t *probe, const char *const *victims
         }
         if (down && times.down < 0) times.down = now;
         if (down && times.writable < 0 && kv_table_healthy(table)) times.writable = now;
-        if (down && times.replicated < 0 && s_fully_replicated(table)) times.replicated = now;
+        if (down && times.replicated < 0 && kv_cluster_fully_replicated(table))
+            times.replicated = now;
         kv_table_destroy(&table);
         if (times.writable >= 0 && (times.replicated >= 0 || !need_full)) break;
         s_sleep_ms(S_POLL_MS);
@@ -210,26 +143,17 @@ static s_recovery_t s_wait_recovery(s_probe_t *probe, const char *const *victims
 
 /* Waits until the node with id is ACTIVE, the table balanced and the
  * gateway healthy. Returns the ms it took, or -1. */
-static long long s_wait_balanced_with(s_probe_t *probe, const kv_cluster_t *cluster,
+static long long s_wait_balanced_with(kv_probe_t *probe, const kv_cluster_t *cluster,
                                       const char *id) {
     long long start = kv_now_ms(), deadline = start + S_RECOVERY_MS;
     while (kv_now_ms() < deadline) {
-        kv_table_t *table = s_table(probe, 500);
+        kv_table_t *table = kv_probe_table(probe, 500);
         int done = table && (!id || s_state_of(table, id) == KV_NODE_ACTIVE) && s_balanced(table);
         kv_table_destroy(&table);
         if (done && s_gateway_healthy(cluster)) return kv_now_ms() - start;
         s_sleep_ms(S_POLL_MS);
     }
     return -1;
-}
-
-/* A random running node, chosen with seed. */
-static int s_random_live_node(const kv_cluster_t *cluster, unsigned *seed) {
-    int live[KV_HARNESS_MAX_NODES] = {0}, count = 0;
-    for (int i = 0; i < cluster->node_count; i++)
-        if (cluster->nodes[i].pid > 0) live[count++] = i;
-    cr_assert(count > 0, "no node left to kill");
-    return live[rand_r(seed) % (unsigned)count];
 }
 
 static int s_cmp_ll(const void *a, const void *b) {
@@ -361,8 +285,8 @@ static void s_print_settings(void) {
 Test(replication, twenty_node_kills_lose_no_acknowledged_write, .timeout = 400) {
     unsigned seed = s_seed();
     kv_cluster_t *cluster = s_start(NULL);
-    s_probe_t probe;
-    s_probe_open(&probe, cluster);
+    kv_probe_t probe;
+    cr_assert_eq(kv_probe_open(&probe, cluster), 0);
     s_print_settings();
     cr_assert_geq(s_wait_balanced_with(&probe, cluster, NULL), 0, "initial cluster not balanced");
     kv_workload_t *workload = kv_workload_start(cluster->http_port, S_KEYS, S_THREADS, seed);
@@ -370,9 +294,10 @@ Test(replication, twenty_node_kills_lose_no_acknowledged_write, .timeout = 400) 
     s_sleep_ms(500); /* some data before the first kill */
     long long replicated[S_KILL_ROUNDS], writable[S_KILL_ROUNDS], balanced[S_KILL_ROUNDS];
     for (int round = 0; round < S_KILL_ROUNDS; round++) {
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         const char *id = cluster->nodes[victim].id;
-        kv_table_t *before = s_table(&probe, 1000);
+        kv_table_t *before = kv_probe_table(&probe, 1000);
         cr_assert_not_null(before, "round %d: no table from the coordinator", round + 1);
         int index = kv_table_find(before, id);
         uint32_t primaries = index < 0 ? 0 : kv_table_count_primaries(before, (uint16_t)index);
@@ -421,7 +346,7 @@ Test(replication, twenty_node_kills_lose_no_acknowledged_write, .timeout = 400) 
            worst_writable, s_median(balanced, S_KILL_ROUNDS), worst_balanced);
     fflush(stdout);
     kv_workload_destroy(&workload);
-    s_probe_close(&probe);
+    kv_probe_close(&probe);
     cr_expect_eq(kv_cluster_stop(&cluster), 0, "processes did not stop cleanly");
 }
 
@@ -466,10 +391,10 @@ static void *s_async_run(void *arg) {
 /* One freeze: a primary stopped until the coordinator has replaced it
  * (plus margin ms), with a write sent to it the moment it froze; then
  * thawed, and left to rejoin a balanced cluster. */
-static void s_freeze_once(kv_cluster_t *cluster, s_probe_t *probe, int victim, int round,
+static void s_freeze_once(kv_cluster_t *cluster, kv_probe_t *probe, int victim, int round,
                           int margin_ms) {
     const char *id = cluster->nodes[victim].id;
-    kv_table_t *table = s_table(probe, 1000);
+    kv_table_t *table = kv_probe_table(probe, 1000);
     cr_assert_not_null(table);
     int index = kv_table_find(table, id);
     cr_assert_geq(index, 0);
@@ -514,8 +439,8 @@ static void s_freeze_once(kv_cluster_t *cluster, s_probe_t *probe, int victim, i
 Test(replication, frozen_primary_acknowledges_nothing_and_serves_nothing_stale, .timeout = 240) {
     unsigned seed = s_seed();
     kv_cluster_t *cluster = s_start(NULL);
-    s_probe_t probe;
-    s_probe_open(&probe, cluster);
+    kv_probe_t probe;
+    cr_assert_eq(kv_probe_open(&probe, cluster), 0);
     s_print_settings();
     cr_assert_geq(s_wait_balanced_with(&probe, cluster, NULL), 0);
     kv_workload_t *workload = kv_workload_start(cluster->http_port, S_KEYS, S_THREADS, seed);
@@ -525,7 +450,8 @@ Test(replication, frozen_primary_acknowledges_nothing_and_serves_nothing_stale, 
      * (2 s), then thawed long after. */
     int margins[] = {150, 1500};
     for (size_t i = 0; i < sizeof(margins) / sizeof(margins[0]); i++) {
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         s_freeze_once(cluster, &probe, victim, (int)i, margins[i]);
         s_sleep_ms(1000); /* reads against the rebalanced cluster */
         kv_workload_stats_t stats = kv_workload_stats(workload);
@@ -534,7 +460,7 @@ Test(replication, frozen_primary_acknowledges_nothing_and_serves_nothing_stale, 
     kv_workload_stop(workload);
     s_check_data(cluster, workload, "frozen primary");
     kv_workload_destroy(&workload);
-    s_probe_close(&probe);
+    kv_probe_close(&probe);
     cr_expect_eq(kv_cluster_stop(&cluster), 0, "processes did not stop cleanly");
 }
 
@@ -543,15 +469,16 @@ Test(replication, frozen_primary_acknowledges_nothing_and_serves_nothing_stale, 
 Test(replication, coordinator_killed_with_a_node_recovers, .timeout = 240) {
     unsigned seed = s_seed();
     kv_cluster_t *cluster = s_start(NULL);
-    s_probe_t probe;
-    s_probe_open(&probe, cluster);
+    kv_probe_t probe;
+    cr_assert_eq(kv_probe_open(&probe, cluster), 0);
     s_print_settings();
     cr_assert_geq(s_wait_balanced_with(&probe, cluster, NULL), 0);
     kv_workload_t *workload = kv_workload_start(cluster->http_port, S_KEYS, S_THREADS, seed);
     cr_assert_not_null(workload);
     s_sleep_ms(500);
     for (int order = 0; order < 2; order++) { /* node first, then coordinator first */
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         const char *id = cluster->nodes[victim].id;
         long long start = kv_now_ms();
         if (order == 0) kv_cluster_signal_node(cluster, victim, SIGKILL);
@@ -577,7 +504,7 @@ Test(replication, coordinator_killed_with_a_node_recovers, .timeout = 240) {
     kv_workload_stop(workload);
     s_check_data(cluster, workload, "coordinator and node killed");
     kv_workload_destroy(&workload);
-    s_probe_close(&probe);
+    kv_probe_close(&probe);
     cr_expect_eq(kv_cluster_stop(&cluster), 0, "processes did not stop cleanly");
 }
 
@@ -616,8 +543,8 @@ Test(replication, replicas_missing_updates_repair_themselves, .timeout = 300) {
     static const char *const node_args[] = {"--repl-hwm", "1", NULL};
     unsigned seed = s_seed();
     kv_cluster_t *cluster = s_start(node_args);
-    s_probe_t probe;
-    s_probe_open(&probe, cluster);
+    kv_probe_t probe;
+    cr_assert_eq(kv_probe_open(&probe, cluster), 0);
     s_print_settings();
     cr_assert_geq(s_wait_balanced_with(&probe, cluster, NULL), 0);
     /* A burst: many clients at once, so each primary publishes many
@@ -644,7 +571,8 @@ Test(replication, replicas_missing_updates_repair_themselves, .timeout = 300) {
      * have reached them (or the copies made from them since). */
     const char *killed[S_NODES];
     for (int k = 0; k < S_NODES - 1; k++) {
-        int victim = s_random_live_node(cluster, &seed);
+        int victim = kv_cluster_random_node(cluster, &seed);
+        cr_assert_geq(victim, 0, "no node left to kill");
         killed[k] = cluster->nodes[victim].id;
         long long start = kv_now_ms();
         kv_cluster_signal_node(cluster, victim, SIGKILL);
@@ -662,7 +590,7 @@ Test(replication, replicas_missing_updates_repair_themselves, .timeout = 300) {
         cr_expect_eq(lost, 0, "acknowledged writes lost after killing %s", killed[k]);
     }
     kv_workload_destroy(&workload);
-    s_probe_close(&probe);
+    kv_probe_close(&probe);
     cr_expect_eq(kv_cluster_stop(&cluster), 0, "processes did not stop cleanly");
 }
 
@@ -671,11 +599,11 @@ Test(replication, replicas_missing_updates_repair_themselves, .timeout = 300) {
 /* The node (harness index) that is primary of a partition whose primary
  * is moving to a learner that holds no slot, at the stage asked (fenced or
  * still learning); its partition in *part. -1 when none within ms. */
-static int s_moving_primary(const kv_cluster_t *cluster, s_probe_t *probe, int fenced, int ms,
+static int s_moving_primary(const kv_cluster_t *cluster, kv_probe_t *probe, int fenced, int ms,
                             uint32_t *part) {
     long long deadline = kv_now_ms() + ms;
     while (kv_now_ms() < deadline) {
-        kv_table_t *table = s_table(probe, 500);
+        kv_table_t *table = kv_probe_table(probe, 500);
         int found = -1;
         for (uint32_t p = 0; table && found < 0 && p < kv_table_partitions(table); p++) {
             uint16_t learner = kv_table_learner(table, p);
@@ -699,8 +627,8 @@ static int s_moving_primary(const kv_cluster_t *cluster, s_probe_t *probe, int f
 Test(replication, primary_killed_during_a_hand_off_loses_nothing, .timeout = 300) {
     unsigned seed = s_seed();
     kv_cluster_t *cluster = s_start(NULL);
-    s_probe_t probe;
-    s_probe_open(&probe, cluster);
+    kv_probe_t probe;
+    cr_assert_eq(kv_probe_open(&probe, cluster), 0);
     s_print_settings();
     cr_assert_geq(s_wait_balanced_with(&probe, cluster, NULL), 0);
     kv_workload_t *workload = kv_workload_start(cluster->http_port, S_KEYS, S_THREADS, seed);
@@ -740,6 +668,6 @@ Test(replication, primary_killed_during_a_hand_off_loses_nothing, .timeout = 300
     kv_workload_stop(workload);
     s_check_data(cluster, workload, "primaries killed during hand-offs");
     kv_workload_destroy(&workload);
-    s_probe_close(&probe);
+    kv_probe_close(&probe);
     cr_expect_eq(kv_cluster_stop(&cluster), 0, "processes did not stop cleanly");
 }

@@ -225,12 +225,13 @@ static pid_t s_start_coordinator(kv_cluster_t *self) {
     return s_spawn_with(argv, 11, self->options.coordinator_args, log);
 }
 
-static pid_t s_start_gateway(kv_cluster_t *self) {
+/* A gateway on port, its output to log_name in the cluster's directory. */
+static pid_t s_start_gateway(kv_cluster_t *self, int http_port, const char *log_name) {
     char port[16], coord[64], pub[64], log[192], binary[512];
-    snprintf(port, sizeof(port), "%d", self->http_port);
+    snprintf(port, sizeof(port), "%d", http_port);
     snprintf(coord, sizeof(coord), "tcp://127.0.0.1:%d", self->coord_port);
     snprintf(pub, sizeof(pub), "tcp://127.0.0.1:%d", self->coord_pub_port);
-    snprintf(log, sizeof(log), "%s/gateway.log", self->dir);
+    snprintf(log, sizeof(log), "%s/%s", self->dir, log_name);
     const char *argv[64] = {s_binary("gateway/kv-gateway", binary, sizeof(binary)),
                             "--host",
                             "127.0.0.1",
@@ -264,7 +265,7 @@ kv_cluster_t *kv_cluster_start_with(const kv_cluster_options_t *options) {
     self->http_port = kv_free_port();
     self->coordinator = s_start_coordinator(self);
     for (int i = 0; i < options->nodes; i++) kv_cluster_add_node(self, 1);
-    self->gateway = s_start_gateway(self);
+    self->gateway = s_start_gateway(self, self->http_port, "gateway.log");
     if (s_wait_healthy(self, 20000) != 0) {
         fprintf(stderr, "cluster of %d nodes did not become healthy\n", options->nodes);
         s_print_logs(self);
@@ -288,6 +289,38 @@ int kv_cluster_add_node(kv_cluster_t *self, int registered) {
     node->pub_port = kv_free_port();
     node->pid = s_start_node(self, node, registered);
     return node->pid > 0 ? index : -1;
+}
+
+int kv_cluster_add_gateway(kv_cluster_t *self) {
+    if (self->gateway_count >= KV_HARNESS_MAX_GATEWAYS) return -1;
+    int index = self->gateway_count++, port = kv_free_port();
+    char log_name[32];
+    snprintf(log_name, sizeof(log_name), "gateway-%d.log", index + 2);
+    self->gateway_ports[index] = port;
+    self->gateways[index] = s_start_gateway(self, port, log_name);
+    if (self->gateways[index] <= 0) return -1;
+    return kv_wait_status(port, "/healthcheck", 200, 20000) == 0 ? port : -1;
+}
+
+/* SIGKILLs *pid and reaps it. */
+static void s_kill(pid_t *pid) {
+    if (*pid <= 0) return;
+    kill(*pid, SIGKILL);
+    s_wait_exit(*pid, 5000, NULL);
+    *pid = 0;
+}
+
+void kv_cluster_kill_gateway(kv_cluster_t *self, int port) {
+    if (port == self->http_port) s_kill(&self->gateway);
+    for (int i = 0; i < self->gateway_count; i++)
+        if (self->gateway_ports[i] == port) s_kill(&self->gateways[i]);
+}
+
+int kv_cluster_random_node(const kv_cluster_t *self, unsigned *seed) {
+    int live[KV_HARNESS_MAX_NODES] = {0}, count = 0;
+    for (int i = 0; i < self->node_count; i++)
+        if (self->nodes[i].pid > 0) live[count++] = i;
+    return count ? live[rand_r(seed) % (unsigned)count] : -1;
 }
 
 void kv_cluster_node_endpoint(const kv_cluster_t *self, int i, char *out, size_t cap) {
@@ -380,6 +413,67 @@ void kv_cluster_signal_node(kv_cluster_t *self, int i, int sig) {
     }
 }
 
+/* --- the coordinator's table ------------------------------------------------ */
+
+int kv_probe_open(kv_probe_t *probe, const kv_cluster_t *cluster) {
+    char endpoint[64];
+    int linger = 0;
+    probe->ctx = zmq_ctx_new();
+    probe->dealer = probe->ctx ? zmq_socket(probe->ctx, ZMQ_DEALER) : NULL;
+    snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", cluster->coord_port);
+    if (probe->dealer && zmq_setsockopt(probe->dealer, ZMQ_LINGER, &linger, sizeof(linger)) == 0 &&
+        zmq_connect(probe->dealer, endpoint) == 0)
+        return 0;
+    kv_probe_close(probe);
+    return -1;
+}
+
+void kv_probe_close(kv_probe_t *probe) {
+    if (probe->dealer) zmq_close(probe->dealer);
+    if (probe->ctx) zmq_ctx_term(probe->ctx);
+    probe->dealer = probe->ctx = NULL;
+}
+
+kv_table_t *kv_probe_table(kv_probe_t *probe, int wait_ms) {
+    uint8_t buf[32];
+    kv_msg_t req = {.type = KV_MSG_TABLE_REQ};
+    size_t size = kv_msg_encode(&req, buf, sizeof(buf));
+    zmq_send(probe->dealer, buf, size, ZMQ_DONTWAIT);
+    kv_table_t *best = NULL;
+    long long deadline = kv_now_ms() + wait_ms;
+    for (;;) {
+        long long left = deadline - kv_now_ms();
+        zmq_pollitem_t item = {probe->dealer, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, best || left < 0 ? 0 : (long)left) <= 0) break;
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        kv_msg_t msg;
+        if (zmq_msg_recv(&frame, probe->dealer, ZMQ_DONTWAIT) >= 0 &&
+            kv_msg_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &msg) == 0 &&
+            msg.type == KV_MSG_TABLE) {
+            kv_table_t *table = kv_table_decode((const uint8_t *)msg.table.ptr, msg.table.len);
+            if (table && (!best || kv_table_epoch(table) > kv_table_epoch(best))) {
+                kv_table_destroy(&best);
+                best = table;
+            } else
+                kv_table_destroy(&table);
+        }
+        zmq_msg_close(&frame);
+    }
+    return best;
+}
+
+int kv_cluster_fully_replicated(const kv_table_t *table) {
+    for (uint32_t p = 0; p < kv_table_partitions(table); p++) {
+        if (kv_table_learner(table, p) != KV_NO_NODE || kv_table_flags(table, p)) return 0;
+        for (uint32_t slot = 0; slot < kv_table_replication(table); slot++) {
+            uint16_t owner = kv_table_owner(table, p, slot);
+            if (kv_table_node_state(table, owner) != KV_NODE_ACTIVE) return 0; /* or unset */
+        }
+    }
+    return 1;
+}
+
 /* --- counters (STATS over ZeroMQ) ------------------------------------------- */
 
 #define S_STATS_WAIT_MS 2000 /* a process that answers at all answers in far less */
@@ -454,6 +548,7 @@ int kv_cluster_stop(kv_cluster_t **self_p) {
     if (!self_p || !*self_p) return 0;
     kv_cluster_t *self = *self_p;
     int problems = s_stop(&self->gateway) != 0;
+    for (int i = 0; i < self->gateway_count; i++) problems += s_stop(&self->gateways[i]) != 0;
     for (int i = 0; i < self->node_count; i++) {
         if (self->nodes[i].pid > 0) kill(self->nodes[i].pid, SIGCONT); /* a frozen one too */
         problems += s_stop(&self->nodes[i].pid) != 0;

@@ -3,7 +3,8 @@
  *  kv_cluster_start spawns kv-coordinator, N kv-node and one kv-gateway
  *  (the executables of this build) on free loopback ports, waits until
  *  /healthcheck answers 200 (a check, not a sleep) and returns a handle;
- *  kv_cluster_stop sends SIGINT, waits, and SIGKILLs what is left. Process
+ *  more gateways can be added (kv_cluster_add_gateway). kv_cluster_stop
+ *  sends SIGINT, waits, and SIGKILLs what is left. Process
  *  output goes to log files in a per-cluster directory under /tmp, printed
  *  on failure to help a reader.
  *
@@ -17,7 +18,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "kv_table.h"
+
 #define KV_HARNESS_MAX_NODES 64
+#define KV_HARNESS_MAX_GATEWAYS 4 /* added ones, beside the cluster's own */
 
 typedef struct {
     char id[32];  /* node id */
@@ -44,6 +48,9 @@ typedef struct {
     int coord_port, coord_pub_port;                /* coordinator ports */
     pid_t gateway;                                 /* pid */
     int http_port;                                 /* gateway port */
+    int gateway_count;                             /* gateways added */
+    pid_t gateways[KV_HARNESS_MAX_GATEWAYS];       /* their pids, 0 once stopped */
+    int gateway_ports[KV_HARNESS_MAX_GATEWAYS];    /* their ports */
     int node_count;                                /* nodes started */
     kv_harness_node_t nodes[KV_HARNESS_MAX_NODES]; /* the nodes */
 } kv_cluster_t;
@@ -60,6 +67,19 @@ kv_cluster_t *kv_cluster_start_with(const kv_cluster_options_t *options);
  * coordinator when registered is set, else waiting for /join at its
  * endpoint (kv_cluster_node_endpoint). -1 on failure. */
 int kv_cluster_add_node(kv_cluster_t *self, int registered);
+
+/* Starts one more gateway, on its own free port, connected to the same
+ * coordinator, with the cluster's gateway flags; its output goes to
+ * gateway-N.log. Waits until its /healthcheck answers 200 (20 s at most).
+ * Returns its HTTP port, or -1. kv_cluster_stop stops it too. */
+int kv_cluster_add_gateway(kv_cluster_t *self);
+
+/* SIGKILLs the gateway listening on port (the cluster's own or an added
+ * one) and reaps it; kv_cluster_stop then leaves it alone. */
+void kv_cluster_kill_gateway(kv_cluster_t *self, int port);
+
+/* A random running node's index, chosen with rand_r(seed); -1 when none. */
+int kv_cluster_random_node(const kv_cluster_t *self, unsigned *seed);
 
 /* The request endpoint of node i ("tcp://127.0.0.1:PORT"), into out. */
 void kv_cluster_node_endpoint(const kv_cluster_t *self, int i, char *out, size_t cap);
@@ -97,6 +117,28 @@ int kv_cluster_coordinator_counter(kv_cluster_t *self, const char *name, uint64_
 /* The same against node i's request port ("kv_node_messages_set_total");
  * -1 also for a node that is not running. */
 int kv_cluster_node_counter(kv_cluster_t *self, int i, const char *name, uint64_t *value);
+
+/* --- the coordinator's table ---------------------------------------------- */
+
+/* A DEALER to the coordinator, asking for its table like a gateway does. */
+typedef struct {
+    void *ctx;    /* private ZeroMQ context */
+    void *dealer; /* connected to the coordinator's ROUTER (reconnects by itself) */
+} kv_probe_t;
+
+/* Connects probe to the cluster's coordinator. Returns 0, or -1. */
+int kv_probe_open(kv_probe_t *probe, const kv_cluster_t *cluster);
+
+void kv_probe_close(kv_probe_t *probe);
+
+/* The coordinator's current table (the newest of the answers that came
+ * within wait_ms; late answers to earlier requests are drained too), or
+ * NULL when it did not answer. Free it with kv_table_destroy. */
+kv_table_t *kv_probe_table(kv_probe_t *probe, int wait_ms);
+
+/* 1 when every partition of table has R owners, all ACTIVE, and nothing
+ * is moving: every partition has a live primary and a full set of copies. */
+int kv_cluster_fully_replicated(const kv_table_t *table);
 
 /* Starts a process with argv, output to log (appended). Returns the pid. */
 pid_t kv_spawn(const char *const *argv, const char *log);
