@@ -313,21 +313,9 @@ Test(tx, conditional_increments_lose_no_update, .timeout = 150) {
 
 /* --- message counters -------------------------------------------------------- */
 
-/* The sum of a counter over every running node. */
-static uint64_t s_nodes_sum(kv_cluster_t *cluster, const char *name) {
-    uint64_t sum = 0;
-    for (int i = 0; i < cluster->node_count; i++) {
-        uint64_t value = 0;
-        cr_assert_eq(kv_cluster_node_counter(cluster, i, name, &value), 0, "node %d: no %s", i,
-                     name);
-        sum += value;
-    }
-    return sum;
-}
-
 Test(tx, message_counters_count_by_type, .timeout = 60) {
     kv_cluster_t *cluster = s_start();
-    uint64_t sets_before = s_nodes_sum(cluster, "kv_node_messages_set_total");
+    uint64_t sets_before = kv_cluster_nodes_counter(cluster, "kv_node_messages_set_total");
     for (int i = 0; i < S_SETS; i++) {
         char target[64];
         kv_reply_t reply;
@@ -336,8 +324,8 @@ Test(tx, message_counters_count_by_type, .timeout = 60) {
         cr_assert_eq(reply.status, 200, "%.200s: %ld %.200s", target, reply.status, reply.body);
         kv_reply_free(&reply);
     }
-    uint64_t sets = s_nodes_sum(cluster, "kv_node_messages_set_total") - sets_before;
-    uint64_t acks = s_nodes_sum(cluster, "kv_node_messages_ack_total");
+    uint64_t sets = kv_cluster_nodes_counter(cluster, "kv_node_messages_set_total") - sets_before;
+    uint64_t acks = kv_cluster_nodes_counter(cluster, "kv_node_messages_ack_total");
     uint64_t coord_sets = 1, heartbeats = 0, stats = 0;
     cr_assert_eq(
         kv_cluster_coordinator_counter(cluster, "kv_coord_messages_set_total", &coord_sets), 0);

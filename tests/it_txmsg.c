@@ -70,18 +70,6 @@ static void *s_run(void *arg) {
     return NULL;
 }
 
-/* Sum over the nodes of one counter. */
-static uint64_t s_nodes_sum(kv_cluster_t *cluster, const char *name) {
-    uint64_t sum = 0;
-    for (int i = 0; i < cluster->node_count; i++) {
-        uint64_t value = 0;
-        cr_assert_eq(kv_cluster_node_counter(cluster, i, name, &value), 0, "%s of node %d", name,
-                     i);
-        sum += value;
-    }
-    return sum;
-}
-
 static uint64_t s_coordinator(kv_cluster_t *cluster, const char *name) {
     uint64_t value = 0;
     cr_assert_eq(kv_cluster_coordinator_counter(cluster, name, &value), 0, "%s", name);
@@ -99,9 +87,9 @@ Test(txmsg, disjoint_transactions_reach_their_primaries_only, .timeout = 120) {
     char name[96];
     for (int t = 0; t < 4; t++) {
         snprintf(name, sizeof name, "kv_node_messages_%s_total", s_types[t]);
-        before[t] = s_nodes_sum(cluster, name);
+        before[t] = kv_cluster_nodes_counter(cluster, name);
     }
-    uint64_t gave_way = s_nodes_sum(cluster, "kv_tx_gave_way_total");
+    uint64_t gave_way = kv_cluster_nodes_counter(cluster, "kv_tx_gave_way_total");
     uint64_t heartbeats = s_coordinator(cluster, "kv_coord_messages_heartbeat_total");
     for (int t = 0; t < 4; t++) {
         snprintf(name, sizeof name, "kv_coord_messages_%s_total", s_types[t]);
@@ -125,7 +113,7 @@ Test(txmsg, disjoint_transactions_reach_their_primaries_only, .timeout = 120) {
     uint64_t got[4];
     for (int t = 0; t < 4; t++) {
         snprintf(name, sizeof name, "kv_node_messages_%s_total", s_types[t]);
-        got[t] = s_nodes_sum(cluster, name) - before[t];
+        got[t] = kv_cluster_nodes_counter(cluster, name) - before[t];
     }
     fprintf(stderr,
             "%d transactions on 2 partitions: %" PRIu64 " TX_PREPARE, %" PRIu64
@@ -135,7 +123,7 @@ Test(txmsg, disjoint_transactions_reach_their_primaries_only, .timeout = 120) {
     cr_expect_eq(got[1], (uint64_t)ok, "one commit, at the record partition");
     cr_expect_eq(got[2], 2 * (uint64_t)ok, "a finish at the other partition, then the record's");
     cr_expect_eq(got[3], 0, "no intent orphaned");
-    cr_expect_eq(s_nodes_sum(cluster, "kv_tx_gave_way_total"), gave_way,
+    cr_expect_eq(kv_cluster_nodes_counter(cluster, "kv_tx_gave_way_total"), gave_way,
                  "disjoint transactions never meet");
     uint64_t coordinator_after = 0;
     for (int t = 0; t < 4; t++) {

@@ -544,6 +544,15 @@ int kv_cluster_node_counter(kv_cluster_t *self, int i, const char *name, uint64_
     return s_counter_at(self->nodes[i].port, name, value);
 }
 
+uint64_t kv_cluster_nodes_counter(kv_cluster_t *self, const char *name) {
+    uint64_t sum = 0;
+    for (int i = 0; i < self->node_count; i++) {
+        uint64_t value = 0;
+        if (kv_cluster_node_counter(self, i, name, &value) == 0) sum += value;
+    }
+    return sum;
+}
+
 int kv_cluster_stop(kv_cluster_t **self_p) {
     if (!self_p || !*self_p) return 0;
     kv_cluster_t *self = *self_p;

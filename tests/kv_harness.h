@@ -118,6 +118,9 @@ int kv_cluster_coordinator_counter(kv_cluster_t *self, const char *name, uint64_
  * -1 also for a node that is not running. */
 int kv_cluster_node_counter(kv_cluster_t *self, int i, const char *name, uint64_t *value);
 
+/* The sum of a counter over the running nodes that answer. */
+uint64_t kv_cluster_nodes_counter(kv_cluster_t *self, const char *name);
+
 /* --- the coordinator's table ---------------------------------------------- */
 
 /* A DEALER to the coordinator, asking for its table like a gateway does. */
