@@ -25,7 +25,7 @@
 #include "kv_query.h"
 
 #define KV_MGET_MAX_KEYS 1000 /* keys per /mget (400 TOO_MANY_KEYS beyond) */
-#define KV_MGET_ROUNDS 8      /* rounds before giving up on agreement: 503 */
+#define KV_MGET_ROUNDS 32     /* rounds before giving up on agreement: 503 */
 
 typedef struct _kv_mget_t kv_mget_t;
 

@@ -134,6 +134,7 @@ typedef struct {
     uint64_t confirmed;                        /* primary: highest seq replicas confirmed */
     uint64_t removed_seq;                      /* primary: seq of the last RM or CLEAR */
     kv_repl_held_t *held, *held_tail;          /* primary: reads waiting for confirmed */
+    kv_repl_held_t *locked, *locked_tail;      /* primary: reads waiting for a commit */
     uint16_t acker[KV_ACKERS];                 /* nodes that confirmed, KV_NO_NODE free */
     uint64_t acked[KV_ACKERS];                 /* the highest seq each confirmed */
     uint8_t dirty;                             /* replica: applied, not yet acknowledged */
@@ -253,6 +254,10 @@ void kv_repl_group_end(kv_repl_t *self, kv_repl_group_t *group);
  * partition so far is confirmed, else once they are. */
 void kv_repl_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition,
                             uint64_t req_id, kv_repl_held_t *what);
+
+/* Intents of partition were removed: the reads waiting for them go on
+ * (answered once what they see is confirmed). */
+void kv_repl_primary_unlocked(kv_repl_t *self, uint32_t partition);
 
 /* Transactions: the periodic walk over intents, and counter registration. */
 void kv_repl_tx_tick(kv_repl_t *self);

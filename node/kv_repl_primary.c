@@ -201,11 +201,26 @@ static void s_answer(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint
     kv_repl_send_reply(self, identity, &reply);
 }
 
-static kv_repl_held_t *s_held_pop(kv_repl_part_t *part) {
-    kv_repl_held_t *held = part->held;
-    part->held = held->next;
-    if (!part->held) part->held_tail = NULL;
+/* Held reads are queued in two FIFOs per partition: waiting for
+ * confirmation (held), and waiting for a transaction's commit (locked). */
+static kv_repl_held_t *s_list_pop(kv_repl_held_t **head, kv_repl_held_t **tail) {
+    kv_repl_held_t *held = *head;
+    *head = held->next;
+    if (!*head) *tail = NULL;
     return held;
+}
+
+static void s_list_append(kv_repl_held_t **head, kv_repl_held_t **tail, kv_repl_held_t *held) {
+    held->next = NULL;
+    if (*tail)
+        (*tail)->next = held;
+    else
+        *head = held;
+    *tail = held;
+}
+
+static kv_repl_held_t *s_held_pop(kv_repl_part_t *part) {
+    return s_list_pop(&part->held, &part->held_tail);
 }
 
 static void s_held_free(kv_repl_held_t *held) {
@@ -224,12 +239,7 @@ static int s_key_unconfirmed(const kv_repl_part_t *part, const kv_repl_held_t *h
 }
 
 static void s_held_append(kv_repl_part_t *part, kv_repl_held_t *held) {
-    held->next = NULL;
-    if (part->held_tail)
-        part->held_tail->next = held;
-    else
-        part->held = held;
-    part->held_tail = held;
+    s_list_append(&part->held, &part->held_tail, held);
 }
 
 /* Answers the held reads the confirmed seq now covers (FIFO: wait_seq only
@@ -252,10 +262,42 @@ static void s_serve_held(kv_repl_t *self, uint32_t partition, kv_repl_part_t *pa
 }
 
 void kv_repl_primary_refuse_held(kv_repl_t *self, kv_repl_part_t *part, int status) {
-    while (part->held) {
-        kv_repl_held_t *held = s_held_pop(part);
+    while (part->held || part->locked) {
+        kv_repl_held_t *held =
+            part->held ? s_held_pop(part) : s_list_pop(&part->locked, &part->locked_tail);
         if (status >= 0)
             kv_repl_reply(self, &held->identity, held->req_id, (kv_status_t)status, NULL, 0, 0);
+        s_held_free(held);
+    }
+}
+
+/* A copy of what, waiting for identity's request req_id; NULL when out of
+ * memory. */
+static kv_repl_held_t *s_held_new(zmq_msg_t *identity, uint64_t req_id,
+                                  const kv_repl_held_t *what) {
+    kv_repl_held_t *held = malloc(sizeof(*held));
+    if (!held) return NULL;
+    *held = *what;
+    zmq_msg_init(&held->identity);
+    zmq_msg_copy(&held->identity, identity);
+    held->req_id = req_id;
+    held->since = kv_clock_mono_ms();
+    return held;
+}
+
+void kv_repl_primary_unlocked(kv_repl_t *self, uint32_t partition) {
+    kv_repl_part_t *part = &self->parts[partition];
+    kv_repl_held_t *waiting = part->locked;
+    part->locked = part->locked_tail = NULL;
+    while (waiting) {
+        kv_repl_held_t *held = waiting;
+        waiting = held->next;
+        if (kv_repl_tx_locked(self, partition, held->key, held->klen, 0)) {
+            s_list_append(&part->locked, &part->locked_tail, held); /* another commit */
+            continue;
+        }
+        kv_repl_answer_or_hold(self, &held->identity, partition, held->req_id, held);
+        held->frame = NULL; /* taken */
         s_held_free(held);
     }
 }
@@ -271,18 +313,13 @@ void kv_repl_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, uint32_t parti
         free(what->frame);
         return;
     }
-    kv_repl_held_t *held = malloc(sizeof(*held));
+    kv_repl_held_t *held = s_held_new(identity, req_id, what);
     if (!held) {
         free(what->frame);
         kv_repl_reply(self, identity, req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
         return;
     }
-    *held = *what;
-    zmq_msg_init(&held->identity);
-    zmq_msg_copy(&held->identity, identity);
-    held->req_id = req_id;
     held->wait_seq = part->seq;
-    held->since = kv_clock_mono_ms();
     s_held_append(part, held);
 }
 
@@ -307,11 +344,18 @@ void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
         kv_repl_reply(self, identity, req->req_id, KV_STATUS_BAD_REQUEST, NULL, 0, 0);
         return;
     }
+    kv_repl_held_t what = s_what(req, KV_STATUS_OK, 0);
     if (kv_repl_tx_locked(self, req->partition, req->key.ptr, req->key.len, 0)) {
-        kv_repl_reply(self, identity, req->req_id, KV_STATUS_LOCKED, NULL, 0, 0);
+        /* a transaction will write it: wait for its commit here rather
+         * than have the gateway ask again */
+        kv_repl_held_t *held = s_held_new(identity, req->req_id, &what);
+        kv_repl_part_t *part = &self->parts[req->partition];
+        if (held)
+            s_list_append(&part->locked, &part->locked_tail, held);
+        else
+            kv_repl_reply(self, identity, req->req_id, KV_STATUS_LOCKED, NULL, 0, 0);
         return;
     }
-    kv_repl_held_t what = s_what(req, KV_STATUS_OK, 0);
     s_answer_or_hold(self, identity, req, &what);
 }
 
@@ -627,6 +671,12 @@ void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now) 
     while (part->held && now - part->held->since > KV_HOLD_MS) { /* replicas silent */
         kv_repl_held_t *held = s_held_pop(part);
         kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
+        s_held_free(held);
+    }
+    /* a commit whose gateway died: resolved in about 2 s, the gateway asks again */
+    while (part->locked && now - part->locked->since > KV_HOLD_MS) {
+        kv_repl_held_t *held = s_list_pop(&part->locked, &part->locked_tail);
+        kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_LOCKED, NULL, 0, 0);
         s_held_free(held);
     }
     while (part->pending && now - part->pending->since > KV_PENDING_EXPIRY_MS) {

@@ -182,6 +182,7 @@ static size_t s_finish_intents(kv_repl_t *self, uint32_t partition, uint64_t txi
     }
     free(c.list);
     s_count(self, C_FINISHED, c.count);
+    if (c.count) kv_repl_primary_unlocked(self, partition);
     return c.count;
 }
 
