@@ -599,3 +599,115 @@ Test(kv_repl, a_replica_syncs_confirms_and_resyncs_on_a_gap, .timeout = 30) {
     s_engine_close(&b);
     s_engine_close(&a);
 }
+
+/* --- transactions at the primary (kv_repl_tx.c) ------------------------------ */
+
+/* A TX_PREPARE of one op on key (write: KV_TXOP_*), at partition 0, whose
+ * record is partition 0 too. */
+static void s_prepare(s_engine_t *engine, uint64_t req_id, uint64_t txid, const char *key,
+                      uint8_t write, int has_if, uint64_t if_version, int commit) {
+    uint8_t ops[256];
+    size_t len = 0;
+    const kv_msg_txop_t op = {write,
+                              (uint8_t)has_if,
+                              if_version,
+                              1,
+                              {key, strlen(key)},
+                              write == KV_TXOP_SET ? (kv_bytes_t){"tx", 2} : (kv_bytes_t){NULL, 0}};
+    cr_assert_eq(kv_msg_txop_put(ops, sizeof ops, &len, &op), 0);
+    kv_msg_t req = {.type = KV_MSG_TX_PREPARE, .req_id = req_id, .epoch = 1, .txid = txid};
+    req.commit = (uint8_t)commit;
+    req.ops = (kv_bytes_t){(const char *)ops, len};
+    kv_repl_tx_prepare(engine->repl, &engine->identity, &req);
+}
+
+/* A TX_COMMIT (finish: TX_FINISH with decision) of txid at partition 0. */
+static void s_decide(s_engine_t *engine, uint8_t type, uint64_t req_id, uint64_t txid,
+                     uint8_t decision) {
+    kv_msg_t req = {.type = type, .req_id = req_id, .epoch = 1, .txid = txid, .status = decision};
+    if (type == KV_MSG_TX_COMMIT) kv_repl_tx_commit(engine->repl, &engine->identity, &req);
+    if (type == KV_MSG_TX_FINISH) kv_repl_tx_finish(engine->repl, &engine->identity, &req);
+    if (type == KV_MSG_TX_RESOLVE) kv_repl_tx_resolve(engine->repl, &engine->identity, &req);
+}
+
+static void s_tx_engine(s_engine_t *engine, kv_table_t **table, const char *name) {
+    s_engine_open(engine, name, 0); /* no confirmations: answers come at once */
+    *table = s_table_ab();
+    kv_repl_on_table(engine->repl, *table, 0);
+}
+
+/* Every way a prepare or a commit refuses: another transaction's intent
+ * (gave way), a failed condition (conflict, nothing left behind), a late
+ * commit of an aborted transaction; and a plain write of a locked key. */
+Test(kv_repl, every_transaction_refusal_leaves_nothing) {
+    s_engine_t engine;
+    kv_table_t *table;
+    s_tx_engine(&engine, &table, "test-repl-tx-refusals");
+    s_prepare(&engine, 1, 100, "k", KV_TXOP_SET, 0, 0, 0);
+    cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK, "prepared");
+    s_prepare(&engine, 2, 200, "k", KV_TXOP_NONE, 0, 0, 0);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_TX_ABORTED, "gave way, no wait");
+    s_write_if(&engine, KV_MSG_SET, 3, "k", 0, 0);
+    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_LOCKED, "a plain write waits");
+    s_prepare(&engine, 4, 300, "other", KV_TXOP_SET, 1, 7, 0);
+    cr_expect_eq(s_reply_status(&engine, 4, 500), KV_STATUS_CONFLICT, "absent is version 0");
+    cr_expect_eq(kv_store_meta_size(engine.store, 0), 1, "the conflict left no intent");
+    s_decide(&engine, KV_MSG_TX_FINISH, 5, 100, KV_STATUS_TX_ABORTED);
+    cr_expect_eq(s_reply_status(&engine, 5, 500), KV_STATUS_OK);
+    cr_expect_eq(kv_store_meta_size(engine.store, 0), 0, "abort removes the intent");
+    cr_expect_null(kv_store_get(engine.store, 0, "k", 1), "and writes nothing");
+    s_decide(&engine, KV_MSG_TX_COMMIT, 6, 100, 0);
+    cr_expect_eq(s_reply_status(&engine, 6, 500), KV_STATUS_TX_ABORTED, "a late commit");
+    cr_expect_eq(s_count(&engine, "kv_tx_gave_way_total"), 1);
+    cr_expect_eq(s_count(&engine, "kv_tx_conflicts_total"), 1);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* The commit point: the record is written and the intents applied with the
+ * versions the prepare gave; a read waiting on the key is answered with the
+ * committed value; a question about it is answered commit. */
+Test(kv_repl, a_commit_applies_the_intents_and_wakes_waiting_reads) {
+    s_engine_t engine;
+    kv_table_t *table;
+    s_tx_engine(&engine, &table, "test-repl-tx-commit");
+    s_prepare(&engine, 1, 100, "k", KV_TXOP_SET, 1, 0, 0);
+    cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    uint64_t version = s_last_seq; /* TX_REPLY's seq: the first write's version */
+    kv_msg_t read = {.type = KV_MSG_GET, .req_id = 2, .epoch = 1, .key = {"k", 1}};
+    kv_repl_read(engine.repl, &engine.identity, &read);
+    cr_expect_eq(s_reply_status(&engine, 2, 50), -1, "a read of a key being written waits");
+    s_decide(&engine, KV_MSG_TX_COMMIT, 3, 100, 0);
+    uint64_t seen = 0;
+    cr_expect_eq(s_reply_version(&engine, 2, 500, &seen), KV_STATUS_OK, "woken by the commit");
+    cr_expect_eq(seen, version, "the version the prepare gave");
+    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_OK, "committed");
+    cr_expect_eq(kv_store_meta_size(engine.store, 0), 1, "the record stays until forgotten");
+    s_decide(&engine, KV_MSG_TX_COMMIT, 4, 100, 0);
+    cr_expect_eq(s_reply_status(&engine, 4, 500), KV_STATUS_OK, "a repeated commit: committed");
+    s_decide(&engine, KV_MSG_TX_FINISH, 5, 100, KV_STATUS_TX_ABORTED);
+    cr_expect_eq(s_reply_status(&engine, 5, 500), KV_STATUS_OK);
+    cr_expect_eq(kv_store_meta_size(engine.store, 0), 0, "forgotten");
+    cr_expect_not_null(kv_store_get(engine.store, 0, "k", 1), "an abort after the record: no");
+    cr_expect_eq(s_count(&engine, "kv_tx_commits_total"), 1);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* A one-partition transaction applies at once, leaving no intent. */
+Test(kv_repl, a_one_partition_transaction_applies_at_once) {
+    s_engine_t engine;
+    kv_table_t *table;
+    s_tx_engine(&engine, &table, "test-repl-tx-one");
+    s_prepare(&engine, 1, 100, "k", KV_TXOP_SET, 1, 0, 1);
+    cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    cr_expect_eq(kv_store_meta_size(engine.store, 0), 0);
+    const kv_entry_t *entry = kv_store_get(engine.store, 0, "k", 1);
+    cr_assert_not_null(entry);
+    cr_expect_eq(kv_entry_version(entry), s_last_seq);
+    s_prepare(&engine, 2, 200, "k", KV_TXOP_RM, 1, 0, 1);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_CONFLICT, "it exists now");
+    cr_expect_eq(s_count(&engine, "kv_tx_one_phase_total"), 1);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
