@@ -150,6 +150,7 @@ static void s_tx_msg(const kv_call_t *call, kv_msg_t *msg) {
     msg->txid = call->txid;
     msg->record = call->record;
     msg->commit = (uint8_t)(call->commit != 0);
+    msg->wait = (uint8_t)(call->wait != 0);
     msg->ops = (kv_bytes_t){(const char *)call->ops, call->ops_len};
     msg->status = call->decision;
     msg->items = (kv_bytes_t){(const char *)call->items, call->items_len};

@@ -56,6 +56,7 @@ typedef enum {
     KV_CALL_BAD_REQUEST, /* JOIN: not an endpoint the coordinator accepts */
     KV_CALL_CONFLICT,    /* SET, RM, TX_PREPARE: a condition does not hold; nothing written */
     KV_CALL_TX_ABORTED,  /* TX_*: gave way to another transaction; nothing written */
+    KV_CALL_CONTENDED,   /* /mget: the keys kept changing, no snapshot in time (503) */
 } kv_call_result_t;
 
 /* One node's STATS answer, for KV_CALL_STATUS (indexed like table nodes). */
@@ -86,6 +87,7 @@ struct _kv_call_t {
     uint64_t txid;       /* TX_*: the transaction */
     uint32_t record;     /* TX_PREPARE: its record partition */
     int commit;          /* TX_PREPARE: its only partition: apply at once */
+    int wait;            /* TX_PREPARE: a reader, waiting for writers' commits */
     const uint8_t *ops;  /* TX_PREPARE: TXOP records */
     size_t ops_len;
     uint8_t decision;     /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */

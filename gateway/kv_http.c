@@ -154,6 +154,7 @@ typedef enum {
     F_SUCCESS,
     F_MISSING_RECORD,
     F_UNAVAILABLE,
+    F_CONTENDED, /* 503 too, from /mget and /tx: the keys kept changing */
     F_TIMEOUT,
     F_OUT_OF_MEMORY,
     F_INTERNAL,
@@ -371,6 +372,9 @@ static int s_build_fixed(kv_http_t *self) {
     rc |= s_add_error(self, F_MISSING_RECORD, 404, "MISSING_RECORD", "no record for this key");
     rc |= s_add_error(self, F_UNAVAILABLE, 503, "UNAVAILABLE",
                       "the key's partition has no live owner; nothing was written");
+    rc |= s_add_error(self, F_CONTENDED, 503, "UNAVAILABLE",
+                      "the keys kept changing: no consistent snapshot was found in time; "
+                      "nothing was written, retry");
     rc |=
         s_add_error(self, F_TIMEOUT, 504, "TIMEOUT",
                     "the owning node did not answer in time; a write may or may not have happened");
@@ -417,6 +421,8 @@ static enum MHD_Result s_queue_result(s_request_t *req, kv_call_result_t result)
         return s_queue_fixed(req, F_OUT_OF_MEMORY);
     case KV_CALL_FAILED:
         return s_queue_fixed(req, F_INTERNAL);
+    case KV_CALL_CONTENDED:
+        return s_queue_fixed(req, F_CONTENDED);
     default:
         return s_queue_fixed(req, F_UNAVAILABLE);
     }

@@ -183,7 +183,7 @@ static void s_round_done(kv_mget_t *self) {
     else if (s_agrees(self))
         s_finish(self, KV_CALL_OK);
     else if (self->rounds >= KV_MGET_ROUNDS)
-        s_finish(self, KV_CALL_UNAVAILABLE); /* contention: writes keep landing */
+        s_finish(self, KV_CALL_CONTENDED); /* writes keep landing */
     else
         s_round(self);
 }

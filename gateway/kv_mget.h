@@ -54,8 +54,8 @@ void kv_mget_destroy(kv_mget_t **self_p);
  * read is over (possibly before this returns). */
 void kv_mget_start(kv_mget_t *self, kv_backend_t *backend, kv_mget_done_fn *done, void *arg);
 
-/* The outcome: KV_CALL_OK, or the error to answer (UNAVAILABLE, TIMEOUT,
- * FAILED). */
+/* The outcome: KV_CALL_OK, or the error to answer (CONTENDED, UNAVAILABLE,
+ * TIMEOUT, FAILED). */
 kv_call_result_t kv_mget_result(const kv_mget_t *self);
 
 /* The answer's JSON array (malloc'd, *len bytes, NUL-terminated), or NULL

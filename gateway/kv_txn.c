@@ -41,8 +41,10 @@ struct _kv_txn_t {
     size_t nparts;           /* their count */
     size_t record;           /* the record partition's index in parts */
     uint8_t *others;         /* the other participants, as ITEM records (TX_COMMIT) */
-    kv_mget_t *read;         /* a read-only transaction's snapshot */
+    kv_mget_t *read;         /* a reader's snapshot (kv_mget's rounds) */
     kv_param_t *read_keys;   /* its keys */
+    int readonly;            /* no set., no rm.: a reader */
+    int attempts;            /* a reader's prepares so far */
     kv_backend_t *backend;   /* where the calls go */
     kv_txn_done_fn *done;    /* called when over */
     void *arg;               /* for done */
@@ -90,9 +92,9 @@ void kv_txn_destroy(kv_txn_t **self_p) {
     }
     free(self->parts);
     free(self->others);
-    free(self->results);
     kv_mget_destroy(&self->read);
     free(self->read_keys);
+    free(self->results);
     kv_txq_destroy(&self->q);
     free(self);
     *self_p = NULL;
@@ -107,7 +109,7 @@ static void s_finish(kv_txn_t *self, kv_call_result_t result) {
     self->done(self, self->arg);
 }
 
-/* --- read-only: a snapshot, then the conditions ---------------------------------- */
+/* --- what was read ---------------------------------------------------------------- */
 
 static int s_keep_value(s_result_t *r, kv_bytes_t value) {
     free(r->value);
@@ -118,7 +120,7 @@ static int s_keep_value(s_result_t *r, kv_bytes_t value) {
     return 0;
 }
 
-/* Checks the conditions against what was read: CONFLICT listing each that
+/* Checks the conditions against a snapshot: CONFLICT listing each that
  * fails, else OK. */
 static kv_call_result_t s_conditions(kv_txn_t *self) {
     kv_call_result_t result = KV_CALL_OK;
@@ -133,9 +135,17 @@ static kv_call_result_t s_conditions(kv_txn_t *self) {
     return result;
 }
 
-static void s_read_done(kv_mget_t *read, void *arg) {
+static void s_start_locked(kv_txn_t *self);
+
+/* The reader's snapshot is over: checked, or, when writes kept changing
+ * the keys, read again under locks that wait for the writers. */
+static void s_snapshot_done(kv_mget_t *read, void *arg) {
     kv_txn_t *self = arg;
     kv_call_result_t result = kv_mget_result(read);
+    if (result == KV_CALL_CONTENDED) {
+        s_start_locked(self);
+        return;
+    }
     for (size_t i = 0; result == KV_CALL_OK && i < kv_txq_count(self->q); i++) {
         kv_bytes_t value;
         s_result_t *r = &self->results[i];
@@ -146,7 +156,8 @@ static void s_read_done(kv_mget_t *read, void *arg) {
     s_finish(self, result == KV_CALL_OK ? s_conditions(self) : result);
 }
 
-static void s_start_read(kv_txn_t *self) {
+/* A reader first tries a snapshot without locks (kv_mget's rounds). */
+static void s_start_snapshot(kv_txn_t *self) {
     size_t n = kv_txq_count(self->q);
     self->read_keys = calloc(n, sizeof(*self->read_keys));
     for (size_t i = 0; self->read_keys && i < n; i++)
@@ -156,7 +167,7 @@ static void s_start_read(kv_txn_t *self) {
         s_finish(self, KV_CALL_FAILED);
         return;
     }
-    kv_mget_start(self->read, self->backend, s_read_done, self);
+    kv_mget_start(self->read, self->backend, s_snapshot_done, self);
 }
 
 /* --- the partitions and their ops ------------------------------------------------- */
@@ -242,6 +253,8 @@ static int s_plan(kv_txn_t *self, uint32_t partitions) {
 
 /* --- phases ------------------------------------------------------------------------ */
 
+#define KV_TXN_READ_TRIES 8 /* a reader meeting another reader's locks tries this often */
+
 static void s_phase_done(kv_txn_t *self);
 
 static void s_call_done(kv_call_t *call) {
@@ -258,6 +271,7 @@ static void s_submit(kv_txn_t *self, s_part_t *part, kv_call_op_t op, uint8_t de
     call->txid = self->txid;
     call->record = self->parts[self->record].partition;
     call->commit = self->nparts == 1;
+    call->wait = self->readonly;
     call->ops = part->ops;
     call->ops_len = part->ops_len;
     call->decision = decision;
@@ -357,9 +371,24 @@ static kv_call_result_t s_prepared(kv_txn_t *self) {
     if (aborted) return KV_CALL_TX_ABORTED;
     if (failed) return KV_CALL_FAILED;
     /* One partition applies at once: no answer means it may have. Several
-     * commit only later, so a silent prepare leaves nothing written. */
-    if (timeout) return self->nparts == 1 ? KV_CALL_TIMEOUT : KV_CALL_UNAVAILABLE;
+     * commit only later, so a silent prepare leaves nothing written; nor
+     * does a reader. */
+    if (timeout)
+        return self->nparts == 1 && !self->readonly ? KV_CALL_TIMEOUT : KV_CALL_UNAVAILABLE;
     return other ? KV_CALL_UNAVAILABLE : KV_CALL_OK;
+}
+
+/* A reader's prepares are over: its locks go (one-way: a lost release
+ * expires like any intent); contention with another reader is tried
+ * again, a few times, before the client hears TX_ABORTED. */
+static void s_read_done(kv_txn_t *self, kv_call_result_t result) {
+    if (self->nparts > 1) s_notify_abort(self, self->nparts);
+    if (result == KV_CALL_TX_ABORTED && ++self->attempts < KV_TXN_READ_TRIES) {
+        self->txid = s_txid();
+        s_phase(self, S_PREPARE, KV_CALL_TX_PREPARE, 0, self->nparts, self->nparts);
+        return;
+    }
+    s_finish(self, result);
 }
 
 static void s_phase_done(kv_txn_t *self) {
@@ -367,6 +396,10 @@ static void s_phase_done(kv_txn_t *self) {
     switch (self->phase) {
     case S_PREPARE:
         result = s_prepared(self);
+        if (self->readonly) {
+            s_read_done(self, result);
+            return;
+        }
         if (result == KV_CALL_OK && self->nparts > 1) {
             s_phase(self, S_COMMIT, KV_CALL_TX_COMMIT, 0, self->record, self->nparts);
             return;
@@ -407,10 +440,17 @@ void kv_txn_start(kv_txn_t *self, kv_backend_t *backend, kv_txn_done_fn *done, v
     self->backend = backend;
     self->done = done;
     self->arg = arg;
-    if (kv_txq_writes(self->q) == 0) {
-        s_start_read(self);
+    self->readonly = kv_txq_writes(self->q) == 0;
+    if (self->readonly) {
+        s_start_snapshot(self);
         return;
     }
+    s_start_locked(self);
+}
+
+/* Prepares at every partition (a reader: locks that wait for writers). */
+static void s_start_locked(kv_txn_t *self) {
+    kv_backend_t *backend = self->backend;
     uint32_t partitions = kv_backend_partitions(backend);
     if (partitions == 0) {
         s_finish(self, KV_CALL_UNAVAILABLE); /* no table yet */

@@ -259,6 +259,11 @@ void kv_repl_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, uint32_t parti
  * (answered once what they see is confirmed). */
 void kv_repl_primary_unlocked(kv_repl_t *self, uint32_t partition);
 
+/* Queues what (a read, or a reader's TX_PREPARE as its encoded frame, then
+ * taken) until partition's intents change. 0, or -1 when out of memory. */
+int kv_repl_primary_wait_unlock(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition,
+                                uint64_t req_id, const kv_repl_held_t *what);
+
 /* Transactions: the periodic walk over intents, and counter registration. */
 void kv_repl_tx_tick(kv_repl_t *self);
 

@@ -285,6 +285,23 @@ static kv_repl_held_t *s_held_new(zmq_msg_t *identity, uint64_t req_id,
     return held;
 }
 
+int kv_repl_primary_wait_unlock(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition,
+                                uint64_t req_id, const kv_repl_held_t *what) {
+    kv_repl_held_t *held = s_held_new(identity, req_id, what);
+    if (!held) return -1;
+    kv_repl_part_t *part = &self->parts[partition];
+    s_list_append(&part->locked, &part->locked_tail, held);
+    return 0;
+}
+
+/* A reader's prepare that waited: run again (it may wait again). */
+static void s_prepare_again(kv_repl_t *self, kv_repl_held_t *held) {
+    kv_msg_t req;
+    if (kv_msg_decode(held->frame, held->frame_len, &req) == 0)
+        kv_repl_tx_prepare(self, &held->identity, &req);
+    s_held_free(held);
+}
+
 void kv_repl_primary_unlocked(kv_repl_t *self, uint32_t partition) {
     kv_repl_part_t *part = &self->parts[partition];
     kv_repl_held_t *waiting = part->locked;
@@ -292,6 +309,10 @@ void kv_repl_primary_unlocked(kv_repl_t *self, uint32_t partition) {
     while (waiting) {
         kv_repl_held_t *held = waiting;
         waiting = held->next;
+        if (held->type == KV_MSG_TX_PREPARE) {
+            s_prepare_again(self, held);
+            continue;
+        }
         if (kv_repl_tx_locked(self, partition, held->key, held->klen, 0)) {
             s_list_append(&part->locked, &part->locked_tail, held); /* another commit */
             continue;
@@ -348,11 +369,7 @@ void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     if (kv_repl_tx_locked(self, req->partition, req->key.ptr, req->key.len, 0)) {
         /* a transaction will write it: wait for its commit here rather
          * than have the gateway ask again */
-        kv_repl_held_t *held = s_held_new(identity, req->req_id, &what);
-        kv_repl_part_t *part = &self->parts[req->partition];
-        if (held)
-            s_list_append(&part->locked, &part->locked_tail, held);
-        else
+        if (kv_repl_primary_wait_unlock(self, identity, req->partition, req->req_id, &what) != 0)
             kv_repl_reply(self, identity, req->req_id, KV_STATUS_LOCKED, NULL, 0, 0);
         return;
     }

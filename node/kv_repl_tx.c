@@ -310,8 +310,9 @@ static uint64_t s_version(kv_repl_t *self, uint32_t partition, kv_bytes_t key) {
     return found ? kv_entry_version(found) : 0;
 }
 
-/* Checks every op: another transaction's intent (status TX_ABORTED), or
- * the conditions that fail (CONFLICT, listed in e), or OK. */
+/* Checks every op: another transaction's intent (LOCKED when it will
+ * write the key, TX_ABORTED when it reads it), or the conditions that fail
+ * (CONFLICT, listed in e), or OK. */
 static kv_status_t s_check(kv_repl_t *self, const kv_msg_t *req, s_entries_t *e) {
     size_t pos = 0;
     kv_msg_txop_t op;
@@ -321,7 +322,8 @@ static kv_status_t s_check(kv_repl_t *self, const kv_msg_t *req, s_entries_t *e)
         int locked = s_intent(self, req->partition, op.key.ptr, op.key.len, &held);
         uint64_t current = s_version(self, req->partition, op.key);
         kv_tx_check_t check = kv_tx_check_key(locked ? &held : NULL, req->txid, &op, current);
-        if (check == KV_TX_KEY_ABORT) return KV_STATUS_TX_ABORTED;
+        if (check == KV_TX_KEY_ABORT) /* a writer's lock, or a reader's */
+            return held.write != KV_TXOP_NONE ? KV_STATUS_LOCKED : KV_STATUS_TX_ABORTED;
         if (check == KV_TX_KEY_CONFLICT) {
             status = KV_STATUS_CONFLICT;
             if (s_entries_add(e, op.key, (kv_bytes_t){NULL, 0}, current) != 0)
@@ -381,6 +383,24 @@ static void s_apply_prepare(kv_repl_t *self, const kv_msg_t *req, kv_repl_group_
     }
 }
 
+/* Queues a reader's prepare behind a writer's intents (the partition's
+ * locked list, run again when intents go). Only readers wait and only for
+ * writers, and writers never wait: no cycle of waits, no deadlock. */
+static int s_wait(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    size_t len = kv_msg_encoded_size(req);
+    uint8_t *frame = len ? malloc(len) : NULL;
+    if (!frame || kv_msg_encode(req, frame, len) != len) {
+        free(frame);
+        return -1;
+    }
+    kv_repl_held_t what = {.type = KV_MSG_TX_PREPARE, .frame = frame, .frame_len = len};
+    if (kv_repl_primary_wait_unlock(self, identity, req->partition, req->req_id, &what) != 0) {
+        free(frame);
+        return -1;
+    }
+    return 0;
+}
+
 void kv_repl_tx_prepare(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     if (!kv_repl_can_write(self, req->partition)) {
         kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
@@ -389,6 +409,11 @@ void kv_repl_tx_prepare(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *re
     s_entries_t e = {0};
     size_t len = 0;
     kv_status_t status = s_check(self, req, &e);
+    if (status == KV_STATUS_LOCKED && req->wait && s_wait(self, identity, req) == 0) {
+        free(e.buf); /* a reader waits for the writer's commit, then runs again */
+        return;
+    }
+    if (status == KV_STATUS_LOCKED) status = KV_STATUS_TX_ABORTED; /* writers never wait */
     if (status == KV_STATUS_TX_ABORTED || status == KV_STATUS_UNAVAILABLE) {
         free(e.buf);
         if (status == KV_STATUS_TX_ABORTED) s_count(self, C_GAVE_WAY, 1);

@@ -156,7 +156,8 @@
     KV_MSG_TX_HEAD(X)                                                                    \
     X(record, U32, 1)    /* the partition of its commit record */                        \
     X(commit, FLAG, 1)   /* its only partition: check and apply at once, no intents */   \
-    X(ops, TXOPS, 1)     /* one TXOP per key of this partition, request order */
+    X(ops, TXOPS, 1)     /* one TXOP per key of this partition, request order */        \
+    X(wait, FLAG, 3)     /* a reader: wait for writers' intents instead of giving way */
 #define KV_MSG_TX_COMMIT_FIELDS(X)                                                       \
     KV_MSG_TX_HEAD(X)                                                                    \
     X(items, ITEMS, 3)   /* the other participants' partitions (partition, 0, 0) */
@@ -316,6 +317,7 @@
     X(uint8_t, op)           /* UPDATE: kv_op_t */                                       \
     X(uint8_t, has_if_version) /* SET, RM: a condition is set */                         \
     X(uint8_t, commit)       /* TX_PREPARE: one-partition transaction */                 \
+    X(uint8_t, wait)         /* TX_PREPARE: a read-only transaction waits for writers */ \
     X(uint32_t, record)      /* TX_PREPARE: the commit record's partition */             \
     X(uint32_t, participant) /* TX_RESOLVE: the asker's partition */                     \
     X(uint64_t, txid)        /* TX_*: the transaction */                                 \
