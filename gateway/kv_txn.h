@@ -3,9 +3,12 @@
  *  The gateway drives the protocol of the nodes' node/kv_tx.h (written out
  *  with its safety argument in docs/transactions.md):
  *
- *  - Keys are grouped by partition. A transaction that writes nothing is a
- *    consistent read (kv_mget's rounds) whose conditions are then checked:
- *    serializable at the instant the snapshot shows, and it locks nothing.
+ *  - Keys are grouped by partition. A transaction that writes nothing is
+ *    first a consistent read (kv_mget's rounds) whose conditions are then
+ *    checked: serializable at the instant the snapshot shows, no locks;
+ *    when writes keep changing the keys, it prepares with `wait` set: read
+ *    locks that wait at the primaries for writers' commits, released by a
+ *    one-way abort once every partition answered.
  *  - One partition: one TX_PREPARE with commit set; its primary checks and
  *    applies everything at once (one message, one round trip).
  *  - Several: TX_PREPARE to every partition's primary in parallel (each
