@@ -241,7 +241,7 @@ static int s_plan(kv_txn_t *self, uint32_t partitions) {
         if (s_encode_ops(self, &self->parts[i]) != 0) return -1;
     /* The record lists the other participants: its partition asks them
      * before it forgets a record nobody finished (a dead gateway's). */
-    self->others = malloc(self->nparts * KV_MSG_ITEM_SIZE);
+    self->others = malloc(self->nparts * KV_MSG_ITEM_SIZE + 1); /* never 0 bytes */
     if (!self->others) return -1;
     for (size_t i = 0, other = 0; i < self->nparts; i++)
         if (i != self->record) {

@@ -100,15 +100,19 @@ typedef struct {
     int failed;     /* out of memory */
 } s_collect_t;
 
+/* Whether a metadata entry is a well-formed intent; then its key and it. */
+static int s_intent_entry(const kv_entry_t *entry, kv_bytes_t *key, kv_tx_intent_t *intent) {
+    return kv_tx_intent_key_parse(kv_entry_key(entry), kv_entry_klen(entry), key) &&
+           key->len <= KV_MAX_KEY_BYTES &&
+           kv_tx_intent_decode(kv_entry_value(entry), kv_entry_vlen(entry), intent) == 0 &&
+           intent->value.len <= KV_MAX_VALUE_BYTES;
+}
+
 static int s_collect_entry(const kv_entry_t *entry, void *arg) {
     s_collect_t *c = arg;
     kv_bytes_t key;
     kv_tx_intent_t intent;
-    if (!kv_tx_intent_key_parse(kv_entry_key(entry), kv_entry_klen(entry), &key) ||
-        key.len > KV_MAX_KEY_BYTES ||
-        kv_tx_intent_decode(kv_entry_value(entry), kv_entry_vlen(entry), &intent) != 0 ||
-        intent.txid != c->txid || intent.value.len > KV_MAX_VALUE_BYTES)
-        return 0;
+    if (!s_intent_entry(entry, &key, &intent) || intent.txid != c->txid) return 0;
     if (c->count == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 4;
         s_owned_t *list = realloc(c->list, cap * sizeof(*list));
@@ -318,7 +322,7 @@ static kv_status_t s_check(kv_repl_t *self, const kv_msg_t *req, s_entries_t *e)
     kv_msg_txop_t op;
     kv_status_t status = KV_STATUS_OK;
     while (kv_msg_txop_next(req, &pos, &op) == 0) {
-        kv_tx_intent_t held;
+        kv_tx_intent_t held = {0};
         int locked = s_intent(self, req->partition, op.key.ptr, op.key.len, &held);
         uint64_t current = s_version(self, req->partition, op.key);
         kv_tx_check_t check = kv_tx_check_key(locked ? &held : NULL, req->txid, &op, current);
@@ -506,10 +510,7 @@ static int s_orphan_entry(const kv_entry_t *entry, void *arg) {
     s_orphans_t *o = arg;
     kv_bytes_t key;
     kv_tx_intent_t intent;
-    if (!kv_tx_intent_key_parse(kv_entry_key(entry), kv_entry_klen(entry), &key) ||
-        kv_tx_intent_decode(kv_entry_value(entry), kv_entry_vlen(entry), &intent) != 0 ||
-        intent.deadline_ms >= o->now_ms)
-        return 0;
+    if (!s_intent_entry(entry, &key, &intent) || intent.deadline_ms >= o->now_ms) return 0;
     for (size_t i = 0; i < o->count; i++)
         if (o->list[i].txid == intent.txid) return 0;
     o->list[o->count++] = (s_orphan_t){intent.txid, intent.record};

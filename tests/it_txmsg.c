@@ -31,21 +31,12 @@ typedef struct {
     int ok, other; /* answers */
 } s_client_t;
 
-/* Two keys of client c on different partitions. */
-static void s_keys(int c, char a[32], char b[32]) {
-    snprintf(a, 32, "c%d-a", c);
-    for (int i = 0;; i++) {
-        snprintf(b, 32, "c%d-b%d", c, i);
-        if (kv_partition_of(a, strlen(a), KV_PARTITIONS_DEFAULT) !=
-            kv_partition_of(b, strlen(b), KV_PARTITIONS_DEFAULT))
-            return;
-    }
-}
-
 static void *s_run(void *arg) {
     s_client_t *client = arg;
     char a[32], b[32], target[256];
-    s_keys(client->client, a, b);
+    char prefix[16];
+    snprintf(prefix, sizeof prefix, "c%d", client->client);
+    kv_keys_apart(prefix, a, b);
     uint64_t va = 0, vb = 0;
     for (int round = 0; round < S_ROUNDS; round++) {
         snprintf(target, sizeof target,

@@ -65,17 +65,6 @@ static int s_send(kv_cluster_t *cluster, kv_msg_t *req) {
     return status;
 }
 
-/* Two keys on different partitions. */
-static void s_keys(const char *prefix, char a[32], char b[32]) {
-    snprintf(a, 32, "%s-a", prefix);
-    for (int i = 0;; i++) {
-        snprintf(b, 32, "%s-b%d", prefix, i);
-        if (kv_partition_of(a, strlen(a), KV_PARTITIONS_DEFAULT) !=
-            kv_partition_of(b, strlen(b), KV_PARTITIONS_DEFAULT))
-            return;
-    }
-}
-
 static uint32_t s_partition(const char *key) {
     return kv_partition_of(key, strlen(key), KV_PARTITIONS_DEFAULT);
 }
@@ -141,7 +130,7 @@ static kv_cluster_t *s_cluster(void) {
 Test(txorphan, prepared_then_abandoned_is_aborted_within_3s, .timeout = 90) {
     kv_cluster_t *cluster = s_cluster();
     char a[32], b[32];
-    s_keys("abandoned", a, b);
+    kv_keys_apart("abandoned", a, b);
     uint32_t record = s_partition(a);
     long long start = kv_now_ms();
     cr_assert_eq(s_prepare(cluster, 101, a, "1", record), KV_STATUS_OK);
@@ -163,7 +152,7 @@ Test(txorphan, prepared_then_abandoned_is_aborted_within_3s, .timeout = 90) {
 Test(txorphan, committed_then_abandoned_is_finished_within_3s, .timeout = 90) {
     kv_cluster_t *cluster = s_cluster();
     char a[32], b[32], value[64];
-    s_keys("committed", a, b);
+    kv_keys_apart("committed", a, b);
     uint32_t record = s_partition(a);
     long long start = kv_now_ms();
     cr_assert_eq(s_prepare(cluster, 202, a, "7", record), KV_STATUS_OK);
@@ -199,7 +188,7 @@ Test(txorphan, committed_then_participant_killed_is_finished_within_3s, .timeout
     char a[32], b[32], value[64], prefix[32];
     for (int i = 0;; i++) { /* the participant's primary is not the record partition's */
         snprintf(prefix, sizeof prefix, "failover%d", i);
-        s_keys(prefix, a, b);
+        kv_keys_apart(prefix, a, b);
         if (s_primary_of(cluster, a) != s_primary_of(cluster, b)) break;
     }
     uint32_t record = s_partition(a);

@@ -18,6 +18,8 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "kv_hash.h"
+#include "kv_limits.h"
 #include "kv_msg.h"
 
 long long kv_now_ms(void) {
@@ -542,6 +544,16 @@ int kv_cluster_coordinator_counter(kv_cluster_t *self, const char *name, uint64_
 int kv_cluster_node_counter(kv_cluster_t *self, int i, const char *name, uint64_t *value) {
     if (i < 0 || i >= self->node_count || self->nodes[i].pid <= 0) return -1;
     return s_counter_at(self->nodes[i].port, name, value);
+}
+
+void kv_keys_apart(const char *prefix, char a[32], char b[32]) {
+    snprintf(a, 32, "%s-a", prefix);
+    for (int i = 0;; i++) {
+        snprintf(b, 32, "%s-b%d", prefix, i);
+        if (kv_partition_of(a, strlen(a), KV_PARTITIONS_DEFAULT) !=
+            kv_partition_of(b, strlen(b), KV_PARTITIONS_DEFAULT))
+            return;
+    }
 }
 
 uint64_t kv_cluster_nodes_counter(kv_cluster_t *self, const char *name) {

@@ -118,6 +118,10 @@ int kv_cluster_coordinator_counter(kv_cluster_t *self, const char *name, uint64_
  * -1 also for a node that is not running. */
 int kv_cluster_node_counter(kv_cluster_t *self, int i, const char *name, uint64_t *value);
 
+/* Two keys, prefix-a and prefix-bN, on different partitions (of the
+ * default partition count): a transaction that needs two partitions. */
+void kv_keys_apart(const char *prefix, char a[32], char b[32]);
+
 /* The sum of a counter over the running nodes that answer. */
 uint64_t kv_cluster_nodes_counter(kv_cluster_t *self, const char *name);
 
