@@ -200,6 +200,20 @@ static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
     }
 }
 
+/* MGET (see kv_backend.h): to its node while it is up, else UNAVAILABLE. */
+static void s_dispatch_mget(kv_backend_t *self, kv_call_t *call) {
+    uint8_t state = self->table ? kv_table_node_state(self->table, call->node) : KV_NODE_LEFT;
+    kv_msg_t msg = {.type = KV_MSG_MGET, .count = call->count};
+    msg.entries = (kv_bytes_t){(const char *)call->entries, call->entries_len};
+    call->pending = 1;
+    if (state != KV_NODE_DOWN && state != KV_NODE_LEFT) {
+        msg.epoch = kv_table_epoch(self->table);
+        if (s_send(self, call, call->node, &msg) == 0) return;
+    }
+    call->pending = 0;
+    s_finish(call, KV_CALL_UNAVAILABLE);
+}
+
 /* Sends msg to every node selected by want; returns how many were sent. */
 static uint32_t s_fan_out(kv_backend_t *self, kv_call_t *call, kv_msg_t *msg,
                           int (*want)(const kv_table_t *, uint16_t)) {
@@ -337,6 +351,9 @@ static void s_dispatch(kv_backend_t *self, kv_call_t *call) {
     case KV_CALL_CLEAR:
         s_dispatch_clear(self, call);
         break;
+    case KV_CALL_MGET:
+        s_dispatch_mget(self, call);
+        break;
     default:
         s_dispatch_single(self, call);
     }
@@ -383,7 +400,8 @@ static void s_reroute_reads(kv_backend_t *self) {
         if (!slot) continue;
         kv_call_t *call = slot->call;
         if (call->op == KV_CALL_STATUS || call->op == KV_CALL_CLEAR) continue; /* fan-outs */
-        int read = call->op == KV_CALL_GET || call->op == KV_CALL_IS || call->op == KV_CALL_SCAN;
+        int read = call->op == KV_CALL_GET || call->op == KV_CALL_IS || call->op == KV_CALL_SCAN ||
+                   call->op == KV_CALL_MGET; /* which then fails: its node is gone */
         const kv_table_node_t *node = kv_table_node(self->table, slot->node);
         uint8_t state = node ? node->state : KV_NODE_DOWN;
         /* A LEFT node drained before it left: what it had not answered it
@@ -462,20 +480,31 @@ static int s_is_reroute(uint8_t status) {
            status == KV_STATUS_NOT_READY || status == KV_STATUS_NO_LEASE;
 }
 
+/* A refusal to reroute: a fresh table is asked unless ours is newer than
+ * the node's (it will learn it). */
+static void s_on_reroute(kv_backend_t *self, const kv_msg_t *msg) {
+    if (!self->table || msg->epoch >= kv_table_epoch(self->table) || msg->status != KV_STATUS_MOVED)
+        s_ask_table(self);
+}
+
 static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *frame,
                               const kv_msg_t *msg) {
+    if (call->op == KV_CALL_MGET && msg->status != KV_STATUS_OK) { /* never resent */
+        if (s_is_reroute(msg->status)) s_on_reroute(self, msg);
+        s_finish(call, KV_CALL_UNAVAILABLE);
+        return;
+    }
     if (msg->status == KV_STATUS_LOCKED) { /* a transaction is committing it: soon */
         s_park(self, call);
         return;
     }
     if (s_is_reroute(msg->status)) {
-        if (!self->table || msg->epoch >= kv_table_epoch(self->table) ||
-            msg->status != KV_STATUS_MOVED)
-            s_ask_table(self);
+        s_on_reroute(self, msg);
         s_park(self, call);
         return;
     }
-    if (call->op == KV_CALL_GET || call->op == KV_CALL_SCAN || call->op == KV_CALL_TX_PREPARE) {
+    if (call->op == KV_CALL_GET || call->op == KV_CALL_SCAN || call->op == KV_CALL_TX_PREPARE ||
+        call->op == KV_CALL_MGET) {
         /* Decode again after the move: ZeroMQ keeps small frames inside the
          * zmq_msg_t itself, so msg's pointers went stale with the move. */
         zmq_msg_move(&call->reply, frame);
@@ -688,6 +717,11 @@ void kv_backend_notify(kv_backend_t *self, const kv_call_t *call) {
     s_tx_msg(call, &msg); /* req_id 0: no answer wanted */
     uint16_t node = s_primary(self, call->partition);
     if (node != KV_NO_NODE && kv_peers_socket(self->peers, node)) s_send_msg(self, node, &msg);
+}
+
+uint16_t kv_backend_primary_of(const kv_backend_t *self, uint32_t partition) {
+    if (!self->table || partition >= kv_table_partitions(self->table)) return KV_NO_NODE;
+    return s_primary(self, partition);
 }
 
 uint32_t kv_backend_partitions(const kv_backend_t *self) {

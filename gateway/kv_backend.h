@@ -20,6 +20,10 @@
  *  fetches a fresh table and resends. A parked call that reaches its
  *  deadline fails UNAVAILABLE (it was never applied); a call sent to a node
  *  that stays silent past its deadline fails TIMEOUT (it may have been).
+ *  MGET is addressed to a node, not a partition, and is never resent: any
+ *  answer but OK (the refusal's table fetched as above), a node that is
+ *  down or gone, fail it UNAVAILABLE at once; silence, TIMEOUT. Its
+ *  caller reads the keys one by one instead.
  */
 #ifndef KV_BACKEND_H
 #define KV_BACKEND_H
@@ -44,6 +48,7 @@ typedef enum {
     KV_CALL_TX_PREPARE, /* a transaction's keys of `partition` (kv_tx.h of the node) */
     KV_CALL_TX_COMMIT,  /* its commit point, at its record partition */
     KV_CALL_TX_FINISH,  /* apply its decision at `partition` */
+    KV_CALL_MGET,       /* /mget's keys of one round at `node` (kv_mget.h) */
 } kv_call_op_t;
 
 typedef enum {
@@ -93,6 +98,10 @@ struct _kv_call_t {
     uint8_t decision;     /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */
     const uint8_t *items; /* TX_COMMIT: the other participants, as ITEM records */
     size_t items_len;
+    uint16_t node;          /* MGET: the node addressed (a table index) */
+    uint32_t count;         /* MGET: keys */
+    const uint8_t *entries; /* MGET: count ENTRY records, the keys (empty values) */
+    size_t entries_len;
     uint32_t limit; /* SCAN: entries wanted */
     int has_after;  /* SCAN: only keys after this one */
     const char *after;
@@ -103,8 +112,8 @@ struct _kv_call_t {
     kv_call_result_t result; /* outcome */
     uint64_t version;        /* keyed ops: the key's version (SET: the new one) */
     uint64_t seq;            /* GET, IS: the partition's last removal (an absent key's witness) */
-    zmq_msg_t reply;         /* GET, SCAN, TX_PREPARE: the reply frame (kv_call_reset frees) */
-    kv_msg_t msg;            /* GET, SCAN, TX_PREPARE: decoded reply, pointing into reply */
+    zmq_msg_t reply;         /* GET, SCAN, TX_PREPARE, MGET: the reply (kv_call_reset frees) */
+    kv_msg_t msg;            /* GET, SCAN, TX_PREPARE, MGET: decoded reply, pointing into reply */
     kv_table_t *table;       /* STATUS, TABLE: a copy (NULL without a table) */
     kv_node_stats_t *stats;  /* STATUS: kv_table_node_count(table) entries */
     /* Backend bookkeeping. */
@@ -162,6 +171,10 @@ long kv_backend_timeout(const kv_backend_t *self);
 /* Drains the ready sockets among items (from kv_backend_poll_items, after
  * kv_poller_wait) and does the timed work: replies, tables, retries, expiry. */
 void kv_backend_process(kv_backend_t *self, const zmq_pollitem_t *items, int count);
+
+/* The live primary of partition in the current table, or KV_NO_NODE
+ * (no table, none, or down). */
+uint16_t kv_backend_primary_of(const kv_backend_t *self, uint32_t partition);
 
 /* P of the cluster; 0 until the first table arrives. */
 uint32_t kv_backend_partitions(const kv_backend_t *self);

@@ -1,8 +1,16 @@
 /*  kv_mget.h: /mget, a consistent read of many keys across partitions.
  *
- *  Each key is read at its partition's primary (a GET, which answers the
- *  value, the version and, for an absent key, the partition's last removal
- *  seq), all keys in parallel. One round of such reads is not a snapshot:
+ *  Each key is read at its partition's primary, which answers the value,
+ *  the version and, for an absent key, the partition's last removal seq;
+ *  all keys in parallel. The keys of one round go to each node in one
+ *  MGET (the keys of every partition it is primary of, in our table), which
+ *  it answers for all of them at once or refuses; the keys of a refused or
+ *  lost batch, and a key without a primary now, are read in the same round
+ *  by a GET of their own, which waits where a batch gives up (a write not
+ *  yet confirmed, a transaction's lock) and follows the partition when it
+ *  moves. Either way a key's read is a read at its primary that began
+ *  after the round began and ended before it ended, which is all the
+ *  argument below uses. One round of such reads is not a snapshot:
  *  the reads land at different moments on different nodes, so a round can
  *  show a write and miss one that came before it. So the keys are read
  *  again, and the answer is given once two rounds in a row agree on every
@@ -15,6 +23,11 @@
  *  what /mget shows survives a failover.
  *
  *  Repeated keys are read once and answered at each position.
+ *
+ *  A node of an older release drops MGET (a type it does not know): its
+ *  keys are read by GETs once the batch times out, so upgrade the nodes
+ *  before the gateways. A node that stays silent costs up to twice the
+ *  call timeout before 504 (the batch's, then its GETs').
  */
 #ifndef KV_MGET_H
 #define KV_MGET_H
@@ -22,10 +35,10 @@
 #include <stddef.h>
 
 #include "kv_backend.h"
+#include "kv_limits.h"
 #include "kv_query.h"
 
-#define KV_MGET_MAX_KEYS 1000 /* keys per /mget (400 TOO_MANY_KEYS beyond) */
-#define KV_MGET_ROUNDS 32     /* rounds before giving up on agreement: 503 */
+#define KV_MGET_ROUNDS 32 /* rounds before giving up on agreement: 503 */
 
 typedef struct _kv_mget_t kv_mget_t;
 

@@ -440,6 +440,35 @@ static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
     kv_repl_read(self->repl, identity, req);
 }
 
+/* Whether we may answer an MGET: its keys as s_keyed_is_valid checks
+ * them (at most KV_MGET_MAX_KEYS, no values), each of a partition we
+ * may serve (s_route_status) and not handing over. */
+static kv_status_t s_mget_status(s_node_t *self, const kv_msg_t *req) {
+    if (!self->table || self->self < 0 || !self->repl) return KV_STATUS_NOT_READY;
+    if (req->count == 0 || req->count > KV_MGET_MAX_KEYS) return KV_STATUS_BAD_REQUEST;
+    uint32_t partitions = kv_table_partitions(self->table);
+    kv_status_t status = KV_STATUS_OK;
+    size_t pos = 0;
+    kv_msg_entry_t entry;
+    while (status == KV_STATUS_OK && kv_msg_entry_next(req, &pos, &entry) == 0) {
+        if (entry.key.len == 0 || entry.key.len > KV_MAX_KEY_BYTES || entry.value.len)
+            return KV_STATUS_BAD_REQUEST;
+        uint32_t partition = kv_partition_of(entry.key.ptr, entry.key.len, partitions);
+        status = s_route_status(self, partition, req->epoch);
+        if (status == KV_STATUS_OK && kv_repl_is_fenced(self->repl, partition))
+            status = KV_STATUS_MOVED; /* as a GET: the new primary may take writes already */
+    }
+    return status;
+}
+
+static void s_serve_mget(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    kv_status_t status = s_mget_status(self, req);
+    if (status == KV_STATUS_OK)
+        kv_repl_mget(self->repl, identity, req);
+    else
+        s_reply(self, identity, req->req_id, status, NULL, 0);
+}
+
 /* A TX_PREPARE the gateway could not have sent (kv_tx.h's limits, keys
  * of this partition): checked again rather than trusted. */
 static int s_prepare_is_valid(s_node_t *self, const kv_msg_t *req) {
@@ -613,6 +642,9 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
     case KV_MSG_RM:
     case KV_MSG_IS:
         s_serve_keyed(self, identity, &req);
+        break;
+    case KV_MSG_MGET:
+        s_serve_mget(self, identity, &req);
         break;
     case KV_MSG_CLEAR:
         s_serve_clear(self, identity, &req);

@@ -65,6 +65,17 @@ void kv_repl_send_reply(kv_repl_t *self, zmq_msg_t *identity, kv_msg_t *reply) {
     if (size) kv_repl_send_frame(self, identity, buf, size);
 }
 
+uint8_t *kv_repl_encode(kv_repl_t *self, kv_msg_t *msg, size_t *len) {
+    msg->epoch = kv_repl_epoch(self);
+    *len = kv_msg_encoded_size(msg);
+    uint8_t *frame = *len ? malloc(*len) : NULL;
+    if (frame && kv_msg_encode(msg, frame, *len) != *len) {
+        free(frame);
+        frame = NULL;
+    }
+    return frame;
+}
+
 void kv_repl_send_frame(kv_repl_t *self, zmq_msg_t *identity, const uint8_t *frame, size_t size) {
     zmq_msg_t copy;
     zmq_msg_init(&copy);

@@ -89,6 +89,15 @@ void kv_repl_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
  * the answer leaves, not when the request arrived. */
 void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
 
+/* /mget's reads at this node (MGET: keys validated by the caller, of
+ * partitions the caller found us primary of): answered all at once from
+ * the store, MGET_REPLY, only when each could be answered now as a GET
+ * (kv_repl_read): every write applied to its partition confirmed, no
+ * transaction about to write it, the lease valid. Otherwise nothing is
+ * held: the answer is a REPLY, LOCKED (some key would wait: the gateway
+ * reads these keys one by one), MOVED, or NO_LEASE. */
+void kv_repl_mget(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
 /* Serves CLEAR for every partition we are primary of. */
 void kv_repl_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
 

@@ -193,6 +193,10 @@ static inline int kv_repl_is_live(const kv_repl_part_t *part) {
 /* The epoch of our table, 0 before the first. */
 uint64_t kv_repl_epoch(const kv_repl_t *self);
 
+/* msg (a reply, its epoch set here) encoded in a malloc'd frame of *len
+ * bytes; NULL when out of memory. */
+uint8_t *kv_repl_encode(kv_repl_t *self, kv_msg_t *msg, size_t *len);
+
 /* True when node is in the table and neither DOWN nor LEFT. */
 int kv_repl_usable(const kv_repl_t *self, uint16_t node);
 

@@ -376,6 +376,75 @@ void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     s_answer_or_hold(self, identity, req, &what);
 }
 
+/* Why the keys of an MGET cannot all be answered now from the store: OK
+ * when they can (every key's partition ours as primary, not fenced, every
+ * write applied to it confirmed, the key held by no transaction that will
+ * write it); LOCKED when some key must wait (a GET waits for both: the
+ * gateway reads such batches key by key); MOVED or NO_LEASE. The store
+ * entry of each key goes to found[i] (NULL when absent). */
+static kv_status_t s_mget_check(kv_repl_t *self, const kv_msg_t *req, const kv_entry_t **found,
+                                uint32_t *parts, size_t *size) {
+    if (!s_leased(self)) return KV_STATUS_NO_LEASE;
+    size_t pos = 0, i = 0;
+    kv_msg_entry_t key;
+    while (kv_msg_entry_next(req, &pos, &key) == 0) {
+        uint32_t partition = kv_partition_of(key.key.ptr, key.key.len, self->partitions);
+        const kv_repl_part_t *part = &self->parts[partition];
+        if (part->state != KV_REPL_PRIMARY) return KV_STATUS_MOVED;
+        if ((s_required(self) > 0 && part->confirmed < part->seq) ||
+            kv_repl_tx_locked(self, partition, key.key.ptr, key.key.len, 0))
+            return KV_STATUS_LOCKED;
+        found[i] = kv_store_get(self->store, partition, key.key.ptr, key.key.len);
+        parts[i++] = partition;
+        *size += kv_msg_entry_size(key.key.len, found[i - 1] ? kv_entry_vlen(found[i - 1]) : 0);
+    }
+    return KV_STATUS_OK;
+}
+
+/* The MGET_REPLY of req, every key read now (checked by s_mget_check):
+ * entries and items in request order. Returns 0, or -1 out of memory. */
+static int s_mget_answer(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req,
+                         const kv_entry_t **found, const uint32_t *parts, size_t size) {
+    uint8_t *entries = malloc(size ? size : 1);
+    uint8_t *items = malloc(req->count ? (size_t)req->count * KV_MSG_ITEM_SIZE : 1);
+    kv_msg_t reply = {.type = KV_MSG_MGET_REPLY, .req_id = req->req_id, .count = req->count};
+    size_t pos = 0, at = 0, i = 0, frame_len = 0;
+    kv_msg_entry_t key;
+    while (entries && items && kv_msg_entry_next(req, &pos, &key) == 0) {
+        const kv_entry_t *entry = found[i];
+        kv_msg_entry_t put = {.key = key.key};
+        if (entry) {
+            put.value = (kv_bytes_t){kv_entry_value(entry), kv_entry_vlen(entry)};
+            put.meta.version = kv_entry_version(entry);
+        }
+        kv_msg_entry_put(entries, size, &at, &put);
+        /* An absent key's witness, as a GET's (s_answer) */
+        kv_msg_item_t item = {parts[i], self->parts[parts[i]].removed_seq, entry != NULL};
+        kv_msg_item_write(items, i++, &item);
+    }
+    reply.entries = (kv_bytes_t){(const char *)entries, at};
+    reply.items = (kv_bytes_t){(const char *)items, i * KV_MSG_ITEM_SIZE};
+    uint8_t *frame = entries && items ? kv_repl_encode(self, &reply, &frame_len) : NULL;
+    if (frame) kv_repl_send_frame(self, identity, frame, frame_len);
+    free(frame);
+    free(items);
+    free(entries);
+    return frame ? 0 : -1;
+}
+
+void kv_repl_mget(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    const kv_entry_t **found = calloc(req->count ? req->count : 1, sizeof(*found));
+    uint32_t *parts = calloc(req->count ? req->count : 1, sizeof(*parts));
+    size_t size = 0;
+    kv_status_t status =
+        found && parts ? s_mget_check(self, req, found, parts, &size) : KV_STATUS_UNAVAILABLE;
+    if (status == KV_STATUS_OK && s_mget_answer(self, identity, req, found, parts, size) != 0)
+        status = KV_STATUS_UNAVAILABLE; /* out of memory */
+    if (status != KV_STATUS_OK) kv_repl_reply(self, identity, req->req_id, status, NULL, 0, 0);
+    free(parts);
+    free(found);
+}
+
 /* Replicas confirmed partition up to seq: answer the writes and the reads
  * waiting for it. Confirmation only grows: what a replica applied stays
  * applied (it leaves the partition only through a new table, which resets

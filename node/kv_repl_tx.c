@@ -192,21 +192,9 @@ static size_t s_finish_intents(kv_repl_t *self, uint32_t partition, uint64_t txi
 
 /* --- answers ------------------------------------------------------------------- */
 
-/* An encoded REPLY (status) or TX_FINISH, malloc'd; NULL when out of memory. */
-static uint8_t *s_encode(kv_repl_t *self, kv_msg_t *msg, size_t *len) {
-    msg->epoch = kv_repl_epoch(self);
-    *len = kv_msg_encoded_size(msg);
-    uint8_t *frame = *len ? malloc(*len) : NULL;
-    if (frame && kv_msg_encode(msg, frame, *len) != *len) {
-        free(frame);
-        frame = NULL;
-    }
-    return frame;
-}
-
 static uint8_t *s_status_frame(kv_repl_t *self, uint64_t req_id, kv_status_t status, size_t *len) {
     kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = req_id, .status = (uint8_t)status};
-    return s_encode(self, &reply, len);
+    return kv_repl_encode(self, &reply, len);
 }
 
 /* Answers identity (never when NULL) with frame, or a plain status when
@@ -303,7 +291,7 @@ static uint8_t *s_tx_reply(kv_repl_t *self, const kv_msg_t *req, kv_status_t sta
     reply.seq = seq;
     reply.count = e->count;
     reply.entries = (kv_bytes_t){(const char *)e->buf, e->pos};
-    uint8_t *frame = s_encode(self, &reply, len);
+    uint8_t *frame = kv_repl_encode(self, &reply, len);
     free(e->buf);
     *e = (s_entries_t){0};
     return frame;
@@ -485,7 +473,7 @@ void kv_repl_tx_resolve(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *re
     kv_msg_t answer = {.type = KV_MSG_TX_FINISH, .partition = req->participant, .txid = req->txid};
     answer.status = action == KV_TX_ACT_COMMIT ? KV_STATUS_OK : KV_STATUS_TX_ABORTED;
     size_t len = 0;
-    uint8_t *frame = s_encode(self, &answer, &len);
+    uint8_t *frame = kv_repl_encode(self, &answer, &len);
     if (!frame) return;
     /* req_id 1: "answer", though the FINISH itself asks for no reply */
     s_act(self, identity, 1, req->partition, req->txid, action, (kv_bytes_t){NULL, 0}, frame, len);

@@ -90,10 +90,12 @@
     X(TX_COMMIT, 9)      /* gateway -> record primary: the commit point */               \
     X(TX_FINISH, 10)     /* gateway, record primary -> participant: apply the decision */ \
     X(TX_RESOLVE, 11)    /* participant primary -> record primary: decided yet? */       \
+    X(MGET, 12)          /* gateway -> node: read keys of partitions it is primary of */ \
     X(REPLY, 16)         /* node -> gateway: answer to GET SET RM IS CLEAR */            \
     X(SCAN_REPLY, 17)    /* node -> gateway: a page of entries */                        \
     X(STATS_REPLY, 18)   /* node, coordinator -> asker: its figures and counters */      \
     X(TX_REPLY, 19)      /* node -> gateway: answer to TX_PREPARE */                     \
+    X(MGET_REPLY, 20)    /* node -> gateway: answer to MGET */                           \
     X(HELLO, 32)         /* node -> coordinator: registration, on start and on WHO */    \
     X(HEARTBEAT, 33)     /* node -> coordinator: alive, with partition reports */        \
     X(TABLE_REQ, 34)     /* anyone -> coordinator: send me the table */                  \
@@ -168,6 +170,18 @@
     KV_MSG_TX_HEAD(X)                                                                    \
     X(participant, U32, 1) /* the asker's partition: the answer is a TX_FINISH of it */
 
+/* /mget's reads of one round at one node (gateway/kv_mget.h): the keys
+ * of any partitions the node is primary of, answered all at once or not
+ * at all. Refusals are a REPLY (as TX_PREPARE's): MOVED, STALE_EPOCH,
+ * NO_LEASE, NOT_READY, BAD_REQUEST; LOCKED when some key's partition has
+ * writes not yet confirmed or a transaction holds some key, so the gateway
+ * reads those keys one by one (GET waits for both). */
+#define KV_MSG_MGET_FIELDS(X)                                                            \
+    X(req_id, U64, 1)    /* echoed in the reply */                                       \
+    X(epoch, U64, 1)     /* routing epoch the gateway routed with */                     \
+    X(count, U32, 1)     /* keys */                                                      \
+    X(entries, ENTRIES, 1) /* the keys, empty values, KV_MGET_MAX_KEYS at most */
+
 /* Every node reply starts so. */
 #define KV_MSG_REPLY_HEAD(X)                                                             \
     X(req_id, U64, 1)    /* the request's */                                             \
@@ -183,6 +197,11 @@
     X(seq, U64, 1)       /* OK: the version of the first write; each next write +1 */    \
     X(count, U32, 1)     /* entries */                                                   \
     X(entries, ENTRIES, 1) /* OK: each op's key, value read, version; CONFLICT: failed */
+#define KV_MSG_MGET_REPLY_FIELDS(X)                                                      \
+    KV_MSG_REPLY_HEAD(X)                                                                 \
+    X(count, U32, 1)     /* the request's */                                             \
+    X(entries, ENTRIES, 1) /* request order: key, value (empty if absent), version */    \
+    X(items, ITEMS, 1)   /* request order: (partition, last removal seq, found) */
 #define KV_MSG_SCAN_REPLY_FIELDS(X)                                                      \
     KV_MSG_REPLY_HEAD(X)                                                                 \
     X(more, FLAG, 1)     /* more entries follow in this partition */                     \
@@ -295,8 +314,8 @@
 
 #define KV_MSG_ITEM_FIELDS(X)                                                            \
     X(partition, U32, 1) /* the stream */                                                \
-    X(seq, U64, 1)       /* BEACON: last seq sent; ACK: last seq applied */              \
-    X(flag, U8, 1)       /* BEACON: the stream is fenced; ACK: 0 */
+    X(seq, U64, 1)       /* BEACON: last seq sent; ACK: applied; MGET_REPLY: last removal */ \
+    X(flag, U8, 1)       /* BEACON: the stream is fenced; ACK: 0; MGET_REPLY: found */
 
 #define KV_MSG_REPORT_FIELDS(X)                                                          \
     X(partition, U32, 1) /* the partition */                                             \
@@ -325,7 +344,7 @@
     X(uint16_t, sender)      /* UPDATE, BEACON, ACK, SNAPSHOT_REQ: node index */         \
     X(uint32_t, partition)   /* keyed requests, SCAN, UPDATE, SNAPSHOT_REQ, SNAPSHOT */  \
     X(uint32_t, limit)       /* SCAN: entries wanted */                                  \
-    X(uint32_t, count)       /* SCAN_REPLY, SNAPSHOT: records in entries */              \
+    X(uint32_t, count)       /* SCAN_REPLY, SNAPSHOT, MGET*, TX_REPLY: records in entries */ \
     X(uint32_t, primaries)   /* STATS_REPLY */                                           \
     X(uint32_t, replicas)    /* STATS_REPLY */                                           \
     X(uint32_t, chunk)       /* SNAPSHOT */                                              \
@@ -349,7 +368,7 @@
     X(kv_bytes_t, endpoint)  /* HELLO, JOIN, INVITE */                                   \
     X(kv_bytes_t, pub_endpoint) /* HELLO */                                              \
     X(kv_bytes_t, table)     /* HELLO, TABLE: kv_table encoding */                       \
-    X(kv_bytes_t, items)     /* BEACON, ACK: ITEM records */                             \
+    X(kv_bytes_t, items)     /* BEACON, ACK, MGET_REPLY: ITEM records */                 \
     X(kv_bytes_t, reports)   /* HEARTBEAT: REPORT records */
 
 // clang-format on

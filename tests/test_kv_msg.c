@@ -329,6 +329,26 @@ static void s_tx_samples(kv_msg_t *out, size_t *n) {
     s_add(out, n, (kv_msg_t){.type = KV_MSG_TX_PREPARE}); /* no ops */
 }
 
+/* /mget's batch: keys as entries without values; the answer with each
+ * key's value and version, and (partition, last removal, found) items. */
+static void s_mget_samples(kv_msg_t *out, size_t *n) {
+    s_add(out, n,
+          (kv_msg_t){.type = KV_MSG_MGET,
+                     .req_id = 40,
+                     .epoch = 41,
+                     .count = 3,
+                     .entries = s_three_entries()});
+    s_add(out, n,
+          (kv_msg_t){.type = KV_MSG_MGET_REPLY,
+                     .req_id = 42,
+                     .status = KV_STATUS_OK,
+                     .epoch = 43,
+                     .count = 3,
+                     .entries = s_meta_entries(),
+                     .items = s_items(3)});
+    s_add(out, n, (kv_msg_t){.type = KV_MSG_MGET_REPLY, .status = KV_STATUS_LOCKED});
+}
+
 /* Boundaries of the gateway's messages: empty strings, the longest key and
  * value, extreme numbers. */
 static void s_client_edges(kv_msg_t *out, size_t *n) {
@@ -454,6 +474,7 @@ static size_t s_samples(kv_msg_t *out) {
     s_replication_samples(out, &n);
     s_metadata_samples(out, &n);
     s_tx_samples(out, &n);
+    s_mget_samples(out, &n);
     s_client_edges(out, &n);
     s_cluster_edges(out, &n);
     s_replication_edges(out, &n);
@@ -656,7 +677,8 @@ static void s_assert_sane(const kv_msg_t *m, const uint8_t *buf, size_t len) {
     s_assert_records(m);
     s_assert_counters(m, buf, len);
     if (m->type != KV_MSG_UPDATE) cr_assert(!m->meta.version && !m->meta.expiry);
-    if (m->type == KV_MSG_SCAN_REPLY || m->type == KV_MSG_SNAPSHOT || m->type == KV_MSG_TX_REPLY)
+    if (m->type == KV_MSG_SCAN_REPLY || m->type == KV_MSG_SNAPSHOT || m->type == KV_MSG_TX_REPLY ||
+        m->type == KV_MSG_MGET || m->type == KV_MSG_MGET_REPLY)
         s_assert_entries(m, buf, len);
     else
         cr_assert_eq(m->count, 0);
@@ -1724,7 +1746,7 @@ Test(kv_msg, type_names) {
     for (size_t i = 0; i < TYPE_COUNT; i++)
         cr_expect_str_eq(kv_msg_type_name(s_types[i].type), s_types[i].name);
     cr_expect_str_eq(kv_msg_type_name(0), "UNKNOWN");
-    cr_expect_str_eq(kv_msg_type_name(KV_MSG_TX_RESOLVE + 1), "UNKNOWN");
+    cr_expect_str_eq(kv_msg_type_name(KV_MSG_MGET + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(KV_MSG_LEASE + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(KV_MSG_SNAPSHOT + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(-1), "UNKNOWN");

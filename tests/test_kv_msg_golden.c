@@ -303,6 +303,25 @@ static size_t s_v3_new_types(s_sample_t *out) {
     kv_msg_t reply = {.type = KV_MSG_TX_REPLY, .req_id = 10, .status = KV_STATUS_LOCKED};
     reply.seq = 11;
     s_add(out, &n, "TX_REPLY", reply);
+    /* /mget's batch (born after /tx, in the same version) */
+    kv_msg_t mget = {.type = KV_MSG_MGET, .req_id = 12, .epoch = 13, .count = 2};
+    mget.entries = s_two_entries();
+    s_add(out, &n, "MGET", mget);
+    mget.type = KV_MSG_MGET_REPLY;
+    mget.status = KV_STATUS_OK;
+    mget.items = s_two_items();
+    s_add(out, &n, "MGET_REPLY", mget);
+    return n;
+}
+
+/* An MGET_REPLY as nodes send it: its entries' versions (an ENTRY field
+ * of version 2) make it a version 2 frame. */
+static size_t s_v3_new_types_versioned(s_sample_t *out) {
+    size_t n = 0;
+    kv_msg_t reply = {.type = KV_MSG_MGET_REPLY, .req_id = 14, .epoch = 15, .count = 2};
+    reply.entries = s_two_meta_entries();
+    reply.items = s_two_items();
+    s_add(out, &n, "MGET_REPLY_VERSIONS", reply);
     return n;
 }
 
@@ -524,6 +543,13 @@ Test(kv_msg_golden, v3_new_types_byte_for_byte) {
     size_t n = s_v3_new_types(samples);
     s_expect_golden(GOLDEN_DIR "kv_msg_v3.hex", samples, n);
     s_expect_decodes(GOLDEN_DIR "kv_msg_v3.hex", samples, n, 1);
+}
+
+Test(kv_msg_golden, v3_new_types_versioned_byte_for_byte) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v3_new_types_versioned(samples);
+    s_expect_golden(GOLDEN_DIR "kv_msg_v3.hex", samples, n);
+    s_expect_decodes(GOLDEN_DIR "kv_msg_v3.hex", samples, n, 2);
 }
 
 /* Rolling upgrades: a version 3 gateway's plain SET, RM and REPLY are the

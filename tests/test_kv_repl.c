@@ -121,24 +121,32 @@ static kv_table_t *s_table_primary_moving(uint32_t replication, uint16_t learner
     return table;
 }
 
-/* The reply for req_id at the gateway within ms: its status, its version
- * in *version (when not NULL) and its seq in s_last_seq; -1 when none
- * came (replies to other requests are dropped on the way). */
+/* The reply for req_id at the gateway within ms, decoded into *msg (its
+ * strings in s_reply_frame): its status, or -1 when none came (replies to
+ * other requests are dropped on the way). */
+static uint8_t s_reply_frame[2048];
+
+static int s_reply_msg(s_engine_t *engine, uint64_t req_id, int ms, kv_msg_t *msg) {
+    zmq_pollitem_t item = {engine->gateway, 0, ZMQ_POLLIN, 0};
+    while (zmq_poll(&item, 1, ms) > 0) {
+        int size = zmq_recv(engine->gateway, s_reply_frame, sizeof(s_reply_frame), 0);
+        if (size > 0 && kv_msg_decode(s_reply_frame, (size_t)size, msg) == 0 &&
+            msg->req_id == req_id)
+            return msg->status;
+    }
+    return -1;
+}
+
+/* The same with its version in *version (when not NULL) and its seq in
+ * s_last_seq. */
 static uint64_t s_last_seq;
 
 static int s_reply_version(s_engine_t *engine, uint64_t req_id, int ms, uint64_t *version) {
-    zmq_pollitem_t item = {engine->gateway, 0, ZMQ_POLLIN, 0};
-    while (zmq_poll(&item, 1, ms) > 0) {
-        uint8_t buf[2048];
-        int size = zmq_recv(engine->gateway, buf, sizeof(buf), 0);
-        kv_msg_t msg;
-        if (size > 0 && kv_msg_decode(buf, (size_t)size, &msg) == 0 && msg.req_id == req_id) {
-            if (version) *version = msg.meta.version;
-            s_last_seq = msg.seq;
-            return msg.status;
-        }
-    }
-    return -1;
+    kv_msg_t msg;
+    int status = s_reply_msg(engine, req_id, ms, &msg);
+    if (status >= 0 && version) *version = msg.meta.version;
+    if (status >= 0) s_last_seq = msg.seq;
+    return status;
 }
 
 /* The status of the reply for req_id at the gateway within ms, or -1. */
@@ -708,6 +716,70 @@ Test(kv_repl, a_one_partition_transaction_applies_at_once) {
     s_prepare(&engine, 2, 200, "k", KV_TXOP_RM, 1, 0, 1);
     cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_CONFLICT, "it exists now");
     cr_expect_eq(s_count(&engine, "kv_tx_one_phase_total"), 1);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* /mget's batch: the keys, as MGET carries them; the answer decoded into
+ * *reply, its status, or -1 when none came. */
+static int s_mget(s_engine_t *engine, uint64_t req_id, const char *const *keys, uint32_t n,
+                  kv_msg_t *reply) {
+    uint8_t entries[256];
+    size_t pos = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        kv_msg_entry_t entry = {.key = {keys[i], strlen(keys[i])}};
+        cr_assert_eq(kv_msg_entry_put(entries, sizeof entries, &pos, &entry), 0);
+    }
+    kv_msg_t req = {.type = KV_MSG_MGET, .req_id = req_id, .epoch = 1, .count = n};
+    req.entries = (kv_bytes_t){(const char *)entries, pos};
+    kv_repl_mget(engine->repl, &engine->identity, &req);
+    return s_reply_msg(engine, req_id, 200, reply);
+}
+
+/* A batch is answered whole and at once when every key's partition has
+ * all its writes confirmed: values, versions, and (partition, last
+ * removal, found) per key, in request order. While a write waits for its
+ * replica, the batch is refused LOCKED (nothing held: the gateway reads
+ * the keys one by one, and those GETs wait). */
+Test(kv_repl, a_batch_read_shows_only_confirmed_writes) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-mget", 1);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(engine.repl, table, 0);
+    s_write(&engine, 1, "k", 1);
+    s_ack(&engine, 1, 1);
+    cr_assert_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    const char *keys[] = {"absent", "k"};
+    kv_msg_t reply;
+    cr_assert_eq(s_mget(&engine, 10, keys, 2, &reply), KV_STATUS_OK);
+    cr_expect_eq(reply.type, KV_MSG_MGET_REPLY);
+    cr_assert_eq(reply.count, 2);
+    cr_assert_eq(reply.items.len, (size_t)2 * KV_MSG_ITEM_SIZE);
+    size_t pos = 0;
+    kv_msg_entry_t entry;
+    cr_assert_eq(kv_msg_entry_next(&reply, &pos, &entry), 0);
+    cr_expect(entry.key.len == 6 && memcmp(entry.key.ptr, "absent", 6) == 0);
+    cr_expect_eq(kv_msg_item_read(&reply.items, 0).flag, 0, "absent key found");
+    cr_assert_eq(kv_msg_entry_next(&reply, &pos, &entry), 0);
+    cr_expect(entry.value.len == 1 && entry.value.ptr[0] == 'v');
+    cr_expect_eq(entry.meta.version, 1);
+    cr_expect_eq(kv_msg_item_read(&reply.items, 1).flag, 1, "k not found");
+    s_write(&engine, 2, "other", 1); /* applied, unconfirmed: the partition's reads wait */
+    cr_expect_eq(s_mget(&engine, 11, keys, 2, &reply), KV_STATUS_LOCKED);
+    s_ack(&engine, 1, 2);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_OK);
+    cr_expect_eq(s_mget(&engine, 12, keys, 2, &reply), KV_STATUS_OK, "refused once confirmed");
+    cr_expect_eq(kv_msg_item_read(&reply.items, 0).seq, 0, "no removal yet");
+    kv_msg_t rm = {.type = KV_MSG_RM, .req_id = 3, .epoch = 1, .partition = 0};
+    rm.key = (kv_bytes_t){"k", 1};
+    kv_repl_write(engine.repl, &engine.identity, &rm); /* seq 3 */
+    s_ack(&engine, 1, 3);
+    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_OK);
+    cr_assert_eq(s_mget(&engine, 13, keys, 2, &reply), KV_STATUS_OK);
+    for (size_t i = 0; i < 2; i++) {
+        kv_msg_item_t item = kv_msg_item_read(&reply.items, i);
+        cr_expect(item.flag == 0 && item.seq == 3, "key %zu: the removal is its witness", i);
+    }
     kv_table_destroy(&table);
     s_engine_close(&engine);
 }
