@@ -58,16 +58,29 @@ int kv_wait_status(int port, const char *target, long status, int timeout_ms) {
     return kv_wait_until(s_answers_status, &wait, timeout_ms, 20);
 }
 
-int kv_free_port(void) {
+/* Whether port can be bound on loopback now. */
+static int s_port_free(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(addr);
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&addr, &len) == 0)
-        port = ntohs(addr.sin_port);
+    addr.sin_port = htons((uint16_t)port);
+    int free_now = fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
     if (fd >= 0) close(fd);
-    return port;
+    return free_now;
+}
+
+/* Ports below the kernel's ephemeral range (32768 and up by default): a
+ * port the kernel hands out for bind(0) is also one it may give to any
+ * outgoing connection (a client's, a ZeroMQ peer's) before our process
+ * binds it, which made a cluster fail to start now and then. Random in
+ * [20000, 32000), skipping those in use. */
+int kv_free_port(void) {
+    static unsigned next;
+    if (!next) next = (unsigned)getpid() * 7919u + (unsigned)time(NULL);
+    for (int tries = 0; tries < 1000; tries++) {
+        int port = 20000 + (int)((next = next * 1103515245u + 12345u) >> 8) % 12000;
+        if (s_port_free(port)) return port;
+    }
+    return -1;
 }
 
 /* fork + exec rather than posix_spawn: the child asks to be killed when
