@@ -168,14 +168,13 @@ static void s_del(kv_repl_t *self, uint32_t partition, kv_repl_group_t *group, k
     kv_repl_group_write(self, part, group, seq, key);
 }
 
-/* Applies (commit) or drops the intents txid holds in partition, removing
- * them. Returns how many there were. */
-static size_t s_finish_intents(kv_repl_t *self, uint32_t partition, uint64_t txid, int commit,
-                               kv_repl_group_t *group) {
-    s_collect_t c;
-    s_collect(self, partition, txid, &c);
-    for (size_t i = 0; i < c.count; i++) {
-        const s_owned_t *owned = &c.list[i];
+/* Applies (commit) or drops the intents of a transaction collected from
+ * partition (c), removing them. */
+static void s_finish_intents(kv_repl_t *self, uint32_t partition, const s_collect_t *c, int commit,
+                             kv_repl_group_t *group) {
+    uint64_t txid = c->txid;
+    for (size_t i = 0; i < c->count; i++) {
+        const s_owned_t *owned = &c->list[i];
         kv_bytes_t key = {owned->key, owned->klen};
         if (commit && owned->intent.write == KV_TXOP_SET &&
             s_put(self, partition, group, key, owned->intent.value, owned->intent.version) != 0)
@@ -184,10 +183,8 @@ static size_t s_finish_intents(kv_repl_t *self, uint32_t partition, uint64_t txi
         char meta[KV_TX_INTENT_KEY_MAX];
         s_del(self, partition, group, (kv_bytes_t){meta, kv_tx_intent_key(meta, key.ptr, key.len)});
     }
-    free(c.list);
-    s_count(self, C_FINISHED, c.count);
-    if (c.count) kv_repl_primary_unlocked(self, partition);
-    return c.count;
+    s_count(self, C_FINISHED, c->count);
+    if (c->count) kv_repl_primary_unlocked(self, partition);
 }
 
 /* --- answers ------------------------------------------------------------------- */
@@ -211,17 +208,16 @@ static void s_decided(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition, 
     kv_repl_answer_or_hold(self, identity, partition, req_id, &what);
 }
 
-/* Carries out a decision of the record partition (kv_tx_decide) and
- * answers with frame (commit: NULL answers OK) once it is confirmed. */
+/* Carries out a decision of the record partition (kv_tx_decide, taken on
+ * the intents c holds) and answers with frame (commit: NULL answers OK)
+ * once it is confirmed. */
 static void s_act(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_t partition,
-                  uint64_t txid, kv_tx_action_t action, kv_bytes_t participants, uint8_t *frame,
-                  size_t len) {
+                  const s_collect_t *c, kv_tx_action_t action, kv_bytes_t participants,
+                  uint8_t *frame, size_t len) {
+    uint64_t txid = c->txid;
     int commit = action == KV_TX_ACT_COMMIT;
-    s_collect_t c;
-    s_collect(self, partition, txid, &c);
-    free(c.list);
     int record = commit && !s_has_record(self, partition, txid);
-    int writes = record || ((commit || action == KV_TX_ACT_ABORT) && c.count > 0);
+    int writes = record || ((commit || action == KV_TX_ACT_ABORT) && c->count > 0);
     if (!writes || !kv_repl_can_write(self, partition)) {
         /* nothing to write (or no safe write now: the asker asks again) */
         if (writes) {
@@ -245,21 +241,39 @@ static void s_act(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_
         }
         s_count(self, C_COMMITS, 1);
     }
-    s_finish_intents(self, partition, txid, commit, group);
+    s_finish_intents(self, partition, c, commit, group);
     if (action == KV_TX_ACT_ABORT) s_count(self, C_ABORTS, 1);
     kv_log_debug("transaction %016" PRIx64 " at partition %u: %s", txid, partition,
                  kv_tx_action_name(action));
     kv_repl_group_end(self, group);
 }
 
-/* The record partition's state of txid and the action event calls for. */
-static kv_tx_action_t s_decide(kv_repl_t *self, uint32_t partition, uint64_t txid,
-                               kv_tx_event_t event) {
+/* Takes event to the record partition's state machine for txid, then
+ * carries out what it decides (no answer when identity is NULL, or for a
+ * decision to wait: the asker asks again). The intents are collected once,
+ * for the decision and the action both. */
+static void s_decide_and_act(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id,
+                             uint32_t partition, uint64_t txid, kv_tx_event_t event,
+                             kv_bytes_t participants, const kv_msg_t *answer) {
     s_collect_t c;
     s_collect(self, partition, txid, &c);
-    free(c.list);
     kv_tx_state_t state = kv_tx_state(s_has_record(self, partition, txid), c.count);
-    return kv_tx_decide(state, event, c.expired);
+    kv_tx_action_t action = kv_tx_decide(state, event, c.expired);
+    size_t len = 0;
+    uint8_t *frame = NULL;                    /* a COMMIT that commits: a plain OK */
+    if (action != KV_TX_ACT_WAIT && answer) { /* a RESOLVE's: a FINISH with the decision */
+        kv_msg_t finish = *answer;
+        finish.status = action == KV_TX_ACT_COMMIT ? KV_STATUS_OK : KV_STATUS_TX_ABORTED;
+        frame = kv_repl_encode(self, &finish, &len);
+    } else if (action != KV_TX_ACT_COMMIT && action != KV_TX_ACT_WAIT && identity) {
+        frame = s_status_frame(self, req_id, KV_STATUS_TX_ABORTED, &len);
+    }
+    if (event == KV_TX_EV_EXPIRE)
+        kv_log_info("transaction %016" PRIx64 " orphaned at its record partition %u: %s", txid,
+                    partition, kv_tx_action_name(action));
+    if (action != KV_TX_ACT_WAIT && (frame || !answer))
+        s_act(self, identity, req_id, partition, &c, action, participants, frame, len);
+    free(c.list);
 }
 
 /* --- prepare -------------------------------------------------------------------- */
@@ -435,19 +449,14 @@ void kv_repl_tx_prepare(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *re
 /* --- commit, finish, resolve ---------------------------------------------------- */
 
 void kv_repl_tx_commit(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
-    kv_tx_action_t action = s_decide(self, req->partition, req->txid, KV_TX_EV_COMMIT);
-    size_t len = 0;
-    uint8_t *frame = NULL; /* commit: a plain OK */
-    if (action != KV_TX_ACT_COMMIT)
-        frame = s_status_frame(self, req->req_id, KV_STATUS_TX_ABORTED, &len);
-    s_act(self, identity, req->req_id, req->partition, req->txid, action, req->items, frame, len);
+    s_decide_and_act(self, identity, req->req_id, req->partition, req->txid, KV_TX_EV_COMMIT,
+                     req->items, NULL);
 }
 
 void kv_repl_tx_finish(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_repl_group_t *group = NULL;
     s_collect_t c;
     s_collect(self, req->partition, req->txid, &c);
-    free(c.list);
     int record = s_has_record(self, req->partition, req->txid);
     /* The record is the decision: where it exists nothing may abort (no
      * sender should ask it, but a decision is never taken twice). */
@@ -455,10 +464,12 @@ void kv_repl_tx_finish(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req
     if ((c.count == 0 && !record) || !kv_repl_can_write(self, req->partition)) {
         s_decided(self, identity, req->partition, req->req_id,
                   c.count || record ? KV_STATUS_UNAVAILABLE : KV_STATUS_OK, NULL, 0);
+        free(c.list);
         return;
     }
     group = kv_repl_group_begin(identity, req->req_id, NULL, 0);
-    s_finish_intents(self, req->partition, req->txid, commit, group);
+    s_finish_intents(self, req->partition, &c, commit, group);
+    free(c.list);
     if (record) { /* every participant finished: the record is no longer needed */
         char key[KV_TX_RECORD_KEY_LEN];
         kv_tx_record_key(key, req->txid);
@@ -468,15 +479,12 @@ void kv_repl_tx_finish(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req
 }
 
 void kv_repl_tx_resolve(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
-    kv_tx_action_t action = s_decide(self, req->partition, req->txid, KV_TX_EV_RESOLVE);
-    if (action == KV_TX_ACT_WAIT) return; /* the owner may still commit: asked again later */
-    kv_msg_t answer = {.type = KV_MSG_TX_FINISH, .partition = req->participant, .txid = req->txid};
-    answer.status = action == KV_TX_ACT_COMMIT ? KV_STATUS_OK : KV_STATUS_TX_ABORTED;
-    size_t len = 0;
-    uint8_t *frame = kv_repl_encode(self, &answer, &len);
-    if (!frame) return;
-    /* req_id 1: "answer", though the FINISH itself asks for no reply */
-    s_act(self, identity, 1, req->partition, req->txid, action, (kv_bytes_t){NULL, 0}, frame, len);
+    /* The answer is a FINISH of the asker's partition; req_id 1 means
+     * "answer", though the FINISH itself asks for no reply. */
+    const kv_msg_t answer = {
+        .type = KV_MSG_TX_FINISH, .partition = req->participant, .txid = req->txid};
+    s_decide_and_act(self, identity, 1, req->partition, req->txid, KV_TX_EV_RESOLVE,
+                     (kv_bytes_t){NULL, 0}, &answer);
 }
 
 /* --- expired intents -------------------------------------------------------------- */
@@ -488,22 +496,16 @@ typedef struct {
 
 #define S_ORPHANS 64 /* per partition per walk: the rest next time */
 
+/* What one walk over a partition's metadata found: the transactions whose
+ * intents expired (their owner is presumed dead), and the commit records
+ * older than KV_TX_SWEEP_MS (no gateway forgot them). */
 typedef struct {
-    int64_t now_ms;
-    s_orphan_t list[S_ORPHANS];
-    size_t count;
-} s_orphans_t;
-
-static int s_orphan_entry(const kv_entry_t *entry, void *arg) {
-    s_orphans_t *o = arg;
-    kv_bytes_t key;
-    kv_tx_intent_t intent;
-    if (!s_intent_entry(entry, &key, &intent) || intent.deadline_ms >= o->now_ms) return 0;
-    for (size_t i = 0; i < o->count; i++)
-        if (o->list[i].txid == intent.txid) return 0;
-    o->list[o->count++] = (s_orphan_t){intent.txid, intent.record};
-    return o->count == S_ORPHANS;
-}
+    int64_t now_ms;                /* wall clock */
+    s_orphan_t orphans[S_ORPHANS]; /* one per transaction */
+    size_t orphan_count;
+    uint64_t old_records[S_ORPHANS]; /* their txids */
+    size_t old_count;
+} s_walk_t;
 
 /* Asks the record partition's primary about txid (it may be us: our
  * DEALERs reach our own socket too); its answer is a FINISH. */
@@ -522,19 +524,15 @@ static void s_ask(kv_repl_t *self, uint32_t partition, const s_orphan_t *orphan)
 }
 
 /* Resolves the intents of partition whose owner is presumed dead. */
-static void s_resolve_partition(kv_repl_t *self, uint32_t partition) {
-    s_orphans_t orphans = {.now_ms = kv_clock_wall_ms()};
-    kv_store_foreach_meta(self->store, partition, s_orphan_entry, &orphans);
-    for (size_t i = 0; i < orphans.count; i++) {
-        const s_orphan_t *orphan = &orphans.list[i];
+static void s_resolve_partition(kv_repl_t *self, uint32_t partition, const s_walk_t *walk) {
+    for (size_t i = 0; i < walk->orphan_count; i++) {
+        const s_orphan_t *orphan = &walk->orphans[i];
         if (orphan->record != partition) {
             s_ask(self, partition, orphan);
             continue;
         }
-        kv_tx_action_t action = s_decide(self, partition, orphan->txid, KV_TX_EV_EXPIRE);
-        kv_log_info("transaction %016" PRIx64 " orphaned at its record partition %u: %s",
-                    orphan->txid, partition, kv_tx_action_name(action));
-        s_act(self, NULL, 0, partition, orphan->txid, action, (kv_bytes_t){NULL, 0}, NULL, 0);
+        s_decide_and_act(self, NULL, 0, partition, orphan->txid, KV_TX_EV_EXPIRE,
+                         (kv_bytes_t){NULL, 0}, NULL);
     }
 }
 
@@ -613,39 +611,47 @@ static uint64_t s_record_txid(const char *key, size_t klen) {
     return kv_wire_get_uint(&r, 8);
 }
 
-typedef struct {
-    int64_t now_ms;
-    uint64_t txids[S_ORPHANS];
-    size_t count;
-} s_old_records_t;
+static void s_walk_intent(s_walk_t *walk, const kv_tx_intent_t *intent) {
+    if (intent->deadline_ms >= walk->now_ms || walk->orphan_count == S_ORPHANS) return;
+    for (size_t i = 0; i < walk->orphan_count; i++)
+        if (walk->orphans[i].txid == intent->txid) return;
+    walk->orphans[walk->orphan_count++] = (s_orphan_t){intent->txid, intent->record};
+}
 
-static int s_old_record(const kv_entry_t *entry, void *arg) {
-    s_old_records_t *old = arg;
-    uint64_t txid = s_record_txid(kv_entry_key(entry), kv_entry_klen(entry));
+static void s_walk_record(s_walk_t *walk, const kv_entry_t *entry, uint64_t txid) {
     uint32_t parts[KV_TX_MAX_OPS];
     int64_t written = 0;
-    if (!txid ||
+    if (walk->old_count == S_ORPHANS ||
         kv_tx_record_decode(kv_entry_value(entry), kv_entry_vlen(entry), &written, parts) < 0 ||
-        old->now_ms - written < KV_TX_SWEEP_MS)
-        return 0;
-    old->txids[old->count++] = txid;
-    return old->count == S_ORPHANS;
+        walk->now_ms - written < KV_TX_SWEEP_MS)
+        return;
+    walk->old_records[walk->old_count++] = txid;
+}
+
+static int s_walk_entry(const kv_entry_t *entry, void *arg) {
+    s_walk_t *walk = arg;
+    kv_bytes_t key;
+    kv_tx_intent_t intent;
+    uint64_t txid = s_record_txid(kv_entry_key(entry), kv_entry_klen(entry));
+    if (s_intent_entry(entry, &key, &intent))
+        s_walk_intent(walk, &intent);
+    else if (txid)
+        s_walk_record(walk, entry, txid);
+    return walk->orphan_count == S_ORPHANS && walk->old_count == S_ORPHANS;
 }
 
 /* Sweeps partition's records that no gateway forgot. */
-static void s_sweep_partition(kv_repl_t *self, uint32_t partition) {
-    s_old_records_t old = {.now_ms = kv_clock_wall_ms()};
-    kv_store_foreach_meta(self->store, partition, s_old_record, &old);
-    for (size_t i = 0; i < old.count; i++) {
+static void s_sweep_partition(kv_repl_t *self, uint32_t partition, const s_walk_t *walk) {
+    for (size_t i = 0; i < walk->old_count; i++) {
         char key[KV_TX_RECORD_KEY_LEN];
-        kv_tx_record_key(key, old.txids[i]);
+        kv_tx_record_key(key, walk->old_records[i]);
         const kv_entry_t *entry = kv_store_get(self->store, partition, key, sizeof key);
         uint32_t parts[KV_TX_MAX_OPS];
         int64_t written = 0;
         int count = entry ? kv_tx_record_decode(kv_entry_value(entry), kv_entry_vlen(entry),
                                                 &written, parts)
                           : -1;
-        if (count >= 0) s_sweep(self, partition, old.txids[i], parts, count);
+        if (count >= 0) s_sweep(self, partition, walk->old_records[i], parts, count);
     }
 }
 
@@ -655,7 +661,9 @@ void kv_repl_tx_tick(kv_repl_t *self) {
     self->next_tx_walk = now + KV_TX_RESOLVE_MS;
     for (uint32_t p = 0; p < self->partitions; p++)
         if (self->parts[p].state == KV_REPL_PRIMARY && kv_store_meta_size(self->store, p) > 0) {
-            s_resolve_partition(self, p);
-            s_sweep_partition(self, p);
+            s_walk_t walk = {.now_ms = kv_clock_wall_ms()}; /* one walk serves both */
+            kv_store_foreach_meta(self->store, p, s_walk_entry, &walk);
+            s_resolve_partition(self, p, &walk);
+            s_sweep_partition(self, p, &walk);
         }
 }
