@@ -72,13 +72,26 @@ static int s_port_free(int port) {
  * port the kernel hands out for bind(0) is also one it may give to any
  * outgoing connection (a client's, a ZeroMQ peer's) before our process
  * binds it, which made a cluster fail to start now and then. Random in
- * [20000, 32000), skipping those in use. */
+ * [20000, 32000), skipping those in use and those this process already
+ * handed out (a cluster asks for a dozen before any is bound). */
+#define S_PORT_BASE 20000
+#define S_PORT_SPAN 12000
+
 int kv_free_port(void) {
     static unsigned next;
+    static uint8_t given[S_PORT_SPAN / 8];
+    static int given_count;
     if (!next) next = (unsigned)getpid() * 7919u + (unsigned)time(NULL);
+    if (given_count > S_PORT_SPAN / 2) { /* long runs: forget the oldest */
+        memset(given, 0, sizeof(given));
+        given_count = 0;
+    }
     for (int tries = 0; tries < 1000; tries++) {
-        int port = 20000 + (int)((next = next * 1103515245u + 12345u) >> 8) % 12000;
-        if (s_port_free(port)) return port;
+        int slot = (int)((next = next * 1103515245u + 12345u) >> 8) % S_PORT_SPAN;
+        if (given[slot / 8] & (1u << (slot % 8)) || !s_port_free(S_PORT_BASE + slot)) continue;
+        given[slot / 8] |= (uint8_t)(1u << (slot % 8));
+        given_count++;
+        return S_PORT_BASE + slot;
     }
     return -1;
 }
