@@ -13,6 +13,8 @@
 #define KV_MAX_KEY_BYTES ((size_t)KV_MAX_KEY_CHARS * 4)     /* 4 bytes per code point at most */
 #define KV_MAX_VALUE_BYTES ((size_t)KV_MAX_VALUE_CHARS * 4) /* idem */
 #define KV_MGET_MAX_KEYS 1000 /* keys per /mget (400 TOO_MANY_KEYS beyond), per MGET message */
+#define KV_MAX_TTL_S                                                                               \
+    315360000u /* the longest ttl=, in seconds (ten years): 400 INVALID_TTL beyond */
 
 #define KV_PARTITIONS_DEFAULT 1024 /* fixed for the life of a cluster */
 #define KV_PARTITIONS_MAX 65536    /* partition ids travel as 16 bits in tables */

@@ -88,7 +88,7 @@
  * the value bytes, each announced by a flags bit, so entries without it pay
  * nothing and adding one needs no new layout. The version (the base for
  * conditional writes) is the first: stored only when the caller passes one.
- * An expiry time would be the next bit. Trailers are unaligned: copy them
+ * The expiry time (TTL) is the next. Trailers are unaligned: copy them
  * with memcpy, in bit order. */
 struct _kv_entry_t {
     kv_entry_t *next; /* next entry in the same bucket, or NULL */
@@ -99,6 +99,7 @@ struct _kv_entry_t {
 };
 
 #define KV_ENTRY_F_VERSION 0x01 /* a uint64_t version follows the value */
+#define KV_ENTRY_F_EXPIRY 0x02  /* an int64_t expiry (wall clock ms) follows */
 #define KV_ENTRY_F_DEAD 0x80    /* internal: deleted or replaced, awaiting compaction */
 
 #define KV_ENTRY_HEADER offsetof(kv_entry_t, data)
@@ -134,6 +135,7 @@ struct _kv_dict_t {
     dict_block_t *newest; /* where new entries are cut */
     size_t live;          /* bytes of linked entries */
     size_t dead;          /* bytes of dead entries still in blocks */
+    size_t expiring;      /* linked entries with an expiry trailer */
     uint32_t compact_pos; /* offset in oldest of the next entry to compact */
     bool compacting;      /* evacuating the oldest blocks until dead is low */
     uint8_t seed[16];     /* SipHash key of the bucket hash */
@@ -148,7 +150,8 @@ static inline size_t s_klen(const kv_entry_t *entry) {
 
 /* Bytes of the trailers flags announces. */
 static inline size_t s_trailer_bytes(uint8_t flags) {
-    return (flags & KV_ENTRY_F_VERSION) ? sizeof(uint64_t) : 0;
+    return ((flags & KV_ENTRY_F_VERSION) ? sizeof(uint64_t) : 0) +
+           ((flags & KV_ENTRY_F_EXPIRY) ? sizeof(int64_t) : 0);
 }
 
 /* Never less than the struct itself: a 1-byte key with an empty value would
@@ -158,20 +161,32 @@ static inline size_t s_entry_bytes(size_t klen, size_t vlen, uint8_t flags) {
     return bytes < sizeof(kv_entry_t) ? sizeof(kv_entry_t) : bytes;
 }
 
-/* The version trailer's flag for version: 0 means "store none". */
-static inline uint8_t s_flags_for(uint64_t version) {
-    return version ? KV_ENTRY_F_VERSION : 0;
+/* What a put stores besides key and value; a zero member stores nothing. */
+typedef struct {
+    uint64_t version; /* the version trailer */
+    int64_t expiry;   /* the expiry trailer */
+} s_meta_t;
+
+/* The trailer flags for meta. */
+static inline uint8_t s_flags_for(const s_meta_t *meta) {
+    return (uint8_t)((meta->version ? KV_ENTRY_F_VERSION : 0) |
+                     (meta->expiry ? KV_ENTRY_F_EXPIRY : 0));
 }
 
 /* Fills in everything after the key: value bytes, flags, trailers. The block
- * must be s_entry_bytes(klen, vlen, s_flags_for(version)) bytes at least. */
+ * must be s_entry_bytes(klen, vlen, s_flags_for(meta)) bytes at least. */
 static void s_entry_fill(kv_entry_t *entry, size_t klen, const char *value, size_t vlen,
-                         uint64_t version) {
+                         const s_meta_t *meta) {
     char *end = entry->data + klen;
     if (vlen) memcpy(end, value, vlen); /* value may be NULL when empty */
     entry->vlen = (uint16_t)vlen;
-    entry->flags = s_flags_for(version);
-    if (version) memcpy(end + vlen, &version, sizeof version);
+    entry->flags = s_flags_for(meta);
+    end += vlen;
+    if (meta->version) {
+        memcpy(end, &meta->version, sizeof meta->version);
+        end += sizeof meta->version;
+    }
+    if (meta->expiry) memcpy(end, &meta->expiry, sizeof meta->expiry);
 }
 
 /* Bytes an entry occupies in its block: whole KV_ENTRY_ALIGN units. */
@@ -261,13 +276,13 @@ static void s_entry_retire(kv_dict_t *self, kv_entry_t *entry) {
 /* Cuts an entry for key and value. Returns NULL when out of memory; the
  * entry is not linked anywhere yet. */
 static kv_entry_t *s_entry_new(kv_dict_t *self, const char *key, size_t klen, const char *value,
-                               size_t vlen, uint64_t version) {
-    kv_entry_t *entry = s_cut(self, s_cut_bytes(s_entry_bytes(klen, vlen, s_flags_for(version))));
+                               size_t vlen, const s_meta_t *meta) {
+    kv_entry_t *entry = s_cut(self, s_cut_bytes(s_entry_bytes(klen, vlen, s_flags_for(meta))));
     if (!entry) return NULL;
     entry->next = NULL;
     entry->klen_m1 = (uint8_t)(klen - 1);
     memcpy(entry->data, key, klen);
-    s_entry_fill(entry, klen, value, vlen, version);
+    s_entry_fill(entry, klen, value, vlen, meta);
     return entry;
 }
 
@@ -276,10 +291,11 @@ static kv_entry_t *s_entry_new(kv_dict_t *self, const char *key, size_t klen, co
  * place in its chain (the old one dies). Returns -1, with the entry
  * untouched, only when out of memory. */
 static int s_entry_overwrite(kv_dict_t *self, kv_entry_t **link, const char *value, size_t vlen,
-                             uint64_t version) {
+                             const s_meta_t *meta) {
     kv_entry_t *entry = *link;
     size_t klen = s_klen(entry);
-    size_t need = s_cut_bytes(s_entry_bytes(klen, vlen, s_flags_for(version)));
+    size_t need = s_cut_bytes(s_entry_bytes(klen, vlen, s_flags_for(meta)));
+    int had = (entry->flags & KV_ENTRY_F_EXPIRY) != 0;
     if (need != s_entry_cut_bytes(entry)) {
         kv_entry_t *moved = s_cut(self, need);
         if (!moved) return -1;
@@ -290,7 +306,9 @@ static int s_entry_overwrite(kv_dict_t *self, kv_entry_t **link, const char *val
         s_entry_retire(self, entry);
         entry = moved;
     }
-    s_entry_fill(entry, klen, value, vlen, version);
+    s_entry_fill(entry, klen, value, vlen, meta);
+    if (had && !meta->expiry) self->expiring--;
+    if (!had && meta->expiry) self->expiring++;
     return 0;
 }
 
@@ -651,7 +669,8 @@ void kv_dict_destroy(kv_dict_t **self_p) {
  * the gateway enforces that, and anything else is refused here with -1 rather
  * than truncated into the entry's length fields. */
 int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value, size_t vlen,
-                uint64_t version) {
+                uint64_t version, int64_t expiry) {
+    const s_meta_t meta = {version, expiry};
     assert(self);
     if (klen == 0 || klen > (size_t)KV_MAX_KEY_BYTES) return -1;
     if (vlen > (size_t)KV_MAX_VALUE_BYTES) return -1;
@@ -660,14 +679,15 @@ int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value
     uint64_t hash = s_hash(self, key, klen);
     kv_entry_t **link = s_find_link(self, hash, key, klen, NULL);
     if (link) {
-        if (s_entry_overwrite(self, link, value, vlen, version) == -1) return -1;
+        if (s_entry_overwrite(self, link, value, vlen, &meta) == -1) return -1;
         s_compact_check(self); /* a resized value left a dead copy */
         return 0;
     }
     if (s_reserve(self) == -1) return -1; /* no table at all: the dict is unchanged */
-    kv_entry_t *entry = s_entry_new(self, key, klen, value, vlen, version);
+    kv_entry_t *entry = s_entry_new(self, key, klen, value, vlen, &meta);
     if (!entry) return -1;
     s_link(self, entry, hash);
+    if (expiry) self->expiring++;
     return 0;
 }
 
@@ -690,6 +710,7 @@ int kv_dict_delete(kv_dict_t *self, const char *key, size_t klen) {
     kv_entry_t *entry = *link;
     *link = entry->next;
     table->used--;
+    if (entry->flags & KV_ENTRY_F_EXPIRY) self->expiring--;
     s_entry_retire(self, entry);
     s_after_retire(self);
     s_shrink_if_needed(self);
@@ -703,11 +724,17 @@ void kv_dict_clear(kv_dict_t *self) {
     s_blocks_free(self);
     for (int t = 0; t < 2; t++) s_table_release(self, &self->ht[t]);
     self->rehash_idx = 0;
+    self->expiring = 0;
 }
 
 size_t kv_dict_size(const kv_dict_t *self) {
     assert(self);
     return self->ht[0].used + self->ht[1].used;
+}
+
+size_t kv_dict_expiring(const kv_dict_t *self) {
+    assert(self);
+    return self->expiring;
 }
 
 size_t kv_dict_memory(const kv_dict_t *self) {
@@ -770,4 +797,29 @@ uint64_t kv_entry_version(const kv_entry_t *entry) {
     uint64_t version;
     memcpy(&version, entry->data + s_klen(entry) + entry->vlen, sizeof version);
     return version;
+}
+
+int64_t kv_entry_expiry(const kv_entry_t *entry) {
+    if (!(entry->flags & KV_ENTRY_F_EXPIRY)) return 0;
+    int64_t expiry;
+    const char *trailer = entry->data + s_klen(entry) + entry->vlen;
+    if (entry->flags & KV_ENTRY_F_VERSION) trailer += sizeof(uint64_t);
+    memcpy(&expiry, trailer, sizeof expiry);
+    return expiry;
+}
+
+uint64_t kv_dict_hash(const kv_dict_t *self, const char *key, size_t klen) {
+    assert(self);
+    return s_hash(self, key, klen);
+}
+
+void kv_dict_bucket_foreach(kv_dict_t *self, uint64_t hash, kv_dict_scan_fn *fn, void *arg) {
+    assert(self);
+    assert(fn);
+    for (int t = 0; t < 2; t++) {
+        const dict_table_t *table = &self->ht[t];
+        if (!table->buckets) continue;
+        for (const kv_entry_t *e = table->buckets[hash & (table->size - 1)]; e; e = e->next)
+            fn(e, arg);
+    }
 }

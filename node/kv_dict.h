@@ -16,8 +16,11 @@
  *  Metadata only some entries need rides in optional trailers after the
  *  value, each announced by a bit of the entry's flags byte, so an entry
  *  without it pays nothing and new metadata needs no new layout. A version
- *  (the base for conditional writes) is the first such trailer, stored only
- *  when kv_dict_put is given one; an expiry time (TTL) would be the next.
+ *  (the base for conditional writes) is the first such trailer, an expiry
+ *  time (TTL) the next, each stored only when kv_dict_put is given one. The
+ *  dict does not interpret expiry times: hiding and reclaiming expired
+ *  entries is the store's (kv_store.h), which finds them again through
+ *  kv_dict_hash and kv_dict_bucket_foreach.
  *
  *  Not thread-safe: a dict belongs to the one actor that owns the partition.
  */
@@ -39,10 +42,10 @@ void kv_dict_destroy(kv_dict_t **self_p);
 
 /* Creates or overwrites key with value. A non-zero version is stored in the
  * entry (8 more bytes); 0 stores none, and an overwrite with 0 drops the
- * previous one. Returns 0, or -1 when out of memory (the dict is then
- * unchanged). */
+ * previous one. Likewise a non-zero expiry (wall-clock milliseconds). Returns
+ * 0, or -1 when out of memory (the dict is then unchanged). */
 int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value, size_t vlen,
-                uint64_t version);
+                uint64_t version, int64_t expiry);
 
 /* The entry for key, or NULL. Valid until the dict is next modified. */
 const kv_entry_t *kv_dict_get(kv_dict_t *self, const char *key, size_t klen);
@@ -55,6 +58,9 @@ void kv_dict_clear(kv_dict_t *self);
 
 /* Number of entries. */
 size_t kv_dict_size(const kv_dict_t *self);
+
+/* Number of entries with an expiry (expired or not). */
+size_t kv_dict_expiring(const kv_dict_t *self);
 
 /* Bytes held by the dict: its entry blocks as allocated (live entries, dead
  * ones awaiting compaction, unused tails) plus bucket arrays. */
@@ -72,6 +78,14 @@ typedef void(kv_dict_scan_fn)(const kv_entry_t *entry, void *arg);
  * not modify the dict. */
 uint64_t kv_dict_scan(kv_dict_t *self, uint64_t cursor, kv_dict_scan_fn *fn, void *arg);
 
+/* The bucket hash of key (the same for the dict's whole life). */
+uint64_t kv_dict_hash(const kv_dict_t *self, const char *key, size_t klen);
+
+/* Calls fn on every entry chained where an entry of hash would be: the
+ * entries of hash and any others sharing their bucket(s). fn must not
+ * modify the dict. */
+void kv_dict_bucket_foreach(kv_dict_t *self, uint64_t hash, kv_dict_scan_fn *fn, void *arg);
+
 /* Entry accessors. Key and value are not NUL-terminated. */
 const char *kv_entry_key(const kv_entry_t *entry);
 size_t kv_entry_klen(const kv_entry_t *entry);
@@ -79,5 +93,7 @@ const char *kv_entry_value(const kv_entry_t *entry);
 size_t kv_entry_vlen(const kv_entry_t *entry);
 /* The version given to the last put, or 0 when it stored none. */
 uint64_t kv_entry_version(const kv_entry_t *entry);
+/* The expiry given to the last put, or 0 when it stored none. */
+int64_t kv_entry_expiry(const kv_entry_t *entry);
 
 #endif

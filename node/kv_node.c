@@ -416,6 +416,7 @@ static void s_reply(s_node_t *self, zmq_msg_t *identity, uint64_t req_id, kv_sta
 static int s_keyed_is_valid(s_node_t *self, const kv_msg_t *req) {
     if (req->key.len == 0 || req->key.len > KV_MAX_KEY_BYTES) return 0;
     if (req->value.len > KV_MAX_VALUE_BYTES) return 0;
+    if (req->ttl > KV_MAX_TTL_S) return 0;
     return kv_partition_of(req->key.ptr, req->key.len, kv_table_partitions(self->table)) ==
            req->partition;
 }
@@ -423,7 +424,7 @@ static int s_keyed_is_valid(s_node_t *self, const kv_msg_t *req) {
 static void s_serve_keyed(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     kv_status_t status = s_route_status(self, req->partition, req->epoch);
     if (status == KV_STATUS_OK && !s_keyed_is_valid(self, req)) status = KV_STATUS_BAD_REQUEST;
-    int write = req->type == KV_MSG_SET || req->type == KV_MSG_RM;
+    int write = req->type == KV_MSG_SET || req->type == KV_MSG_RM || req->type == KV_MSG_EXPIRE;
     /* Handing the partition over: retry at the new primary. Reads too: the
      * new primary takes writes as soon as it flips, before we see the
      * table that says so, and a read here would then be stale. */
@@ -641,6 +642,7 @@ static void s_serve(s_node_t *self, zmq_msg_t *identity, zmq_msg_t *body) {
     case KV_MSG_SET:
     case KV_MSG_RM:
     case KV_MSG_IS:
+    case KV_MSG_EXPIRE:
         s_serve_keyed(self, identity, &req);
         break;
     case KV_MSG_MGET:

@@ -104,7 +104,7 @@ void kv_repl_on_snapshot_req(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_
 }
 
 int kv_repl_busy(const kv_repl_t *self) {
-    return self->jobs != NULL;
+    return self->jobs != NULL || self->ttl_backlog;
 }
 
 int kv_repl_is_fenced(const kv_repl_t *self, uint32_t partition) {
@@ -158,6 +158,7 @@ void kv_repl_tick(kv_repl_t *self) {
     kv_repl_primary_beacon(self);
     kv_repl_replica_flush_acks(self);
     kv_repl_primary_serve_jobs(self, KV_WORK_BUDGET_US);
+    kv_repl_ttl_tick(self);
     if (now < self->next_scan) return; /* the walk below costs O(P): not every wake-up */
     self->next_scan = now + KV_SCAN_MS;
     int syncing = 0;
@@ -220,6 +221,7 @@ kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32
     }
     for (uint32_t p = 0; p < partitions; p++) kv_repl_role_reset(&self->parts[p]);
     kv_repl_role_register_counters(self);
+    kv_repl_ttl_register_counters(self);
     kv_repl_tx_register_counters(self);
     kv_peers_set_heartbeats(self->sub);
     uint8_t topic[4];

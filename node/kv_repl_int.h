@@ -171,6 +171,10 @@ struct _kv_repl_t {
     int64_t next_tx_walk;    /* mono ms of the next walk over transaction intents */
     int64_t tx_asking_until; /* mono ms: answers to our RESOLVEs may come until then */
     size_t count_tx[9];      /* transaction counters (kv_repl_tx.c) */
+    size_t count_expired;    /* keys removed by expiry (kv_repl_ttl.c) */
+    int64_t next_ttl;        /* mono ms of the next look for due deadlines */
+    int ttl_backlog;         /* deadlines were left due: look again at once */
+    uint32_t ttl_cursor;     /* the partition the next look starts at */
     kv_repl_sweep_t tx_sweeps[KV_TX_SWEEPS]; /* records being swept */
 };
 
@@ -187,6 +191,18 @@ static inline int kv_repl_is_follower(const kv_repl_part_t *part) {
 static inline int kv_repl_is_live(const kv_repl_part_t *part) {
     return part->state >= KV_REPL_REPLICA && part->state <= KV_REPL_READY;
 }
+
+/* --- expiry (kv_repl_ttl.c) ---------------------------------------------- */
+
+/* Milliseconds before entry (not expired) expires, at least 1; 0 when it
+ * never does. */
+uint64_t kv_repl_ttl_left(const kv_repl_t *self, const kv_entry_t *entry);
+
+/* Removes, as primary, expired entries that are due, within a time budget. */
+void kv_repl_ttl_tick(kv_repl_t *self);
+
+/* Registers the expiry counter in config.counters. */
+void kv_repl_ttl_register_counters(kv_repl_t *self);
 
 /* --- shared helpers (kv_repl.c) ------------------------------------------ */
 
@@ -237,10 +253,11 @@ void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, ui
 /* Whether partition has enough live replicas for a safe write. */
 int kv_repl_can_write(const kv_repl_t *self, uint32_t partition);
 
-/* Publishes an UPDATE whose entry gets version (a transaction's write
- * carries the version its prepare gave it, not the seq it lands at). */
-void kv_repl_primary_publish_version(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
-                                     kv_bytes_t key, kv_bytes_t value, uint64_t version);
+/* Publishes an UPDATE whose entry gets meta: its version (a transaction's
+ * write carries the version its prepare gave it, not the seq it lands at)
+ * and its expiry. */
+void kv_repl_primary_publish_meta(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
+                                  kv_bytes_t key, kv_bytes_t value, kv_msg_meta_t meta);
 
 /* A reply sent once several writes are confirmed: begin (frame: an
  * encoded answer, owned by the group, or NULL for a plain OK; identity

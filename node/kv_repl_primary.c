@@ -195,6 +195,7 @@ static void s_answer(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint
     if (found) {
         reply.status = KV_STATUS_OK;
         reply.meta.version = kv_entry_version(found);
+        reply.ttl_ms = kv_repl_ttl_left(self, found);
         if (what->type == KV_MSG_GET)
             reply.value = (kv_bytes_t){kv_entry_value(found), kv_entry_vlen(found)};
     }
@@ -473,16 +474,16 @@ void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
 void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
                              kv_bytes_t key, kv_bytes_t value) {
     /* a key's version is its write's seq */
-    kv_repl_primary_publish_version(self, partition, op, seq, key, value,
-                                    op == KV_OP_SET ? seq : 0);
+    kv_repl_primary_publish_meta(self, partition, op, seq, key, value,
+                                 (kv_msg_meta_t){op == KV_OP_SET ? seq : 0, 0});
 }
 
-void kv_repl_primary_publish_version(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
-                                     kv_bytes_t key, kv_bytes_t value, uint64_t version) {
+void kv_repl_primary_publish_meta(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
+                                  kv_bytes_t key, kv_bytes_t value, kv_msg_meta_t meta) {
     uint8_t topic[4], buf[KV_UPDATE_MAX];
     kv_repl_topic(partition, topic);
     kv_msg_t update = {.type = KV_MSG_UPDATE, .partition = partition, .op = op, .seq = seq};
-    update.meta.version = version;
+    update.meta = meta;
     update.sender = (uint16_t)self->self;
     update.epoch = kv_repl_epoch(self);
     update.key = key;
@@ -507,14 +508,53 @@ static uint64_t s_version_of(kv_repl_t *self, const kv_msg_t *req) {
     return found ? kv_entry_version(found) : 0;
 }
 
-/* Applies a write as version (the seq it will be published at). */
-static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req, uint64_t version) {
+/* What a write publishes: the op, and the entry's value and metadata. */
+typedef struct {
+    uint8_t op;                         /* KV_OP_SET or KV_OP_RM */
+    kv_bytes_t value;                   /* SET: the value */
+    kv_msg_meta_t meta;                 /* SET: version and expiry */
+    char value_buf[KV_MAX_VALUE_BYTES]; /* EXPIRE: the value, copied */
+} s_update_t;
+
+/* The absolute deadline of a write given ttl seconds to live now, 0 for
+ * none: decided here, by the primary's clock, and carried as it is. */
+static int64_t s_expiry_of(const kv_repl_t *self, uint32_t ttl) {
+    return ttl ? kv_store_now(self->store) + (int64_t)ttl * 1000 : 0;
+}
+
+/* EXPIRE: the key's value again, with a new version and deadline. The
+ * value is copied first: the put may move the entry it points into. */
+static kv_status_t s_apply_expire(kv_repl_t *self, const kv_msg_t *req, uint64_t version,
+                                  s_update_t *update) {
+    const kv_entry_t *found = kv_store_get(self->store, req->partition, req->key.ptr, req->key.len);
+    if (!found) return KV_STATUS_NOT_FOUND;
+    size_t vlen = kv_entry_vlen(found);
+    memcpy(update->value_buf, kv_entry_value(found), vlen);
+    update->value = (kv_bytes_t){update->value_buf, vlen};
+    update->meta = (kv_msg_meta_t){version, (uint64_t)s_expiry_of(self, req->ttl)};
+    if (kv_store_put(self->store, req->partition, req->key.ptr, req->key.len, update->value_buf,
+                     vlen, version, (int64_t)update->meta.expiry) != 0)
+        return KV_STATUS_NO_MEMORY;
+    return KV_STATUS_OK;
+}
+
+/* Applies a write as version (the seq it will be published at), and lays
+ * out in update what the replicas are sent. */
+static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req, uint64_t version,
+                                 s_update_t *update) {
+    update->op = req->type == KV_MSG_RM ? KV_OP_RM : KV_OP_SET;
+    update->value = req->value;
+    update->meta = (kv_msg_meta_t){0, 0};
+    if (req->type == KV_MSG_EXPIRE) return s_apply_expire(self, req, version, update);
     if (req->type == KV_MSG_SET) {
+        update->meta = (kv_msg_meta_t){version, (uint64_t)s_expiry_of(self, req->ttl)};
         if (kv_store_put(self->store, req->partition, req->key.ptr, req->key.len, req->value.ptr,
-                         req->value.len, version) != 0)
+                         req->value.len, version, (int64_t)update->meta.expiry) != 0)
             return KV_STATUS_NO_MEMORY;
         return KV_STATUS_OK;
     }
+    if (!kv_store_get(self->store, req->partition, req->key.ptr, req->key.len))
+        return KV_STATUS_NOT_FOUND; /* absent, or expired: its removal is the expirer's */
     if (kv_store_delete(self->store, req->partition, req->key.ptr, req->key.len) != 0)
         return KV_STATUS_NOT_FOUND;
     self->parts[req->partition].removed_seq = version;
@@ -539,7 +579,8 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
             return;
         }
     }
-    kv_status_t status = s_apply_write(self, req, part->seq + 1);
+    s_update_t update;
+    kv_status_t status = s_apply_write(self, req, part->seq + 1, &update);
     /* A remove that found nothing wrote nothing but read the key: its 404
      * may show an unconfirmed removal (or /clear), so it waits like a read. */
     if (status == KV_STATUS_NOT_FOUND) {
@@ -552,9 +593,9 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
         return;
     }
     uint64_t seq = ++part->seq;
-    uint64_t version = req->type == KV_MSG_SET ? seq : 0;
-    kv_repl_primary_publish(self, req->partition, req->type == KV_MSG_SET ? KV_OP_SET : KV_OP_RM,
-                            seq, req->key, req->value);
+    uint64_t version = update.meta.version;
+    kv_repl_primary_publish_meta(self, req->partition, update.op, seq, req->key, update.value,
+                                 update.meta);
     if (s_required(self) == 0) {
         kv_repl_reply(self, identity, req->req_id, KV_STATUS_OK, NULL, 0, version);
         return;

@@ -64,7 +64,8 @@ static void s_apply_update(kv_repl_t *self, kv_repl_part_t *part, const kv_msg_t
     switch (update->op) {
     case KV_OP_SET:
         if (kv_store_put(self->store, update->partition, update->key.ptr, update->key.len,
-                         update->value.ptr, update->value.len, update->meta.version) != 0)
+                         update->value.ptr, update->value.len, update->meta.version,
+                         (int64_t)update->meta.expiry) != 0)
             kv_log_error("node %s: out of memory applying partition %u seq %" PRIu64,
                          self->config.node_id, update->partition, update->seq);
         break;
@@ -216,7 +217,7 @@ static void s_on_snapshot(kv_repl_t *self, const kv_msg_t *msg) {
     kv_msg_entry_t entry;
     while (kv_msg_entry_next(msg, &pos, &entry) == 0)
         kv_store_put(self->store, msg->partition, entry.key.ptr, entry.key.len, entry.value.ptr,
-                     entry.value.len, entry.meta.version);
+                     entry.value.len, entry.meta.version, (int64_t)entry.meta.expiry);
     part->snap_chunk++;
     part->snap_asked = kv_clock_mono_ms(); /* the retry measures silence, not total time */
     if (msg->more) return;

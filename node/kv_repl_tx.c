@@ -142,17 +142,20 @@ static void s_collect(kv_repl_t *self, uint32_t partition, uint64_t txid, s_coll
 
 /* --- writing as the primary ---------------------------------------------------- */
 
-/* Writes key = value (version 0: the seq it lands at): applied, numbered,
- * published, part of group's answer. Returns 0, -1 when out of memory. */
+/* Writes key = value (version 0: the seq it lands at; expiry 0: none):
+ * applied, numbered, published, part of group's answer. Returns 0, -1 when
+ * out of memory. */
 static int s_put(kv_repl_t *self, uint32_t partition, kv_repl_group_t *group, kv_bytes_t key,
-                 kv_bytes_t value, uint64_t version) {
+                 kv_bytes_t value, uint64_t version, int64_t expiry) {
     kv_repl_part_t *part = &self->parts[partition];
     uint64_t seq = part->seq + 1;
     uint64_t stored = version ? version : seq;
-    if (kv_store_put(self->store, partition, key.ptr, key.len, value.ptr, value.len, stored) != 0)
+    if (kv_store_put(self->store, partition, key.ptr, key.len, value.ptr, value.len, stored,
+                     expiry) != 0)
         return -1;
     part->seq = seq;
-    kv_repl_primary_publish_version(self, partition, KV_OP_SET, seq, key, value, stored);
+    kv_repl_primary_publish_meta(self, partition, KV_OP_SET, seq, key, value,
+                                 (kv_msg_meta_t){stored, (uint64_t)expiry});
     kv_repl_group_write(self, part, group, seq, key);
     return 0;
 }
@@ -177,7 +180,8 @@ static void s_finish_intents(kv_repl_t *self, uint32_t partition, const s_collec
         const s_owned_t *owned = &c->list[i];
         kv_bytes_t key = {owned->key, owned->klen};
         if (commit && owned->intent.write == KV_TXOP_SET &&
-            s_put(self, partition, group, key, owned->intent.value, owned->intent.version) != 0)
+            s_put(self, partition, group, key, owned->intent.value, owned->intent.version,
+                  owned->intent.expiry) != 0)
             kv_log_error("out of memory committing transaction %016" PRIx64, txid);
         if (commit && owned->intent.write == KV_TXOP_RM) s_del(self, partition, group, key);
         char meta[KV_TX_INTENT_KEY_MAX];
@@ -234,7 +238,7 @@ static void s_act(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id, uint32_
         kv_tx_record_key(key, txid);
         size_t vlen = kv_tx_record_encode(value, kv_clock_wall_ms(), participants);
         if (s_put(self, partition, group, (kv_bytes_t){key, sizeof key},
-                  (kv_bytes_t){(const char *)value, vlen}, 0) != 0) {
+                  (kv_bytes_t){(const char *)value, vlen}, 0, 0) != 0) {
             kv_log_error("out of memory writing the record of %016" PRIx64, txid);
             kv_repl_group_end(self, group); /* nothing written: not answered OK */
             return;
@@ -353,17 +357,26 @@ static int s_reads(kv_repl_t *self, const kv_msg_t *req, s_entries_t *e) {
     return 0;
 }
 
+/* The expiry ttl.'s seconds give op i of req (0: none), decided now by
+ * our clock, as a /set's. */
+static int64_t s_op_expiry(kv_repl_t *self, const kv_msg_t *req, size_t i) {
+    if (req->ttls.len < (i + 1) * 4) return 0;
+    kv_reader_t r = {(const uint8_t *)req->ttls.ptr, req->ttls.len, i * 4, 0};
+    uint64_t ttl = kv_wire_get_uint(&r, 4);
+    return ttl ? kv_store_now(self->store) + (int64_t)ttl * 1000 : 0;
+}
+
 /* Leaves the intent of op (its version: the seq it lands at). */
 static void s_leave_intent(kv_repl_t *self, const kv_msg_t *req, const kv_msg_txop_t *op,
-                           int64_t deadline, kv_repl_group_t *group) {
-    kv_tx_intent_t intent = {req->txid, req->record, op->write, 0, deadline, op->value};
+                           int64_t deadline, int64_t expiry, kv_repl_group_t *group) {
+    kv_tx_intent_t intent = {req->txid, req->record, op->write, 0, deadline, op->value, expiry};
     intent.version = self->parts[req->partition].seq + 1;
-    uint8_t value[KV_TX_INTENT_HEAD + KV_MAX_VALUE_BYTES];
+    uint8_t value[KV_TX_INTENT_HEAD + 8 + KV_MAX_VALUE_BYTES];
     char meta[KV_TX_INTENT_KEY_MAX];
     size_t vlen = kv_tx_intent_encode(&intent, value, sizeof value);
     size_t mlen = kv_tx_intent_key(meta, op->key.ptr, op->key.len);
     if (!vlen || s_put(self, req->partition, group, (kv_bytes_t){meta, mlen},
-                       (kv_bytes_t){(const char *)value, vlen}, 0) != 0)
+                       (kv_bytes_t){(const char *)value, vlen}, 0, 0) != 0)
         kv_log_error("out of memory preparing transaction %016" PRIx64, req->txid);
 }
 
@@ -375,12 +388,13 @@ static void s_apply_prepare(kv_repl_t *self, const kv_msg_t *req, kv_repl_group_
     for (int writes = 1; writes >= 0; writes--) {
         size_t pos = 0;
         kv_msg_txop_t op;
-        while (kv_msg_txop_next(req, &pos, &op) == 0) {
+        for (size_t i = 0; kv_msg_txop_next(req, &pos, &op) == 0; i++) {
             if ((op.write != KV_TXOP_NONE) != writes) continue;
+            int64_t expiry = op.write == KV_TXOP_SET ? s_op_expiry(self, req, i) : 0;
             if (!req->commit)
-                s_leave_intent(self, req, &op, deadline, group);
+                s_leave_intent(self, req, &op, deadline, expiry, group);
             else if (op.write == KV_TXOP_SET &&
-                     s_put(self, req->partition, group, op.key, op.value, 0) != 0)
+                     s_put(self, req->partition, group, op.key, op.value, 0, expiry) != 0)
                 kv_log_error("out of memory applying transaction %016" PRIx64, req->txid);
             else if (op.write == KV_TXOP_RM)
                 s_del(self, req->partition, group, op.key);
@@ -407,7 +421,24 @@ static int s_wait(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
     return 0;
 }
 
+/* ttls, when given, holds one u32 per op, each within KV_MAX_TTL_S. */
+static int s_ttls_valid(const kv_msg_t *req) {
+    if (req->ttls.len == 0) return 1;
+    size_t pos = 0, ops = 0;
+    kv_msg_txop_t op;
+    while (kv_msg_txop_next(req, &pos, &op) == 0) ops++;
+    if (req->ttls.len != ops * 4) return 0;
+    kv_reader_t r = {(const uint8_t *)req->ttls.ptr, req->ttls.len, 0, 0};
+    for (size_t i = 0; i < ops; i++)
+        if (kv_wire_get_uint(&r, 4) > KV_MAX_TTL_S) return 0;
+    return 1;
+}
+
 void kv_repl_tx_prepare(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req) {
+    if (!s_ttls_valid(req)) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_BAD_REQUEST, NULL, 0, 0);
+        return;
+    }
     if (!kv_repl_can_write(self, req->partition)) {
         kv_repl_reply(self, identity, req->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
         return;

@@ -5,13 +5,21 @@
 #include <string.h>
 
 #include "kv_clock.h"
+#include "kv_expiry.h"
 #include "kv_hash.h"
+#include "kv_limits.h"
+
+#define KV_STORE_EXPIRY_SLACK 64 /* stale index items tolerated per partition */
+#define KV_STORE_EXPIRED_MAX 16  /* expired entries taken from one bucket per visit */
 
 struct _kv_store_t {
-    uint32_t partitions; /* number of partitions */
-    kv_dict_t **dicts;   /* one per partition, NULL until first written */
-    kv_dict_t **metas;   /* metadata entries (kv_store_is_meta), likewise */
-    uint8_t seed[16];    /* bucket hash key shared by this store's dicts */
+    uint32_t partitions;    /* number of partitions */
+    kv_dict_t **dicts;      /* one per partition, NULL until first written */
+    kv_dict_t **metas;      /* metadata entries (kv_store_is_meta), likewise */
+    kv_expiry_t **expiries; /* each partition's deadlines (kv_expiry.h), NULL until one */
+    size_t expiry_items;    /* items in all of them: 0 means no expiry work at all */
+    int64_t fixed_now;      /* tests: the wall clock, when non-zero */
+    uint8_t seed[16];       /* bucket hash key shared by this store's dicts */
 };
 
 kv_store_t *kv_store_new(uint32_t partitions) {
@@ -20,9 +28,11 @@ kv_store_t *kv_store_new(uint32_t partitions) {
     self->partitions = partitions;
     self->dicts = calloc(partitions, sizeof(*self->dicts));
     self->metas = calloc(partitions, sizeof(*self->metas));
-    if (!self->dicts || !self->metas) {
+    self->expiries = calloc(partitions, sizeof(*self->expiries));
+    if (!self->dicts || !self->metas || !self->expiries) {
         free(self->dicts);
         free(self->metas);
+        free(self->expiries);
         free(self);
         return NULL;
     }
@@ -36,9 +46,11 @@ void kv_store_destroy(kv_store_t **self_p) {
     for (uint32_t p = 0; p < self->partitions; p++) {
         kv_dict_destroy(&self->dicts[p]);
         kv_dict_destroy(&self->metas[p]);
+        kv_expiry_destroy(&self->expiries[p]);
     }
     free(self->dicts);
     free(self->metas);
+    free(self->expiries);
     free(self);
     *self_p = NULL;
 }
@@ -62,22 +74,147 @@ static kv_dict_t *s_dict_for(kv_store_t *self, uint32_t partition, const char *k
                      create);
 }
 
+int64_t kv_store_now(const kv_store_t *self) {
+    return self->fixed_now ? self->fixed_now : kv_clock_wall_ms();
+}
+
+void kv_store_set_now(kv_store_t *self, int64_t now) {
+    self->fixed_now = now;
+}
+
+int kv_store_expired(const kv_store_t *self, const kv_entry_t *entry) {
+    int64_t expiry = kv_entry_expiry(entry);
+    return expiry != 0 && expiry <= kv_store_now(self);
+}
+
+/* --- the expiry index ---------------------------------------------------- */
+
+static void s_expiry_forget(kv_store_t *self, uint32_t partition) {
+    kv_expiry_t *index = self->expiries[partition];
+    if (!index) return;
+    self->expiry_items -= kv_expiry_size(index);
+    kv_expiry_destroy(&self->expiries[partition]);
+}
+
+typedef struct {
+    kv_store_t *store;  /* its item count */
+    kv_dict_t *dict;    /* the partition's data */
+    kv_expiry_t *index; /* its index, being rebuilt */
+} s_reindex_t;
+
+static void s_index_entry(const kv_entry_t *entry, void *arg) {
+    s_reindex_t *re = arg;
+    int64_t expiry = kv_entry_expiry(entry);
+    uint64_t hash = kv_dict_hash(re->dict, kv_entry_key(entry), kv_entry_klen(entry));
+    if (expiry && kv_expiry_push(re->index, expiry, hash) == 0) re->store->expiry_items++;
+}
+
+/* Rebuilds partition's index from its entries once stale items (writes
+ * that replaced or removed an expiring entry) outnumber the live ones and
+ * an eighth of the partition: the walk then costs at most eight entries
+ * per write that made an item stale, and the index stays within twice the
+ * expiring entries plus 2 bytes per key. */
+static void s_expiry_tidy(kv_store_t *self, uint32_t partition, kv_dict_t *dict) {
+    kv_expiry_t *index = self->expiries[partition];
+    size_t expiring = kv_dict_expiring(dict);
+    if (kv_expiry_size(index) <= 2 * expiring + kv_dict_size(dict) / 8 + KV_STORE_EXPIRY_SLACK)
+        return;
+    self->expiry_items -= kv_expiry_size(index);
+    kv_expiry_clear(index);
+    s_reindex_t re = {self, dict, index};
+    uint64_t cursor = 0;
+    do cursor = kv_dict_scan(dict, cursor, s_index_entry, &re);
+    while (cursor != 0);
+}
+
+/* Indexes a deadline of key before the put that gives it, so a put never
+ * leaves an entry the index cannot find (a put that then fails leaves a
+ * stale item, which is harmless). Returns 0, -1 when out of memory. */
+static int s_expiry_add(kv_store_t *self, uint32_t partition, kv_dict_t *dict, const char *key,
+                        size_t klen, int64_t expiry) {
+    if (!self->expiries[partition]) self->expiries[partition] = kv_expiry_new();
+    kv_expiry_t *index = self->expiries[partition];
+    if (!index || kv_expiry_push(index, expiry, kv_dict_hash(dict, key, klen)) != 0) return -1;
+    self->expiry_items++;
+    return 0;
+}
+
 int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
-                 const char *value, size_t vlen, uint64_t version) {
+                 const char *value, size_t vlen, uint64_t version, int64_t expiry) {
     kv_dict_t *dict = s_dict_for(self, partition, key, klen, 1);
     if (!dict) return -1;
-    return kv_dict_put(dict, key, klen, value, vlen, version);
+    if (kv_store_is_meta(key, klen)) expiry = 0; /* the store's own keys never expire */
+    if (expiry && s_expiry_add(self, partition, dict, key, klen, expiry) != 0) return -1;
+    if (kv_dict_put(dict, key, klen, value, vlen, version, expiry) != 0) return -1;
+    if (self->expiries[partition]) s_expiry_tidy(self, partition, dict);
+    return 0;
 }
 
 kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry) {
     return (kv_msg_entry_t){{kv_entry_key(entry), kv_entry_klen(entry)},
                             {kv_entry_value(entry), kv_entry_vlen(entry)},
-                            {kv_entry_version(entry), 0}}; /* no expiry yet */
+                            {kv_entry_version(entry), (uint64_t)kv_entry_expiry(entry)}};
 }
 
 const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
     kv_dict_t *dict = s_dict_for(self, partition, key, klen, 0);
-    return dict ? kv_dict_get(dict, key, klen) : NULL;
+    const kv_entry_t *entry = dict ? kv_dict_get(dict, key, klen) : NULL;
+    return entry && kv_store_expired(self, entry) ? NULL : entry;
+}
+
+/* The keys of up to KV_STORE_EXPIRED_MAX expired entries of one bucket,
+ * copied out: the caller removes them after the walk. */
+typedef struct {
+    const kv_store_t *store;                           /* its clock */
+    size_t count;                                      /* keys taken */
+    int more;                                          /* expired entries left behind */
+    uint8_t klen[KV_STORE_EXPIRED_MAX];                /* their lengths */
+    char keys[KV_STORE_EXPIRED_MAX][KV_MAX_KEY_BYTES]; /* their bytes */
+} s_expired_t;
+
+static void s_take_expired(const kv_entry_t *entry, void *arg) {
+    s_expired_t *found = arg;
+    if (!kv_store_expired(found->store, entry)) return;
+    if (found->count == KV_STORE_EXPIRED_MAX) {
+        found->more = 1;
+        return;
+    }
+    found->klen[found->count] = (uint8_t)kv_entry_klen(entry);
+    memcpy(found->keys[found->count++], kv_entry_key(entry), kv_entry_klen(entry));
+}
+
+size_t kv_store_expire(kv_store_t *self, uint32_t partition, size_t max, kv_store_expire_fn *fn,
+                       void *arg) {
+    if (partition >= self->partitions || !self->expiries[partition]) return 0;
+    kv_expiry_t *index = self->expiries[partition];
+    kv_dict_t *dict = self->dicts[partition];
+    int64_t now = kv_store_now(self);
+    size_t visited = 0;
+    uint64_t hash;
+    while (visited < max && kv_expiry_pop_due(index, now, &hash)) {
+        visited++;
+        self->expiry_items--;
+        s_expired_t found = {.store = self};
+        if (dict) kv_dict_bucket_foreach(dict, hash, s_take_expired, &found);
+        int kept = found.more;
+        for (size_t i = 0; i < found.count; i++)
+            if (!fn(found.keys[i], found.klen[i], arg)) kept = 1;
+        /* not removed (a replica waits for its primary's removal; a key locked
+         * by a transaction): visit this bucket again later */
+        if (kept && kv_expiry_push(index, now + KV_STORE_EXPIRE_RETRY_MS, hash) == 0)
+            self->expiry_items++;
+    }
+    if (kv_expiry_size(index) == 0) s_expiry_forget(self, partition);
+    return visited;
+}
+
+int64_t kv_store_next_expiry(const kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions || !self->expiries[partition]) return 0;
+    return kv_expiry_next(self->expiries[partition]);
+}
+
+size_t kv_store_expiry_items(const kv_store_t *self) {
+    return self->expiry_items;
 }
 
 int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
@@ -89,11 +226,13 @@ void kv_store_clear_partition(kv_store_t *self, uint32_t partition) {
     if (partition >= self->partitions) return;
     kv_dict_destroy(&self->dicts[partition]); /* frees the tables too */
     kv_dict_destroy(&self->metas[partition]);
+    s_expiry_forget(self, partition);
 }
 
 void kv_store_clear_data(kv_store_t *self, uint32_t partition) {
     if (partition >= self->partitions) return;
     kv_dict_destroy(&self->dicts[partition]);
+    s_expiry_forget(self, partition);
 }
 
 size_t kv_store_meta_size(const kv_store_t *self, uint32_t partition) {
@@ -113,10 +252,11 @@ size_t kv_store_size(const kv_store_t *self) {
 }
 
 size_t kv_store_memory(const kv_store_t *self) {
-    size_t bytes = sizeof(*self) + 2 * (size_t)self->partitions * sizeof(*self->dicts);
+    size_t bytes = sizeof(*self) + 3 * (size_t)self->partitions * sizeof(*self->dicts);
     for (uint32_t p = 0; p < self->partitions; p++) {
         if (self->dicts[p]) bytes += kv_dict_memory(self->dicts[p]);
         if (self->metas[p]) bytes += kv_dict_memory(self->metas[p]);
+        if (self->expiries[p]) bytes += kv_expiry_memory(self->expiries[p]);
     }
     return bytes;
 }
@@ -139,6 +279,7 @@ int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen)
 /* --- key-ordered scans --------------------------------------------------- */
 
 typedef struct {
+    const kv_store_t *store;  /* its clock: expired entries are left out */
     const kv_entry_t **items; /* entries after the cursor key */
     size_t count;             /* used */
     size_t cap;               /* allocated */
@@ -167,7 +308,7 @@ static size_t s_unique(const kv_entry_t **items, size_t count) {
 
 static void s_gather(const kv_entry_t *entry, void *arg) {
     s_gather_t *gather = arg;
-    if (gather->failed) return;
+    if (gather->failed || kv_store_expired(gather->store, entry)) return;
     if (gather->has_after && kv_store_key_compare(kv_entry_key(entry), kv_entry_klen(entry),
                                                   gather->after, gather->alen) <= 0)
         return; /* at or before the cursor: an earlier page had it */
@@ -188,7 +329,7 @@ int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, co
                          size_t alen, uint32_t limit, kv_store_entry_fn *fn, void *arg) {
     kv_dict_t *dict = s_dict(self, partition, 0);
     if (!dict || limit == 0) return dict && kv_dict_size(dict) > 0 && limit == 0;
-    s_gather_t gather = {NULL, 0, 0, has_after, after, alen, 0};
+    s_gather_t gather = {self, NULL, 0, 0, has_after, after, alen, 0};
     uint64_t cursor = 0;
     do cursor = kv_dict_scan(dict, cursor, s_gather, &gather);
     while (cursor != 0 && !gather.failed);

@@ -18,6 +18,17 @@
  *  it, while snapshots (kv_store_foreach) and replication carry it like any
  *  entry, so a replica or a new owner of the partition has it too.
  *
+ *  Expiry (TTL): an entry may carry an absolute deadline (wall-clock ms,
+ *  the node's clock). Past it the entry is invisible at once: kv_store_get
+ *  and the key-ordered scans leave it out. Reclaiming it is not the store's
+ *  decision but its caller's (a partition's primary removes it and
+ *  replicates the removal; a replica waits for that), which kv_store_expire
+ *  serves: a per-partition index of deadlines (kv_expiry.h) leads to the
+ *  expired entries, so the work follows the keys that expire, and a store
+ *  without expiring keys does none. Key counts include expired entries not
+ *  yet reclaimed; snapshots (kv_store_foreach) carry them with their
+ *  deadlines, so the receiver hides them too.
+ *
  *  Not thread-safe: owned by the node actor.
  */
 #ifndef KV_STORE_H
@@ -43,19 +54,30 @@ kv_store_t *kv_store_new(uint32_t partitions);
 void kv_store_destroy(kv_store_t **self_p);
 
 /* Creates or overwrites, with the entry's version (the partition seq of the
- * write; 0 stores none, for tests of the store alone). Returns 0, or -1
- * when out of memory (nothing changed) or the partition is out of range. */
+ * write; 0 stores none, for tests of the store alone) and expiry (absolute,
+ * wall-clock ms; 0: none, ignored for metadata). Returns 0, or -1 when out
+ * of memory (the entry unchanged) or the partition is out of range. */
 int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
-                 const char *value, size_t vlen, uint64_t version);
+                 const char *value, size_t vlen, uint64_t version, int64_t expiry);
+
+/* The store's wall clock in ms (what deadlines are compared with). */
+int64_t kv_store_now(const kv_store_t *self);
+
+/* Tests: fixes the clock at now (0: the real clock again). */
+void kv_store_set_now(kv_store_t *self, int64_t now);
+
+/* Whether entry's deadline has passed. */
+int kv_store_expired(const kv_store_t *self, const kv_entry_t *entry);
 
 /* An entry as SNAPSHOT and SCAN_REPLY carry it: key, value, version
  * (pointing into the entry: valid until the store is next modified). */
 kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry);
 
-/* The entry, or NULL. Valid until the store is next modified. */
+/* The entry, or NULL (absent or expired). Valid until the store is next
+ * modified. */
 const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen);
 
-/* Removes key. Returns 0, or -1 when absent. */
+/* Removes key, expired or not. Returns 0, or -1 when not stored. */
 int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen);
 
 /* Removes every key of one partition, metadata included (the partition
@@ -95,6 +117,26 @@ void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *f
 
 /* Likewise over the partition's metadata only. */
 void kv_store_foreach_meta(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg);
+
+#define KV_STORE_EXPIRE_RETRY_MS 1000 /* a kept expired entry is visited again after */
+
+/* Called with the key of an expired data entry of the partition; returns 1
+ * when it removed the entry, 0 when it keeps it for now. */
+typedef int(kv_store_expire_fn)(const char *key, size_t klen, void *arg);
+
+/* Visits up to max deadlines of partition's index that have passed, calling
+ * fn on each expired entry they lead to (fn may modify the store); a
+ * deadline whose entries fn kept is visited again KV_STORE_EXPIRE_RETRY_MS
+ * later. fn may remove that key (kv_store_delete) and must change nothing
+ * else. Returns the deadlines visited (max: maybe more are due). */
+size_t kv_store_expire(kv_store_t *self, uint32_t partition, size_t max, kv_store_expire_fn *fn,
+                       void *arg);
+
+/* The partition's earliest indexed deadline, 0 when none. */
+int64_t kv_store_next_expiry(const kv_store_t *self, uint32_t partition);
+
+/* Deadlines indexed in the whole store (0: nothing will ever expire). */
+size_t kv_store_expiry_items(const kv_store_t *self);
 
 /* Orders two keys the way scans do. */
 int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen);

@@ -25,13 +25,19 @@ void kv_tx_record_key(char *out, uint64_t txid) {
     kv_wire_put_uint(&w, txid, 8);
 }
 
+/* The write byte's top bit says an expiry follows the head: an intent
+ * without one is encoded exactly as before expiry existed, so a node of
+ * the previous release reads it. */
+#define S_INTENT_F_EXPIRY 0x80
+
 size_t kv_tx_intent_encode(const kv_tx_intent_t *intent, uint8_t *out, size_t cap) {
     kv_writer_t w = {out, cap, 0, 0};
     kv_wire_put_uint(&w, intent->txid, 8);
     kv_wire_put_uint(&w, intent->record, 4);
-    kv_wire_put_uint(&w, intent->write, 1);
+    kv_wire_put_uint(&w, intent->write | (intent->expiry ? S_INTENT_F_EXPIRY : 0), 1);
     kv_wire_put_uint(&w, intent->version, 8);
     kv_wire_put_uint(&w, (uint64_t)intent->deadline_ms, 8);
+    if (intent->expiry) kv_wire_put_uint(&w, (uint64_t)intent->expiry, 8);
     kv_wire_put(&w, intent->value.ptr, intent->value.len);
     return w.failed ? 0 : w.pos;
 }
@@ -40,9 +46,11 @@ int kv_tx_intent_decode(const char *value, size_t vlen, kv_tx_intent_t *intent) 
     kv_reader_t r = {(const uint8_t *)value, vlen, 0, 0};
     intent->txid = kv_wire_get_uint(&r, 8);
     intent->record = (uint32_t)kv_wire_get_uint(&r, 4);
-    intent->write = (uint8_t)kv_wire_get_uint(&r, 1);
+    uint8_t write = (uint8_t)kv_wire_get_uint(&r, 1);
+    intent->write = write & (uint8_t)~S_INTENT_F_EXPIRY;
     intent->version = kv_wire_get_uint(&r, 8);
     intent->deadline_ms = (int64_t)kv_wire_get_uint(&r, 8);
+    intent->expiry = (write & S_INTENT_F_EXPIRY) ? (int64_t)kv_wire_get_uint(&r, 8) : 0;
     if (r.failed || intent->write > KV_TXOP_MAX) return -1;
     intent->value = (kv_bytes_t){vlen > r.pos ? value + r.pos : NULL, vlen - r.pos};
     return 0;

@@ -47,9 +47,10 @@ typedef struct {
     uint64_t version;    /* SET: the version the commit gives the key */
     int64_t deadline_ms; /* wall clock: past it the owner is presumed dead */
     kv_bytes_t value;    /* SET: the value */
+    int64_t expiry;      /* SET: the entry's expiry (wall clock ms), 0: none */
 } kv_tx_intent_t;
 
-#define KV_TX_INTENT_HEAD 29 /* encoded bytes before the value */
+#define KV_TX_INTENT_HEAD 29 /* encoded bytes before the value (8 more with an expiry) */
 
 /* Writes the intent key of key into out (room for KV_TX_INTENT_KEY_MAX);
  * returns its length. */

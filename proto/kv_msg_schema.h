@@ -50,7 +50,10 @@
  *     version (UPDATE, SNAPSHOT, SCAN_REPLY entries) and adds the
  *     condition of SET and RM and the version of REPLY. A conditional
  *     write sent to a node of an older release is dropped (the gateway
- *     answers 504): upgrade the nodes before using ifVersion. One exception, for /status only:
+ *     answers 504): upgrade the nodes before using ifVersion. Version 4
+ *     adds expiry (TTL): SET's ttl, REPLY's ttl_ms, TX_PREPARE's ttls, and
+ *     the EXPIRE message; likewise, upgrade the nodes before using TTLs.
+ *     One exception, for /status only:
  *     STATS_REPLY's counters are filled at once, so a version 1 gateway
  *     shows an upgraded node as unreachable until it is upgraded too.
  *  6. KV_MSG_VERSION_MIN rises only when no release in service writes it.
@@ -65,7 +68,7 @@
 #ifndef KV_MSG_SCHEMA_H
 #define KV_MSG_SCHEMA_H
 
-#define KV_MSG_VERSION 3     /* the version this schema describes */
+#define KV_MSG_VERSION 4     /* the version this schema describes */
 #define KV_MSG_VERSION_MIN 1 /* the oldest version decoders accept */
 #define KV_MSG_HEADER 2      /* u8 version, u8 type */
 
@@ -91,6 +94,7 @@
     X(TX_FINISH, 10)     /* gateway, record primary -> participant: apply the decision */ \
     X(TX_RESOLVE, 11)    /* participant primary -> record primary: decided yet? */       \
     X(MGET, 12)          /* gateway -> node: read keys of partitions it is primary of */ \
+    X(EXPIRE, 13)        /* gateway -> node primary: set or remove a key's expiry */     \
     X(REPLY, 16)         /* node -> gateway: answer to GET SET RM IS CLEAR */            \
     X(SCAN_REPLY, 17)    /* node -> gateway: a page of entries */                        \
     X(STATS_REPLY, 18)   /* node, coordinator -> asker: its figures and counters */      \
@@ -130,7 +134,14 @@
 #define KV_MSG_SET_FIELDS(X)                                                             \
     KV_MSG_KEYED_FIELDS(X)                                                               \
     X(value, STR16, 1)   /* the value to store */                                        \
-    KV_MSG_CONDITION_FIELDS(X)
+    KV_MSG_CONDITION_FIELDS(X)                                                           \
+    X(ttl, U32, 4)       /* seconds to live from the write (primary's clock); 0: none */
+/* /expire (ttl > 0) and /persist (ttl 0) of an existing key: a write that
+ * keeps the value and gives a new version. Answered like SET (REPLY, the
+ * new version), NOT_FOUND when the key is absent. */
+#define KV_MSG_EXPIRE_FIELDS(X)                                                          \
+    KV_MSG_KEYED_FIELDS(X)                                                               \
+    X(ttl, U32, 1)       /* seconds to live from now; 0: never expires */
 
 #define KV_MSG_CLEAR_FIELDS(X)                                                           \
     X(req_id, U64, 1)    /* echoed in the reply */                                       \
@@ -159,7 +170,8 @@
     X(record, U32, 1)    /* the partition of its commit record */                        \
     X(commit, FLAG, 1)   /* its only partition: check and apply at once, no intents */   \
     X(ops, TXOPS, 1)     /* one TXOP per key of this partition, request order */        \
-    X(wait, FLAG, 3)     /* a reader: wait for writers' intents instead of giving way */
+    X(wait, FLAG, 3)     /* a reader: wait for writers' intents instead of giving way */ \
+    X(ttls, BLOB32, 4)   /* u32 seconds to live per op, in ops' order (0: none); empty: none */
 #define KV_MSG_TX_COMMIT_FIELDS(X)                                                       \
     KV_MSG_TX_HEAD(X)                                                                    \
     X(items, ITEMS, 3)   /* the other participants' partitions (partition, 0, 0) */
@@ -191,7 +203,8 @@
     KV_MSG_REPLY_HEAD(X)                                                                 \
     X(value, STR16, 1)   /* GET: the value; INVITE: the node's id */                     \
     X(meta.version, U64, 3) /* GET, IS: the entry's; SET: the new; CONFLICT: the current */ \
-    X(seq, U64, 3)       /* GET, IS: the partition's last removal seq (absent keys, /mget) */
+    X(seq, U64, 3)       /* GET, IS: the partition's last removal seq (absent keys, /mget) */ \
+    X(ttl_ms, U64, 4)    /* GET, IS: ms before the entry expires (at least 1); 0: never */
 #define KV_MSG_TX_REPLY_FIELDS(X)                                                        \
     KV_MSG_REPLY_HEAD(X)                                                                 \
     X(seq, U64, 1)       /* OK: the version of the first write; each next write +1 */    \
@@ -349,6 +362,9 @@
     X(uint32_t, replicas)    /* STATS_REPLY */                                           \
     X(uint32_t, chunk)       /* SNAPSHOT */                                              \
     X(uint32_t, lease_ms)    /* LEASE: duration granted */                               \
+    X(uint32_t, ttl)         /* SET, EXPIRE: seconds to live, 0: none */                 \
+    X(uint64_t, ttl_ms)      /* REPLY: ms to live, 0: none */                            \
+    X(kv_bytes_t, ttls)      /* TX_PREPARE: u32 seconds per op */                        \
     X(uint64_t, req_id)      /* requests and their replies */                            \
     X(uint64_t, epoch)       /* routing epoch */                                         \
     X(uint64_t, keys)        /* STATS_REPLY, HELLO, HEARTBEAT */                         \

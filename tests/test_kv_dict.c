@@ -29,7 +29,7 @@ static int s_put_id(kv_dict_t *dict, int id, uint64_t version) {
     char value[32];
     size_t klen = s_key(key, sizeof key, id);
     int vlen = snprintf(value, sizeof value, "value-%d", id);
-    return kv_dict_put(dict, key, klen, value, (size_t)vlen, version);
+    return kv_dict_put(dict, key, klen, value, (size_t)vlen, version, 0);
 }
 
 static const kv_entry_t *s_get_id(kv_dict_t *dict, int id) {
@@ -112,7 +112,7 @@ Test(kv_dict, destroy_sets_null_and_is_safe_twice) {
 
 Test(kv_dict, put_then_get_returns_the_entry) {
     kv_dict_t *dict = kv_dict_new(s_seed);
-    cr_assert_eq(kv_dict_put(dict, BYTES("user:1"), BYTES("alice"), 42), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("user:1"), BYTES("alice"), 42, 0), 0);
     const kv_entry_t *entry = kv_dict_get(dict, BYTES("user:1"));
     cr_assert_not_null(entry);
     cr_expect_eq(kv_entry_klen(entry), 6);
@@ -125,8 +125,8 @@ Test(kv_dict, put_then_get_returns_the_entry) {
 
 Test(kv_dict, overwrite_keeps_one_entry) {
     kv_dict_t *dict = kv_dict_new(s_seed);
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("first"), 1), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("second"), 2), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("first"), 1, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("second"), 2, 0), 0);
     cr_expect_eq(kv_dict_size(dict), 1);
     const kv_entry_t *entry = kv_dict_get(dict, BYTES("k"));
     cr_expect(s_value_is(entry, BYTES("second")));
@@ -145,11 +145,11 @@ Test(kv_dict, overwrite_resizes_the_entry_as_needed) {
 
     char key[32];
     size_t klen = s_key(key, sizeof key, 50);
-    cr_assert_eq(kv_dict_put(dict, key, klen, big, sizeof big, 2), 0);
+    cr_assert_eq(kv_dict_put(dict, key, klen, big, sizeof big, 2, 0), 0);
     cr_expect(s_value_is(kv_dict_get(dict, key, klen), big, sizeof big));
     cr_expect_geq(kv_dict_memory(dict), before + sizeof big - 32);
 
-    cr_assert_eq(kv_dict_put(dict, key, klen, BYTES("tiny"), 3), 0);
+    cr_assert_eq(kv_dict_put(dict, key, klen, BYTES("tiny"), 3, 0), 0);
     cr_expect(s_value_is(kv_dict_get(dict, key, klen), BYTES("tiny")));
     s_settle(dict); /* the dead 1 KB copy goes with compaction, in idle time */
     cr_expect_lt(kv_dict_memory(dict), before + 512, "the 1 KB entry was not reclaimed");
@@ -164,20 +164,20 @@ Test(kv_dict, overwrite_resizes_the_entry_as_needed) {
  * one, change it or drop it, whatever the value's length does meanwhile. */
 Test(kv_dict, version_is_stored_only_when_given) {
     kv_dict_t *dict = kv_dict_new(s_seed);
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("plain"), 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("plain"), 0, 0), 0);
     cr_expect_eq(kv_entry_version(kv_dict_get(dict, BYTES("k"))), 0);
 
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("a longer value than before"), 7), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("a longer value than before"), 7, 0), 0);
     const kv_entry_t *entry = kv_dict_get(dict, BYTES("k"));
     cr_expect(s_value_is(entry, BYTES("a longer value than before")));
     cr_expect_eq(kv_entry_version(entry), 7);
 
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("x"), 0xFFFFFFFFFFFFFFFFULL), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("x"), 0xFFFFFFFFFFFFFFFFULL, 0), 0);
     entry = kv_dict_get(dict, BYTES("k"));
     cr_expect(s_value_is(entry, BYTES("x")));
     cr_expect_eq(kv_entry_version(entry), 0xFFFFFFFFFFFFFFFFULL);
 
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES(""), 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES(""), 0, 0), 0);
     entry = kv_dict_get(dict, BYTES("k"));
     cr_expect(s_value_is(entry, BYTES("")));
     cr_expect_eq(kv_entry_version(entry), 0, "an overwrite without a version drops it");
@@ -193,7 +193,7 @@ static size_t s_growth_of(kv_dict_t *dict, int first, int count, uint64_t versio
     char key[16];
     for (int id = first; id < first + count; id++) {
         cr_assert_eq(snprintf(key, sizeof key, "key:%07d", id), 11);
-        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, version), 0);
+        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, version, 0), 0);
     }
     return kv_dict_memory(dict) - before;
 }
@@ -225,13 +225,13 @@ Test(kv_dict, entry_without_version_takes_56_bytes) {
 /* A 1-byte key with an empty value is the smallest entry there is. */
 Test(kv_dict, smallest_entry) {
     kv_dict_t *dict = kv_dict_new(s_seed);
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), NULL, 0, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), NULL, 0, 0, 0), 0);
     const kv_entry_t *entry = kv_dict_get(dict, BYTES("k"));
     cr_assert_not_null(entry);
     cr_expect_eq(kv_entry_klen(entry), 1);
     cr_expect_eq(kv_entry_vlen(entry), 0);
     cr_expect_eq(kv_entry_version(entry), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), NULL, 0, 3), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), NULL, 0, 3, 0), 0);
     cr_expect_eq(kv_entry_version(kv_dict_get(dict, BYTES("k"))), 3);
     kv_dict_destroy(&dict);
 }
@@ -239,8 +239,8 @@ Test(kv_dict, smallest_entry) {
 Test(kv_dict, delete_present_and_absent) {
     kv_dict_t *dict = kv_dict_new(s_seed);
     cr_expect_eq(kv_dict_delete(dict, BYTES("k")), -1, "empty dict");
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("v"), 1), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("other"), BYTES("v"), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("v"), 1, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("other"), BYTES("v"), 1, 0), 0);
     cr_expect_eq(kv_dict_delete(dict, BYTES("absent")), -1);
     cr_expect_eq(kv_dict_delete(dict, BYTES("k")), 0);
     cr_expect_eq(kv_dict_delete(dict, BYTES("k")), -1, "already deleted");
@@ -254,12 +254,12 @@ Test(kv_dict, delete_present_and_absent) {
  * above 0x7f are all distinct keys. */
 Test(kv_dict, binary_keys_with_embedded_bytes) {
     kv_dict_t *dict = kv_dict_new(s_seed);
-    cr_assert_eq(kv_dict_put(dict, BYTES("a"), BYTES("1"), 1), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("a\0"), BYTES("2"), 1), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("a\0b"), BYTES("3"), 1), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("a\0c"), BYTES("4\0x"), 1), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("ab"), BYTES("5"), 1), 0);
-    cr_assert_eq(kv_dict_put(dict, BYTES("\xff\xfe\x00\x01"), BYTES(""), 1), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a"), BYTES("1"), 1, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a\0"), BYTES("2"), 1, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a\0b"), BYTES("3"), 1, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a\0c"), BYTES("4\0x"), 1, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("ab"), BYTES("5"), 1, 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("\xff\xfe\x00\x01"), BYTES(""), 1, 0), 0);
     cr_expect_eq(kv_dict_size(dict), 6);
     cr_expect(s_value_is(kv_dict_get(dict, BYTES("a")), BYTES("1")));
     cr_expect(s_value_is(kv_dict_get(dict, BYTES("a\0")), BYTES("2")));
@@ -281,17 +281,17 @@ Test(kv_dict, length_limits) {
     memset(key, 'k', sizeof key);
     memset(value, 'v', sizeof value);
     kv_dict_t *dict = kv_dict_new(s_seed);
-    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY, value, MAX_VALUE, 1), 0);
+    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY, value, MAX_VALUE, 1, 0), 0);
     const kv_entry_t *entry = kv_dict_get(dict, key, MAX_KEY);
     cr_assert_not_null(entry);
     cr_expect_eq(kv_entry_klen(entry), MAX_KEY);
     cr_expect_eq(kv_entry_vlen(entry), MAX_VALUE);
     size_t memory = kv_dict_memory(dict);
 
-    cr_expect_eq(kv_dict_put(dict, key, 0, value, 1, 1), -1, "empty key");
-    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY + 1, value, 1, 1), -1);
-    cr_expect_eq(kv_dict_put(dict, key, 1, value, MAX_VALUE + 1, 1), -1);
-    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY, value, MAX_VALUE + 1, 2), -1);
+    cr_expect_eq(kv_dict_put(dict, key, 0, value, 1, 1, 0), -1, "empty key");
+    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY + 1, value, 1, 1, 0), -1);
+    cr_expect_eq(kv_dict_put(dict, key, 1, value, MAX_VALUE + 1, 1, 0), -1);
+    cr_expect_eq(kv_dict_put(dict, key, MAX_KEY, value, MAX_VALUE + 1, 2, 0), -1);
     cr_expect_eq(kv_dict_size(dict), 1);
     cr_expect_eq(kv_dict_memory(dict), memory);
     cr_expect_eq(kv_entry_version(kv_dict_get(dict, key, MAX_KEY)), 1);
@@ -350,7 +350,7 @@ Test(kv_dict, lookup_during_rehash) {
     cr_expect_gt(read_during, KEYS / 4, "only %d reads overlapped the rehash", read_during);
 
     /* Writes while (possibly still) rehashing: overwrite, delete, insert. */
-    cr_assert_eq(kv_dict_put(dict, BYTES("key:00000007"), BYTES("seven"), 2), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("key:00000007"), BYTES("seven"), 2, 0), 0);
     cr_assert_eq(s_delete_id(dict, 8), 0);
     cr_assert_eq(s_put_id(dict, KEYS + 1, 1), 0);
     s_settle(dict);
@@ -491,7 +491,7 @@ Test(kv_dict, resizing_overwrites_keep_memory_bounded) {
         for (int id = 0; id < KEYS; id++) {
             size_t klen = s_key(key, sizeof key, id);
             value[0] = (char)('a' + round % 26);
-            cr_assert_eq(kv_dict_put(dict, key, klen, value, vlen, 0), 0);
+            cr_assert_eq(kv_dict_put(dict, key, klen, value, vlen, 0, 0), 0);
         }
         for (int id = 0; id < KEYS; id += 97) {
             size_t klen = s_key(key, sizeof key, id);
@@ -512,10 +512,10 @@ Test(kv_dict, resizing_overwrites_keep_memory_bounded) {
  * no new memory. */
 Test(kv_dict, same_size_overwrite_stays_in_place) {
     kv_dict_t *dict = kv_dict_new(s_seed);
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("12345678"), 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("12345678"), 0, 0), 0);
     const kv_entry_t *before = kv_dict_get(dict, BYTES("k"));
     size_t memory = kv_dict_memory(dict);
-    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("abcdefgh"), 0), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("k"), BYTES("abcdefgh"), 0, 0), 0);
     cr_expect_eq(kv_dict_get(dict, BYTES("k")), before, "the entry moved");
     cr_expect(s_value_is(before, BYTES("abcdefgh")));
     cr_expect_eq(kv_dict_memory(dict), memory);
@@ -677,11 +677,62 @@ Test(kv_dict, memory_per_entry_beats_redis, .timeout = 120) {
     for (int id = 0; id < KEYS; id++) {
         int klen = snprintf(key, sizeof key, "key:%07d", id);
         cr_assert_eq(klen, 11);
-        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, 0), 0);
+        cr_assert_eq(kv_dict_put(dict, key, 11, value, sizeof value, 0, 0), 0);
     }
     s_settle(dict);
     double per_entry = (double)kv_dict_memory(dict) / (double)kv_dict_size(dict);
     cr_log_info("%.1f bytes per entry for 1M entries (11-byte keys, 32-byte values)", per_entry);
     cr_expect_lt(per_entry, 0.7 * 120.5);
+    kv_dict_destroy(&dict);
+}
+
+/* --- expiry trailer ------------------------------------------------------------ */
+
+/* The expiry follows the version (or stands alone), survives overwrites
+ * that keep it and goes with those that do not; the count of expiring
+ * entries follows. */
+Test(kv_dict, expiry_trailer_and_count) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a"), BYTES("1"), 5, 1700000000000), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("b"), BYTES("2"), 0, 1700000000001), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("c"), BYTES("3"), 6, 0), 0);
+    cr_expect_eq(kv_dict_expiring(dict), 2);
+    const kv_entry_t *a = kv_dict_get(dict, BYTES("a"));
+    cr_expect_eq(kv_entry_version(a), 5);
+    cr_expect_eq(kv_entry_expiry(a), 1700000000000);
+    cr_expect_eq(kv_entry_expiry(kv_dict_get(dict, BYTES("b"))), 1700000000001);
+    cr_expect_eq(kv_entry_version(kv_dict_get(dict, BYTES("b"))), 0);
+    cr_expect_eq(kv_entry_expiry(kv_dict_get(dict, BYTES("c"))), 0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("a"), BYTES("1"), 7, 0), 0); /* persisted */
+    cr_expect_eq(kv_entry_expiry(kv_dict_get(dict, BYTES("a"))), 0);
+    cr_expect_eq(kv_dict_expiring(dict), 1);
+    cr_assert_eq(kv_dict_put(dict, BYTES("c"), BYTES("3"), 8, 42), 0); /* given one */
+    cr_expect_eq(kv_dict_expiring(dict), 2);
+    cr_assert_eq(kv_dict_delete(dict, BYTES("b")), 0);
+    cr_expect_eq(kv_dict_expiring(dict), 1);
+    kv_dict_clear(dict);
+    cr_expect_eq(kv_dict_expiring(dict), 0);
+    kv_dict_destroy(&dict);
+}
+
+static void s_collect_key(const kv_entry_t *entry, void *arg) {
+    int *seen = arg;
+    if (kv_entry_klen(entry) == 4 && memcmp(kv_entry_key(entry), "want", 4) == 0) (*seen)++;
+}
+
+/* kv_dict_bucket_foreach finds an entry by its hash alone, also while the
+ * table is being resized. */
+Test(kv_dict, bucket_foreach_finds_an_entry_by_hash) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_assert_eq(kv_dict_put(dict, BYTES("want"), BYTES("v"), 1, 9), 0);
+    uint64_t hash = kv_dict_hash(dict, BYTES("want"));
+    for (int i = 0; i < 5000; i++) { /* grows through several resizes */
+        char key[16];
+        int klen = snprintf(key, sizeof key, "k%d", i);
+        cr_assert_eq(kv_dict_put(dict, key, (size_t)klen, BYTES("x"), 0, 0), 0);
+        int seen = 0;
+        kv_dict_bucket_foreach(dict, hash, s_collect_key, &seen);
+        cr_assert_eq(seen, 1, "after %d puts", i);
+    }
     kv_dict_destroy(&dict);
 }

@@ -349,6 +349,34 @@ static void s_mget_samples(kv_msg_t *out, size_t *n) {
     s_add(out, n, (kv_msg_t){.type = KV_MSG_MGET_REPLY, .status = KV_STATUS_LOCKED});
 }
 
+/* Version 4: expiry. SET's ttl, EXPIRE (ttl 0: persist), REPLY's ms to
+ * live, TX_PREPARE's per-op ttls. */
+static const uint8_t s_two_ttls[8] = {0, 0, 0, 60, 0, 0, 0, 0};
+static void s_expiry_samples(kv_msg_t *out, size_t *n) {
+    s_add(out, n,
+          (kv_msg_t){.type = KV_MSG_SET,
+                     .req_id = 50,
+                     .partition = 3,
+                     .key = BYTES("session"),
+                     .value = BYTES("x"),
+                     .ttl = KV_MAX_TTL_S});
+    s_add(out, n,
+          (kv_msg_t){
+              .type = KV_MSG_EXPIRE, .req_id = 51, .epoch = 52, .key = BYTES("session"), .ttl = 1});
+    s_add(out, n, (kv_msg_t){.type = KV_MSG_EXPIRE, .key = BYTES("session")}); /* persist */
+    s_add(out, n,
+          (kv_msg_t){.type = KV_MSG_REPLY,
+                     .req_id = 53,
+                     .status = KV_STATUS_OK,
+                     .value = BYTES("x"),
+                     .ttl_ms = UINT64_MAX});
+    s_add(out, n,
+          (kv_msg_t){.type = KV_MSG_TX_PREPARE,
+                     .txid = 54,
+                     .ops = s_two_txops(),
+                     .ttls = {(const char *)s_two_ttls, sizeof s_two_ttls}});
+}
+
 /* Boundaries of the gateway's messages: empty strings, the longest key and
  * value, extreme numbers. */
 static void s_client_edges(kv_msg_t *out, size_t *n) {
@@ -475,6 +503,7 @@ static size_t s_samples(kv_msg_t *out) {
     s_metadata_samples(out, &n);
     s_tx_samples(out, &n);
     s_mget_samples(out, &n);
+    s_expiry_samples(out, &n);
     s_client_edges(out, &n);
     s_cluster_edges(out, &n);
     s_replication_edges(out, &n);
@@ -674,9 +703,11 @@ static void s_assert_sane(const kv_msg_t *m, const uint8_t *buf, size_t len) {
     s_assert_inside(m->reports, buf, len, "reports");
     s_assert_inside(m->counters, buf, len, "counters");
     s_assert_inside(m->ops, buf, len, "ops");
+    s_assert_inside(m->ttls, buf, len, "ttls");
     s_assert_records(m);
     s_assert_counters(m, buf, len);
-    if (m->type != KV_MSG_UPDATE) cr_assert(!m->meta.version && !m->meta.expiry);
+    if (m->type != KV_MSG_UPDATE) cr_assert(!m->meta.expiry); /* REPLY has a version */
+    if (m->type != KV_MSG_UPDATE && m->type != KV_MSG_REPLY) cr_assert(!m->meta.version);
     if (m->type == KV_MSG_SCAN_REPLY || m->type == KV_MSG_SNAPSHOT || m->type == KV_MSG_TX_REPLY ||
         m->type == KV_MSG_MGET || m->type == KV_MSG_MGET_REPLY)
         s_assert_entries(m, buf, len);
@@ -1746,7 +1777,7 @@ Test(kv_msg, type_names) {
     for (size_t i = 0; i < TYPE_COUNT; i++)
         cr_expect_str_eq(kv_msg_type_name(s_types[i].type), s_types[i].name);
     cr_expect_str_eq(kv_msg_type_name(0), "UNKNOWN");
-    cr_expect_str_eq(kv_msg_type_name(KV_MSG_MGET + 1), "UNKNOWN");
+    cr_expect_str_eq(kv_msg_type_name(KV_MSG_EXPIRE + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(KV_MSG_LEASE + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(KV_MSG_SNAPSHOT + 1), "UNKNOWN");
     cr_expect_str_eq(kv_msg_type_name(-1), "UNKNOWN");

@@ -4,7 +4,8 @@
  *  the empty-string and empty-blob variants), as the codec of wire version 1
  *  wrote them; tests/golden/kv_msg_v2.hex the frames of the messages version
  *  2 extended, with their new fields set; kv_msg_v3.hex likewise for
- *  version 3 (conditional SET and RM, REPLY's version). Processes of different releases
+ *  version 3 (conditional SET and RM, REPLY's version), kv_msg_v4.hex for
+ *  version 4 (expiry). Processes of different releases
  *  run side by side during a rolling upgrade, so a frame an older release
  *  wrote must keep meaning the same thing: the codec must still produce
  *  these bytes for these messages (version 1 frames whenever the version 2
@@ -347,6 +348,44 @@ static size_t s_v3_samples(s_sample_t *out) {
     return n;
 }
 
+/* Version 4 (expiry): the messages it extended, with their new fields set,
+ * and EXPIRE, a new type (so a version 1 frame), pinned in kv_msg_v4.hex. */
+static uint8_t s_v4_txops_buf[64];
+static const uint8_t s_v4_ttls[4] = {0, 0, 0x0e, 0x10}; /* 3600 s */
+static size_t s_v4_samples(s_sample_t *out) {
+    size_t n = 0, pos = 0;
+    kv_msg_t keyed = {.req_id = 0x1122334455667788ull, .epoch = 7, .partition = 1023};
+    keyed.key = BYTES("user:1");
+    keyed.type = KV_MSG_SET;
+    keyed.value = BYTES("alice");
+    keyed.ttl = 60;
+    s_add(out, &n, "SET", keyed);
+    kv_msg_t reply = {.type = KV_MSG_REPLY, .req_id = 10, .status = KV_STATUS_OK};
+    reply.epoch = 11;
+    reply.value = BYTES("hello");
+    reply.meta.version = 42;
+    reply.ttl_ms = 59999;
+    s_add(out, &n, "REPLY", reply);
+    const kv_msg_txop_t op = {KV_TXOP_SET, 0, 0, 0, BYTES("a"), BYTES("1")};
+    cr_assert_eq(kv_msg_txop_put(s_v4_txops_buf, sizeof s_v4_txops_buf, &pos, &op), 0);
+    kv_msg_t tx = {.type = KV_MSG_TX_PREPARE, .req_id = 1, .epoch = 2, .partition = 3, .txid = 4};
+    tx.record = 3;
+    tx.commit = 1;
+    tx.ops = (kv_bytes_t){(const char *)s_v4_txops_buf, pos};
+    tx.ttls = (kv_bytes_t){(const char *)s_v4_ttls, sizeof s_v4_ttls};
+    s_add(out, &n, "TX_PREPARE", tx);
+    return n;
+}
+
+static size_t s_v4_new_types(s_sample_t *out) {
+    size_t n = 0;
+    kv_msg_t expire = {.type = KV_MSG_EXPIRE, .req_id = 5, .epoch = 6, .partition = 7};
+    expire.key = BYTES("user:1");
+    expire.ttl = 3600;
+    s_add(out, &n, "EXPIRE", expire);
+    return n;
+}
+
 static void s_hex(const uint8_t *buf, size_t len, char *out) {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
@@ -421,6 +460,7 @@ Test(kv_msg_golden, samples_cover_every_type) {
     size_t n = s_v1_samples(samples);
     n += s_v2_samples(samples + n);
     n += s_v3_new_types(samples + n);
+    n += s_v4_new_types(samples + n);
     for (int type = 0; type < 256; type++) {
         if (strcmp(kv_msg_type_name(type), "UNKNOWN") == 0) continue;
         int found = 0;
@@ -550,6 +590,30 @@ Test(kv_msg_golden, v3_new_types_versioned_byte_for_byte) {
     size_t n = s_v3_new_types_versioned(samples);
     s_expect_golden(GOLDEN_DIR "kv_msg_v3.hex", samples, n);
     s_expect_decodes(GOLDEN_DIR "kv_msg_v3.hex", samples, n, 2);
+}
+
+Test(kv_msg_golden, v4_frames_byte_for_byte) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v4_samples(samples);
+    s_expect_golden(GOLDEN_DIR "kv_msg_v4.hex", samples, n);
+    s_expect_decodes(GOLDEN_DIR "kv_msg_v4.hex", samples, n, 4);
+    static uint8_t frame[MAX_FRAME];
+    for (size_t i = 0; i < n; i++) {
+        size_t len =
+            s_golden_frame(GOLDEN_DIR "kv_msg_v4.hex", samples[i].label, frame, sizeof frame);
+        kv_msg_t got;
+        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", samples[i].label);
+        cr_expect_eq(got.ttl, samples[i].msg.ttl, "%s", samples[i].label);
+        cr_expect_eq(got.ttl_ms, samples[i].msg.ttl_ms, "%s", samples[i].label);
+        cr_expect_eq(got.ttls.len, samples[i].msg.ttls.len, "%s", samples[i].label);
+    }
+}
+
+Test(kv_msg_golden, v4_new_types_byte_for_byte) {
+    static s_sample_t samples[MAX_SAMPLES];
+    size_t n = s_v4_new_types(samples);
+    s_expect_golden(GOLDEN_DIR "kv_msg_v4.hex", samples, n);
+    s_expect_decodes(GOLDEN_DIR "kv_msg_v4.hex", samples, n, 1);
 }
 
 /* Rolling upgrades: a version 3 gateway's plain SET, RM and REPLY are the

@@ -30,7 +30,7 @@ static int s_put_id(kv_store_t *store, uint32_t partition, int id) {
     char value[32];
     size_t klen = s_key(key, sizeof key, id);
     int vlen = snprintf(value, sizeof value, "value-%d", id);
-    return kv_store_put(store, partition, key, klen, value, (size_t)vlen, 0);
+    return kv_store_put(store, partition, key, klen, value, (size_t)vlen, 0, 0);
 }
 
 static int s_delete_id(kv_store_t *store, uint32_t partition, int id) {
@@ -63,7 +63,7 @@ Test(kv_store, new_store_is_empty) {
 
 Test(kv_store, destroy_sets_null_and_is_safe_twice) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 1, BYTES("k"), BYTES("v"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 1, BYTES("k"), BYTES("v"), 0, 0), 0);
     kv_store_destroy(&store);
     cr_expect_null(store);
     kv_store_destroy(&store);
@@ -72,7 +72,7 @@ Test(kv_store, destroy_sets_null_and_is_safe_twice) {
 
 Test(kv_store, put_then_get_returns_the_entry) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 5, BYTES("user:1"), BYTES("alice"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 5, BYTES("user:1"), BYTES("alice"), 0, 0), 0);
     const kv_entry_t *entry = kv_store_get(store, 5, BYTES("user:1"));
     cr_assert_not_null(entry);
     cr_expect_eq(kv_entry_klen(entry), 6);
@@ -85,8 +85,8 @@ Test(kv_store, put_then_get_returns_the_entry) {
 
 Test(kv_store, overwrite_keeps_one_entry) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("first"), 0), 0);
-    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("second"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("first"), 0, 0), 0);
+    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("second"), 0, 0), 0);
     cr_expect_eq(kv_store_size(store), 1);
     cr_expect(s_value_is(kv_store_get(store, 0, BYTES("k")), BYTES("second")));
     kv_store_destroy(&store);
@@ -98,7 +98,7 @@ Test(kv_store, entries_carry_no_version) {
     kv_store_t *store = s_store();
     for (int i = 0; i < 20; i++) {
         uint32_t partition = (uint32_t)(i % 3);
-        cr_assert_eq(kv_store_put(store, partition, BYTES("k"), BYTES("v"), 0), 0);
+        cr_assert_eq(kv_store_put(store, partition, BYTES("k"), BYTES("v"), 0, 0), 0);
         cr_expect_eq(kv_entry_version(kv_store_get(store, partition, BYTES("k"))), 0, "write %d",
                      i);
     }
@@ -108,8 +108,8 @@ Test(kv_store, entries_carry_no_version) {
 Test(kv_store, delete_present_and_absent) {
     kv_store_t *store = s_store();
     cr_expect_eq(kv_store_delete(store, 2, BYTES("k")), -1, "never written partition");
-    cr_assert_eq(kv_store_put(store, 2, BYTES("k"), BYTES("v"), 0), 0);
-    cr_assert_eq(kv_store_put(store, 2, BYTES("other"), BYTES("v"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("k"), BYTES("v"), 0, 0), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("other"), BYTES("v"), 0, 0), 0);
     cr_expect_eq(kv_store_delete(store, 2, BYTES("absent")), -1);
     cr_expect_eq(kv_store_delete(store, 2, BYTES("k")), 0);
     cr_expect_eq(kv_store_delete(store, 2, BYTES("k")), -1, "already deleted");
@@ -122,8 +122,8 @@ Test(kv_store, delete_present_and_absent) {
 /* The same key in two partitions is two entries. */
 Test(kv_store, partitions_are_isolated) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("zero"), 0), 0);
-    cr_assert_eq(kv_store_put(store, 7, BYTES("k"), BYTES("seven"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 0, BYTES("k"), BYTES("zero"), 0, 0), 0);
+    cr_assert_eq(kv_store_put(store, 7, BYTES("k"), BYTES("seven"), 0, 0), 0);
     cr_expect(s_value_is(kv_store_get(store, 0, BYTES("k")), BYTES("zero")));
     cr_expect(s_value_is(kv_store_get(store, 7, BYTES("k")), BYTES("seven")));
     cr_expect_null(kv_store_get(store, 3, BYTES("k")));
@@ -190,7 +190,7 @@ Test(kv_store, partition_out_of_range_is_refused) {
     kv_store_t *store = s_store();
     const uint32_t bad[] = {PARTITIONS, PARTITIONS + 1, UINT32_MAX};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        cr_expect_eq(kv_store_put(store, bad[i], BYTES("k"), BYTES("v"), 0), -1);
+        cr_expect_eq(kv_store_put(store, bad[i], BYTES("k"), BYTES("v"), 0, 0), -1);
         cr_expect_null(kv_store_get(store, bad[i], BYTES("k")));
         cr_expect_eq(kv_store_delete(store, bad[i], BYTES("k")), -1);
         cr_expect_eq(kv_store_partition_size(store, bad[i]), 0);
@@ -207,12 +207,13 @@ Test(kv_store, key_and_value_length_limits) {
     memset(key, 'k', sizeof key);
     memset(value, 'v', sizeof value);
     kv_store_t *store = s_store();
-    cr_expect_eq(kv_store_put(store, 0, key, 0, BYTES("v"), 0), -1, "empty key");
-    cr_expect_eq(kv_store_put(store, 0, key, sizeof key, BYTES("v"), 0), -1, "257-byte key");
-    cr_expect_eq(kv_store_put(store, 0, BYTES("k"), value, sizeof value, 0), -1, "1025-byte value");
+    cr_expect_eq(kv_store_put(store, 0, key, 0, BYTES("v"), 0, 0), -1, "empty key");
+    cr_expect_eq(kv_store_put(store, 0, key, sizeof key, BYTES("v"), 0, 0), -1, "257-byte key");
+    cr_expect_eq(kv_store_put(store, 0, BYTES("k"), value, sizeof value, 0, 0), -1,
+                 "1025-byte value");
     cr_expect_eq(kv_store_size(store), 0);
-    cr_expect_eq(kv_store_put(store, 0, key, KV_MAX_KEY_BYTES, value, KV_MAX_VALUE_BYTES, 0), 0);
-    cr_expect_eq(kv_store_put(store, 0, BYTES("empty"), "", 0, 0), 0, "empty values are values");
+    cr_expect_eq(kv_store_put(store, 0, key, KV_MAX_KEY_BYTES, value, KV_MAX_VALUE_BYTES, 0, 0), 0);
+    cr_expect_eq(kv_store_put(store, 0, BYTES("empty"), "", 0, 0, 0), 0, "empty values are values");
     cr_expect(s_value_is(kv_store_get(store, 0, key, KV_MAX_KEY_BYTES), value, KV_MAX_VALUE_BYTES));
     cr_expect(s_value_is(kv_store_get(store, 0, BYTES("empty")), "", 0));
     kv_store_destroy(&store);
@@ -354,7 +355,7 @@ Test(kv_store, scan_sorts_binary_keys_bytewise_shorter_first) {
     enum { COUNT = sizeof sorted / sizeof sorted[0] };
     kv_store_t *store = s_store();
     for (size_t i = COUNT; i-- > 0;) /* written backwards */
-        cr_assert_eq(kv_store_put(store, 0, sorted[i].key, sorted[i].len, "", 0, 0), 0);
+        cr_assert_eq(kv_store_put(store, 0, sorted[i].key, sorted[i].len, "", 0, 0, 0), 0);
     s_reader_t *reader = s_reader_new(0);
     for (size_t i = 0; i < COUNT; i++) {
         cr_expect_eq(s_read_page(store, 0, reader, 1), i + 1 < COUNT);
@@ -524,7 +525,7 @@ Test(kv_store, paging_while_inserting_still_visits_every_original_once) {
             char key[32];
             int klen = snprintf(key, sizeof key, "k%05u+", (rng >> 8) % KEYS);
             inserted += kv_store_get(store, 6, key, (size_t)klen) == NULL;
-            cr_assert_eq(kv_store_put(store, 6, key, (size_t)klen, BYTES("new"), 0), 0);
+            cr_assert_eq(kv_store_put(store, 6, key, (size_t)klen, BYTES("new"), 0, 0), 0);
         }
         pages++;
     } while (more);
@@ -565,8 +566,8 @@ static int s_count_entry(const kv_entry_t *entry, void *arg) {
  * carried by snapshots but invisible to counts, scans and /clear. */
 Test(kv_store, metadata_is_apart_from_the_data) {
     kv_store_t *store = s_store();
-    cr_assert_eq(kv_store_put(store, 2, "\0ia", 3, BYTES("intent"), 0), 0);
-    cr_assert_eq(kv_store_put(store, 2, "a", 1, BYTES("1"), 5), 0);
+    cr_assert_eq(kv_store_put(store, 2, "\0ia", 3, BYTES("intent"), 0, 0), 0);
+    cr_assert_eq(kv_store_put(store, 2, "a", 1, BYTES("1"), 5, 0), 0);
     cr_expect_eq(kv_store_partition_size(store, 2), 1);
     cr_expect_eq(kv_store_size(store), 1);
     cr_expect_eq(kv_store_meta_size(store, 2), 1);
@@ -585,8 +586,117 @@ Test(kv_store, metadata_is_apart_from_the_data) {
     cr_expect_eq(kv_store_meta_size(store, 2), 1, "a /clear keeps transactions' metadata");
     cr_expect_eq(kv_store_delete(store, 2, "\0ia", 3), 0);
     cr_expect_eq(kv_store_meta_size(store, 2), 0);
-    cr_assert_eq(kv_store_put(store, 2, "\0ib", 3, BYTES("intent"), 0), 0);
+    cr_assert_eq(kv_store_put(store, 2, "\0ib", 3, BYTES("intent"), 0, 0), 0);
     kv_store_clear_partition(store, 2);
     cr_expect_eq(kv_store_meta_size(store, 2), 0, "a partition leaving takes everything");
+    kv_store_destroy(&store);
+}
+
+/* --- expiry ---------------------------------------------------------------------- */
+
+#define NOW 1700000000000 /* the store's clock in these tests (ms) */
+
+typedef struct {
+    kv_store_t *store; /* to remove what it is given */
+    uint32_t partition;
+    int remove;   /* remove (a primary) or keep (a replica) */
+    int calls;    /* keys given */
+    char last[8]; /* the last key given */
+} s_reaper_t;
+
+static int s_reap(const char *key, size_t klen, void *arg) {
+    s_reaper_t *reaper = arg;
+    reaper->calls++;
+    memcpy(reaper->last, key, klen < 7 ? klen : 7);
+    reaper->last[klen < 7 ? klen : 7] = '\0';
+    if (!reaper->remove) return 0;
+    cr_assert_eq(kv_store_delete(reaper->store, reaper->partition, key, klen), 0);
+    return 1;
+}
+
+/* Past its deadline an entry is absent for reads and key-ordered scans at
+ * once, before anything reclaims it; the count still holds it. */
+Test(kv_store, expired_entries_are_invisible_at_once) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    kv_store_set_now(store, NOW);
+    cr_assert_eq(kv_store_put(store, 1, BYTES("short"), BYTES("v"), 1, NOW + 1000), 0);
+    cr_assert_eq(kv_store_put(store, 1, BYTES("long"), BYTES("v"), 2, NOW + 5000), 0);
+    cr_assert_eq(kv_store_put(store, 1, BYTES("plain"), BYTES("v"), 3, 0), 0);
+    cr_expect_not_null(kv_store_get(store, 1, BYTES("short")));
+    kv_store_set_now(store, NOW + 1000); /* a deadline is the first expired instant */
+    cr_expect_null(kv_store_get(store, 1, BYTES("short")));
+    cr_expect_not_null(kv_store_get(store, 1, BYTES("long")));
+    cr_expect_eq(kv_store_partition_size(store, 1), 3, "not reclaimed yet");
+    s_reaper_t seen = {0};
+    cr_expect_eq(kv_store_scan_sorted(store, 1, 0, NULL, 0, 10, s_count_entry, &seen.calls), 0);
+    cr_expect_eq(seen.calls, 2, "the scan leaves the expired entry out");
+    kv_store_destroy(&store);
+}
+
+/* The index leads to exactly the expired entries, in deadline order; a
+ * kept one (a replica's) is visited again later; metadata never expires. */
+Test(kv_store, expire_visits_due_deadlines_only) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    kv_store_set_now(store, NOW);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("first"), BYTES("v"), 1, NOW + 10), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("second"), BYTES("v"), 2, NOW + 20), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("later"), BYTES("v"), 3, NOW + 60000), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("\0meta"), BYTES("v"), 4, NOW + 1), 0);
+    cr_expect_eq(kv_store_expiry_items(store), 3, "metadata is not indexed");
+    cr_expect_eq(kv_store_next_expiry(store, 2), NOW + 10);
+    s_reaper_t reaper = {store, 2, 1, 0, ""};
+    cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 0, "nothing due yet");
+    kv_store_set_now(store, NOW + 15);
+    cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 1);
+    cr_expect_eq(reaper.calls, 1);
+    cr_expect_str_eq(reaper.last, "first");
+    kv_store_set_now(store, NOW + 30);
+    reaper.remove = 0; /* a replica: keeps it for its primary's removal */
+    cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 1);
+    cr_expect_str_eq(reaper.last, "second");
+    cr_expect_eq(kv_store_next_expiry(store, 2), NOW + 30 + KV_STORE_EXPIRE_RETRY_MS);
+    kv_store_set_now(store, NOW + 30 + KV_STORE_EXPIRE_RETRY_MS);
+    reaper.remove = 1; /* promoted: now it removes */
+    cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 1);
+    cr_expect_eq(reaper.calls, 3);
+    cr_expect_eq(kv_store_partition_size(store, 2), 1, "only later is left");
+    cr_expect_not_null(kv_store_get(store, 2, BYTES("\0meta")));
+    kv_store_destroy(&store);
+}
+
+/* An item goes stale when its key is written again without (or with a
+ * later) deadline: it is visited and finds nothing. The index is rebuilt
+ * once stale items dominate, so rewriting one key forever stays bounded. */
+Test(kv_store, stale_deadlines_find_nothing_and_stay_bounded) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    kv_store_set_now(store, NOW);
+    cr_assert_eq(kv_store_put(store, 3, BYTES("k"), BYTES("v"), 1, NOW + 10), 0);
+    cr_assert_eq(kv_store_put(store, 3, BYTES("k"), BYTES("v"), 2, 0), 0); /* persisted */
+    kv_store_set_now(store, NOW + 20);
+    s_reaper_t reaper = {store, 3, 1, 0, ""};
+    cr_expect_eq(kv_store_expire(store, 3, 10, s_reap, &reaper), 1);
+    cr_expect_eq(reaper.calls, 0, "the stale item finds no expired entry");
+    cr_expect_not_null(kv_store_get(store, 3, BYTES("k")));
+    for (int i = 0; i < 100000; i++)
+        cr_assert_eq(kv_store_put(store, 3, BYTES("k"), BYTES("v"), 3, NOW + 3600000 + i), 0);
+    cr_expect_leq(kv_store_expiry_items(store), 2 + 64 + 1, "rebuilt, not 100000 items");
+    cr_assert_eq(kv_store_delete(store, 3, BYTES("k")), 0);
+    kv_store_clear_data(store, 3);
+    cr_expect_eq(kv_store_expiry_items(store), 0, "a cleared partition forgets its deadlines");
+    kv_store_destroy(&store);
+}
+
+/* Snapshots and scans carry the deadline, so the receiver hides the entry
+ * at the same instant. */
+Test(kv_store, the_wire_entry_carries_the_deadline) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    kv_store_set_now(store, NOW);
+    cr_assert_eq(kv_store_put(store, 4, BYTES("k"), BYTES("v"), 9, NOW + 1234), 0);
+    kv_msg_entry_t wire = kv_store_entry_wire(kv_store_get(store, 4, BYTES("k")));
+    cr_expect_eq(wire.meta.version, 9);
+    cr_expect_eq(wire.meta.expiry, NOW + 1234);
+    size_t before = kv_store_memory(store);
+    cr_assert_eq(kv_store_put(store, 4, BYTES("k2"), BYTES("v"), 9, NOW + 1), 0);
+    cr_expect_gt(kv_store_memory(store), before - 1, "the index is counted");
     kv_store_destroy(&store);
 }

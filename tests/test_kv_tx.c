@@ -30,7 +30,7 @@ Test(kv_tx, records_of_two_transactions_differ) {
 
 Test(kv_tx, intents_round_trip) {
     const kv_tx_intent_t intent = {0x1122334455667788ull, 1023, KV_TXOP_SET, 77, 1700000000123,
-                                   BYTES("balance=90")};
+                                   BYTES("balance=90"),   0};
     uint8_t buf[KV_TX_INTENT_HEAD + 32];
     size_t len = kv_tx_intent_encode(&intent, buf, sizeof buf);
     cr_assert_eq(len, KV_TX_INTENT_HEAD + 10);
@@ -43,10 +43,29 @@ Test(kv_tx, intents_round_trip) {
     cr_expect_eq(got.deadline_ms, intent.deadline_ms);
     cr_expect_eq(got.value.len, 10);
     cr_expect_arr_eq(got.value.ptr, "balance=90", 10);
+    cr_expect_eq(got.expiry, 0);
+}
+
+/* An expiry (ttl. in /tx) adds 8 bytes after the head, announced by the
+ * write byte's top bit; an intent without one is as it always was. */
+Test(kv_tx, intents_carry_an_expiry) {
+    const kv_tx_intent_t intent = {7, 3, KV_TXOP_SET, 9, 1700000000123, BYTES("v"), 1700000060000};
+    uint8_t buf[KV_TX_INTENT_HEAD + 16];
+    size_t len = kv_tx_intent_encode(&intent, buf, sizeof buf);
+    cr_assert_eq(len, KV_TX_INTENT_HEAD + 8 + 1);
+    cr_expect_eq(buf[12], KV_TXOP_SET | 0x80);
+    kv_tx_intent_t got;
+    cr_assert_eq(kv_tx_intent_decode((const char *)buf, len, &got), 0);
+    cr_expect_eq(got.write, KV_TXOP_SET);
+    cr_expect_eq(got.expiry, 1700000060000);
+    cr_expect_eq(got.value.len, 1);
+    cr_expect_eq(got.value.ptr[0], 'v');
+    cr_expect_eq(kv_tx_intent_decode((const char *)buf, KV_TX_INTENT_HEAD + 4, &got), -1,
+                 "an expiry cut short");
 }
 
 Test(kv_tx, malformed_intents_are_refused) {
-    const kv_tx_intent_t intent = {1, 2, KV_TXOP_RM, 0, 3, {NULL, 0}};
+    const kv_tx_intent_t intent = {1, 2, KV_TXOP_RM, 0, 3, {NULL, 0}, 0};
     uint8_t buf[KV_TX_INTENT_HEAD];
     cr_assert_eq(kv_tx_intent_encode(&intent, buf, sizeof buf), KV_TX_INTENT_HEAD);
     kv_tx_intent_t got;

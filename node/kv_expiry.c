@@ -1,0 +1,116 @@
+/*  kv_expiry.c: see kv_expiry.h. A binary min-heap in one array. */
+#include "kv_expiry.h"
+
+#include <stdlib.h>
+
+#define KV_EXPIRY_MIN_CAP 16 /* items of the first allocation */
+
+typedef struct {
+    int64_t at;    /* deadline, wall-clock ms */
+    uint64_t hash; /* the entry's bucket hash */
+} s_item_t;
+
+struct _kv_expiry_t {
+    s_item_t *items; /* the heap: items[0] is the earliest */
+    size_t count;    /* items in use */
+    size_t cap;      /* items allocated */
+};
+
+kv_expiry_t *kv_expiry_new(void) {
+    return calloc(1, sizeof(kv_expiry_t));
+}
+
+void kv_expiry_destroy(kv_expiry_t **self_p) {
+    if (!self_p || !*self_p) return;
+    free((*self_p)->items);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+static void s_swap(s_item_t *a, s_item_t *b) {
+    s_item_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static void s_sift_up(s_item_t *items, size_t i) {
+    while (i > 0 && items[(i - 1) / 2].at > items[i].at) {
+        s_swap(&items[(i - 1) / 2], &items[i]);
+        i = (i - 1) / 2;
+    }
+}
+
+static void s_sift_down(s_item_t *items, size_t count, size_t i) {
+    for (;;) {
+        size_t least = i, left = 2 * i + 1, right = left + 1;
+        if (left < count && items[left].at < items[least].at) least = left;
+        if (right < count && items[right].at < items[least].at) least = right;
+        if (least == i) return;
+        s_swap(&items[least], &items[i]);
+        i = least;
+    }
+}
+
+/* Grows by half (not double): the heap is per-key memory, so its slack is
+ * kept at a third at most. */
+static int s_reserve(kv_expiry_t *self) {
+    if (self->count < self->cap) return 0;
+    size_t cap = self->cap < KV_EXPIRY_MIN_CAP ? KV_EXPIRY_MIN_CAP : self->cap + self->cap / 2;
+    s_item_t *items = realloc(self->items, cap * sizeof(*items));
+    if (!items) return -1;
+    self->items = items;
+    self->cap = cap;
+    return 0;
+}
+
+int kv_expiry_push(kv_expiry_t *self, int64_t at, uint64_t hash) {
+    if (s_reserve(self) != 0) return -1;
+    self->items[self->count] = (s_item_t){at, hash};
+    s_sift_up(self->items, self->count++);
+    return 0;
+}
+
+int64_t kv_expiry_next(const kv_expiry_t *self) {
+    return self->count ? self->items[0].at : 0;
+}
+
+/* Halves the array once three quarters are unused, so memory follows the
+ * deadlines still to come after a wave of expiries. A failed realloc keeps
+ * the bigger array. */
+static void s_shrink(kv_expiry_t *self) {
+    if (self->count == 0) {
+        kv_expiry_clear(self);
+        return;
+    }
+    if (self->cap <= KV_EXPIRY_MIN_CAP || self->count >= self->cap / 4) return;
+    s_item_t *items = realloc(self->items, (self->cap / 2) * sizeof(*items));
+    if (!items) return;
+    self->items = items;
+    self->cap /= 2;
+}
+
+int kv_expiry_pop_due(kv_expiry_t *self, int64_t now, uint64_t *hash) {
+    if (!self->count || self->items[0].at > now) return 0;
+    *hash = self->items[0].hash;
+    self->items[0] = self->items[--self->count];
+    s_sift_down(self->items, self->count, 0);
+    s_shrink(self);
+    return 1;
+}
+
+size_t kv_expiry_size(const kv_expiry_t *self) {
+    return self->count;
+}
+
+/* An emptied heap gives its memory back: a partition whose keys all
+ * expired costs nothing. */
+void kv_expiry_clear(kv_expiry_t *self) {
+    free(self->items);
+    self->items = NULL;
+    self->count = 0;
+    self->cap = 0;
+}
+
+size_t kv_expiry_memory(const kv_expiry_t *self) {
+    return sizeof(*self) + self->cap * sizeof(s_item_t);
+}
