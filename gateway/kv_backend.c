@@ -152,6 +152,7 @@ static void s_tx_msg(const kv_call_t *call, kv_msg_t *msg) {
     msg->commit = (uint8_t)(call->commit != 0);
     msg->wait = (uint8_t)(call->wait != 0);
     msg->ops = (kv_bytes_t){(const char *)call->ops, call->ops_len};
+    msg->ttls = (kv_bytes_t){(const char *)call->ttls, call->ttls_len};
     msg->status = call->decision;
     msg->items = (kv_bytes_t){(const char *)call->items, call->items_len};
 }
@@ -165,6 +166,7 @@ static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
                                     [KV_CALL_SET] = KV_MSG_SET,
                                     [KV_CALL_RM] = KV_MSG_RM,
                                     [KV_CALL_IS] = KV_MSG_IS,
+                                    [KV_CALL_EXPIRE] = KV_MSG_EXPIRE,
                                     [KV_CALL_SCAN] = KV_MSG_SCAN,
                                     [KV_CALL_TX_PREPARE] = KV_MSG_TX_PREPARE,
                                     [KV_CALL_TX_COMMIT] = KV_MSG_TX_COMMIT,
@@ -188,6 +190,7 @@ static void s_dispatch_single(kv_backend_t *self, kv_call_t *call) {
         msg.value = (kv_bytes_t){call->value, call->vlen};
         msg.has_if_version = (uint8_t)(call->has_if_version != 0);
         msg.if_version = call->if_version;
+        msg.ttl = call->ttl;
     }
     if (msg.partition >= partitions) {
         s_finish(call, KV_CALL_FAILED);
@@ -512,6 +515,7 @@ static void s_on_single_reply(kv_backend_t *self, kv_call_t *call, zmq_msg_t *fr
     }
     call->version = msg->meta.version;
     call->seq = msg->seq;
+    call->ttl_ms = msg->ttl_ms;
     s_finish(call, s_result_of(msg->status));
 }
 

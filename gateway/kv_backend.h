@@ -49,6 +49,7 @@ typedef enum {
     KV_CALL_TX_COMMIT,  /* its commit point, at its record partition */
     KV_CALL_TX_FINISH,  /* apply its decision at `partition` */
     KV_CALL_MGET,       /* /mget's keys of one round at `node` (kv_mget.h) */
+    KV_CALL_EXPIRE,     /* set (ttl > 0) or remove (ttl 0) an existing key's expiry */
 } kv_call_op_t;
 
 typedef enum {
@@ -88,6 +89,7 @@ struct _kv_call_t {
     size_t vlen;
     int has_if_version;  /* SET, RM: apply only if the key's version is if_version */
     uint64_t if_version; /* 0: only if the key is absent */
+    uint32_t ttl;        /* SET, EXPIRE: seconds to live (0: none) */
     uint32_t partition;  /* SCAN, TX_*: the partition addressed */
     uint64_t txid;       /* TX_*: the transaction */
     uint32_t record;     /* TX_PREPARE: its record partition */
@@ -95,6 +97,8 @@ struct _kv_call_t {
     int wait;            /* TX_PREPARE: a reader, waiting for writers' commits */
     const uint8_t *ops;  /* TX_PREPARE: TXOP records */
     size_t ops_len;
+    const uint8_t *ttls; /* TX_PREPARE: u32 seconds per op, or NULL */
+    size_t ttls_len;
     uint8_t decision;     /* TX_FINISH: KV_STATUS_OK (commit) or KV_STATUS_TX_ABORTED */
     const uint8_t *items; /* TX_COMMIT: the other participants, as ITEM records */
     size_t items_len;
@@ -112,6 +116,7 @@ struct _kv_call_t {
     kv_call_result_t result; /* outcome */
     uint64_t version;        /* keyed ops: the key's version (SET: the new one) */
     uint64_t seq;            /* GET, IS: the partition's last removal (an absent key's witness) */
+    uint64_t ttl_ms;         /* GET, IS: ms before the key expires, 0: never */
     zmq_msg_t reply;         /* GET, SCAN, TX_PREPARE, MGET: the reply (kv_call_reset frees) */
     kv_msg_t msg;            /* GET, SCAN, TX_PREPARE, MGET: decoded reply, pointing into reply */
     kv_table_t *table;       /* STATUS, TABLE: a copy (NULL without a table) */

@@ -91,6 +91,9 @@
     X(GET, "/get", "get", s_start_keyed, s_answer_get, KV_CALL_GET, true, false)                   \
     X(RM, "/rm", "rm", s_start_keyed, s_answer_rm, KV_CALL_RM, false, false)                       \
     X(IS, "/is", "is", s_start_keyed, s_answer_is, KV_CALL_IS, true, false)                        \
+    X(EXPIRE, "/expire", "expire", s_start_keyed, s_answer_set, KV_CALL_EXPIRE, false, false)      \
+    X(PERSIST, "/persist", "persist", s_start_keyed, s_answer_set, KV_CALL_EXPIRE, false, false)   \
+    X(TTL, "/ttl", "ttl", s_start_keyed, s_answer_ttl, KV_CALL_IS, true, false)                    \
     X(MGET, "/mget", "mget", s_start_mget, s_answer_mget, KV_CALL_GET, true, false)                \
     X(TX, "/tx", "tx", s_start_tx, s_answer_tx, KV_CALL_TX_PREPARE, false, false)                  \
     X(CLEAR, "/clear", "clear", s_start_call, s_answer_result, KV_CALL_CLEAR, false, true)         \
@@ -500,13 +503,32 @@ static enum MHD_Result s_submit(s_request_t *req, kv_call_op_t op) {
 
 /* --- keyed routes --------------------------------------------------------- */
 
+/* ifVersion (/set, /rm) and ttl (/set; /expire, which needs one), where
+ * the route takes them, into the call. When both are malformed the one
+ * sent first is reported (the contract's precedence: per parameter in
+ * request order; both point into the query, decoded in place). */
+static kv_query_err_t s_check_options(s_request_t *req) {
+    const kv_param_t *if_version = &req->query.if_version;
+    const kv_param_t *ttl = &req->query.ttl;
+    bool conditional = (req->route == R_SET || req->route == R_RM) && if_version->present;
+    bool expiring = req->route == R_EXPIRE || (req->route == R_SET && ttl->present);
+    uint64_t seconds = 0;
+    /* on /rm, "only if absent" removes nothing: refused */
+    kv_query_err_t version_err =
+        conditional ? kv_query_version(if_version, req->route == R_SET, &req->call.if_version)
+                    : KV_QUERY_OK;
+    kv_query_err_t ttl_err = expiring ? kv_query_ttl(ttl, &seconds) : KV_QUERY_OK;
+    req->call.has_if_version = conditional;
+    req->call.ttl = (uint32_t)seconds;
+    if (version_err != KV_QUERY_OK && ttl_err != KV_QUERY_OK)
+        return if_version->ptr < ttl->ptr ? version_err : ttl_err;
+    return version_err != KV_QUERY_OK ? version_err : ttl_err;
+}
+
 static enum MHD_Result s_start_keyed(s_request_t *req) {
     kv_query_err_t err = kv_query_check(&req->query, req->route == R_SET);
-    bool conditional = (req->route == R_SET || req->route == R_RM) && req->query.if_version.present;
-    if (err == KV_QUERY_OK && conditional) /* on /rm, "only if absent" removes nothing: refused */
-        err = kv_query_version(&req->query.if_version, req->route == R_SET, &req->call.if_version);
+    if (err == KV_QUERY_OK) err = s_check_options(req);
     if (err != KV_QUERY_OK) return s_queue_fixed(req, (s_fixed_t)(F_QUERY + err));
-    req->call.has_if_version = conditional;
     req->call.key = req->query.k.ptr;
     req->call.klen = req->query.k.len;
     if (req->route == R_SET) {
@@ -564,6 +586,17 @@ static enum MHD_Result s_answer_set(s_request_t *req) {
     int len = snprintf(body, sizeof(body), "{\"success\":true,\"version\":%" PRIu64 "}",
                        req->call.version);
     return s_queue(req, 200, body, (size_t)len);
+}
+
+/* {"ttl": S}: whole seconds left, rounded up, or -1 when the key never
+ * expires. */
+static enum MHD_Result s_answer_ttl(s_request_t *req) {
+    if (req->call.result != KV_CALL_OK) return s_queue_result(req, req->call.result);
+    char body[48];
+    uint64_t ms = req->call.ttl_ms;
+    int len = ms ? snprintf(body, sizeof(body), "{\"ttl\":%" PRIu64 "}", (ms + 999) / 1000)
+                 : snprintf(body, sizeof(body), "{\"ttl\":-1}");
+    return s_queue_versioned(req, body, (size_t)len);
 }
 
 static enum MHD_Result s_answer_rm(s_request_t *req) {

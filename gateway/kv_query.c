@@ -120,6 +120,7 @@ static kv_param_t *s_slot(kv_query_t *q, const char *name, size_t len) {
     if (s_name_is(name, len, "cursor")) return &q->cursor;
     if (s_name_is(name, len, "node")) return &q->node;
     if (s_name_is(name, len, "ifVersion")) return &q->if_version;
+    if (s_name_is(name, len, "ttl")) return &q->ttl;
     return NULL;
 }
 

@@ -44,6 +44,7 @@ typedef struct {
     kv_param_t cursor;     /* page cursor of bulk reads */
     kv_param_t node;       /* /join endpoint, /leave id */
     kv_param_t if_version; /* ifVersion: /set and /rm's condition */
+    kv_param_t ttl;        /* ttl: /set and /expire's seconds to live */
 } kv_query_t;
 
 typedef enum {

@@ -11,6 +11,7 @@
 #include "kv_limits.h"
 #include "kv_mget.h"
 #include "kv_txq.h"
+#include "kv_wire.h"
 
 /* What the transaction learned about one key. */
 typedef struct {
@@ -29,6 +30,7 @@ typedef struct {
     uint32_t count;
     uint8_t *ops; /* their TXOP records */
     size_t ops_len;
+    uint8_t *ttls; /* their ttl.s, u32 seconds each in ops' order, or NULL: none */
     kv_call_t call;
 } s_part_t;
 
@@ -61,13 +63,6 @@ kv_txn_t *kv_txn_new(const char *query, size_t len, kv_query_err_t *err, char *d
                      size_t size) {
     kv_txq_t *q = kv_txq_parse_detail(query, len, err, detail, size);
     if (!q) return NULL;
-    for (size_t i = 0; i < kv_txq_count(q); i++)
-        if (kv_txq_key(q, i)->has_ttl) { /* the contract's ttl. needs expiry */
-            *err = KV_QUERY_INVALID_TRANSACTION;
-            snprintf(detail, size, "ttl. is not available yet: keys do not expire in this release");
-            kv_txq_destroy(&q);
-            return NULL;
-        }
     kv_txn_t *self = calloc(1, sizeof(*self));
     if (self) self->results = calloc(kv_txq_count(q), sizeof(*self->results));
     if (!self || !self->results) {
@@ -89,6 +84,7 @@ void kv_txn_destroy(kv_txn_t **self_p) {
         kv_call_reset(&self->parts[i].call);
         free(self->parts[i].keys);
         free(self->parts[i].ops);
+        free(self->parts[i].ttls);
     }
     free(self->parts);
     free(self->others);
@@ -197,6 +193,19 @@ static size_t s_part_of(kv_txn_t *self, uint32_t partition) {
     return self->nparts++;
 }
 
+/* part's ttl.s, when it has one: a u32 of seconds per key (0: none). */
+static int s_encode_ttls(kv_txn_t *self, s_part_t *part) {
+    int any = 0;
+    for (uint32_t i = 0; i < part->count; i++) any |= kv_txq_key(self->q, part->keys[i])->has_ttl;
+    if (!any) return 0;
+    part->ttls = malloc((size_t)part->count * 4);
+    if (!part->ttls) return -1;
+    kv_writer_t w = {part->ttls, (size_t)part->count * 4, 0, 0};
+    for (uint32_t i = 0; i < part->count; i++) /* 0 without ttl. */
+        kv_wire_put_uint(&w, kv_txq_key(self->q, part->keys[i])->ttl, 4);
+    return w.failed ? -1 : 0;
+}
+
 /* Encodes part's keys as TXOP records. */
 static int s_encode_ops(kv_txn_t *self, s_part_t *part) {
     size_t cap = 0;
@@ -216,7 +225,7 @@ static int s_encode_ops(kv_txn_t *self, s_part_t *part) {
                             {key->value.ptr, key->value.len}};
         if (kv_msg_txop_put(part->ops, cap, &part->ops_len, &op) != 0) return -1;
     }
-    return 0;
+    return s_encode_ttls(self, part);
 }
 
 /* Groups the keys by partition, in request order; the record partition is
@@ -274,6 +283,8 @@ static void s_submit(kv_txn_t *self, s_part_t *part, kv_call_op_t op, uint8_t de
     call->wait = self->readonly;
     call->ops = part->ops;
     call->ops_len = part->ops_len;
+    call->ttls = part->ttls;
+    call->ttls_len = part->ttls ? (size_t)part->count * 4 : 0;
     call->decision = decision;
     if (op == KV_CALL_TX_COMMIT) {
         call->items = self->others;
