@@ -187,7 +187,6 @@ size_t kv_store_expire(kv_store_t *self, uint32_t partition, size_t max, kv_stor
                        void *arg) {
     if (partition >= self->partitions || !self->expiries[partition]) return 0;
     kv_expiry_t *index = self->expiries[partition];
-    kv_dict_t *dict = self->dicts[partition];
     int64_t now = kv_store_now(self);
     size_t visited = 0;
     uint64_t hash;
@@ -195,6 +194,7 @@ size_t kv_store_expire(kv_store_t *self, uint32_t partition, size_t max, kv_stor
         visited++;
         self->expiry_items--;
         s_expired_t found = {.store = self};
+        kv_dict_t *dict = self->dicts[partition]; /* fn's removals may have freed the last */
         if (dict) kv_dict_bucket_foreach(dict, hash, s_take_expired, &found);
         int kept = found.more;
         for (size_t i = 0; i < found.count; i++)
@@ -217,9 +217,18 @@ size_t kv_store_expiry_items(const kv_store_t *self) {
     return self->expiry_items;
 }
 
+/* An emptied dict is freed, tables and all, so a partition whose keys all
+ * went (expired, removed) costs what it cost before its first put. Its
+ * successor hashes with the same seed: index items stay valid. */
 int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
     kv_dict_t *dict = s_dict_for(self, partition, key, klen, 0);
-    return dict ? kv_dict_delete(dict, key, klen) : -1;
+    if (!dict || kv_dict_delete(dict, key, klen) != 0) return -1;
+    if (kv_dict_size(dict) == 0) {
+        kv_dict_t **slot =
+            kv_store_is_meta(key, klen) ? &self->metas[partition] : &self->dicts[partition];
+        kv_dict_destroy(slot);
+    }
+    return 0;
 }
 
 void kv_store_clear_partition(kv_store_t *self, uint32_t partition) {

@@ -107,6 +107,8 @@ typedef struct {
     long timeout_ms;  /* per request */
     long preload;     /* keys written before the measured run */
     long progress;    /* 1: live progress line on stderr */
+    long ttl_min;     /* sets give keys a ttl from ttl_min to ttl_max seconds; 0: none */
+    long ttl_max;
 } s_config_t;
 
 typedef struct {
@@ -284,14 +286,19 @@ static uint32_t s_pick_set_key(s_stress_t *self) {
 
 /* Writes the request for (op, key) into conn->out. */
 static void s_format_request(s_stress_t *self, s_conn_t *conn) {
-    char key[64], value[KV_MAX_VALUE_CHARS + 1];
+    char key[64], value[KV_MAX_VALUE_CHARS + 1], ttl[32] = "";
     kv_load_key(key, sizeof(key), self->config.seed, conn->key);
     int len;
     if (conn->op == KV_LOAD_SET) {
         kv_load_value(value, (size_t)self->config.value_size, self->config.seed, conn->key);
+        if (self->config.ttl_min) /* spread over the range by key number */
+            snprintf(ttl, sizeof(ttl), "&ttl=%ld",
+                     self->config.ttl_min +
+                         (long)(conn->key %
+                                (uint64_t)(self->config.ttl_max - self->config.ttl_min + 1)));
         len = snprintf(conn->out, sizeof(conn->out),
-                       "GET %s/set?k=%s&v=%.*s HTTP/1.1\r\nHost: %s\r\n\r\n", self->base, key,
-                       (int)self->config.value_size, value, self->host);
+                       "GET %s/set?k=%s&v=%.*s%s HTTP/1.1\r\nHost: %s\r\n\r\n", self->base, key,
+                       (int)self->config.value_size, value, ttl, self->host);
     } else
         len = snprintf(conn->out, sizeof(conn->out), "GET %s/%s?k=%s HTTP/1.1\r\nHost: %s\r\n\r\n",
                        self->base, kv_load_op_name(conn->op), key, self->host);
@@ -652,11 +659,18 @@ static const char *s_summary =
     "byte. With --keys 0 every set writes a new key (n = 0, 1, 2, ...); with\n"
     "--keys K sets overwrite keys n in [0, K), K at least 2 x --concurrency.\n"
     "Gets and rms target keys this run wrote (a set happens while there are none);\n"
-    "--preload N first writes keys 0..N-1, unmeasured, e.g. for a read-only mix.";
+    "--preload N first writes keys 0..N-1, unmeasured, e.g. for a read-only mix.\n"
+    "--ttl-min S [--ttl-max T] gives every set a ttl from S to T seconds (by key\n"
+    "number): a get or rm of a key that expired meanwhile counts as failed.";
 
 /* Checks the flags that kv_opts cannot. Returns 0 or -1 after printing. */
 static int s_check_config(s_stress_t *self) {
-    const s_config_t *c = &self->config;
+    s_config_t *c = &self->config;
+    if (c->ttl_max == 0) c->ttl_max = c->ttl_min;
+    if (c->ttl_max < c->ttl_min || (c->ttl_max && !c->ttl_min)) {
+        fprintf(stderr, "kv-stress: --ttl-max must be at least --ttl-min, which is at least 1\n");
+        return -1;
+    }
     if (kv_mix_parse(c->mix, &self->mix) != 0) {
         fprintf(stderr, "kv-stress: bad --mix '%s' (e.g. set=50,get=40,rm=10)\n", c->mix);
         return -1;
@@ -792,6 +806,10 @@ int main(int argc, char **argv) {
          "1: live progress line on stderr; 0: final report only"},
         {"preload", "KV_STRESS_PRELOAD", KV_OPT_LONG, &c->preload, 0, S_REQUESTS_MAX,
          "first write keys 0..N-1 (unmeasured), then run"},
+        {"ttl-min", "KV_STRESS_TTL_MIN", KV_OPT_LONG, &c->ttl_min, 0, KV_MAX_TTL_S,
+         "sets give keys a ttl of at least this many seconds; 0: no ttl"},
+        {"ttl-max", "KV_STRESS_TTL_MAX", KV_OPT_LONG, &c->ttl_max, 0, KV_MAX_TTL_S,
+         "... and at most this many (default: ttl-min)"},
     };
     int parsed = kv_opts_parse(opts, sizeof(opts) / sizeof(opts[0]), argc, argv, s_summary);
     if (parsed != 0) return parsed > 0 ? 0 : 2;
