@@ -315,7 +315,10 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
         kv_table_destroy(&table);
         return;
     }
-    if (!self->store) self->store = kv_store_new(kv_table_partitions(table));
+    if (!self->store) {
+        self->store = kv_store_new(kv_table_partitions(table));
+        if (self->store) kv_store_set_clock_offset(self->store, self->config.clock_offset_ms);
+    }
     if (self->store && !self->repl) {
         kv_repl_config_t config = {self->config.id,
                                    self->router_h,

@@ -39,6 +39,7 @@ typedef struct {
     long repl_hwm;             /* replication PUB/SUB high-water mark */
     long drain_timeout_ms;     /* longest wait for a drain on SIGTERM */
     long leases;               /* 1: serve as primary only under a lease (kv_lease.h); 0: tests */
+    long clock_offset_ms;      /* tests: added to the wall clock expiry uses (a skewed clock) */
 } kv_node_config_t;
 
 /* The actor body; args is a kv_node_config_t * read before the handshake. */

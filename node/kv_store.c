@@ -19,6 +19,7 @@ struct _kv_store_t {
     kv_expiry_t **expiries; /* each partition's deadlines (kv_expiry.h), NULL until one */
     size_t expiry_items;    /* items in all of them: 0 means no expiry work at all */
     int64_t fixed_now;      /* tests: the wall clock, when non-zero */
+    int64_t clock_offset;   /* tests: ms added to the wall clock (a skewed node) */
     uint8_t seed[16];       /* bucket hash key shared by this store's dicts */
 };
 
@@ -75,7 +76,11 @@ static kv_dict_t *s_dict_for(kv_store_t *self, uint32_t partition, const char *k
 }
 
 int64_t kv_store_now(const kv_store_t *self) {
-    return self->fixed_now ? self->fixed_now : kv_clock_wall_ms();
+    return self->fixed_now ? self->fixed_now : kv_clock_wall_ms() + self->clock_offset;
+}
+
+void kv_store_set_clock_offset(kv_store_t *self, int64_t offset) {
+    self->clock_offset = offset;
 }
 
 void kv_store_set_now(kv_store_t *self, int64_t now) {

@@ -66,6 +66,9 @@ int64_t kv_store_now(const kv_store_t *self);
 /* Tests: fixes the clock at now (0: the real clock again). */
 void kv_store_set_now(kv_store_t *self, int64_t now);
 
+/* Tests: shifts the real clock by offset ms (a node whose clock is skewed). */
+void kv_store_set_clock_offset(kv_store_t *self, int64_t offset);
+
 /* Whether entry's deadline has passed. */
 int kv_store_expired(const kv_store_t *self, const kv_entry_t *entry);
 

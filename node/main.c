@@ -22,7 +22,7 @@ int main(int argc, char **argv) {
     const char *advertise = NULL, *pub_advertise = NULL;
     const char *coordinator = "tcp://127.0.0.1:5550", *log_level = "info";
     long heartbeat_ms = KV_HEARTBEAT_MS, write_acks = 1, repl_hwm = 1000000;
-    long drain_timeout_ms = 120000, sched_batch = 1, leases = 1;
+    long drain_timeout_ms = 120000, sched_batch = 1, leases = 1, clock_offset_ms = 0;
     const kv_opt_t opts[] = {
         {"id", "KV_NODE_ID", KV_OPT_STRING, &id, 0, 0, "unique node id (default: host name)"},
         {"bind", "KV_NODE_BIND", KV_OPT_STRING, &bind, 0, 0, "ZeroMQ endpoint for requests"},
@@ -48,6 +48,8 @@ int main(int argc, char **argv) {
          "1: serve as primary only while the coordinator's lease holds (0: tests only)"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
          "error, warn, info or debug"},
+        {"clock-offset-ms", "KV_CLOCK_OFFSET_MS", KV_OPT_LONG, &clock_offset_ms, -86400000,
+         86400000, "tests only: shifts the clock expiry deadlines use (a skewed node)"},
     };
     int parsed = kv_opts_parse(opts, sizeof(opts) / sizeof(opts[0]), argc, argv, s_summary);
     if (parsed != 0) return parsed > 0 ? 0 : 2;
@@ -73,7 +75,7 @@ int main(int argc, char **argv) {
     kv_signals_init();
     kv_node_config_t config = {id,          bind,         advertise,  pub,      pub_advertise,
                                coordinator, heartbeat_ms, write_acks, repl_hwm, drain_timeout_ms,
-                               leases};
+                               leases,      clock_offset_ms};
     zactor_t *node = kv_actor_start(kv_node_actor, &config);
     if (!node) return 1;
     /* SIGTERM drains first; SIGINT (or a second signal) stops at once. */

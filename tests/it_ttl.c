@@ -286,3 +286,66 @@ Test(ttl, a_deadline_survives_the_primary_s_death, .timeout = 120) {
     kv_probe_close(&probe);
     cr_assert_eq(kv_cluster_stop(&cluster), 0);
 }
+
+/* --- clock skew ------------------------------------------------------------------ */
+
+#define S_SKEW_MS 500 /* the second node's clock runs this far ahead */
+
+/* A key whose deadline its first primary set, read by a new primary whose
+ * clock is S_SKEW_MS ahead: it expires S_SKEW_MS early in real time, and
+ * by no more (docs/expiry.md: deadlines move by the skew between the two
+ * nodes' clocks, nothing else). */
+Test(ttl, clock_skew_moves_a_deadline_by_the_skew_only, .timeout = 120) {
+    static const char *const node_args[] = {NULL};
+    kv_cluster_options_t options = {
+        .nodes = 1, .replication = 2, .min_nodes = 1, .node_args = node_args};
+    kv_cluster_t *cluster = kv_cluster_start_with(&options);
+    cr_assert_not_null(cluster);
+    char skew[16];
+    snprintf(skew, sizeof skew, "%d", S_SKEW_MS);
+    setenv("KV_CLOCK_OFFSET_MS", skew, 1); /* the next node only (kv_opts reads the env) */
+    int skewed = kv_cluster_add_node(cluster, 1);
+    unsetenv("KV_CLOCK_OFFSET_MS");
+    cr_assert_geq(skewed, 0);
+    kv_probe_t probe;
+    cr_assert_eq(kv_probe_open(&probe, cluster), 0);
+    kv_table_t *table = NULL;
+    for (long long until = kv_now_ms() + 60000; kv_now_ms() < until; s_sleep_ms(100)) {
+        kv_table_destroy(&table);
+        table = kv_probe_table(&probe, 1000);
+        if (table && kv_cluster_fully_replicated(table)) break;
+    }
+    cr_assert(table && kv_cluster_fully_replicated(table), "never fully replicated");
+    kv_table_destroy(&table);
+    char key[32] = "";
+    for (int n = 0; n < 1000 && !*key; n++) { /* a key the unskewed node is primary of */
+        char candidate[32];
+        snprintf(candidate, sizeof candidate, "skewed-%d", n);
+        if (s_primary_of(cluster, &probe, candidate) == 0)
+            snprintf(key, sizeof key, "%s", candidate);
+    }
+    cr_assert(*key, "the first node is primary of nothing");
+    char target[96];
+    snprintf(target, sizeof target, "/set?k=%s&v=1&ttl=4", key);
+    s_expect(cluster, target, 200, NULL);
+    long long set_at = kv_now_ms();
+    kv_cluster_signal_node(cluster, 0, SIGKILL);
+    snprintf(target, sizeof target, "/get?k=%s", key);
+    cr_assert_eq(kv_wait_status(cluster->http_port, target, 200, 3000), 0);
+    long long gone_at = 0;
+    while (!gone_at && kv_now_ms() - set_at < 8000) {
+        kv_reply_t reply;
+        long status = s_get(cluster, target, &reply);
+        kv_reply_free(&reply);
+        if (status == 404) gone_at = kv_now_ms();
+        s_sleep_ms(5);
+    }
+    cr_assert_neq(gone_at, 0);
+    long long early = 4000 - (gone_at - set_at);
+    fprintf(stderr, "ttl: a 4 s key read by a node %d ms ahead expired %lld ms early\n", S_SKEW_MS,
+            early);
+    cr_expect_geq(early, S_SKEW_MS - S_DEADLINE_SLACK_MS);
+    cr_expect_leq(early, S_SKEW_MS + S_DEADLINE_SLACK_MS);
+    kv_probe_close(&probe);
+    cr_assert_eq(kv_cluster_stop(&cluster), 0);
+}
