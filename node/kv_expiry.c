@@ -1,14 +1,37 @@
-/*  kv_expiry.c: see kv_expiry.h. A binary min-heap in one array. */
+/*  kv_expiry.c: see kv_expiry.h. A binary min-heap in one array.
+ *
+ *  An item is 8 bytes: the deadline in whole seconds since
+ *  KV_EXPIRY_EPOCH_MS, rounded up, and the low 32 bits of the bucket hash
+ *  (a bucket index never needs more: a partition's table is far below 2^32
+ *  buckets). Whole seconds are enough to find what expired (the entry's own
+ *  trailer holds the deadline to the millisecond and decides visibility);
+ *  32 bits of them last until 2156. */
 #include "kv_expiry.h"
 
 #include <stdlib.h>
 
-#define KV_EXPIRY_MIN_CAP 16 /* items of the first allocation */
+#define KV_EXPIRY_MIN_CAP 16               /* items of the first allocation */
+#define KV_EXPIRY_EPOCH_MS 1600000000000LL /* 2020-09-13: second 0 of the items */
 
 typedef struct {
-    int64_t at;    /* deadline, wall-clock ms */
-    uint64_t hash; /* the entry's bucket hash */
+    uint32_t at;   /* deadline: seconds since KV_EXPIRY_EPOCH_MS, rounded up */
+    uint32_t hash; /* the entry's bucket hash, low 32 bits */
 } s_item_t;
+
+_Static_assert(sizeof(s_item_t) == 8, "an index item is 8 bytes");
+
+/* A deadline in ms as an item's seconds, rounded up (0 before the epoch,
+ * the largest value past its range: due then, visited, kept, visited
+ * again a second later). */
+static uint32_t s_seconds(int64_t ms) {
+    if (ms <= KV_EXPIRY_EPOCH_MS) return 0;
+    int64_t seconds = (ms - KV_EXPIRY_EPOCH_MS + 999) / 1000;
+    return seconds > UINT32_MAX ? UINT32_MAX : (uint32_t)seconds;
+}
+
+static int64_t s_ms(uint32_t seconds) {
+    return KV_EXPIRY_EPOCH_MS + (int64_t)seconds * 1000;
+}
 
 struct _kv_expiry_t {
     s_item_t *items; /* the heap: items[0] is the earliest */
@@ -65,13 +88,13 @@ static int s_reserve(kv_expiry_t *self) {
 
 int kv_expiry_push(kv_expiry_t *self, int64_t at, uint64_t hash) {
     if (s_reserve(self) != 0) return -1;
-    self->items[self->count] = (s_item_t){at, hash};
+    self->items[self->count] = (s_item_t){s_seconds(at), (uint32_t)hash};
     s_sift_up(self->items, self->count++);
     return 0;
 }
 
 int64_t kv_expiry_next(const kv_expiry_t *self) {
-    return self->count ? self->items[0].at : 0;
+    return self->count ? s_ms(self->items[0].at) : 0;
 }
 
 /* Halves the array once three quarters are unused, so memory follows the
@@ -90,7 +113,7 @@ static void s_shrink(kv_expiry_t *self) {
 }
 
 int kv_expiry_pop_due(kv_expiry_t *self, int64_t now, uint64_t *hash) {
-    if (!self->count || self->items[0].at > now) return 0;
+    if (!self->count || s_ms(self->items[0].at) > now) return 0;
     *hash = self->items[0].hash;
     self->items[0] = self->items[--self->count];
     s_sift_down(self->items, self->count, 0);

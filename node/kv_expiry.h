@@ -7,8 +7,10 @@
  *  expired entries are; the entry itself (its expiry trailer) is the truth,
  *  the heap only a guide. An item can go stale (its key was written again,
  *  with another expiry or none, or removed): it is popped in its turn and
- *  finds nothing to reclaim. 16 bytes per item, no pointer into the dict,
- *  so the dict may move its entries (compaction, rehash) freely.
+ *  finds nothing to reclaim. 8 bytes per item (the deadline rounded up to
+ *  a whole second, the hash's low 32 bits: enough to find the bucket), no
+ *  pointer into the dict, so the dict may move its entries (compaction,
+ *  rehash) freely.
  *
  *  Not thread-safe: owned by the store, which the node actor owns.
  */
@@ -30,11 +32,13 @@ void kv_expiry_destroy(kv_expiry_t **self_p);
  * or -1 when out of memory (the index is unchanged). */
 int kv_expiry_push(kv_expiry_t *self, int64_t at, uint64_t hash);
 
-/* The earliest deadline, or 0 when the index is empty. */
+/* The earliest deadline (rounded up to a whole second), or 0 when the
+ * index is empty. */
 int64_t kv_expiry_next(const kv_expiry_t *self);
 
-/* Removes the earliest item when its deadline is at or before now: returns
- * 1 with its hash in *hash, else 0. */
+/* Removes the earliest item when its deadline (rounded up to a whole
+ * second) is at or before now: returns 1 with its hash (low 32 bits) in
+ * *hash, else 0. */
 int kv_expiry_pop_due(kv_expiry_t *self, int64_t now, uint64_t *hash);
 
 /* Items held (stale ones included). */

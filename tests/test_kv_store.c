@@ -638,24 +638,24 @@ Test(kv_store, expired_entries_are_invisible_at_once) {
 Test(kv_store, expire_visits_due_deadlines_only) {
     kv_store_t *store = kv_store_new(PARTITIONS);
     kv_store_set_now(store, NOW);
-    cr_assert_eq(kv_store_put(store, 2, BYTES("first"), BYTES("v"), 1, NOW + 10), 0);
-    cr_assert_eq(kv_store_put(store, 2, BYTES("second"), BYTES("v"), 2, NOW + 20), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("first"), BYTES("v"), 1, NOW + 1000), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("second"), BYTES("v"), 2, NOW + 2000), 0);
     cr_assert_eq(kv_store_put(store, 2, BYTES("later"), BYTES("v"), 3, NOW + 60000), 0);
-    cr_assert_eq(kv_store_put(store, 2, BYTES("\0meta"), BYTES("v"), 4, NOW + 1), 0);
+    cr_assert_eq(kv_store_put(store, 2, BYTES("\0meta"), BYTES("v"), 4, NOW + 1000), 0);
     cr_expect_eq(kv_store_expiry_items(store), 3, "metadata is not indexed");
-    cr_expect_eq(kv_store_next_expiry(store, 2), NOW + 10);
+    cr_expect_eq(kv_store_next_expiry(store, 2), NOW + 1000);
     s_reaper_t reaper = {store, 2, 1, 0, ""};
     cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 0, "nothing due yet");
-    kv_store_set_now(store, NOW + 15);
+    kv_store_set_now(store, NOW + 1500);
     cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 1);
     cr_expect_eq(reaper.calls, 1);
     cr_expect_str_eq(reaper.last, "first");
-    kv_store_set_now(store, NOW + 30);
+    kv_store_set_now(store, NOW + 3000);
     reaper.remove = 0; /* a replica: keeps it for its primary's removal */
     cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 1);
     cr_expect_str_eq(reaper.last, "second");
-    cr_expect_eq(kv_store_next_expiry(store, 2), NOW + 30 + KV_STORE_EXPIRE_RETRY_MS);
-    kv_store_set_now(store, NOW + 30 + KV_STORE_EXPIRE_RETRY_MS);
+    cr_expect_eq(kv_store_next_expiry(store, 2), NOW + 3000 + KV_STORE_EXPIRE_RETRY_MS);
+    kv_store_set_now(store, NOW + 3000 + KV_STORE_EXPIRE_RETRY_MS);
     reaper.remove = 1; /* promoted: now it removes */
     cr_expect_eq(kv_store_expire(store, 2, 10, s_reap, &reaper), 1);
     cr_expect_eq(reaper.calls, 3);
@@ -670,9 +670,9 @@ Test(kv_store, expire_visits_due_deadlines_only) {
 Test(kv_store, stale_deadlines_find_nothing_and_stay_bounded) {
     kv_store_t *store = kv_store_new(PARTITIONS);
     kv_store_set_now(store, NOW);
-    cr_assert_eq(kv_store_put(store, 3, BYTES("k"), BYTES("v"), 1, NOW + 10), 0);
+    cr_assert_eq(kv_store_put(store, 3, BYTES("k"), BYTES("v"), 1, NOW + 1000), 0);
     cr_assert_eq(kv_store_put(store, 3, BYTES("k"), BYTES("v"), 2, 0), 0); /* persisted */
-    kv_store_set_now(store, NOW + 20);
+    kv_store_set_now(store, NOW + 2000);
     s_reaper_t reaper = {store, 3, 1, 0, ""};
     cr_expect_eq(kv_store_expire(store, 3, 10, s_reap, &reaper), 1);
     cr_expect_eq(reaper.calls, 0, "the stale item finds no expired entry");

@@ -38,12 +38,23 @@
 #   KV_MEM_JOIN [1]                   0: skip the fourth node
 #   KV_MEM_DURATION [5], KV_MEM_REPS [3]  wrk seconds per run and runs
 #   KV_MEM_COORD_ARGS []              extra kv-coordinator flags, e.g. "--max-moves 8"
+#   KV_MEM_TTL [1]                    0: skip step 6 (expiry)
+#   KV_MEM_TTL_KEYS [1000000]         keys with a ttl in step 6
+#
+# Step 6 (expiry), at the end with every other key still there: the nodes'
+# CPU while idle (no key has a ttl yet); bytes per key of TTL_KEYS keys with
+# a 1 h ttl, ours (RSS growth per copy) against Redis's (SET ... EX 3600,
+# used_memory growth); 100,000 keys with a 1 s ttl among the others, timed
+# from their load to their reclamation on every node (kv_node_expired_keys_total);
+# /get latency while TTL_KEYS keys with a 3 s ttl expire.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || exit 2
 
 BUILD_DIR=${KV_MEM_BUILD_DIR:-build/release}
+DO_TTL=${KV_MEM_TTL:-1}
+TTL_KEYS=${KV_MEM_TTL_KEYS:-1000000}
 KEYS=${KV_MEM_KEYS:-10000000}
 PORT_BASE=${KV_MEM_PORT_BASE:-23000}
 WINDOW=${KV_MEM_WINDOW:-256}
@@ -267,6 +278,120 @@ memory_report() {
     MEM_RATIO=$r1
 }
 
+# --- expiry (step 6) ------------------------------------------------------------
+
+EXPIRE_KEYS=100000 # keys with a 1 s ttl among the others
+
+# Every node's pid, the fourth one's too once it joined.
+all_node_pids() {
+    local pids=("${NODE_PIDS[@]}")
+    [ -s "$WORK/node-4.pid" ] && pids+=("$(cat "$WORK/node-4.pid")")
+    echo "${pids[@]}"
+}
+
+# Sum of user + system CPU ticks of the pids given.
+cpu_ticks() {
+    local pid sum=0 t
+    for pid in "$@"; do
+        t=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null)
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}
+
+# Keys the nodes removed by expiry so far (as primaries), summed.
+expired_total() {
+    curl -fsS --max-time 5 "$URL/status" | grep -o '"kv_node_expired_keys_total": *[0-9]*' |
+        grep -o '[0-9]*$' | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# load_ttl SEED COUNT TTL: kv-zstress sets of new keys k<SEED>-<n> with a ttl.
+load_ttl() {
+    "$ZSTRESS_BIN" --coordinator "$COORD_EP" --mix set=100 --requests "$2" --seed "$1" \
+        --value-size "$VALUE_SIZE" --window "$WINDOW" --timeout-ms 10000 --ttl "$3" \
+        >"$WORK/load-ttl-$1.txt" 2>&1 || die "loading keys with a ttl failed: $WORK/load-ttl-$1.txt"
+}
+
+expiry_idle_cpu() {
+    local pids before after hz
+    read -r -a pids <<<"$(all_node_pids)"
+    hz=$(getconf CLK_TCK)
+    before=$(cpu_ticks "${pids[@]}")
+    sleep 5
+    after=$(cpu_ticks "${pids[@]}")
+    out "  idle, no key with a ttl: the ${#pids[@]} nodes used" \
+        "$(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN { printf "%.0f", t * 1000 / hz / 5 }') ms of CPU per second"
+}
+
+expiry_bytes() {
+    local pids rss_before rss_after used_before used_after ours redis ratio
+    read -r -a pids <<<"$(all_node_pids)"
+    used_before=$(redis_info used_memory)
+    awk -v n="$TTL_KEYS" 'BEGIN {
+        v = "0123456789abcdefghijklmnopqrstuv"
+        for (i = 0; i < n; i++) {
+            k = "k78-" i
+            printf "*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$4\r\n3600\r\n", length(k), k, length(v), v
+        }
+    }' | redis-cli -h "$HOST" -p "$REDIS_PORT" --pipe >"$WORK/load-redis-ttl.txt" 2>&1 ||
+        die "loading redis with ttls failed"
+    used_after=$(redis_info used_memory)
+    rss_before=$(rss_sum "${pids[@]}")
+    load_ttl 78 "$TTL_KEYS" 3600
+    local saved=("${NODE_PIDS[@]}")
+    NODE_PIDS=("${pids[@]}") # settled_rss watches these
+    rss_after=$(settled_rss)
+    NODE_PIDS=("${saved[@]}")
+    ours=$(awk -v a="$rss_after" -v b="$rss_before" -v n="$TTL_KEYS" -v r="$REPLICATION" \
+        'BEGIN { printf "%.1f", (a - b) * 1024 / (n * r) }')
+    redis=$(awk -v a="$used_after" -v b="$used_before" -v n="$TTL_KEYS" 'BEGIN { printf "%.1f", (a - b) / n }')
+    ratio=$(awk -v a="$ours" -v b="$redis" 'BEGIN { printf "%.2f", a / b }')
+    out "  $TTL_KEYS keys with a 1 h ttl: $ours bytes per stored copy, redis $redis bytes per key" \
+        "(used_memory): ${ratio}x (target <= 0.70x: $(awk -v r="$ratio" 'BEGIN { print r <= 0.7 ? "met" : "MISSED" }'))"
+    TTL_RATIO=$ratio
+}
+
+expiry_reclaim() {
+    local base start loaded done_at now last_deadline i
+    base=$(expired_total)
+    start=$(date +%s.%N)
+    load_ttl 79 "$EXPIRE_KEYS" 1
+    loaded=$(date +%s.%N)
+    last_deadline=$(awk -v t="$loaded" 'BEGIN { printf "%.3f", t + 1 }')
+    done_at=
+    for ((i = 0; i < 600; i++)); do
+        now=$(expired_total)
+        if [ $((now - base)) -ge "$EXPIRE_KEYS" ]; then
+            done_at=$(date +%s.%N)
+            break
+        fi
+        sleep 0.05
+    done
+    [ -n "$done_at" ] || die "$EXPIRE_KEYS keys with a 1 s ttl not reclaimed in 30 s ($((now - base)) were)"
+    out "  $EXPIRE_KEYS keys with a 1 s ttl among $KEYS without, loaded in" \
+        "$(awk -v a="$start" -v b="$loaded" 'BEGIN { printf "%.1f", b - a }') s: all reclaimed" \
+        "$(awk -v a="$last_deadline" -v b="$done_at" 'BEGIN { printf "%.2f", b - a }') s after the last deadline" \
+        "(target <= 2 s: $(awk -v a="$last_deadline" -v b="$done_at" 'BEGIN { print b - a <= 2 ? "met" : "MISSED" }'))"
+    RECLAIM_S=$(awk -v a="$last_deadline" -v b="$done_at" 'BEGIN { printf "%.2f", b - a }')
+}
+
+expiry_latency() {
+    local base line label rps p50 p99 errors expired
+    load_ttl 80 "$TTL_KEYS" 3
+    base=$(expired_total)
+    DURATION=6 REPS=1 bigkeys latency "$SMALL_KEYS" "$SMALL_SEED" wave >"$WORK/latency-wave.out" ||
+        die "latency run failed"
+    expired=$(($(expired_total) - base))
+    line=$(tail -1 "$WORK/latency-wave.out")
+    read -r _ label rps p50 p99 errors <<<"$line"
+    out "$(printf '  /get while %s keys expired: %8.0f req/s  p50 %6.3f ms  p99 %6.3f ms  errors %s (target p99 < 10 ms: %s)' \
+        "$expired" "$rps" "$(awk -v u="$p50" 'BEGIN { print u / 1000 }')" \
+        "$(awk -v u="$p99" 'BEGIN { print u / 1000 }')" "$errors" \
+        "$(awk -v u="$p99" 'BEGIN { print u < 10000 ? "met" : "MISSED" }')")"
+    [ "$errors" = 0 ] || FAILED=1
+    WAVE_P99_US=$p99
+}
+
 # --- main ----------------------------------------------------------------------
 
 preflight
@@ -326,8 +451,25 @@ if [ "$DO_BIG" = 1 ]; then
         grep -v '^JOIN' "$WORK/join.out" | tee -a "$SUMMARY"
     fi
 fi
+if [ "$DO_TTL" = 1 ]; then
+    check_alive
+    out ""
+    out "Expiry (keys k78-*, k79-*, k80-* loaded by kv-zstress, $KEYS others in place):"
+    expiry_idle_cpu
+    say "bytes per key with a ttl"
+    expiry_bytes
+    say "a wave of 1 s ttls"
+    expiry_reclaim
+    say "/get latency while keys expire"
+    expiry_latency
+fi
 out ""
 out "load $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on this machine adds noise)"
 [ "$FAILED" -eq 0 ] || die "a check failed; see $SUMMARY"
 awk -v r="$MEM_RATIO" 'BEGIN { exit !(r <= 0.7) }' || die "memory ratio $MEM_RATIO above 0.70"
+if [ "$DO_TTL" = 1 ]; then
+    awk -v r="$TTL_RATIO" 'BEGIN { exit !(r <= 0.7) }' || die "memory ratio with ttls $TTL_RATIO above 0.70"
+    awk -v s="$RECLAIM_S" 'BEGIN { exit !(s <= 2) }' || die "reclaiming took $RECLAIM_S s after the deadline"
+    awk -v u="$WAVE_P99_US" 'BEGIN { exit !(u < 10000) }' || die "p99 $WAVE_P99_US us while keys expired"
+fi
 exit 0

@@ -91,6 +91,7 @@ typedef struct {
     long timeout_ms;         /* per request */
     long io_threads;         /* ZeroMQ I/O threads */
     long preload;            /* keys written (spread over all nodes) before the phases */
+    long ttl;                /* seconds to live of every set; 0: none */
 } s_config_t;
 
 typedef struct {
@@ -266,6 +267,7 @@ static int s_send(s_zstress_t *self, s_node_t *node, uint32_t slot_no) {
     if (slot->op == KV_LOAD_SET) {
         kv_load_value(value, (size_t)self->config.value_size, self->config.seed, slot->key);
         msg.value = (kv_bytes_t){value, (size_t)self->config.value_size};
+        msg.ttl = (uint32_t)self->config.ttl;
     }
     size_t size = kv_msg_encode(&msg, frame, sizeof(frame));
     if (!size) return -1;
@@ -576,6 +578,8 @@ int main(int argc, char **argv) {
         {"io-threads", NULL, KV_OPT_LONG, &c->io_threads, 1, 16, "ZeroMQ I/O threads"},
         {"preload", NULL, KV_OPT_LONG, &c->preload, 0, S_REQUESTS_MAX,
          "first write this many new keys over all nodes (unmeasured)"},
+        {"ttl", NULL, KV_OPT_LONG, &c->ttl, 0, KV_MAX_TTL_S,
+         "every set gives its key this many seconds to live; 0: none"},
     };
     int parsed = kv_opts_parse(opts, sizeof(opts) / sizeof(opts[0]), argc, argv, s_summary);
     if (parsed != 0) return parsed > 0 ? 0 : 2;
