@@ -562,20 +562,37 @@ Test(kv_msg_golden, v3_frames_byte_for_byte) {
     s_expect_golden(GOLDEN_DIR "kv_msg_v3.hex", samples, n);
 }
 
+/* Decodes each recorded frame of samples from file and hands it to check
+ * with its sample: the fields a version added, compared one by one. */
+typedef void(s_fields_fn)(const kv_msg_t *got, const kv_msg_t *want, const char *label);
+static void s_expect_fields(const char *file, const s_sample_t *samples, size_t n,
+                            s_fields_fn *check) {
+    static uint8_t frame[MAX_FRAME];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = s_golden_frame(file, samples[i].label, frame, sizeof frame);
+        kv_msg_t got;
+        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", samples[i].label);
+        check(&got, &samples[i].msg, samples[i].label);
+    }
+}
+
+static void s_v3_fields(const kv_msg_t *got, const kv_msg_t *want, const char *label) {
+    cr_expect_eq(got->has_if_version, want->has_if_version, "%s", label);
+    cr_expect_eq(got->if_version, want->if_version, "%s", label);
+    cr_expect_eq(got->status, want->status, "%s", label);
+}
+
+static void s_v4_fields(const kv_msg_t *got, const kv_msg_t *want, const char *label) {
+    cr_expect_eq(got->ttl, want->ttl, "%s", label);
+    cr_expect_eq(got->ttl_ms, want->ttl_ms, "%s", label);
+    cr_expect_eq(got->ttls.len, want->ttls.len, "%s", label);
+}
+
 Test(kv_msg_golden, v3_frames_decode_and_encode_back) {
     static s_sample_t samples[MAX_SAMPLES];
     size_t n = s_v3_samples(samples);
     s_expect_decodes(GOLDEN_DIR "kv_msg_v3.hex", samples, n, 3);
-    static uint8_t frame[MAX_FRAME];
-    for (size_t i = 0; i < n; i++) {
-        size_t len =
-            s_golden_frame(GOLDEN_DIR "kv_msg_v3.hex", samples[i].label, frame, sizeof frame);
-        kv_msg_t got;
-        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", samples[i].label);
-        cr_expect_eq(got.has_if_version, samples[i].msg.has_if_version, "%s", samples[i].label);
-        cr_expect_eq(got.if_version, samples[i].msg.if_version, "%s", samples[i].label);
-        cr_expect_eq(got.status, samples[i].msg.status, "%s", samples[i].label);
-    }
+    s_expect_fields(GOLDEN_DIR "kv_msg_v3.hex", samples, n, s_v3_fields);
 }
 
 Test(kv_msg_golden, v3_new_types_byte_for_byte) {
@@ -597,16 +614,7 @@ Test(kv_msg_golden, v4_frames_byte_for_byte) {
     size_t n = s_v4_samples(samples);
     s_expect_golden(GOLDEN_DIR "kv_msg_v4.hex", samples, n);
     s_expect_decodes(GOLDEN_DIR "kv_msg_v4.hex", samples, n, 4);
-    static uint8_t frame[MAX_FRAME];
-    for (size_t i = 0; i < n; i++) {
-        size_t len =
-            s_golden_frame(GOLDEN_DIR "kv_msg_v4.hex", samples[i].label, frame, sizeof frame);
-        kv_msg_t got;
-        cr_assert_eq(kv_msg_decode(frame, len, &got), 0, "%s", samples[i].label);
-        cr_expect_eq(got.ttl, samples[i].msg.ttl, "%s", samples[i].label);
-        cr_expect_eq(got.ttl_ms, samples[i].msg.ttl_ms, "%s", samples[i].label);
-        cr_expect_eq(got.ttls.len, samples[i].msg.ttls.len, "%s", samples[i].label);
-    }
+    s_expect_fields(GOLDEN_DIR "kv_msg_v4.hex", samples, n, s_v4_fields);
 }
 
 Test(kv_msg_golden, v4_new_types_byte_for_byte) {
