@@ -538,6 +538,8 @@ static void s_on_part_reply(kv_backend_t *self, kv_call_t *call, uint16_t node,
         stats->primary_keys = msg->primary_keys;
         stats->memory = msg->memory;
         stats->memory_limit = msg->memory_limit;
+        stats->max_memory = msg->max_memory;
+        stats->used_memory = msg->used_memory;
         s_copy_counters(stats, msg);
     }
     if (call->op == KV_CALL_CLEAR && msg->status != KV_STATUS_OK)

@@ -72,6 +72,8 @@ typedef struct {
     uint64_t primary_keys; /* keys in partitions it is primary of */
     uint64_t memory;       /* bytes its store holds */
     uint64_t memory_limit; /* its cgroup memory limit, 0 when none */
+    uint64_t max_memory;   /* its enforced limit (--max-memory), 0 when none */
+    uint64_t used_memory;  /* bytes it accounts against that limit */
     uint8_t version;       /* wire version of its reply, to read counters with */
     uint8_t *counters;     /* its counters, as STATS_REPLY records (owned), or NULL */
     size_t counters_len;   /* bytes */

@@ -925,12 +925,42 @@ static json_t *s_status_counters(const kv_node_stats_t *stats) {
     return counters;
 }
 
+/* A node's figure; null when it did not answer, or (bytes 0) has no limit. */
+static json_t *s_status_limit(const kv_node_stats_t *stats, uint64_t bytes) {
+    return stats->answered && bytes ? json_integer((json_int_t)bytes) : json_null();
+}
+
+/* A node's counter name, from its STATS_REPLY: 0 when it has none (an
+ * older node), null when it did not answer. */
+static json_t *s_status_counter(const kv_node_stats_t *stats, const char *name) {
+    if (!stats->answered) return json_null();
+    const kv_msg_t reply = {.type = KV_MSG_STATS_REPLY,
+                            .version = stats->version,
+                            .counters = {(const char *)stats->counters, stats->counters_len}};
+    size_t pos = 0, len = strlen(name);
+    kv_msg_counter_t counter;
+    while (kv_msg_counter_next(&reply, &pos, &counter) == 0)
+        if (counter.name.len == len && memcmp(counter.name.ptr, name, len) == 0)
+            return json_integer((json_int_t)counter.value);
+    return json_integer(0);
+}
+
+/* The memory fields of a node (docs/api.md, /status). */
+static int s_status_memory(json_t *object, const kv_node_stats_t *stats) {
+    return json_object_set_new(object, "maxMemoryBytes", s_status_limit(stats, stats->max_memory)) |
+           json_object_set_new(object, "usedMemoryBytes",
+                               stats->answered ? json_integer((json_int_t)stats->used_memory)
+                                               : json_null()) |
+           json_object_set_new(object, "evictedKeys",
+                               s_status_counter(stats, "kv_node_evicted_keys_total")) |
+           json_object_set_new(object, "expiredKeys",
+                               s_status_counter(stats, "kv_node_expired_keys_total"));
+}
+
 static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *stats, uint16_t i) {
     const kv_table_node_t *node = kv_table_node(table, i);
-    json_t *limit = stats->answered && stats->memory_limit
-                        ? json_integer((json_int_t)stats->memory_limit)
-                        : json_null(); /* unknown, or no limit */
-    return json_pack(
+    json_t *limit = s_status_limit(stats, stats->memory_limit); /* unknown, or no limit */
+    json_t *object = json_pack(
         "{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o, s:b, s:o}", "id", node->id, "address",
         node->endpoint, "state", kv_node_state_name(node->state), "primaries",
         (json_int_t)kv_table_count_primaries(table, i), "replicas",
@@ -938,6 +968,11 @@ static json_t *s_status_node(const kv_table_t *table, const kv_node_stats_t *sta
         stats->answered ? json_integer((json_int_t)stats->keys) : json_null(), "memoryBytes",
         stats->answered ? json_integer((json_int_t)stats->memory) : json_null(), "memoryLimitBytes",
         limit, "reachable", stats->answered, "counters", s_status_counters(stats));
+    if (object && s_status_memory(object, stats) != 0) {
+        json_decref(object);
+        return NULL;
+    }
+    return object;
 }
 
 /* Partitions being copied to a new owner right now. */

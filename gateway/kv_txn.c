@@ -364,9 +364,9 @@ static int s_take_reply(kv_txn_t *self, s_part_t *part) {
 
 /* The prepare's outcome over all parts: OK only when every part said OK;
  * else what the answer says: a conflict first (the client must look again),
- * then contention, then a failure. */
+ * then contention, then a failure, then a node out of memory. */
 static kv_call_result_t s_prepared(kv_txn_t *self) {
-    int conflict = 0, aborted = 0, failed = 0, timeout = 0, other = 0;
+    int conflict = 0, aborted = 0, failed = 0, timeout = 0, full = 0, other = 0;
     for (size_t i = 0; i < self->nparts; i++) {
         s_part_t *part = &self->parts[i];
         kv_call_result_t result = part->call.result;
@@ -376,11 +376,13 @@ static kv_call_result_t s_prepared(kv_txn_t *self) {
         aborted |= result == KV_CALL_TX_ABORTED;
         timeout |= result == KV_CALL_TIMEOUT;
         failed |= result == KV_CALL_FAILED;
+        full |= result == KV_CALL_NO_MEMORY; /* a participant at its memory limit: 507 */
         other |= result != KV_CALL_OK && result != KV_CALL_CONFLICT;
     }
     if (conflict) return KV_CALL_CONFLICT;
     if (aborted) return KV_CALL_TX_ABORTED;
     if (failed) return KV_CALL_FAILED;
+    if (full) return KV_CALL_NO_MEMORY;
     /* One partition applies at once: no answer means it may have. Several
      * commit only later, so a silent prepare leaves nothing written; nor
      * does a reader. */

@@ -66,6 +66,12 @@ size_t kv_dict_expiring(const kv_dict_t *self);
  * ones awaiting compaction, unused tails) plus bucket arrays. */
 size_t kv_dict_memory(const kv_dict_t *self);
 
+/* Bytes an entry of klen key bytes and vlen value bytes, with a version
+ * (and an expiry when expiring) takes in a dict: its cut of a block and
+ * its bucket pointer. What a new key adds, block and bucket-array growth
+ * aside. */
+size_t kv_dict_entry_bytes(size_t klen, size_t vlen, int expiring);
+
 /* Does background work for about max_us microseconds (for idle time): moves
  * buckets while a rehash is in progress and entries while a compaction is.
  * Returns 1 if either remains, else 0. */
@@ -91,6 +97,8 @@ const char *kv_entry_key(const kv_entry_t *entry);
 size_t kv_entry_klen(const kv_entry_t *entry);
 const char *kv_entry_value(const kv_entry_t *entry);
 size_t kv_entry_vlen(const kv_entry_t *entry);
+/* kv_dict_entry_bytes of an entry in a dict. */
+size_t kv_entry_bytes(const kv_entry_t *entry);
 /* The version given to the last put, or 0 when it stored none. */
 uint64_t kv_entry_version(const kv_entry_t *entry);
 /* The expiry given to the last put, or 0 when it stored none. */

@@ -33,6 +33,7 @@
 #include "kv_lease.h"
 #include "kv_limits.h"
 #include "kv_log.h"
+#include "kv_mem.h"
 #include "kv_msg.h"
 #include "kv_msg_counts.h"
 #include "kv_peers.h"
@@ -80,10 +81,12 @@ typedef struct {
     char coordinator[KV_ENDPOINT_MAX + 1]; /* where dealer is connected, "" nowhere */
     uint64_t incarnation;                  /* random per process: tells a restart from a return */
     uint64_t memory_limit;                 /* cgroup memory limit in bytes, 0 when none */
-    kv_table_t *table;                     /* latest routing table, NULL before the first */
-    int self;                              /* our index in table, -1 when not listed */
-    kv_store_t *store;                     /* created with the first table (P is in it) */
-    kv_repl_t *repl;                       /* replication engine, created with the store */
+    size_t count_expired;                  /* counter handles: keys expired, evicted */
+    size_t count_evicted;
+    kv_table_t *table; /* latest routing table, NULL before the first */
+    int self;          /* our index in table, -1 when not listed */
+    kv_store_t *store; /* created with the first table (P is in it) */
+    kv_repl_t *repl;   /* replication engine, created with the store */
     zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES]; /* + repl sockets */
     kv_poller_t *poller;                                          /* waits on items */
     int item_count;
@@ -103,22 +106,47 @@ typedef struct {
     int terminated;       /* $TERM received */
 } s_node_t;
 
-/* The cgroup (v2, then v1) memory limit of this process, 0 when none. */
-static uint64_t s_memory_limit(void) {
-    const char *paths[] = {"/sys/fs/cgroup/memory.max",
-                           "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
-    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-        FILE *file = fopen(paths[i], "r");
-        if (!file) continue;
-        char text[64] = "";
-        char *line = fgets(text, sizeof(text), file);
-        fclose(file);
-        if (!line) continue;
-        unsigned long long limit = strtoull(text, NULL, 10);
-        /* "max" parses as 0; v1 says "no limit" with a huge number */
-        return limit >= (1ULL << 60) ? 0 : (uint64_t)limit;
-    }
-    return 0;
+/* --- memory (docs/memory.md) ---------------------------------------------- */
+
+/* Every byte the node accounts against --max-memory (kv_repl_used_memory:
+ * the store, the engine's queues, the frames libzmq holds for us). */
+static uint64_t s_used_memory(const s_node_t *self) {
+    if (self->repl) return kv_repl_used_memory(self->repl);
+    return kv_mem_frame_bytes() + (self->store ? kv_store_memory(self->store) : 0);
+}
+
+/* The bytes libzmq's queues may hold, which we cannot account: what the
+ * cgroup's limit leaves beyond ours, half of it (the rest is the process's
+ * own: code, stacks, allocator slack); 0 (no bound) without both limits. */
+static uint64_t s_queue_budget(const s_node_t *self) {
+    uint64_t max = self->config.max_memory;
+    if (!max || self->memory_limit <= max) return 0;
+    return (self->memory_limit - max) / 2;
+}
+
+/* High-water marks from the budgets: the request socket's queues (in and
+ * out, KV_MEM_PIPES peers each) share the unaccounted budget; the
+ * replication stream's queue per replica is accounted (kv_mem_frame) and
+ * bounded to an eighth of our limit, so a slow replica is dropped from the
+ * stream (it resyncs) before its queue refuses our writes. */
+static void s_size_queues(s_node_t *self) {
+    const size_t frame = KV_MAX_KEY_BYTES + KV_MAX_VALUE_BYTES + 128;
+    int hwm = kv_mem_hwm(s_queue_budget(self) / 2, frame, KV_MEM_PIPES, 1000000);
+    zsock_set_sndhwm(self->router, hwm);
+    zsock_set_rcvhwm(self->router, hwm);
+    int repl =
+        kv_mem_hwm(self->config.max_memory / 8, frame, KV_MEM_PIPES, (int)self->config.repl_hwm);
+    zsock_set_sndhwm(self->pub, repl);
+    if (self->config.max_memory)
+        kv_log_info("node %s: memory limit %" PRIu64 " bytes (cgroup %" PRIu64
+                    "), queues of %d messages, replication %d",
+                    self->config.id, self->config.max_memory, self->memory_limit, hwm, repl);
+    uint64_t max = self->config.max_memory, cgroup = self->memory_limit;
+    if (cgroup && max && max + KV_MEM_RESERVE_MIN > cgroup)
+        kv_log_warn("node %s: --max-memory %" PRIu64 " leaves less than %llu bytes of the cgroup's "
+                    "limit %" PRIu64 " for the process itself: it may be killed for memory; "
+                    "lower --max-memory",
+                    self->config.id, max, KV_MEM_RESERVE_MIN, cgroup);
 }
 
 /* --- life cycle ------------------------------------------------------------ */
@@ -326,7 +354,8 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
                                    self->config.write_acks,
                                    self->config.repl_hwm,
                                    self->counters,
-                                   &self->lease};
+                                   &self->lease,
+                                   self->config.max_memory};
         self->repl = kv_repl_new(&config, self->store, kv_table_partitions(table));
     }
     kv_table_destroy(&self->table);
@@ -611,6 +640,8 @@ static void s_serve_stats(s_node_t *self, zmq_msg_t *identity, const kv_msg_t *r
         reply.keys = kv_store_size(self->store);
         reply.memory = kv_store_memory(self->store);
         reply.memory_limit = self->memory_limit;
+        reply.max_memory = self->config.max_memory;
+        reply.used_memory = s_used_memory(self);
         uint32_t partitions = self->self >= 0 ? kv_table_partitions(self->table) : 0;
         for (uint32_t p = 0; p < partitions; p++) {
             int primary = kv_table_owner(self->table, p, 0) == self->self;
@@ -720,7 +751,7 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     self->self = -1;
     self->incarnation =
         ((uint64_t)randof(0x7fffffff) << 32) ^ (uint64_t)kv_clock_mono_us() ^ (uint64_t)getpid();
-    self->memory_limit = s_memory_limit();
+    self->memory_limit = kv_mem_cgroup_limit();
     kv_lease_init(&self->lease, config->leases != 0, 0); /* the grant has the margin off */
     self->router = zsock_new(ZMQ_ROUTER);
     self->dealer = zsock_new(ZMQ_DEALER);
@@ -735,9 +766,13 @@ static int s_node_init(s_node_t *self, zsock_t *pipe, const kv_node_config_t *co
     self->bad_frames = kv_counters_register(self->counters, "kv_node_bad_frames_total",
                                             "malformed requests dropped");
     kv_msg_counts_register(&self->received, self->counters, "kv_node_messages");
-    zsock_set_sndhwm(self->router, 1000000);
-    zsock_set_rcvhwm(self->router, 1000000);
-    zsock_set_sndhwm(self->pub, (int)config->repl_hwm);
+    /* /status's expiredKeys and evictedKeys read these (0 until TTL and
+     * eviction count them; registering again finds the same counter) */
+    self->count_expired = kv_counters_register(self->counters, "kv_node_expired_keys_total",
+                                               "keys removed because their TTL ran out");
+    self->count_evicted = kv_counters_register(self->counters, "kv_node_evicted_keys_total",
+                                               "keys evicted to make room (--eviction)");
+    s_size_queues(self);
     zsock_set_immediate(self->dealer, 1);
     kv_peers_set_heartbeats(self->dealer);
     zsock_set_sndhwm(self->dealer, 64);

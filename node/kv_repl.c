@@ -159,6 +159,10 @@ void kv_repl_tick(kv_repl_t *self) {
     kv_repl_replica_flush_acks(self);
     kv_repl_primary_serve_jobs(self, KV_WORK_BUDGET_US);
     kv_repl_ttl_tick(self);
+    if (self->config.max_memory && now >= self->next_room) {
+        self->next_room = now + KV_ROOM_MS;
+        kv_repl_replica_report_room(self);
+    }
     if (now < self->next_scan) return; /* the walk below costs O(P): not every wake-up */
     self->next_scan = now + KV_SCAN_MS;
     int syncing = 0;
@@ -220,6 +224,7 @@ kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32
         return NULL;
     }
     for (uint32_t p = 0; p < partitions; p++) kv_repl_role_reset(&self->parts[p]);
+    for (int n = 0; n < KV_MAX_NODES; n++) self->room_of[n] = KV_MEM_NO_LIMIT;
     kv_repl_role_register_counters(self);
     kv_repl_ttl_register_counters(self);
     kv_repl_tx_register_counters(self);
@@ -236,7 +241,7 @@ void kv_repl_destroy(kv_repl_t **self_p) {
     for (uint32_t p = 0; self->parts && p < self->partitions; p++) {
         kv_repl_primary_release(self, &self->parts[p], 0, 0);
         kv_repl_primary_refuse_held(self, &self->parts[p], -1);
-        kv_repl_replica_buffer_clear(&self->parts[p]);
+        kv_repl_replica_buffer_clear(self, &self->parts[p]);
     }
     kv_repl_primary_drop_jobs(self);
     free(self->parts);
@@ -246,4 +251,58 @@ void kv_repl_destroy(kv_repl_t **self_p) {
     kv_table_destroy(&self->table);
     free(self);
     *self_p = NULL;
+}
+
+/* --- memory (docs/memory.md) ---------------------------------------------- */
+
+size_t kv_repl_buffer_bytes(const kv_repl_t *self) {
+    return self->buffer_bytes;
+}
+
+uint64_t kv_repl_used_memory(const kv_repl_t *self) {
+    return kv_store_memory(self->store) + self->buffer_bytes + kv_mem_frame_bytes();
+}
+
+uint64_t kv_repl_room(const kv_repl_t *self) {
+    return kv_mem_room(self->config.max_memory, kv_repl_used_memory(self));
+}
+
+/* Where a primary would evict keys (--eviction) to make room for grow
+ * more bytes in partition, replicating the removals like any RM so its
+ * copies free them too. Returns 0 when it made the room, -1 when not:
+ * noeviction, the only policy so far, refuses. */
+static int s_evict(kv_repl_t *self, uint32_t partition, int64_t grow) {
+    (void)self, (void)partition, (void)grow;
+    return -1;
+}
+
+/* Our own room, then every copy's; 1 when one lacks it (counted). */
+static int s_lacks_room(kv_repl_t *self, uint32_t partition, int64_t grow, const uint16_t *copies,
+                        size_t count) {
+    if (!kv_mem_fits(kv_repl_room(self), grow)) return 1;
+    for (size_t i = 0; i < count; i++)
+        if (copies[i] < KV_MAX_NODES && kv_repl_usable(self, copies[i]) &&
+            !kv_mem_fits(self->room_of[copies[i]], grow)) {
+            kv_counters_inc(self->config.counters, self->count_refused_copy);
+            return 1;
+        }
+    (void)partition;
+    return 0;
+}
+
+int kv_repl_room_take(kv_repl_t *self, uint32_t partition, int64_t grow) {
+    if (grow <= 0 || !self->table || partition >= self->partitions) return 0;
+    uint16_t copies[KV_REPLICATION_MAX + 1];
+    size_t count = 0;
+    for (uint32_t slot = 1; slot < kv_table_replication(self->table); slot++)
+        copies[count++] = kv_table_owner(self->table, partition, slot);
+    copies[count++] = kv_table_learner(self->table, partition);
+    if (s_lacks_room(self, partition, grow, copies, count) && s_evict(self, partition, grow) != 0) {
+        kv_counters_inc(self->config.counters, self->count_refused);
+        return -1;
+    }
+    for (size_t i = 0; i < count; i++) /* what it takes there until its next report */
+        if (copies[i] < KV_MAX_NODES && self->room_of[copies[i]] != KV_MEM_NO_LIMIT)
+            self->room_of[copies[i]] -= (uint64_t)grow;
+    return 0;
 }

@@ -61,6 +61,7 @@ typedef struct {
     kv_counters_t *counters; /* the node's registry (borrowed; may be NULL): role
                                 transitions, resyncs, snapshots */
     const kv_lease_t *lease; /* the node's lease, checked as held reads are answered */
+    uint64_t max_memory;     /* the node's memory limit (docs/memory.md), 0: none */
 } kv_repl_config_t;
 
 /* Creates the engine for store (borrowed, P partitions). NULL on failure. */
@@ -143,6 +144,25 @@ void kv_repl_send_reply(kv_repl_t *self, zmq_msg_t *identity, kv_msg_t *reply);
 
 /* Sends an encoded frame to the peer behind identity. */
 void kv_repl_send_frame(kv_repl_t *self, zmq_msg_t *identity, const uint8_t *frame, size_t size);
+
+/* Memory (docs/memory.md). The bytes of the engine's own queues: reads
+ * held, writes awaiting confirmation, snapshots asked of us, updates
+ * buffered while a snapshot arrives (kept as they change: no walk). */
+size_t kv_repl_buffer_bytes(const kv_repl_t *self);
+
+/* Every byte the node accounts against config.max_memory: the store, the
+ * engine's queues, and the frames libzmq holds (kv_mem_frame_bytes). No
+ * walk: asked per write. Our ACKs report the room it leaves to the
+ * primaries we follow (every KV_ROOM_MS at least). */
+uint64_t kv_repl_used_memory(const kv_repl_t *self);
+
+/* Whether every other copy of partition (its replicas and learner, as the
+ * table names them) has room for grow more bytes, as their last ACKs said
+ * less what we sent them since: 0, and the bytes are counted against
+ * them; -1 when one has not (the write must be refused: only primaries
+ * decide, so the stream must never push a replica past its limit). A
+ * write that does not grow (grow <= 0) always passes. */
+int kv_repl_room_take(kv_repl_t *self, uint32_t partition, int64_t grow);
 
 /* Transactions (kv_repl_tx.c, protocol in kv_tx.h): the requests of a
  * partition we are primary of (checked by the caller, not fenced), and a

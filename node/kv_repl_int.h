@@ -15,6 +15,7 @@
 
 #include "kv_counters.h"
 #include "kv_limits.h"
+#include "kv_mem.h"
 #include "kv_peers.h"
 
 #define KV_BEACON_MS 100                   /* primary beacon period */
@@ -24,6 +25,9 @@
 #define KV_PENDING_EXPIRY_MS 10000         /* forget unconfirmed writes after this */
 #define KV_HOLD_MS 1000                    /* a read held this long is refused (503) */
 #define KV_BUFFER_MAX 100000               /* updates buffered during a snapshot */
+#define KV_BUFFER_BYTES_MAX (64u << 20)    /* ... and their bytes, all partitions together */
+#define KV_SNAPSHOT_BYTES_MAX (32u << 20)  /* snapshot chunks in libzmq before we serve more */
+#define KV_ROOM_MS 100                     /* a replica with a limit reports its room this often */
 #define KV_DRAIN_BATCH 4096                /* frames per socket per wake-up */
 #define KV_SCAN_MS 20                      /* period of the per-partition housekeeping walk */
 #define KV_ACKERS (KV_REPLICATION_MAX + 1) /* replicas + a learner */
@@ -175,7 +179,14 @@ struct _kv_repl_t {
     int64_t next_ttl;        /* mono ms of the next look for due deadlines */
     int ttl_backlog;         /* deadlines were left due: look again at once */
     uint32_t ttl_cursor;     /* the partition the next look starts at */
+    size_t count_refused;    /* writes refused for memory (507) */
+    size_t count_refused_copy; /* ... because a replica or learner had no room */
     kv_repl_sweep_t tx_sweeps[KV_TX_SWEEPS]; /* records being swept */
+    size_t buffer_bytes;                     /* held reads, pending writes, snapshot jobs,
+                                                buffered updates (kv_repl_buffer_bytes) */
+    int64_t next_room;                       /* mono ms of the next room report */
+    uint64_t room_of[KV_MAX_NODES];          /* primary side: each node's last room, less what
+                                                we sent it since; KV_MEM_NO_LIMIT: none known */
 };
 
 /* Whether a partition is ours as primary (fenced or not), as replica or
@@ -205,6 +216,9 @@ void kv_repl_ttl_tick(kv_repl_t *self);
 void kv_repl_ttl_register_counters(kv_repl_t *self);
 
 /* --- shared helpers (kv_repl.c) ------------------------------------------ */
+
+/* The room config.max_memory leaves (KV_MEM_NO_LIMIT: none). */
+uint64_t kv_repl_room(const kv_repl_t *self);
 
 /* The epoch of our table, 0 before the first. */
 uint64_t kv_repl_epoch(const kv_repl_t *self);
@@ -308,7 +322,11 @@ void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now);
 /* --- replica side (kv_repl_replica.c) ------------------------------------ */
 
 /* Frees the updates buffered during a snapshot. */
-void kv_repl_replica_buffer_clear(kv_repl_part_t *part);
+void kv_repl_replica_buffer_clear(kv_repl_t *self, kv_repl_part_t *part);
+
+/* Has the next ACKs to every primary we follow carry our room (a replica
+ * with a memory limit, every KV_ROOM_MS). */
+void kv_repl_replica_report_room(kv_repl_t *self);
 
 /* Asks partition's primary for a snapshot (not live until it is applied). */
 void kv_repl_replica_ask_snapshot(kv_repl_t *self, uint32_t partition);

@@ -75,10 +75,11 @@ static void s_group_done(kv_repl_t *self, kv_repl_group_t *group, int confirmed)
 
 /* Holds the reply of the write of key (NULL: every key, a /clear) applied
  * at seq until replicas confirm it. */
-static int s_pending_add(kv_repl_part_t *part, uint64_t seq, kv_repl_group_t *group,
-                         kv_bytes_t key) {
+static int s_pending_add(kv_repl_t *self, kv_repl_part_t *part, uint64_t seq,
+                         kv_repl_group_t *group, kv_bytes_t key) {
     kv_repl_pending_t *pending = calloc(1, sizeof(*pending));
     if (!pending) return -1;
+    self->buffer_bytes += sizeof(*pending);
     pending->seq = seq;
     pending->any_key = key.ptr == NULL;
     pending->key_hash = key.ptr ? kv_hash64(key.ptr, key.len, 0) : 0;
@@ -91,6 +92,11 @@ static int s_pending_add(kv_repl_part_t *part, uint64_t seq, kv_repl_group_t *gr
         part->pending = pending;
     part->pending_tail = pending;
     return 0;
+}
+
+static void s_pending_free(kv_repl_t *self, kv_repl_pending_t *pending) {
+    self->buffer_bytes -= sizeof(*pending);
+    free(pending);
 }
 
 kv_repl_group_t *kv_repl_group_begin(zmq_msg_t *identity, uint64_t req_id, uint8_t *frame,
@@ -108,7 +114,7 @@ kv_repl_group_t *kv_repl_group_begin(zmq_msg_t *identity, uint64_t req_id, uint8
 
 void kv_repl_group_write(kv_repl_t *self, kv_repl_part_t *part, kv_repl_group_t *group,
                          uint64_t seq, kv_bytes_t key) {
-    if (group && s_required(self) > 0 && s_pending_add(part, seq, group, key) != 0)
+    if (group && s_required(self) > 0 && s_pending_add(self, part, seq, group, key) != 0)
         group->req_id = 0; /* out of memory: never answer, the gateway says 504 */
 }
 
@@ -125,7 +131,7 @@ void kv_repl_primary_release(kv_repl_t *self, kv_repl_part_t *part, uint64_t seq
         part->pending = pending->next;
         if (!part->pending) part->pending_tail = NULL;
         s_group_done(self, pending->group, confirmed);
-        free(pending);
+        s_pending_free(self, pending);
     }
 }
 
@@ -224,7 +230,8 @@ static kv_repl_held_t *s_held_pop(kv_repl_part_t *part) {
     return s_list_pop(&part->held, &part->held_tail);
 }
 
-static void s_held_free(kv_repl_held_t *held) {
+static void s_held_free(kv_repl_t *self, kv_repl_held_t *held) {
+    self->buffer_bytes -= sizeof(*held) + held->frame_len;
     zmq_msg_close(&held->identity);
     free(held->frame);
     free(held);
@@ -258,7 +265,7 @@ static void s_serve_held(kv_repl_t *self, uint32_t partition, kv_repl_part_t *pa
             continue;
         }
         s_answer(self, &held->identity, held->req_id, partition, held);
-        s_held_free(held);
+        s_held_free(self, held);
     }
 }
 
@@ -268,17 +275,18 @@ void kv_repl_primary_refuse_held(kv_repl_t *self, kv_repl_part_t *part, int stat
             part->held ? s_held_pop(part) : s_list_pop(&part->locked, &part->locked_tail);
         if (status >= 0)
             kv_repl_reply(self, &held->identity, held->req_id, (kv_status_t)status, NULL, 0, 0);
-        s_held_free(held);
+        s_held_free(self, held);
     }
 }
 
 /* A copy of what, waiting for identity's request req_id; NULL when out of
  * memory. */
-static kv_repl_held_t *s_held_new(zmq_msg_t *identity, uint64_t req_id,
+static kv_repl_held_t *s_held_new(kv_repl_t *self, zmq_msg_t *identity, uint64_t req_id,
                                   const kv_repl_held_t *what) {
     kv_repl_held_t *held = malloc(sizeof(*held));
     if (!held) return NULL;
     *held = *what;
+    self->buffer_bytes += sizeof(*held) + held->frame_len;
     zmq_msg_init(&held->identity);
     zmq_msg_copy(&held->identity, identity);
     held->req_id = req_id;
@@ -288,7 +296,7 @@ static kv_repl_held_t *s_held_new(zmq_msg_t *identity, uint64_t req_id,
 
 int kv_repl_primary_wait_unlock(kv_repl_t *self, zmq_msg_t *identity, uint32_t partition,
                                 uint64_t req_id, const kv_repl_held_t *what) {
-    kv_repl_held_t *held = s_held_new(identity, req_id, what);
+    kv_repl_held_t *held = s_held_new(self, identity, req_id, what);
     if (!held) return -1;
     kv_repl_part_t *part = &self->parts[partition];
     s_list_append(&part->locked, &part->locked_tail, held);
@@ -300,7 +308,7 @@ static void s_prepare_again(kv_repl_t *self, kv_repl_held_t *held) {
     kv_msg_t req;
     if (kv_msg_decode(held->frame, held->frame_len, &req) == 0)
         kv_repl_tx_prepare(self, &held->identity, &req);
-    s_held_free(held);
+    s_held_free(self, held);
 }
 
 void kv_repl_primary_unlocked(kv_repl_t *self, uint32_t partition) {
@@ -320,7 +328,7 @@ void kv_repl_primary_unlocked(kv_repl_t *self, uint32_t partition) {
         }
         kv_repl_answer_or_hold(self, &held->identity, partition, held->req_id, held);
         held->frame = NULL; /* taken */
-        s_held_free(held);
+        s_held_free(self, held);
     }
 }
 
@@ -335,7 +343,7 @@ void kv_repl_answer_or_hold(kv_repl_t *self, zmq_msg_t *identity, uint32_t parti
         free(what->frame);
         return;
     }
-    kv_repl_held_t *held = s_held_new(identity, req_id, what);
+    kv_repl_held_t *held = s_held_new(self, identity, req_id, what);
     if (!held) {
         free(what->frame);
         kv_repl_reply(self, identity, req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
@@ -458,6 +466,8 @@ static void s_confirm(kv_repl_t *self, uint32_t partition, kv_repl_part_t *part,
 
 void kv_repl_primary_on_ack(kv_repl_t *self, const kv_msg_t *ack) {
     if (!self->table) return;
+    if (ack->sender < KV_MAX_NODES) /* what it applied is in its room: start over from it */
+        self->room_of[ack->sender] = ack->has_room ? ack->room : KV_MEM_NO_LIMIT;
     size_t count = ack->items.len / KV_MSG_ITEM_SIZE;
     for (size_t i = 0; i < count; i++) {
         kv_msg_item_t item = kv_msg_item_read(&ack->items, i);
@@ -489,9 +499,12 @@ void kv_repl_primary_publish_meta(kv_repl_t *self, uint32_t partition, uint8_t o
     update.key = key;
     update.value = value;
     size_t size = kv_msg_encode(&update, buf, sizeof(buf));
-    if (!size) return;
-    if (zmq_send(self->config.pub, topic, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 4)
-        zmq_send(self->config.pub, buf, size, ZMQ_DONTWAIT);
+    zmq_msg_t frame; /* counted until every subscriber's queue let it go (kv_mem.h) */
+    if (!size || kv_mem_frame(&frame, size) != 0) return;
+    memcpy(zmq_msg_data(&frame), buf, size);
+    if (zmq_send(self->config.pub, topic, 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) != 4 ||
+        zmq_msg_send(&frame, self->config.pub, ZMQ_DONTWAIT) < 0)
+        zmq_msg_close(&frame);
 }
 
 /* Enough live ackers for a safe write of partition? */
@@ -579,6 +592,13 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
             return;
         }
     }
+    if (req->type == KV_MSG_SET &&
+        kv_repl_room_take(self, req->partition,
+                          kv_store_put_growth(self->store, req->partition, req->key.ptr,
+                                              req->key.len, req->value.len, req->ttl != 0)) != 0) {
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_NO_MEMORY, NULL, 0, 0);
+        return; /* nothing applied, nothing replicated */
+    }
     s_update_t update;
     kv_status_t status = s_apply_write(self, req, part->seq + 1, &update);
     /* A remove that found nothing wrote nothing but read the key: its 404
@@ -602,7 +622,7 @@ void kv_repl_primary_write(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
     }
     kv_repl_group_t *group = s_group_new(identity, req->req_id);
     if (group) group->version = version;
-    if (!group || s_pending_add(part, seq, group, req->key) != 0) {
+    if (!group || s_pending_add(self, part, seq, group, req->key) != 0) {
         if (group) s_group_destroy(&group);
         return; /* out of memory: no reply, the gateway answers 504 */
     }
@@ -629,7 +649,8 @@ void kv_repl_primary_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t 
         part->removed_seq = ++part->seq;
         kv_repl_primary_publish(self, p, KV_OP_CLEAR, part->seq, (kv_bytes_t){NULL, 0},
                                 (kv_bytes_t){NULL, 0});
-        if (s_required(self) > 0) s_pending_add(part, part->seq, group, (kv_bytes_t){NULL, 0});
+        if (s_required(self) > 0)
+            s_pending_add(self, part, part->seq, group, (kv_bytes_t){NULL, 0});
     }
     s_group_done(self, group, 1);
 }
@@ -650,7 +671,7 @@ static void s_snapshot_send(s_snapshot_t *snap, int more) {
     snap->msg.entries = (kv_bytes_t){(const char *)snap->entries, snap->pos};
     size_t size = kv_msg_encoded_size(&snap->msg);
     zmq_msg_t frame, copy;
-    if (!size || zmq_msg_init_size(&frame, size) != 0) {
+    if (!size || kv_mem_frame(&frame, size) != 0) {
         snap->failed = 1;
         return;
     }
@@ -729,6 +750,7 @@ void kv_repl_primary_queue_snapshot(kv_repl_t *self, zmq_msg_t *identity, const 
         }
     kv_repl_job_t *job = calloc(1, sizeof(*job));
     if (!job) return; /* out of memory: the replica asks again after a silence */
+    self->buffer_bytes += sizeof(*job);
     zmq_msg_init(&job->identity);
     zmq_msg_copy(&job->identity, identity);
     job->req_id = req->req_id;
@@ -748,7 +770,8 @@ static kv_repl_job_t *s_job_pop(kv_repl_t *self) {
     return job;
 }
 
-static void s_job_free(kv_repl_job_t *job) {
+static void s_job_free(kv_repl_t *self, kv_repl_job_t *job) {
+    self->buffer_bytes -= sizeof(*job);
     zmq_msg_close(&job->identity);
     free(job);
 }
@@ -756,16 +779,19 @@ static void s_job_free(kv_repl_job_t *job) {
 void kv_repl_primary_serve_jobs(kv_repl_t *self, int64_t budget_us) {
     int64_t start = kv_clock_mono_us();
     kv_repl_job_t *job;
-    while ((job = s_job_pop(self)) != NULL) {
+    /* Chunks sent wait in libzmq until the replica takes them: while more
+     * than KV_SNAPSHOT_BYTES_MAX of them wait, the next jobs wait too (a
+     * slow replica must not make its primary run out of memory). */
+    while (kv_mem_frame_bytes() < KV_SNAPSHOT_BYTES_MAX && (job = s_job_pop(self)) != NULL) {
         s_serve_snapshot(self, &job->identity, job->req_id, job->partition);
-        s_job_free(job);
+        s_job_free(self, job);
         if (kv_clock_mono_us() - start >= budget_us) break;
     }
 }
 
 void kv_repl_primary_drop_jobs(kv_repl_t *self) {
     kv_repl_job_t *job;
-    while ((job = s_job_pop(self)) != NULL) s_job_free(job);
+    while ((job = s_job_pop(self)) != NULL) s_job_free(self, job);
 }
 
 void kv_repl_primary_beacon(kv_repl_t *self) {
@@ -798,19 +824,19 @@ void kv_repl_primary_expire(kv_repl_t *self, kv_repl_part_t *part, int64_t now) 
     while (part->held && now - part->held->since > KV_HOLD_MS) { /* replicas silent */
         kv_repl_held_t *held = s_held_pop(part);
         kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_UNAVAILABLE, NULL, 0, 0);
-        s_held_free(held);
+        s_held_free(self, held);
     }
     /* a commit whose gateway died: resolved in about 2 s, the gateway asks again */
     while (part->locked && now - part->locked->since > KV_HOLD_MS) {
         kv_repl_held_t *held = s_list_pop(&part->locked, &part->locked_tail);
         kv_repl_reply(self, &held->identity, held->req_id, KV_STATUS_LOCKED, NULL, 0, 0);
-        s_held_free(held);
+        s_held_free(self, held);
     }
     while (part->pending && now - part->pending->since > KV_PENDING_EXPIRY_MS) {
         kv_repl_pending_t *pending = part->pending;
         part->pending = pending->next;
         if (!part->pending) part->pending_tail = NULL;
         s_group_done(self, pending->group, 0);
-        free(pending);
+        s_pending_free(self, pending);
     }
 }

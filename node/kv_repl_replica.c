@@ -10,10 +10,16 @@
 #include "kv_clock.h"
 #include "kv_log.h"
 
-void kv_repl_replica_buffer_clear(kv_repl_part_t *part) {
+/* Frees one buffered update, its bytes taken off the engine's. */
+static void s_buffered_free(kv_repl_t *self, kv_repl_buffered_t *item) {
+    self->buffer_bytes -= sizeof(*item) + item->len;
+    free(item);
+}
+
+void kv_repl_replica_buffer_clear(kv_repl_t *self, kv_repl_part_t *part) {
     while (part->buffer) {
         kv_repl_buffered_t *next = part->buffer->next;
-        free(part->buffer);
+        s_buffered_free(self, part->buffer);
         part->buffer = next;
     }
     part->buffer_tail = NULL;
@@ -26,7 +32,7 @@ void kv_repl_replica_ask_snapshot(kv_repl_t *self, uint32_t partition) {
     kv_repl_role_execute(self, partition, KV_REPL_EV_RESYNC);
     part->snap_req = 0;
     part->snap_asked = kv_clock_mono_ms();
-    kv_repl_replica_buffer_clear(part);
+    kv_repl_replica_buffer_clear(self, part);
     if (part->primary == KV_NO_NODE || !kv_repl_usable(self, part->primary))
         return; /* retried later */
     kv_msg_t req = {.type = KV_MSG_SNAPSHOT_REQ, .partition = partition};
@@ -106,7 +112,9 @@ static void s_on_update(kv_repl_t *self, const kv_msg_t *update) {
 
 static void s_buffer_add(kv_repl_t *self, kv_repl_part_t *part, const uint8_t *data, size_t len,
                          uint32_t partition) {
-    if (part->buffered >= KV_BUFFER_MAX) { /* the snapshot is too slow: start over */
+    /* The snapshot is too slow (or the updates too many bytes to keep):
+     * start over rather than let the buffer grow without a bound. */
+    if (part->buffered >= KV_BUFFER_MAX || self->buffer_bytes + len > KV_BUFFER_BYTES_MAX) {
         s_resync(self, partition, KV_COUNTER_INVALID, "update buffer full during snapshot");
         return;
     }
@@ -115,6 +123,7 @@ static void s_buffer_add(kv_repl_t *self, kv_repl_part_t *part, const uint8_t *d
     item->next = NULL;
     item->len = len;
     memcpy(item->data, data, len);
+    self->buffer_bytes += sizeof(*item) + len;
     if (part->buffer_tail)
         part->buffer_tail->next = item;
     else
@@ -174,6 +183,8 @@ void kv_repl_replica_flush_acks(kv_repl_t *self) {
         }
         self->dirty_count = kept;
         kv_msg_t ack = {.type = KV_MSG_ACK, .sender = (uint16_t)self->self};
+        ack.has_room = self->config.max_memory != 0; /* room after what it confirms */
+        ack.room = ack.has_room ? kv_repl_room(self) : 0;
         ack.items = (kv_bytes_t){(const char *)items, count * KV_MSG_ITEM_SIZE};
         size_t size = kv_msg_encoded_size(&ack);
         uint8_t *buf = malloc(size);
@@ -199,7 +210,7 @@ static void s_replay_buffer(kv_repl_t *self, uint32_t partition) {
         kv_msg_t msg;
         if (kv_repl_is_live(part) && kv_msg_decode(list->data, list->len, &msg) == 0)
             s_on_update(self, &msg);
-        free(list);
+        s_buffered_free(self, list);
         list = next;
     }
 }
@@ -274,5 +285,18 @@ void kv_repl_replica_drain_peer(kv_repl_t *self, void *handle) {
             if (msg.type == KV_MSG_REPLY) kv_repl_tx_on_reply(self, &msg);
         }
         zmq_msg_close(&frame);
+    }
+}
+
+/* One partition per primary is enough: the room is the node's, and the
+ * ACK that carries it repeats a seq the primary has (harmless). */
+void kv_repl_replica_report_room(kv_repl_t *self) {
+    uint8_t told[KV_MAX_NODES] = {0};
+    for (uint32_t p = 0; p < self->partitions; p++) {
+        const kv_repl_part_t *part = &self->parts[p];
+        if (!kv_repl_is_live(part) || part->primary >= KV_MAX_NODES || told[part->primary])
+            continue;
+        told[part->primary] = 1;
+        s_mark_dirty(self, p);
     }
 }

@@ -133,6 +133,11 @@ void kv_repl_role_register_counters(kv_repl_t *self) {
                                                         "partition snapshots sent to replicas");
     self->count_snapshots_applied = kv_counters_register(
         counters, "kv_repl_snapshots_applied_total", "partition snapshots applied here");
+    self->count_refused = kv_counters_register(counters, "kv_repl_memory_refusals_total",
+                                               "writes refused at a memory limit (507)");
+    self->count_refused_copy =
+        kv_counters_register(counters, "kv_repl_memory_refusals_copy_total",
+                             "... because a replica or learner of the partition was at its limit");
 }
 
 /* --- roles from the table -------------------------------------------------- */
@@ -151,7 +156,7 @@ static void s_drop(kv_repl_t *self, uint32_t partition) {
                       kv_table_node_state(self->table, (uint32_t)self->self) != KV_NODE_DOWN;
     kv_repl_primary_release(self, part, UINT64_MAX, handed_over);
     kv_repl_primary_refuse_held(self, part, KV_STATUS_MOVED); /* ask the new primary */
-    kv_repl_replica_buffer_clear(part);
+    kv_repl_replica_buffer_clear(self, part);
     kv_store_clear_partition(self->store, partition);
     kv_repl_role_execute(self, partition, KV_REPL_EV_DROP);
     kv_repl_role_reset(part);
@@ -162,7 +167,7 @@ static void s_become_primary(kv_repl_t *self, uint32_t partition, const kv_table
     int fenced = (kv_table_flags(table, partition) & KV_PART_FENCED) != 0;
     if (kv_repl_is_follower(part)) {
         kv_repl_subscribe(self, partition, 0);
-        kv_repl_replica_buffer_clear(part);
+        kv_repl_replica_buffer_clear(self, part);
         kv_log_info("node %s: primary of partition %u at epoch %" PRIu64 ", seq %" PRIu64 "%s",
                     self->config.node_id, partition, kv_table_epoch(table), part->seq,
                     kv_repl_is_live(part) ? "" : " (was not in sync)");
@@ -210,7 +215,7 @@ static void s_become_replica(kv_repl_t *self, uint32_t partition, const kv_table
     if (part->primary != primary) {
         part->primary = primary;
         part->snap_req = 0; /* a request to the old primary will never be answered */
-        if (!live) kv_repl_replica_buffer_clear(part);
+        if (!live) kv_repl_replica_buffer_clear(self, part);
     }
     if (!live && !part->snap_req) kv_repl_replica_ask_snapshot(self, partition);
 }

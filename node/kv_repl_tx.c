@@ -403,6 +403,26 @@ static void s_apply_prepare(kv_repl_t *self, const kv_msg_t *req, kv_repl_group_
     }
 }
 
+/* The bytes a prepare would add: its intents (none for a one-partition
+ * transaction) and the values its SETs leave. 0 when its writes do not
+ * grow the data (removals, smaller values): those are never refused, the
+ * intents' bytes being gone with the transaction. */
+static int64_t s_prepare_growth(kv_repl_t *self, const kv_msg_t *req) {
+    int64_t data = 0, intents = 0;
+    size_t pos = 0, i = 0;
+    kv_msg_txop_t op;
+    for (; kv_msg_txop_next(req, &pos, &op) == 0; i++) {
+        int expiring = s_op_expiry(self, req, i) != 0;
+        if (op.write == KV_TXOP_SET)
+            data += kv_store_put_growth(self->store, req->partition, op.key.ptr, op.key.len,
+                                        op.value.len, expiring);
+        size_t value = op.write == KV_TXOP_SET ? op.value.len + (expiring ? 8 : 0) : 0;
+        if (!req->commit) /* an intent: "\0i" + the key, never expiring itself */
+            intents += (int64_t)kv_dict_entry_bytes(op.key.len + 2, KV_TX_INTENT_HEAD + value, 0);
+    }
+    return data > 0 ? data + intents : 0;
+}
+
 /* Queues a reader's prepare behind a writer's intents (the partition's
  * locked list, run again when intents go). Only readers wait and only for
  * writers, and writers never wait: no cycle of waits, no deadlock. */
@@ -462,6 +482,11 @@ void kv_repl_tx_prepare(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *re
         uint8_t *frame = s_tx_reply(self, req, status, 0, &e, &len);
         s_decided(self, identity, req->partition, req->req_id, KV_STATUS_CONFLICT, frame, len);
         return;
+    }
+    if (kv_repl_room_take(self, req->partition, s_prepare_growth(self, req)) != 0) {
+        free(e.buf);
+        kv_repl_reply(self, identity, req->req_id, KV_STATUS_NO_MEMORY, NULL, 0, 0);
+        return; /* before any intent is left */
     }
     uint64_t first = self->parts[req->partition].seq + 1;
     uint8_t *frame =

@@ -11,6 +11,7 @@
 
 #define KV_STORE_EXPIRY_SLACK 64 /* stale index items tolerated per partition */
 #define KV_STORE_EXPIRED_MAX 16  /* expired entries taken from one bucket per visit */
+#define KV_STORE_INDEX_ITEM 8    /* bytes of an expiry index item (kv_expiry.h) */
 
 struct _kv_store_t {
     uint32_t partitions;    /* number of partitions */
@@ -21,7 +22,31 @@ struct _kv_store_t {
     int64_t fixed_now;      /* tests: the wall clock, when non-zero */
     int64_t clock_offset;   /* tests: ms added to the wall clock (a skewed node) */
     uint8_t seed[16];       /* bucket hash key shared by this store's dicts */
+    size_t memory;          /* kv_store_memory, kept as partitions change (no walk) */
 };
+
+/* --- memory: a running total -------------------------------------------- */
+
+/* The bytes a dict or an index holds, 0 for none. */
+static size_t s_dict_memory(const kv_dict_t *dict) {
+    return dict ? kv_dict_memory(dict) : 0;
+}
+
+static size_t s_index_memory(const kv_expiry_t *index) {
+    return index ? kv_expiry_memory(index) : 0;
+}
+
+/* The bytes partition holds: its dicts and its expiry index. O(1). */
+static size_t s_part_memory(const kv_store_t *self, uint32_t partition) {
+    return s_dict_memory(self->dicts[partition]) + s_dict_memory(self->metas[partition]) +
+           s_index_memory(self->expiries[partition]);
+}
+
+/* Keeps self->memory right once a partition that held before bytes has
+ * changed: every change of a partition is bracketed so (never nested). */
+static void s_recount(kv_store_t *self, uint32_t partition, size_t before) {
+    self->memory = self->memory - before + s_part_memory(self, partition);
+}
 
 kv_store_t *kv_store_new(uint32_t partitions) {
     kv_store_t *self = calloc(1, sizeof(*self));
@@ -38,6 +63,7 @@ kv_store_t *kv_store_new(uint32_t partitions) {
         return NULL;
     }
     kv_siphash_random_key(self->seed);
+    self->memory = sizeof(*self) + 3 * (size_t)partitions * sizeof(*self->dicts);
     return self;
 }
 
@@ -144,7 +170,7 @@ static int s_expiry_add(kv_store_t *self, uint32_t partition, kv_dict_t *dict, c
     return 0;
 }
 
-int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
+static int s_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
                  const char *value, size_t vlen, uint64_t version, int64_t expiry) {
     kv_dict_t *dict = s_dict_for(self, partition, key, klen, 1);
     if (!dict) return -1;
@@ -155,6 +181,23 @@ int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t k
     return 0;
 }
 
+int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
+                 const char *value, size_t vlen, uint64_t version, int64_t expiry) {
+    if (partition >= self->partitions) return -1;
+    size_t before = s_part_memory(self, partition);
+    int rc = s_put(self, partition, key, klen, value, vlen, version, expiry);
+    s_recount(self, partition, before);
+    return rc;
+}
+
+int64_t kv_store_put_growth(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
+                            size_t vlen, int expiring) {
+    const kv_entry_t *old = kv_store_get(self, partition, key, klen);
+    int64_t grow = (int64_t)kv_dict_entry_bytes(klen, vlen, expiring);
+    if (expiring) grow += KV_STORE_INDEX_ITEM; /* its item in the partition's index */
+    return old ? grow - (int64_t)kv_entry_bytes(old) : grow;
+}
+
 kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry) {
     return (kv_msg_entry_t){{kv_entry_key(entry), kv_entry_klen(entry)},
                             {kv_entry_value(entry), kv_entry_vlen(entry)},
@@ -163,7 +206,10 @@ kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry) {
 
 const kv_entry_t *kv_store_get(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
     kv_dict_t *dict = s_dict_for(self, partition, key, klen, 0);
-    const kv_entry_t *entry = dict ? kv_dict_get(dict, key, klen) : NULL;
+    if (!dict) return NULL;
+    size_t before = s_part_memory(self, partition); /* a lookup does a rehash step */
+    const kv_entry_t *entry = kv_dict_get(dict, key, klen);
+    s_recount(self, partition, before);
     return entry && kv_store_expired(self, entry) ? NULL : entry;
 }
 
@@ -192,6 +238,7 @@ size_t kv_store_expire(kv_store_t *self, uint32_t partition, size_t max, kv_stor
                        void *arg) {
     if (partition >= self->partitions || !self->expiries[partition]) return 0;
     kv_expiry_t *index = self->expiries[partition];
+    size_t index_before = kv_expiry_memory(index); /* fn's removals count themselves */
     int64_t now = kv_store_now(self);
     size_t visited = 0;
     uint64_t hash;
@@ -209,7 +256,11 @@ size_t kv_store_expire(kv_store_t *self, uint32_t partition, size_t max, kv_stor
         if (kept && kv_expiry_push(index, now + KV_STORE_EXPIRE_RETRY_MS, hash) == 0)
             self->expiry_items++;
     }
-    if (kv_expiry_size(index) == 0) s_expiry_forget(self, partition);
+    self->memory = self->memory - index_before + kv_expiry_memory(index);
+    if (kv_expiry_size(index) == 0) {
+        self->memory -= kv_expiry_memory(index);
+        s_expiry_forget(self, partition);
+    }
     return visited;
 }
 
@@ -225,7 +276,7 @@ size_t kv_store_expiry_items(const kv_store_t *self) {
 /* An emptied dict is freed, tables and all, so a partition whose keys all
  * went (expired, removed) costs what it cost before its first put. Its
  * successor hashes with the same seed: index items stay valid. */
-int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
+static int s_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
     kv_dict_t *dict = s_dict_for(self, partition, key, klen, 0);
     if (!dict || kv_dict_delete(dict, key, klen) != 0) return -1;
     if (kv_dict_size(dict) == 0) {
@@ -236,17 +287,29 @@ int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_
     return 0;
 }
 
+int kv_store_delete(kv_store_t *self, uint32_t partition, const char *key, size_t klen) {
+    if (partition >= self->partitions) return -1;
+    size_t before = s_part_memory(self, partition);
+    int rc = s_delete(self, partition, key, klen);
+    s_recount(self, partition, before);
+    return rc;
+}
+
 void kv_store_clear_partition(kv_store_t *self, uint32_t partition) {
     if (partition >= self->partitions) return;
+    size_t before = s_part_memory(self, partition);
     kv_dict_destroy(&self->dicts[partition]); /* frees the tables too */
     kv_dict_destroy(&self->metas[partition]);
     s_expiry_forget(self, partition);
+    s_recount(self, partition, before);
 }
 
 void kv_store_clear_data(kv_store_t *self, uint32_t partition) {
     if (partition >= self->partitions) return;
+    size_t before = s_part_memory(self, partition);
     kv_dict_destroy(&self->dicts[partition]);
     s_expiry_forget(self, partition);
+    s_recount(self, partition, before);
 }
 
 size_t kv_store_meta_size(const kv_store_t *self, uint32_t partition) {
@@ -266,13 +329,7 @@ size_t kv_store_size(const kv_store_t *self) {
 }
 
 size_t kv_store_memory(const kv_store_t *self) {
-    size_t bytes = sizeof(*self) + 3 * (size_t)self->partitions * sizeof(*self->dicts);
-    for (uint32_t p = 0; p < self->partitions; p++) {
-        if (self->dicts[p]) bytes += kv_dict_memory(self->dicts[p]);
-        if (self->metas[p]) bytes += kv_dict_memory(self->metas[p]);
-        if (self->expiries[p]) bytes += kv_expiry_memory(self->expiries[p]);
-    }
-    return bytes;
+    return self->memory;
 }
 
 void kv_store_rehash_for(kv_store_t *self, long max_us) {
@@ -280,7 +337,10 @@ void kv_store_rehash_for(kv_store_t *self, long max_us) {
     for (uint32_t p = 0; p < self->partitions; p++) {
         long left = (long)(deadline - kv_clock_mono_us());
         if (left <= 0) return;
-        if (self->dicts[p]) kv_dict_rehash_for(self->dicts[p], left);
+        if (!self->dicts[p]) continue;
+        size_t before = s_part_memory(self, p);
+        kv_dict_rehash_for(self->dicts[p], left);
+        s_recount(self, p, before);
     }
 }
 
@@ -291,6 +351,16 @@ int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen)
 }
 
 /* --- key-ordered scans --------------------------------------------------- */
+
+/* kv_dict_scan of one of partition's dicts, whose rehash step may change
+ * its bytes (fn must not modify the store). */
+static uint64_t s_scan(kv_store_t *self, uint32_t partition, kv_dict_t *dict, uint64_t cursor,
+                       kv_dict_scan_fn *fn, void *arg) {
+    size_t before = s_part_memory(self, partition);
+    cursor = kv_dict_scan(dict, cursor, fn, arg);
+    s_recount(self, partition, before);
+    return cursor;
+}
 
 typedef struct {
     const kv_store_t *store;  /* its clock: expired entries are left out */
@@ -345,7 +415,7 @@ int kv_store_scan_sorted(kv_store_t *self, uint32_t partition, int has_after, co
     if (!dict || limit == 0) return dict && kv_dict_size(dict) > 0 && limit == 0;
     s_gather_t gather = {self, NULL, 0, 0, has_after, after, alen, 0};
     uint64_t cursor = 0;
-    do cursor = kv_dict_scan(dict, cursor, s_gather, &gather);
+    do cursor = s_scan(self, partition, dict, cursor, s_gather, &gather);
     while (cursor != 0 && !gather.failed);
     if (gather.failed) {
         free(gather.items);
@@ -375,21 +445,23 @@ static void s_foreach_entry(const kv_entry_t *entry, void *arg) {
     if (!walk->stopped) walk->stopped = walk->fn(entry, walk->arg);
 }
 
-/* Walks one dict; returns whether fn asked to stop. */
-static int s_walk(kv_dict_t *dict, kv_store_entry_fn *fn, void *arg) {
+/* Walks one dict of partition; returns whether fn asked to stop. */
+static int s_walk(kv_store_t *self, uint32_t partition, kv_dict_t *dict, kv_store_entry_fn *fn,
+                  void *arg) {
     if (!dict) return 0;
     s_foreach_t walk = {fn, arg, 0};
     uint64_t cursor = 0;
-    do cursor = kv_dict_scan(dict, cursor, s_foreach_entry, &walk);
+    do cursor = s_scan(self, partition, dict, cursor, s_foreach_entry, &walk);
     while (cursor != 0 && !walk.stopped);
     return walk.stopped;
 }
 
 void kv_store_foreach(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg) {
     if (partition >= self->partitions) return;
-    if (!s_walk(self->metas[partition], fn, arg)) s_walk(self->dicts[partition], fn, arg);
+    if (!s_walk(self, partition, self->metas[partition], fn, arg))
+        s_walk(self, partition, self->dicts[partition], fn, arg);
 }
 
 void kv_store_foreach_meta(kv_store_t *self, uint32_t partition, kv_store_entry_fn *fn, void *arg) {
-    if (partition < self->partitions) s_walk(self->metas[partition], fn, arg);
+    if (partition < self->partitions) s_walk(self, partition, self->metas[partition], fn, arg);
 }

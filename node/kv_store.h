@@ -72,6 +72,13 @@ void kv_store_set_clock_offset(kv_store_t *self, int64_t offset);
 /* Whether entry's deadline has passed. */
 int kv_store_expired(const kv_store_t *self, const kv_entry_t *entry);
 
+/* Bytes a put of a vlen-byte value (with a version, and an expiry when
+ * expiring) under key would add to the partition: its entry (less the one
+ * it replaces: negative when it shrinks) and its expiry index item. Block
+ * and bucket-array growth are not foreseen (docs/memory.md). */
+int64_t kv_store_put_growth(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
+                            size_t vlen, int expiring);
+
 /* An entry as SNAPSHOT and SCAN_REPLY carry it: key, value, version
  * (pointing into the entry: valid until the store is next modified). */
 kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry);
@@ -98,7 +105,8 @@ size_t kv_store_meta_size(const kv_store_t *self, uint32_t partition);
 size_t kv_store_partition_size(const kv_store_t *self, uint32_t partition);
 size_t kv_store_size(const kv_store_t *self);
 
-/* Bytes held by all dicts. */
+/* Bytes held by all dicts and expiry indexes, kept up to date as they
+ * change (no walk). */
 size_t kv_store_memory(const kv_store_t *self);
 
 /* Spends up to max_us finishing incremental rehashes (idle time). */

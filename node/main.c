@@ -7,6 +7,7 @@
 #include "kv_endpoint.h"
 #include "kv_limits.h"
 #include "kv_log.h"
+#include "kv_mem.h"
 #include "kv_node.h"
 #include "kv_opts.h"
 #include "kv_sched.h"
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
     const char *id = hostname, *bind = "tcp://*:5601", *pub = "tcp://*:5602";
     const char *advertise = NULL, *pub_advertise = NULL;
     const char *coordinator = "tcp://127.0.0.1:5550", *log_level = "info";
+    const char *max_memory_text = "";
     long heartbeat_ms = KV_HEARTBEAT_MS, write_acks = 1, repl_hwm = 1000000;
     long drain_timeout_ms = 120000, sched_batch = 1, leases = 1, clock_offset_ms = 0;
     const kv_opt_t opts[] = {
@@ -46,6 +48,9 @@ int main(int argc, char **argv) {
          "1: run under SCHED_BATCH, batches per wake-up instead of a switch per message"},
         {"leases", "KV_LEASES", KV_OPT_LONG, &leases, 0, 1,
          "1: serve as primary only while the coordinator's lease holds (0: tests only)"},
+        {"max-memory", "KV_MAX_MEMORY", KV_OPT_STRING, &max_memory_text, 0, 0,
+         "memory limit: bytes (k, m, g suffixes), N% of the cgroup's limit, or none "
+         "(default: 90% of the cgroup's limit, none without one); writes past it get 507"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
          "error, warn, info or debug"},
         {"clock-offset-ms", "KV_CLOCK_OFFSET_MS", KV_OPT_LONG, &clock_offset_ms, -86400000,
@@ -67,6 +72,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "invalid node id or endpoints\n");
         return 2;
     }
+    uint64_t max_memory = 0;
+    if (kv_mem_parse_limit(max_memory_text, kv_mem_cgroup_limit(), &max_memory) != 0) {
+        fprintf(stderr, "invalid --max-memory '%s'\n", max_memory_text);
+        return 2;
+    }
     kv_log_init(id, (kv_log_level_t)level);
     if (sched_batch && kv_sched_batch() != 0) /* before any thread: they inherit it */
         kv_log_warn("cannot switch to SCHED_BATCH: %s", strerror(errno));
@@ -75,7 +85,7 @@ int main(int argc, char **argv) {
     kv_signals_init();
     kv_node_config_t config = {id,          bind,         advertise,  pub,      pub_advertise,
                                coordinator, heartbeat_ms, write_acks, repl_hwm, drain_timeout_ms,
-                               leases,      clock_offset_ms};
+                               leases,      clock_offset_ms, max_memory};
     zactor_t *node = kv_actor_start(kv_node_actor, &config);
     if (!node) return 1;
     /* SIGTERM drains first; SIGINT (or a second signal) stops at once. */

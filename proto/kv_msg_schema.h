@@ -56,6 +56,12 @@
  *     One exception, for /status only:
  *     STATS_REPLY's counters are filled at once, so a version 1 gateway
  *     shows an upgraded node as unreachable until it is upgraded too.
+ *     Version 4's memory fields (docs/memory.md) break rule 5 the same
+ *     way: STATS_REPLY's max_memory and used_memory, and ACK's room, which
+ *     a replica with a memory limit sends at once; a version 3 primary
+ *     drops such ACKs, so its writes time out until it is upgraded too
+ *     (upgrade primaries first, or run replicas with --max-memory=none
+ *     during the upgrade).
  *  6. KV_MSG_VERSION_MIN rises only when no release in service writes it.
  *  7. A new message type needs no new version (its fields are since 1): a
  *     process that does not know the type drops it, whatever the version,
@@ -228,7 +234,9 @@
     X(memory_limit, U64, 1) /* its cgroup memory limit, 0 when none */                   \
     X(primaries, U32, 1) /* partitions it is primary of */                               \
     X(replicas, U32, 1)  /* partitions it is a replica of */                             \
-    X(counters, COUNTERS, 2) /* the node's event counters */
+    X(counters, COUNTERS, 2) /* the node's event counters */                          \
+    X(max_memory, U64, 4) /* its enforced memory limit (--max-memory), 0 when none */    \
+    X(used_memory, U64, 4) /* bytes it accounts against it (docs/memory.md) */
 
 #define KV_MSG_HELLO_FIELDS(X)                                                           \
     X(node_id, STR8, 1)  /* the node's name */                                           \
@@ -292,7 +300,9 @@
 
 #define KV_MSG_ACK_FIELDS(X)                                                             \
     X(sender, U16, 1)    /* the replica's node index */                                  \
-    X(items, ITEMS, 1)   /* (partition, seq applied, 0) */
+    X(items, ITEMS, 1)   /* (partition, seq applied, 0) */                               \
+    X(has_room, FLAG, 4) /* the replica has a memory limit: room is set */               \
+    X(room, U64, 4)      /* bytes it can still take under its limit (docs/memory.md) */
 
 #define KV_MSG_SNAPSHOT_REQ_FIELDS(X)                                                    \
     X(req_id, U64, 1)    /* echoed in every chunk */                                     \
@@ -371,6 +381,10 @@
     X(uint64_t, primary_keys) /* STATS_REPLY */                                          \
     X(uint64_t, memory)      /* STATS_REPLY, HELLO, HEARTBEAT */                         \
     X(uint64_t, memory_limit) /* HEARTBEAT, STATS_REPLY: bytes, 0 when unlimited */      \
+    X(uint64_t, max_memory)  /* STATS_REPLY: enforced limit, 0 when none */              \
+    X(uint64_t, used_memory) /* STATS_REPLY: bytes accounted against it */               \
+    X(uint8_t, has_room)     /* ACK: room is set */                                      \
+    X(uint64_t, room)        /* ACK: the replica's memory room in bytes */               \
     X(uint64_t, incarnation) /* HELLO, HEARTBEAT */                                      \
     X(uint64_t, seq)         /* UPDATE, SNAPSHOT */                                      \
     X(uint64_t, if_version)  /* SET, RM: the condition's version */                      \

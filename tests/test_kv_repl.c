@@ -66,7 +66,7 @@ static void s_engine_open(s_engine_t *engine, const char *name, long write_acks)
     engine->store = kv_store_new(1);
     engine->counters = kv_counters_new();
     kv_repl_config_t config = {name, engine->router,   engine->pub, write_acks,
-                               1000, engine->counters, NULL};
+                               1000, engine->counters, NULL,        0};
     engine->repl = kv_repl_new(&config, engine->store, 1);
     cr_assert_not_null(engine->repl);
 }
@@ -780,6 +780,124 @@ Test(kv_repl, a_batch_read_shows_only_confirmed_writes) {
         kv_msg_item_t item = kv_msg_item_read(&reply.items, i);
         cr_expect(item.flag == 0 && item.seq == 3, "key %zu: the removal is its witness", i);
     }
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* --- memory (docs/memory.md) ------------------------------------------------- */
+
+/* An ACK from node from carrying its room (has_room) at seq. */
+static void s_ack_room(s_engine_t *engine, uint16_t from, uint64_t seq, uint64_t room) {
+    uint8_t items[KV_MSG_ITEM_SIZE];
+    kv_msg_item_t item = {0, seq, 0};
+    kv_msg_item_write(items, 0, &item);
+    kv_msg_t ack = {.type = KV_MSG_ACK, .sender = from, .has_room = 1, .room = room};
+    ack.items = (kv_bytes_t){(const char *)items, sizeof(items)};
+    kv_repl_on_ack(engine->repl, &ack);
+}
+
+/* A SET of key with a value of vlen bytes. */
+static void s_write_size(s_engine_t *engine, uint64_t req_id, const char *key, size_t vlen) {
+    static const char value[KV_MAX_VALUE_BYTES];
+    kv_msg_t req = {.type = KV_MSG_SET, .req_id = req_id, .epoch = 1, .partition = 0};
+    req.key = (kv_bytes_t){key, strlen(key)};
+    req.value = (kv_bytes_t){value, vlen};
+    kv_repl_write(engine->repl, &engine->identity, &req);
+}
+
+/* At our own limit: a SET that grows is refused NO_MEMORY with nothing
+ * applied or published (no seq spent); a smaller value, a removal and
+ * /clear go through; room back, writes go through again. */
+Test(kv_repl, a_write_past_the_limit_is_refused_and_writes_nothing) {
+    s_engine_t engine;
+    kv_table_t *table;
+    s_tx_engine(&engine, &table, "test-repl-mem-own");
+    s_write_size(&engine, 1, "k", 100);
+    cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    size_t bytes = kv_store_memory(engine.store);
+    engine.repl->config.max_memory = kv_repl_used_memory(engine.repl) + 10; /* 10 bytes left */
+    s_write_size(&engine, 2, "new", 10);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_NO_MEMORY, "more than 10 bytes");
+    s_write_size(&engine, 3, "k", 200);
+    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_NO_MEMORY, "a larger value grows");
+    cr_expect_null(kv_store_get(engine.store, 0, "new", 3), "nothing written");
+    cr_expect_eq(kv_entry_vlen(kv_store_get(engine.store, 0, "k", 1)), 100);
+    cr_expect_eq(kv_store_memory(engine.store), bytes);
+    cr_expect_eq(engine.repl->parts[0].seq, 1, "nothing published: no seq spent");
+    s_write_size(&engine, 4, "k", 50);
+    cr_expect_eq(s_reply_status(&engine, 4, 500), KV_STATUS_OK, "a smaller value shrinks");
+    engine.repl->config.max_memory = 1; /* far past it */
+    s_write_if(&engine, KV_MSG_RM, 5, "k", 0, 0);
+    cr_expect_eq(s_reply_status(&engine, 5, 500), KV_STATUS_OK, "a removal is never refused");
+    kv_msg_t clear = {.type = KV_MSG_CLEAR, .req_id = 6, .epoch = 1};
+    kv_repl_clear(engine.repl, &engine.identity, &clear);
+    cr_expect_eq(s_reply_status(&engine, 6, 500), KV_STATUS_OK, "nor is /clear");
+    s_prepare(&engine, 7, 100, "t", KV_TXOP_SET, 0, 0, 0);
+    cr_expect_eq(s_reply_status(&engine, 7, 500), KV_STATUS_NO_MEMORY);
+    cr_expect_eq(kv_store_meta_size(engine.store, 0), 0, "a refused prepare leaves no intent");
+    s_prepare(&engine, 8, 101, "t", KV_TXOP_SET, 0, 0, 1);
+    cr_expect_eq(s_reply_status(&engine, 8, 500), KV_STATUS_NO_MEMORY, "one phase too");
+    s_prepare(&engine, 9, 102, "t", KV_TXOP_RM, 0, 0, 0);
+    cr_expect_eq(s_reply_status(&engine, 9, 500), KV_STATUS_OK, "a removing one goes through");
+    s_decide(&engine, KV_MSG_TX_FINISH, 10, 102, KV_STATUS_TX_ABORTED);
+    cr_expect_eq(s_reply_status(&engine, 10, 500), KV_STATUS_OK);
+    engine.repl->config.max_memory = 0; /* no limit */
+    s_write_size(&engine, 11, "new", 1000);
+    cr_expect_eq(s_reply_status(&engine, 11, 500), KV_STATUS_OK);
+    cr_expect_eq(s_count(&engine, "kv_repl_memory_refusals_total"), 4);
+    cr_expect_eq(s_count(&engine, "kv_repl_memory_refusals_copy_total"), 0);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* Only primaries decide: a replica reports its room in ACKs, and its
+ * primary refuses a write the replica has no room for, though it has room
+ * itself; it counts what it sent against that room until the next ACK. */
+Test(kv_repl, a_replica_at_its_limit_makes_the_primary_refuse) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-mem-copy", 1);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(engine.repl, table, 0);
+    size_t grow = kv_dict_entry_bytes(1, 100, 1);
+    s_ack_room(&engine, 1, 0, 2 * grow); /* node-b: room for two such entries */
+    s_write_size(&engine, 1, "a", 100);
+    s_write_size(&engine, 2, "b", 100);
+    s_write_size(&engine, 3, "c", 100);
+    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_NO_MEMORY,
+                 "the third does not fit node-b's room less the two sent");
+    s_ack_room(&engine, 1, 2, 0);
+    cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_OK);
+    s_write_size(&engine, 4, "d", 1);
+    cr_expect_eq(s_reply_status(&engine, 4, 500), KV_STATUS_NO_MEMORY, "node-b is full");
+    s_write_if(&engine, KV_MSG_RM, 5, "a", 0, 0);
+    s_ack_room(&engine, 1, 3, 4096); /* it applied the removal: room again */
+    cr_expect_eq(s_reply_status(&engine, 5, 500), KV_STATUS_OK);
+    s_write_size(&engine, 6, "d", 1);
+    s_ack_room(&engine, 1, 4, 4096);
+    cr_expect_eq(s_reply_status(&engine, 6, 500), KV_STATUS_OK);
+    cr_expect_eq(engine.repl->parts[0].seq, 4, "the refused writes spent no seq");
+    cr_expect_eq(s_count(&engine, "kv_repl_memory_refusals_copy_total"), 2);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* The engine's queues are accounted: a held read counts until answered. */
+Test(kv_repl, held_reads_are_counted_in_the_buffer_bytes) {
+    s_engine_t engine;
+    s_engine_open(&engine, "test-repl-mem-held", 1);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(engine.repl, table, 0);
+    size_t idle = kv_repl_buffer_bytes(engine.repl);
+    s_write(&engine, 1, "k", 1);
+    cr_expect_gt(kv_repl_buffer_bytes(engine.repl), idle, "a write awaiting confirmation");
+    s_read(&engine, 2, "k");
+    size_t holding = kv_repl_buffer_bytes(engine.repl);
+    cr_expect_geq(holding, idle + sizeof(kv_repl_held_t), "a read held behind it");
+    s_ack(&engine, 1, 1);
+    cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_OK);
+    cr_expect_eq(kv_repl_buffer_bytes(engine.repl), idle, "all answered: back to idle");
     kv_table_destroy(&table);
     s_engine_close(&engine);
 }

@@ -700,3 +700,33 @@ Test(kv_store, the_wire_entry_carries_the_deadline) {
     cr_expect_gt(kv_store_memory(store), before - 1, "the index is counted");
     kv_store_destroy(&store);
 }
+
+/* --- memory accounting (docs/memory.md) ------------------------------------ */
+
+Test(kv_store, memory_is_kept_without_a_walk_and_returns_when_emptied) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    size_t empty = kv_store_memory(store);
+    for (int id = 0; id < 5000; id++)
+        cr_assert_eq(s_put_id(store, (uint32_t)id % PARTITIONS, id), 0);
+    size_t full = kv_store_memory(store);
+    cr_assert_gt(full, empty + (size_t)5000 * 20, "grew by at least the entries");
+    for (int id = 0; id < 5000; id += 2) s_delete_id(store, (uint32_t)id % PARTITIONS, id);
+    kv_store_rehash_for(store, 100000);
+    cr_assert_leq(kv_store_memory(store), full);
+    for (uint32_t p = 0; p < PARTITIONS; p++) kv_store_clear_partition(store, p);
+    cr_assert_eq(kv_store_memory(store), empty);
+    kv_store_destroy(&store);
+}
+
+Test(kv_store, put_growth_counts_new_keys_and_value_changes) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    int64_t fresh = kv_store_put_growth(store, 1, BYTES("key"), 100, 0);
+    cr_assert_geq(fresh, 3 + 100, "a new key adds at least its bytes");
+    cr_assert_eq(kv_store_put(store, 1, BYTES("key"), "v", 1, 7, 0), 0);
+    cr_assert_gt(kv_store_put_growth(store, 1, BYTES("key"), 100, 0), 0, "a larger value grows");
+    cr_assert_eq(kv_store_put_growth(store, 1, BYTES("key"), 1, 0), 0, "the same size: nothing");
+    cr_assert_eq(
+        kv_store_put(store, 1, BYTES("key"), fresh > 0 ? "0123456789abcdef0123" : "", 20, 8, 0), 0);
+    cr_assert_lt(kv_store_put_growth(store, 1, BYTES("key"), 0, 0), 0, "a smaller value shrinks");
+    kv_store_destroy(&store);
+}
