@@ -172,14 +172,14 @@ struct _kv_repl_t {
     size_t count_resyncs_behind; /* ... behind a beacon */
     size_t count_snapshots_served;
     size_t count_snapshots_applied;
-    int64_t next_tx_walk;    /* mono ms of the next walk over transaction intents */
-    int64_t tx_asking_until; /* mono ms: answers to our RESOLVEs may come until then */
-    size_t count_tx[9];      /* transaction counters (kv_repl_tx.c) */
-    size_t count_expired;    /* keys removed by expiry (kv_repl_ttl.c) */
-    int64_t next_ttl;        /* mono ms of the next look for due deadlines */
-    int ttl_backlog;         /* deadlines were left due: look again at once */
-    uint32_t ttl_cursor;     /* the partition the next look starts at */
-    size_t count_refused;    /* writes refused for memory (507) */
+    int64_t next_tx_walk;      /* mono ms of the next walk over transaction intents */
+    int64_t tx_asking_until;   /* mono ms: answers to our RESOLVEs may come until then */
+    size_t count_tx[9];        /* transaction counters (kv_repl_tx.c) */
+    size_t count_expired;      /* keys removed by expiry (kv_repl_ttl.c) */
+    int64_t next_ttl;          /* mono ms of the next look for due deadlines */
+    int ttl_backlog;           /* deadlines were left due: look again at once */
+    uint32_t ttl_cursor;       /* the partition the next look starts at */
+    size_t count_refused;      /* writes refused for memory (507) */
     size_t count_refused_copy; /* ... because a replica or learner had no room */
     kv_repl_sweep_t tx_sweeps[KV_TX_SWEEPS]; /* records being swept */
     size_t buffer_bytes;                     /* held reads, pending writes, snapshot jobs,

@@ -83,9 +83,9 @@ int main(int argc, char **argv) {
     zsys_init();
     zsys_set_logstream(NULL);
     kv_signals_init();
-    kv_node_config_t config = {id,          bind,         advertise,  pub,      pub_advertise,
-                               coordinator, heartbeat_ms, write_acks, repl_hwm, drain_timeout_ms,
-                               leases,      clock_offset_ms, max_memory};
+    kv_node_config_t config = {
+        id,         bind,     advertise,        pub,    pub_advertise,   coordinator, heartbeat_ms,
+        write_acks, repl_hwm, drain_timeout_ms, leases, clock_offset_ms, max_memory};
     zactor_t *node = kv_actor_start(kv_node_actor, &config);
     if (!node) return 1;
     /* SIGTERM drains first; SIGINT (or a second signal) stops at once. */
