@@ -352,6 +352,7 @@ static size_t s_v3_samples(s_sample_t *out) {
  * and EXPIRE, a new type (so a version 1 frame), pinned in kv_msg_v4.hex. */
 static uint8_t s_v4_txops_buf[64];
 static const uint8_t s_v4_ttls[4] = {0, 0, 0x0e, 0x10}; /* 3600 s */
+static uint8_t s_v4_items_buf[KV_MSG_ITEM_SIZE];
 static size_t s_v4_samples(s_sample_t *out) {
     size_t n = 0, pos = 0;
     kv_msg_t keyed = {.req_id = 0x1122334455667788ull, .epoch = 7, .partition = 1023};
@@ -374,6 +375,17 @@ static size_t s_v4_samples(s_sample_t *out) {
     tx.ops = (kv_bytes_t){(const char *)s_v4_txops_buf, pos};
     tx.ttls = (kv_bytes_t){(const char *)s_v4_ttls, sizeof s_v4_ttls};
     s_add(out, &n, "TX_PREPARE", tx);
+    const kv_msg_item_t item = {5, 6, 0}; /* a replica's room (docs/memory.md) */
+    kv_msg_item_write(s_v4_items_buf, 0, &item);
+    kv_msg_t ack = {.type = KV_MSG_ACK, .sender = 2, .has_room = 1, .room = 1048576};
+    ack.items = (kv_bytes_t){(const char *)s_v4_items_buf, sizeof s_v4_items_buf};
+    s_add(out, &n, "ACK", ack);
+    kv_msg_t stats = {.type = KV_MSG_STATS_REPLY, .req_id = 9, .status = KV_STATUS_OK, .epoch = 3};
+    stats.keys = 5;
+    stats.memory = 4096;
+    stats.max_memory = 2097152;
+    stats.used_memory = 8192;
+    s_add(out, &n, "STATS_REPLY", stats);
     return n;
 }
 
@@ -586,6 +598,10 @@ static void s_v4_fields(const kv_msg_t *got, const kv_msg_t *want, const char *l
     cr_expect_eq(got->ttl, want->ttl, "%s", label);
     cr_expect_eq(got->ttl_ms, want->ttl_ms, "%s", label);
     cr_expect_eq(got->ttls.len, want->ttls.len, "%s", label);
+    cr_expect_eq(got->has_room, want->has_room, "%s", label);
+    cr_expect_eq(got->room, want->room, "%s", label);
+    cr_expect_eq(got->max_memory, want->max_memory, "%s", label);
+    cr_expect_eq(got->used_memory, want->used_memory, "%s", label);
 }
 
 Test(kv_msg_golden, v3_frames_decode_and_encode_back) {
