@@ -332,6 +332,12 @@ size_t kv_store_memory(const kv_store_t *self) {
     return self->memory;
 }
 
+size_t kv_store_memory_walk(const kv_store_t *self) {
+    size_t bytes = sizeof(*self) + 3 * (size_t)self->partitions * sizeof(*self->dicts);
+    for (uint32_t p = 0; p < self->partitions; p++) bytes += s_part_memory(self, p);
+    return bytes;
+}
+
 void kv_store_rehash_for(kv_store_t *self, long max_us) {
     int64_t deadline = kv_clock_mono_us() + max_us;
     for (uint32_t p = 0; p < self->partitions; p++) {

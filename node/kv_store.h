@@ -109,6 +109,10 @@ size_t kv_store_size(const kv_store_t *self);
  * change (no walk). */
 size_t kv_store_memory(const kv_store_t *self);
 
+/* The same figure by a walk over every partition: what tests check the
+ * running total against. */
+size_t kv_store_memory_walk(const kv_store_t *self);
+
 /* Spends up to max_us finishing incremental rehashes (idle time). */
 void kv_store_rehash_for(kv_store_t *self, long max_us);
 

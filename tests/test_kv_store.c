@@ -730,3 +730,41 @@ Test(kv_store, put_growth_counts_new_keys_and_value_changes) {
     cr_assert_lt(kv_store_put_growth(store, 1, BYTES("key"), 0, 0), 0, "a smaller value shrinks");
     kv_store_destroy(&store);
 }
+
+/* The running total is the walk's figure after every kind of change:
+ * puts with and without deadlines, overwrites, removals, scans and
+ * lookups (rehash steps), expiry, idle work, clears. */
+Test(kv_store, the_running_total_matches_a_walk) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    kv_store_set_now(store, NOW);
+    for (int id = 0; id < 3000; id++) {
+        char key[16];
+        int klen = snprintf(key, sizeof key, "k%d", id);
+        int64_t expiry = id % 3 ? 0 : NOW + 1000 + id;
+        cr_assert_eq(kv_store_put(store, (uint32_t)id % PARTITIONS, key, (size_t)klen, "value", 5,
+                                  (uint64_t)id + 1, expiry),
+                     0);
+    }
+    cr_expect_eq(kv_store_memory(store), kv_store_memory_walk(store), "after puts");
+    for (int id = 0; id < 3000; id += 4) s_delete_id(store, (uint32_t)id % PARTITIONS, id);
+    for (int id = 1; id < 3000; id += 5) s_put_id(store, (uint32_t)id % PARTITIONS, id);
+    cr_assert_eq(kv_store_put(store, 0, BYTES("\0meta"), BYTES("v"), 1, 0), 0);
+    cr_expect_eq(kv_store_memory(store), kv_store_memory_walk(store), "after changes");
+    int seen = 0;
+    kv_store_scan_sorted(store, 3, 0, NULL, 0, 100, s_count_entry, &seen);
+    cr_expect_eq(kv_store_memory(store), kv_store_memory_walk(store), "after a scan");
+    kv_store_set_now(store, NOW + 10000);
+    s_reaper_t reaper = {store, 0, 1, 0, ""};
+    for (uint32_t p = 0; p < PARTITIONS; p++) {
+        reaper.partition = p;
+        kv_store_expire(store, p, 10000, s_reap, &reaper);
+    }
+    cr_expect_gt(reaper.calls, 0);
+    cr_expect_eq(kv_store_memory(store), kv_store_memory_walk(store), "after expiry");
+    kv_store_rehash_for(store, 100000);
+    cr_expect_eq(kv_store_memory(store), kv_store_memory_walk(store), "after idle work");
+    kv_store_clear_data(store, 1);
+    kv_store_clear_partition(store, 0);
+    cr_expect_eq(kv_store_memory(store), kv_store_memory_walk(store), "after clears");
+    kv_store_destroy(&store);
+}
