@@ -67,7 +67,7 @@ uint64_t kv_mem_frame_bytes(void);
 /* A high-water mark (messages per pipe) so that pipes queues of frames of
  * frame_bytes each stay within budget bytes: at least KV_MEM_HWM_MIN, at
  * most cap (the configured one). budget 0 (no limit): cap. */
-#define KV_MEM_HWM_MIN 16
+#define KV_MEM_HWM_MIN 256 /* below this a burst would drop updates (a resync) */
 int kv_mem_hwm(uint64_t budget, size_t frame_bytes, int pipes, int cap);
 
 #endif

@@ -81,12 +81,10 @@ typedef struct {
     char coordinator[KV_ENDPOINT_MAX + 1]; /* where dealer is connected, "" nowhere */
     uint64_t incarnation;                  /* random per process: tells a restart from a return */
     uint64_t memory_limit;                 /* cgroup memory limit in bytes, 0 when none */
-    size_t count_expired;                  /* counter handles: keys expired, evicted */
-    size_t count_evicted;
-    kv_table_t *table; /* latest routing table, NULL before the first */
-    int self;          /* our index in table, -1 when not listed */
-    kv_store_t *store; /* created with the first table (P is in it) */
-    kv_repl_t *repl;   /* replication engine, created with the store */
+    kv_table_t *table;                     /* latest routing table, NULL before the first */
+    int self;                              /* our index in table, -1 when not listed */
+    kv_store_t *store;                     /* created with the first table (P is in it) */
+    kv_repl_t *repl;                       /* replication engine, created with the store */
     zmq_pollitem_t items[KV_NODE_FIXED_ITEMS + 1 + KV_MAX_NODES]; /* + repl sockets */
     kv_poller_t *poller;                                          /* waits on items */
     int item_count;
@@ -101,6 +99,8 @@ typedef struct {
     kv_counters_t *counters;  /* this node's registry: life, replication */
     size_t count_transitions; /* counter handles */
     size_t count_illegal;
+    size_t count_expired; /* keys expired (kv_repl_ttl.c counts them) */
+    size_t count_evicted; /* keys evicted (--eviction, to come) */
     kv_lease_t lease;     /* our right to serve as a primary */
     int64_t lease_warned; /* mono ms of the last "no lease" warning */
     int terminated;       /* $TERM received */
