@@ -143,6 +143,11 @@ uint64_t kv_siphash_rounds(const void *data, size_t len, const uint8_t key[16], 
     return s_siphash(data, len, key, c_rounds, d_rounds);
 }
 
+uint64_t kv_splitmix64(uint64_t *state) {
+    *state += S_PRIME1; /* a counter through the finalizer */
+    return s_fmix64(*state);
+}
+
 /* Fills key from whatever the process can observe that differs between runs.
  * Used only when the kernel offers no getrandom: weaker, yet a flooder
  * would still have to guess the start time to the nanosecond and the pid. */
@@ -153,8 +158,7 @@ static void s_fallback_key(uint8_t key[16]) {
     state ^= (uint64_t)getpid() << 32;
     state ^= (uint64_t)(uintptr_t)&now; /* stack address: varies under ASLR */
     for (size_t offset = 0; offset < 16; offset += sizeof(uint64_t)) {
-        state += S_PRIME1; /* splitmix64: a counter through the finalizer */
-        uint64_t word = s_fmix64(state);
+        uint64_t word = kv_splitmix64(&state);
         memcpy(key + offset, &word, sizeof word);
     }
 }

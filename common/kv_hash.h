@@ -29,6 +29,10 @@ uint64_t kv_siphash(const void *data, size_t len, const uint8_t key[16]);
 uint64_t kv_siphash_rounds(const void *data, size_t len, const uint8_t key[16], int c_rounds,
                            int d_rounds);
 
+/* The next number of a splitmix64 sequence whose state is *state (any
+ * value): fast, statistically sound, not secret. For sampling. */
+uint64_t kv_splitmix64(uint64_t *state);
+
 /* Fills key with 16 random bytes (getrandom, falling back to time + pid). */
 void kv_siphash_random_key(uint8_t key[16]);
 

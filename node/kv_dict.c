@@ -59,6 +59,7 @@
 #define KV_DICT_COMPACT_MOVES 8   /* live entries one compaction step may move */
 #define KV_DICT_COMPACT_VISITS 64 /* entries, live or dead, one step may pass */
 #define KV_DICT_MAP_MIN 65536     /* bucket arrays this big are mapped, not malloc'd */
+#define KV_DICT_SAMPLE_STEPS 64   /* buckets one sampled entry may look through */
 
 /* AddressSanitizer cannot see inside the blocks: tell it which bytes are
  * free (block tails) or dead (deleted entries, past their header), so a
@@ -89,25 +90,36 @@
  * nothing and adding one needs no new layout. The version (the base for
  * conditional writes) is the first: stored only when the caller passes one.
  * The expiry time (TTL) is the next. Trailers are unaligned: copy them
- * with memcpy, in bit order. */
+ * with memcpy, in bit order.
+ *
+ * The access clock (lru) costs no byte at all: the four bytes after the
+ * chain pointer were a 16-bit value length, an 8-bit key length and an
+ * 8-bit flags byte, but values are at most KV_MAX_VALUE_BYTES (1024: 11
+ * bits) and only three flags were in use. Packed as bit-fields of one
+ * 32-bit word they leave 8 bits for the clock and two spare flags for
+ * future trailers. A trailer would have cost every entry whose size is a
+ * multiple of 8 a whole 8 more bytes (1 byte per entry on average, and the
+ * benchmark's 11-byte key with a 32-byte value and a version sits at 63
+ * bytes, just under such a step). Why 8 bits suffice: docs/eviction.md. */
 struct _kv_entry_t {
-    kv_entry_t *next; /* next entry in the same bucket, or NULL */
-    uint16_t vlen;    /* value bytes, 0..KV_MAX_VALUE_BYTES */
-    uint8_t klen_m1;  /* key bytes minus one: keys are 1..KV_MAX_KEY_BYTES bytes */
-    uint8_t flags;    /* KV_ENTRY_F_* bits: which trailers follow the value */
-    char data[];      /* klen key bytes, vlen value bytes, then the trailers */
+    kv_entry_t *next;     /* next entry in the same bucket, or NULL */
+    uint32_t vlen : 11;   /* value bytes, 0..KV_MAX_VALUE_BYTES */
+    uint32_t klen_m1 : 8; /* key bytes minus one: keys are 1..KV_MAX_KEY_BYTES bytes */
+    uint32_t flags : 5;   /* KV_ENTRY_F_* bits: which trailers follow the value */
+    uint32_t lru : 8;     /* the dict's access clock when last read or written */
+    char data[];          /* klen key bytes, vlen value bytes, then the trailers */
 };
 
 #define KV_ENTRY_F_VERSION 0x01 /* a uint64_t version follows the value */
 #define KV_ENTRY_F_EXPIRY 0x02  /* an int64_t expiry (wall clock ms) follows */
-#define KV_ENTRY_F_DEAD 0x80    /* internal: deleted or replaced, awaiting compaction */
+#define KV_ENTRY_F_DEAD 0x10    /* internal: deleted or replaced, awaiting compaction */
 
 #define KV_ENTRY_HEADER offsetof(kv_entry_t, data)
 #define KV_ENTRY_ALIGN alignof(kv_entry_t) /* entries start at multiples of this */
 
 _Static_assert(KV_ENTRY_HEADER == 12, "the entry header should stay 12 bytes");
 _Static_assert(KV_MAX_KEY_BYTES - 1 <= UINT8_MAX, "klen_m1 must hold every key length");
-_Static_assert(KV_MAX_VALUE_BYTES <= UINT16_MAX, "vlen must hold every value length");
+_Static_assert(KV_MAX_VALUE_BYTES < (1u << 11), "vlen must hold every value length");
 
 /* A run of entries cut one after the other. Entries are walked in order by
  * their own lengths (every one is s_cut_bytes long), so a dead entry keeps
@@ -138,6 +150,7 @@ struct _kv_dict_t {
     size_t expiring;      /* linked entries with an expiry trailer */
     uint32_t compact_pos; /* offset in oldest of the next entry to compact */
     bool compacting;      /* evacuating the oldest blocks until dead is low */
+    uint8_t clock;        /* the access clock puts and gets stamp (kv_dict_set_clock) */
     uint8_t seed[16];     /* SipHash key of the bucket hash */
 };
 
@@ -165,6 +178,7 @@ static inline size_t s_entry_bytes(size_t klen, size_t vlen, uint8_t flags) {
 typedef struct {
     uint64_t version; /* the version trailer */
     int64_t expiry;   /* the expiry trailer */
+    uint8_t lru;      /* the access clock (not a trailer: always stored) */
 } s_meta_t;
 
 /* The trailer flags for meta. */
@@ -181,6 +195,7 @@ static void s_entry_fill(kv_entry_t *entry, size_t klen, const char *value, size
     if (vlen) memcpy(end, value, vlen); /* value may be NULL when empty */
     entry->vlen = (uint16_t)vlen;
     entry->flags = s_flags_for(meta);
+    entry->lru = meta->lru;
     end += vlen;
     if (meta->version) {
         memcpy(end, &meta->version, sizeof meta->version);
@@ -670,7 +685,7 @@ void kv_dict_destroy(kv_dict_t **self_p) {
  * than truncated into the entry's length fields. */
 int kv_dict_put(kv_dict_t *self, const char *key, size_t klen, const char *value, size_t vlen,
                 uint64_t version, int64_t expiry) {
-    const s_meta_t meta = {version, expiry};
+    const s_meta_t meta = {version, expiry, self->clock};
     assert(self);
     if (klen == 0 || klen > (size_t)KV_MAX_KEY_BYTES) return -1;
     if (vlen > (size_t)KV_MAX_VALUE_BYTES) return -1;
@@ -696,7 +711,9 @@ const kv_entry_t *kv_dict_get(kv_dict_t *self, const char *key, size_t klen) {
     s_rehash_step(self);
     if (kv_dict_size(self) == 0) return NULL; /* spare the hash on empty partitions */
     kv_entry_t **link = s_find_link(self, s_hash(self, key, klen), key, klen, NULL);
-    return link ? *link : NULL;
+    if (!link) return NULL;
+    (*link)->lru = self->clock; /* a read is an access: one store to a line just read */
+    return *link;
 }
 
 int kv_dict_delete(kv_dict_t *self, const char *key, size_t klen) {
@@ -776,6 +793,81 @@ uint64_t kv_dict_scan(kv_dict_t *self, uint64_t cursor, kv_dict_scan_fn *fn, voi
     return cursor;
 }
 
+void kv_dict_set_clock(kv_dict_t *self, uint8_t clock) {
+    assert(self);
+    self->clock = clock;
+}
+
+uint8_t kv_dict_clock(const kv_dict_t *self) {
+    assert(self);
+    return self->clock;
+}
+
+/* The pick-th entry chained at bucket idx of either table (ht[0]'s buckets
+ * below rehash_idx are empty), or NULL past the last; *count gets how many
+ * are chained there when pick is SIZE_MAX. */
+static const kv_entry_t *s_bucket_entry(const kv_dict_t *self, size_t idx, size_t pick,
+                                        size_t *count) {
+    size_t seen = 0;
+    for (int t = 0; t < 2; t++) {
+        const dict_table_t *table = &self->ht[t];
+        if (!table->buckets || idx >= table->size) continue;
+        for (const kv_entry_t *e = table->buckets[idx]; e; e = e->next)
+            if (seen++ == pick) return e;
+    }
+    if (count) *count = seen;
+    return NULL;
+}
+
+/* One random entry: the first non-empty bucket from a random one (of the
+ * larger table's index space while rehashing), and a random entry of its
+ * chains; NULL when KV_DICT_SAMPLE_STEPS buckets were all empty. Entries
+ * after a run of empty buckets, or in short chains, come up a little more
+ * often: no entry is out of reach. */
+static const kv_entry_t *s_sample_one(const kv_dict_t *self, size_t size, uint64_t *state) {
+    size_t idx = (size_t)kv_splitmix64(state) & (size - 1);
+    for (int steps = 0; steps < KV_DICT_SAMPLE_STEPS; steps++, idx = (idx + 1) & (size - 1)) {
+        size_t count = 0;
+        s_bucket_entry(self, idx, SIZE_MAX, &count);
+        if (count) return s_bucket_entry(self, idx, kv_splitmix64(state) % count, NULL);
+    }
+    return NULL;
+}
+
+/* Every entry of a small dict, in bucket order: random draws would repeat
+ * some and miss others. */
+static size_t s_sample_all(const kv_dict_t *self, const kv_entry_t **out) {
+    size_t got = 0;
+    for (int t = 0; t < 2; t++)
+        for (size_t idx = 0; idx < self->ht[t].size; idx++)
+            for (const kv_entry_t *e = self->ht[t].buckets[idx]; e; e = e->next) out[got++] = e;
+    return got;
+}
+
+/* Unlike Redis's dictGetSomeKeys, which takes whole chains of consecutive
+ * buckets, each entry comes from a bucket of its own: a walk cut off in
+ * the middle of a chain never reaches the entries behind, and chain heads
+ * are the newest entries of their bucket, so consecutive chains would
+ * lean the sample towards young keys, which LRU looks for least. */
+size_t kv_dict_sample(kv_dict_t *self, uint64_t random, const kv_entry_t **out, size_t n) {
+    assert(self);
+    assert(out || n == 0);
+    if (n > kv_dict_size(self)) n = kv_dict_size(self);
+    if (n == 0) return 0;
+    s_rehash_step(self);
+    size_t size = self->ht[0].size;
+    if (s_is_rehashing(self) && self->ht[1].size > size) size = self->ht[1].size;
+    uint64_t state = random;
+    size_t got = 0;
+    if (n == kv_dict_size(self) && self->ht[0].size + self->ht[1].size <= KV_DICT_SAMPLE_STEPS * n)
+        return s_sample_all(self, out);
+    for (size_t tries = 0; got < n && tries < 2 * n; tries++) {
+        const kv_entry_t *entry = s_sample_one(self, size, &state);
+        if (entry) out[got++] = entry;
+    }
+    return got;
+}
+
 const char *kv_entry_key(const kv_entry_t *entry) {
     return entry->data;
 }
@@ -790,6 +882,14 @@ const char *kv_entry_value(const kv_entry_t *entry) {
 
 size_t kv_entry_vlen(const kv_entry_t *entry) {
     return entry->vlen;
+}
+
+size_t kv_entry_bytes(const kv_entry_t *entry) {
+    return s_entry_cut_bytes(entry) + sizeof(kv_entry_t *);
+}
+
+uint8_t kv_entry_lru(const kv_entry_t *entry) {
+    return (uint8_t)entry->lru;
 }
 
 uint64_t kv_entry_version(const kv_entry_t *entry) {

@@ -22,6 +22,11 @@
  *  entries is the store's (kv_store.h), which finds them again through
  *  kv_dict_hash and kv_dict_bucket_foreach.
  *
+ *  Every entry also carries an 8-bit access clock (free: spare bits of the
+ *  header), stamped by puts and gets with the value kv_dict_set_clock last
+ *  gave, and kv_dict_sample picks random entries without a walk: together
+ *  an approximate LRU for eviction (docs/eviction.md).
+ *
  *  Not thread-safe: a dict belongs to the one actor that owns the partition.
  */
 #ifndef KV_DICT_H
@@ -92,6 +97,23 @@ uint64_t kv_dict_hash(const kv_dict_t *self, const char *key, size_t klen);
  * modify the dict. */
 void kv_dict_bucket_foreach(kv_dict_t *self, uint64_t hash, kv_dict_scan_fn *fn, void *arg);
 
+/* Sets the access clock: what puts and gets stamp on the entries they
+ * write or find from now on (an approximate LRU, docs/eviction.md: the
+ * dict only stores it; its owner decides when it advances). */
+void kv_dict_set_clock(kv_dict_t *self, uint8_t clock);
+
+/* The access clock last set (0 at first). */
+uint8_t kv_dict_clock(const kv_dict_t *self);
+
+/* Stores up to n entries in out, chosen at random from random (a seed: the
+ * same seed on the same table gives the same entries) without walking the
+ * table: each the first entry found from a random bucket, as Redis samples
+ * for eviction. Returns how many: n, or the dict's size when smaller (fewer
+ * only when the table is very sparse); an entry may appear twice. Entries
+ * are valid until the dict is next modified; sampling does not stamp their
+ * clock. */
+size_t kv_dict_sample(kv_dict_t *self, uint64_t random, const kv_entry_t **out, size_t n);
+
 /* Entry accessors. Key and value are not NUL-terminated. */
 const char *kv_entry_key(const kv_entry_t *entry);
 size_t kv_entry_klen(const kv_entry_t *entry);
@@ -99,6 +121,8 @@ const char *kv_entry_value(const kv_entry_t *entry);
 size_t kv_entry_vlen(const kv_entry_t *entry);
 /* kv_dict_entry_bytes of an entry in a dict. */
 size_t kv_entry_bytes(const kv_entry_t *entry);
+/* The dict's access clock when the entry was last put or got. */
+uint8_t kv_entry_lru(const kv_entry_t *entry);
 /* The version given to the last put, or 0 when it stored none. */
 uint64_t kv_entry_version(const kv_entry_t *entry);
 /* The expiry given to the last put, or 0 when it stored none. */

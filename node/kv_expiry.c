@@ -8,6 +8,8 @@
  *  32 bits of them last until 2156. */
 #include "kv_expiry.h"
 
+#include <assert.h>
+
 #include <stdlib.h>
 
 #define KV_EXPIRY_MIN_CAP 16               /* items of the first allocation */
@@ -119,6 +121,11 @@ int kv_expiry_pop_due(kv_expiry_t *self, int64_t now, uint64_t *hash) {
     s_sift_down(self->items, self->count, 0);
     s_shrink(self);
     return 1;
+}
+
+uint64_t kv_expiry_hash_at(const kv_expiry_t *self, size_t i) {
+    assert(i < self->count);
+    return self->items[i].hash;
 }
 
 size_t kv_expiry_size(const kv_expiry_t *self) {

@@ -355,7 +355,8 @@ static void s_adopt_table(s_node_t *self, kv_bytes_t bytes) {
                                    self->config.repl_hwm,
                                    self->counters,
                                    &self->lease,
-                                   self->config.max_memory};
+                                   self->config.max_memory,
+                                   self->config.eviction};
         self->repl = kv_repl_new(&config, self->store, kv_table_partitions(table));
     }
     kv_table_destroy(&self->table);

@@ -41,6 +41,7 @@ typedef struct {
     long leases;               /* 1: serve as primary only under a lease (kv_lease.h); 0: tests */
     long clock_offset_ms;      /* tests: added to the wall clock expiry uses (a skewed clock) */
     uint64_t max_memory;       /* bytes the node may account (docs/memory.md), 0: no limit */
+    int eviction;              /* kv_evict_policy_t: what a full node gives up (--eviction) */
 } kv_node_config_t;
 
 /* The actor body; args is a kv_node_config_t * read before the handshake. */

@@ -219,7 +219,8 @@ kv_repl_t *kv_repl_new(const kv_repl_config_t *config, kv_store_t *store, uint32
     self->dirty_list = calloc(partitions, sizeof(*self->dirty_list));
     self->sub = zsock_new(ZMQ_SUB);
     self->peers = kv_peers_new(KV_NO_NODE);
-    if (!self->parts || !self->dirty_list || !self->sub || !self->peers) {
+    if (!self->parts || !self->dirty_list || !self->sub || !self->peers ||
+        kv_repl_evict_init(self) != 0) {
         kv_repl_destroy(&self);
         return NULL;
     }
@@ -244,6 +245,7 @@ void kv_repl_destroy(kv_repl_t **self_p) {
         kv_repl_replica_buffer_clear(self, &self->parts[p]);
     }
     kv_repl_primary_drop_jobs(self);
+    kv_repl_evict_destroy(self);
     free(self->parts);
     free(self->dirty_list);
     zsock_destroy(&self->sub);

@@ -62,6 +62,7 @@ typedef struct {
                                 transitions, resyncs, snapshots */
     const kv_lease_t *lease; /* the node's lease, checked as held reads are answered */
     uint64_t max_memory;     /* the node's memory limit (docs/memory.md), 0: none */
+    int eviction;            /* kv_evict_policy_t: what a full node gives up (--eviction) */
 } kv_repl_config_t;
 
 /* Creates the engine for store (borrowed, P partitions). NULL on failure. */
@@ -98,6 +99,17 @@ void kv_repl_read(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
  * held: the answer is a REPLY, LOCKED (some key would wait: the gateway
  * reads these keys one by one), MOVED, or NO_LEASE. */
 void kv_repl_mget(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
+
+/* Eviction (--eviction, docs/eviction.md): as primary of each partition it
+ * evicts from, removes keys the policy picks (approximate LRU by sampling,
+ * or nearest deadline), each a replicated RM like any (its own seq,
+ * published, counted in kv_node_evicted_keys_total), until bytes bytes of
+ * entries are freed or nothing evictable is left: noeviction, no key the
+ * policy takes in a partition we are primary of (not fenced), or only keys
+ * a transaction holds. Returns the bytes freed (kv_entry_bytes of the keys
+ * removed: entries' block space returns to the store as it compacts);
+ * fewer than bytes means the caller must refuse (507). */
+size_t kv_repl_evict(kv_repl_t *self, size_t bytes);
 
 /* Serves CLEAR for every partition we are primary of. */
 void kv_repl_clear(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);

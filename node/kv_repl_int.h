@@ -14,6 +14,7 @@
 #include "kv_repl.h"
 
 #include "kv_counters.h"
+#include "kv_evict.h"
 #include "kv_limits.h"
 #include "kv_mem.h"
 #include "kv_peers.h"
@@ -181,6 +182,8 @@ struct _kv_repl_t {
     uint32_t ttl_cursor;       /* the partition the next look starts at */
     size_t count_refused;      /* writes refused for memory (507) */
     size_t count_refused_copy; /* ... because a replica or learner had no room */
+    kv_evict_t *evict;         /* the eviction policy's picker (kv_repl_evict.c) */
+    size_t count_evicted;      /* keys evicted to make room */
     kv_repl_sweep_t tx_sweeps[KV_TX_SWEEPS]; /* records being swept */
     size_t buffer_bytes;                     /* held reads, pending writes, snapshot jobs,
                                                 buffered updates (kv_repl_buffer_bytes) */
@@ -202,6 +205,15 @@ static inline int kv_repl_is_follower(const kv_repl_part_t *part) {
 static inline int kv_repl_is_live(const kv_repl_part_t *part) {
     return part->state >= KV_REPL_REPLICA && part->state <= KV_REPL_READY;
 }
+
+/* --- eviction (kv_repl_evict.c) ------------------------------------------- */
+
+/* Creates the picker for config.eviction and registers the counter.
+ * Returns 0, or -1 when out of memory. */
+int kv_repl_evict_init(kv_repl_t *self);
+
+/* Frees the picker. */
+void kv_repl_evict_destroy(kv_repl_t *self);
 
 /* --- expiry (kv_repl_ttl.c) ---------------------------------------------- */
 
@@ -263,6 +275,12 @@ void kv_repl_primary_beacon(kv_repl_t *self);
 /* Publishes one UPDATE (or FENCE mark) of partition. */
 void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
                              kv_bytes_t key, kv_bytes_t value);
+
+/* Removes key (not a transaction's) as the partition's primary, on its
+ * own decision: a write like any RM (its own seq, the partition's last
+ * removal), published, confirmed by the replicas' ordinary ACKs, with no
+ * one to answer. Expiry and eviction remove keys so. */
+void kv_repl_primary_remove(kv_repl_t *self, uint32_t partition, const char *key, size_t klen);
 
 /* Whether partition has enough live replicas for a safe write. */
 int kv_repl_can_write(const kv_repl_t *self, uint32_t partition);

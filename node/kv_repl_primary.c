@@ -488,6 +488,14 @@ void kv_repl_primary_publish(kv_repl_t *self, uint32_t partition, uint8_t op, ui
                                  (kv_msg_meta_t){op == KV_OP_SET ? seq : 0, 0});
 }
 
+void kv_repl_primary_remove(kv_repl_t *self, uint32_t partition, const char *key, size_t klen) {
+    kv_repl_part_t *part = &self->parts[partition];
+    kv_store_delete(self->store, partition, key, klen);
+    part->removed_seq = ++part->seq;
+    kv_repl_primary_publish(self, partition, KV_OP_RM, part->seq, (kv_bytes_t){key, klen},
+                            (kv_bytes_t){NULL, 0});
+}
+
 void kv_repl_primary_publish_meta(kv_repl_t *self, uint32_t partition, uint8_t op, uint64_t seq,
                                   kv_bytes_t key, kv_bytes_t value, kv_msg_meta_t meta) {
     uint8_t topic[4], buf[KV_UPDATE_MAX];

@@ -48,11 +48,7 @@ static int s_reclaim(const char *key, size_t klen, void *arg) {
     kv_repl_t *self = r->repl;
     if (!r->primary) return 0; /* a replica waits for its primary's removal */
     if (kv_repl_tx_locked(self, r->partition, key, klen, 1)) return 0;
-    kv_repl_part_t *part = &self->parts[r->partition];
-    kv_store_delete(self->store, r->partition, key, klen);
-    part->removed_seq = ++part->seq;
-    kv_repl_primary_publish(self, r->partition, KV_OP_RM, part->seq, (kv_bytes_t){key, klen},
-                            (kv_bytes_t){NULL, 0});
+    kv_repl_primary_remove(self, r->partition, key, klen);
     kv_counters_inc(self->config.counters, self->count_expired);
     return 1;
 }

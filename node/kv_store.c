@@ -9,9 +9,11 @@
 #include "kv_hash.h"
 #include "kv_limits.h"
 
-#define KV_STORE_EXPIRY_SLACK 64 /* stale index items tolerated per partition */
-#define KV_STORE_EXPIRED_MAX 16  /* expired entries taken from one bucket per visit */
-#define KV_STORE_INDEX_ITEM 8    /* bytes of an expiry index item (kv_expiry.h) */
+#define KV_STORE_EXPIRY_SLACK 64   /* stale index items tolerated per partition */
+#define KV_STORE_EXPIRED_MAX 16    /* expired entries taken from one bucket per visit */
+#define KV_STORE_INDEX_ITEM 8      /* bytes of an expiry index item (kv_expiry.h) */
+#define KV_STORE_LRU_STEPS 64      /* the access clock ticks 64 times per memory's worth written */
+#define KV_STORE_LRU_STEP_MIN 4096 /* ... but not more often than every 4 KB written */
 
 struct _kv_store_t {
     uint32_t partitions;    /* number of partitions */
@@ -21,6 +23,9 @@ struct _kv_store_t {
     size_t expiry_items;    /* items in all of them: 0 means no expiry work at all */
     int64_t fixed_now;      /* tests: the wall clock, when non-zero */
     int64_t clock_offset;   /* tests: ms added to the wall clock (a skewed node) */
+    uint64_t lru_written;   /* key and value bytes put since the access clock last ticked */
+    uint64_t lru_step;      /* ... that make it tick again */
+    uint8_t lru_clock;      /* the access clock (docs/eviction.md), in every data dict */
     uint8_t seed[16];       /* bucket hash key shared by this store's dicts */
     size_t memory;          /* kv_store_memory, kept as partitions change (no walk) */
 };
@@ -64,6 +69,7 @@ kv_store_t *kv_store_new(uint32_t partitions) {
     }
     kv_siphash_random_key(self->seed);
     self->memory = sizeof(*self) + 3 * (size_t)partitions * sizeof(*self->dicts);
+    self->lru_step = KV_STORE_LRU_STEP_MIN;
     return self;
 }
 
@@ -82,11 +88,18 @@ void kv_store_destroy(kv_store_t **self_p) {
     *self_p = NULL;
 }
 
+uint32_t kv_store_partitions(const kv_store_t *self) {
+    return self->partitions;
+}
+
 /* The partition's dict of data or of metadata, created when create is set.
  * NULL when absent. */
 static kv_dict_t *s_dict_of(kv_store_t *self, kv_dict_t **dicts, uint32_t partition, int create) {
     if (partition >= self->partitions) return NULL;
-    if (!dicts[partition] && create) dicts[partition] = kv_dict_new(self->seed);
+    if (!dicts[partition] && create) {
+        dicts[partition] = kv_dict_new(self->seed);
+        if (dicts[partition]) kv_dict_set_clock(dicts[partition], self->lru_clock);
+    }
     return dicts[partition];
 }
 
@@ -170,6 +183,77 @@ static int s_expiry_add(kv_store_t *self, uint32_t partition, kv_dict_t *dict, c
     return 0;
 }
 
+/* --- the access clock (docs/eviction.md) --------------------------------- */
+
+uint8_t kv_store_lru_clock(const kv_store_t *self) {
+    return self->lru_clock;
+}
+
+uint8_t kv_store_idle(const kv_store_t *self, const kv_entry_t *entry) {
+    return (uint8_t)(self->lru_clock - kv_entry_lru(entry));
+}
+
+/* The next tick comes after 1/KV_STORE_LRU_STEPS of what the store holds
+ * now has been written: a key written once and never read again ages out
+ * of a full node within about that many ticks, well inside the 256 an
+ * 8-bit clock tells apart. Metadata dicts keep clock 0: never evicted. */
+void kv_store_lru_advance(kv_store_t *self) {
+    self->lru_clock++;
+    for (uint32_t p = 0; p < self->partitions; p++)
+        if (self->dicts[p]) kv_dict_set_clock(self->dicts[p], self->lru_clock);
+    self->lru_written = 0;
+    self->lru_step = kv_store_memory(self) / KV_STORE_LRU_STEPS;
+    if (self->lru_step < KV_STORE_LRU_STEP_MIN) self->lru_step = KV_STORE_LRU_STEP_MIN;
+}
+
+/* Counts a data write towards the next tick. */
+static void s_lru_written(kv_store_t *self, size_t bytes) {
+    self->lru_written += bytes;
+    if (self->lru_written >= self->lru_step) kv_store_lru_advance(self);
+}
+
+size_t kv_store_sample(kv_store_t *self, uint32_t partition, uint64_t random,
+                       const kv_entry_t **out, size_t n) {
+    kv_dict_t *dict = s_dict(self, partition, 0);
+    return dict ? kv_dict_sample(dict, random, out, n) : 0;
+}
+
+/* Entries with a deadline of a sampled bucket, up to n in all. */
+typedef struct {
+    const kv_entry_t **out; /* where they go */
+    size_t got;             /* how many so far */
+    size_t n;               /* at most */
+} s_sampled_t;
+
+static void s_take_expiring(const kv_entry_t *entry, void *arg) {
+    s_sampled_t *sampled = arg;
+    if (sampled->got < sampled->n && kv_entry_expiry(entry)) sampled->out[sampled->got++] = entry;
+}
+
+/* As Redis samples its expires dict: random items of the partition's
+ * index lead to the buckets of entries with a deadline, so a partition
+ * where few keys have one is sampled as well as one where all do. Items
+ * may be stale (the entry lost its deadline or went): twice n draws at
+ * most. (The index's root, the nearest deadline, is no better a draw: under
+ * volatile-ttl it is the stale item of the key evicted last.) */
+size_t kv_store_sample_expiring(kv_store_t *self, uint32_t partition, uint64_t random,
+                                const kv_entry_t **out, size_t n) {
+    kv_dict_t *dict = s_dict(self, partition, 0);
+    const kv_expiry_t *index = dict ? self->expiries[partition] : NULL;
+    if (!index || kv_expiry_size(index) == 0) return 0;
+    s_sampled_t sampled = {out, 0, n};
+    for (size_t draw = 0; draw < 2 * n && sampled.got < n; draw++) {
+        size_t i = (size_t)(kv_splitmix64(&random) % kv_expiry_size(index));
+        kv_dict_bucket_foreach(dict, kv_expiry_hash_at(index, i), s_take_expiring, &sampled);
+    }
+    return sampled.got;
+}
+
+size_t kv_store_partition_expiring(const kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions || !self->dicts[partition]) return 0;
+    return kv_dict_expiring(self->dicts[partition]);
+}
+
 static int s_put(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
                  const char *value, size_t vlen, uint64_t version, int64_t expiry) {
     kv_dict_t *dict = s_dict_for(self, partition, key, klen, 1);
@@ -178,6 +262,7 @@ static int s_put(kv_store_t *self, uint32_t partition, const char *key, size_t k
     if (expiry && s_expiry_add(self, partition, dict, key, klen, expiry) != 0) return -1;
     if (kv_dict_put(dict, key, klen, value, vlen, version, expiry) != 0) return -1;
     if (self->expiries[partition]) s_expiry_tidy(self, partition, dict);
+    if (!kv_store_is_meta(key, klen)) s_lru_written(self, klen + vlen);
     return 0;
 }
 

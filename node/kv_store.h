@@ -53,6 +53,9 @@ kv_store_t *kv_store_new(uint32_t partitions);
 /* Frees the store and all its data; sets *self_p to NULL. Safe on NULL. */
 void kv_store_destroy(kv_store_t **self_p);
 
+/* The number of partitions it was created for. */
+uint32_t kv_store_partitions(const kv_store_t *self);
+
 /* Creates or overwrites, with the entry's version (the partition seq of the
  * write; 0 stores none, for tests of the store alone) and expiry (absolute,
  * wall-clock ms; 0: none, ignored for metadata). Returns 0, or -1 when out
@@ -152,6 +155,30 @@ int64_t kv_store_next_expiry(const kv_store_t *self, uint32_t partition);
 
 /* Deadlines indexed in the whole store (0: nothing will ever expire). */
 size_t kv_store_expiry_items(const kv_store_t *self);
+
+/* The access clock (docs/eviction.md): an 8-bit counter every data entry
+ * is stamped with when put or read (kv_store_get), which ticks as data is
+ * written: after 1/64 of the store's memory, at least every 4 KB. */
+uint8_t kv_store_lru_clock(const kv_store_t *self);
+
+/* Ticks the access clock now (tests; puts tick it as they write). */
+void kv_store_lru_advance(kv_store_t *self);
+
+/* Ticks since entry was last put or read, modulo 256. */
+uint8_t kv_store_idle(const kv_store_t *self, const kv_entry_t *entry);
+
+/* Up to n random data entries of partition (kv_dict_sample; expired ones
+ * included): valid until the store is next modified. */
+size_t kv_store_sample(kv_store_t *self, uint32_t partition, uint64_t random,
+                       const kv_entry_t **out, size_t n);
+
+/* Likewise among the entries with a deadline only, found through the
+ * partition's index of deadlines rather than by chance. */
+size_t kv_store_sample_expiring(kv_store_t *self, uint32_t partition, uint64_t random,
+                                const kv_entry_t **out, size_t n);
+
+/* Data entries of partition with a deadline (expired or not). */
+size_t kv_store_partition_expiring(const kv_store_t *self, uint32_t partition);
 
 /* Orders two keys the way scans do. */
 int kv_store_key_compare(const char *a, size_t alen, const char *b, size_t blen);

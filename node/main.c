@@ -5,6 +5,7 @@
 
 #include "kv_actor.h"
 #include "kv_endpoint.h"
+#include "kv_evict.h"
 #include "kv_limits.h"
 #include "kv_log.h"
 #include "kv_mem.h"
@@ -23,6 +24,7 @@ int main(int argc, char **argv) {
     const char *advertise = NULL, *pub_advertise = NULL;
     const char *coordinator = "tcp://127.0.0.1:5550", *log_level = "info";
     const char *max_memory_text = "";
+    const char *eviction = "noeviction";
     long heartbeat_ms = KV_HEARTBEAT_MS, write_acks = 1, repl_hwm = 1000000;
     long drain_timeout_ms = 120000, sched_batch = 1, leases = 1, clock_offset_ms = 0;
     const kv_opt_t opts[] = {
@@ -53,6 +55,9 @@ int main(int argc, char **argv) {
          "(default: 90% of the cgroup's limit, none without one); writes past it get 507"},
         {"log-level", "KV_LOG_LEVEL", KV_OPT_STRING, &log_level, 0, 0,
          "error, warn, info or debug"},
+        {"eviction", "KV_EVICTION", KV_OPT_STRING, &eviction, 0, 0,
+         "what a node at its memory limit gives up to make room: noeviction (refuse the "
+         "write), allkeys-lru, volatile-lru or volatile-ttl"},
         {"clock-offset-ms", "KV_CLOCK_OFFSET_MS", KV_OPT_LONG, &clock_offset_ms, -86400000,
          86400000, "tests only: shifts the clock expiry deadlines use (a skewed node)"},
     };
@@ -61,6 +66,13 @@ int main(int argc, char **argv) {
     int level = kv_log_level_parse(log_level);
     if (level < 0) {
         fprintf(stderr, "invalid --log-level '%s'\n", log_level);
+        return 2;
+    }
+    kv_evict_policy_t policy;
+    if (kv_evict_policy_parse(eviction, &policy) != 0) {
+        fprintf(stderr,
+                "invalid --eviction '%s' (noeviction, allkeys-lru, volatile-lru, volatile-ttl)\n",
+                eviction);
         return 2;
     }
     char advertise_buf[KV_ENDPOINT_MAX + 1], pub_buf[KV_ENDPOINT_MAX + 1];
@@ -85,7 +97,7 @@ int main(int argc, char **argv) {
     kv_signals_init();
     kv_node_config_t config = {
         id,         bind,     advertise,        pub,    pub_advertise,   coordinator, heartbeat_ms,
-        write_acks, repl_hwm, drain_timeout_ms, leases, clock_offset_ms, max_memory};
+        write_acks, repl_hwm, drain_timeout_ms, leases, clock_offset_ms, max_memory,  (int)policy};
     zactor_t *node = kv_actor_start(kv_node_actor, &config);
     if (!node) return 1;
     /* SIGTERM drains first; SIGINT (or a second signal) stops at once. */

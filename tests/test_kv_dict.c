@@ -736,3 +736,102 @@ Test(kv_dict, bucket_foreach_finds_an_entry_by_hash) {
     }
     kv_dict_destroy(&dict);
 }
+
+/* --- access clock and sampling (eviction) ---------------------------------------- */
+
+static void s_no_op(const kv_entry_t *entry, void *arg) {
+    (void)entry, (void)arg;
+}
+
+/* Counts entries whose clock is not their id modulo 200 (as put). */
+static void s_check_clock(const kv_entry_t *entry, void *arg) {
+    char key[32];
+    size_t klen = kv_entry_klen(entry);
+    memcpy(key, kv_entry_key(entry), klen);
+    key[klen] = '\0';
+    long id = strtol(key + 4, NULL, 10);
+    if (kv_entry_lru(entry) != id % 200) ++*(size_t *)arg;
+}
+
+/* Puts and gets stamp the clock last set; scans do not; compaction and
+ * overwrites keep the entry stamped; the entry stays 56 bytes. */
+Test(kv_dict, puts_and_gets_stamp_the_access_clock) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_expect_eq(kv_dict_clock(dict), 0);
+    kv_dict_set_clock(dict, 5);
+    cr_assert_eq(
+        kv_dict_put(dict, BYTES("key:0000001"), BYTES("0123456789abcdef0123456789abcdef"), 0, 0),
+        0);
+    cr_assert_eq(kv_dict_put(dict, BYTES("other"), BYTES("v"), 7, 99), 0);
+    kv_dict_set_clock(dict, 255);
+    const kv_entry_t *entry = kv_dict_get(dict, BYTES("key:0000001"));
+    cr_assert_not_null(entry);
+    cr_expect_eq(kv_entry_lru(entry), 255);
+    cr_expect_eq(kv_entry_bytes(entry), 56 + sizeof(void *), "the clock cost a byte");
+    cr_expect_eq(kv_entry_vlen(entry), 32);
+    cr_expect_eq(kv_entry_klen(entry), 11);
+    kv_dict_set_clock(dict, 3);
+    uint64_t cursor = 0;
+    do cursor = kv_dict_scan(dict, cursor, s_no_op, NULL);
+    while (cursor);
+    const kv_entry_t *sample[2];
+    cr_assert_eq(kv_dict_sample(dict, 1, sample, 2), 2);
+    cr_expect_eq(kv_entry_lru(kv_dict_get(dict, BYTES("other"))), 3, "a get stamps");
+    cr_assert_eq(kv_dict_put(dict, BYTES("key:0000001"), BYTES("longer value"), 0, 0), 0);
+    entry = kv_dict_get(dict, BYTES("key:0000001"));
+    cr_expect_eq(kv_entry_lru(entry), 3);
+    entry = kv_dict_get(dict, BYTES("other"));
+    cr_expect_eq(kv_entry_version(entry), 7, "the clock's bits overlap the flags");
+    cr_expect_eq(kv_entry_expiry(entry), 99);
+    kv_dict_destroy(&dict);
+}
+
+/* The clock outlives compaction: entries moved to a new block keep it. */
+Test(kv_dict, compaction_keeps_the_access_clock) {
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    for (int id = 0; id < 4000; id++) {
+        kv_dict_set_clock(dict, (uint8_t)(id % 200));
+        cr_assert_eq(s_put_id(dict, id, 0), 0);
+    }
+    size_t before = kv_dict_memory(dict);
+    for (int id = 0; id < 4000; id += 2) cr_assert_eq(s_delete_id(dict, id), 0);
+    s_settle(dict);
+    cr_assert_lt(kv_dict_memory(dict), before * 3 / 4, "no compaction happened");
+    uint64_t cursor = 0;
+    size_t wrong = 0;
+    do cursor = kv_dict_scan(dict, cursor, s_check_clock, &wrong);
+    while (cursor);
+    cr_expect_eq(wrong, 0, "%zu entries lost their clock in compaction", wrong);
+    kv_dict_destroy(&dict);
+}
+
+/* Samples are entries of the dict, as many as asked (the dict's size at
+ * most), the same for the same seed, and over many seeds every entry. */
+Test(kv_dict, sampling_reaches_every_entry_without_a_walk) {
+    enum { IDS = 1000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    const kv_entry_t *sample[5], *again[5];
+    cr_expect_eq(kv_dict_sample(dict, 1, sample, 5), 0, "an empty dict");
+    for (int id = 0; id < 3; id++) cr_assert_eq(s_put_id(dict, id, 0), 0);
+    cr_expect_eq(kv_dict_sample(dict, 1, sample, 5), 3, "capped at the size");
+    cr_expect(sample[0] != sample[1] && sample[1] != sample[2] && sample[0] != sample[2],
+              "a dict no bigger than the sample is given whole");
+    for (int id = 3; id < IDS; id++) cr_assert_eq(s_put_id(dict, id, 0), 0);
+    s_settle(dict);
+    scan_tally_t tally = s_tally_new(IDS);
+    for (uint64_t seed = 0; seed < 20000; seed++) {
+        cr_assert_eq(kv_dict_sample(dict, seed, sample, 5), 5);
+        cr_assert_eq(kv_dict_sample(dict, seed, again, 5), 5);
+        for (int i = 0; i < 5; i++) {
+            cr_assert_eq(sample[i], again[i], "the same seed gave other entries");
+            s_tally(sample[i], &tally);
+        }
+    }
+    int missed = 0;
+    for (int id = 0; id < IDS; id++) missed += tally.seen[id] == 0;
+    cr_expect_eq(missed, 0, "%d entries never sampled in 100,000 draws", missed);
+    for (int id = 0; id < IDS; id += 2) cr_assert_eq(s_delete_id(dict, id), 0); /* sparser */
+    cr_expect_eq(kv_dict_sample(dict, 7, sample, 5), 5);
+    free(tally.seen);
+    kv_dict_destroy(&dict);
+}

@@ -43,7 +43,8 @@ typedef struct {
     zmq_msg_t identity;      /* the gateway as router sees it */
 } s_engine_t;
 
-static void s_engine_open(s_engine_t *engine, const char *name, long write_acks) {
+static void s_engine_open_evicting(s_engine_t *engine, const char *name, long write_acks,
+                                   kv_evict_policy_t eviction) {
     char endpoint[64];
     int linger = 0;
     engine->ctx = zsys_init();
@@ -66,9 +67,13 @@ static void s_engine_open(s_engine_t *engine, const char *name, long write_acks)
     engine->store = kv_store_new(1);
     engine->counters = kv_counters_new();
     kv_repl_config_t config = {name, engine->router,   engine->pub, write_acks,
-                               1000, engine->counters, NULL,        0};
+                               1000, engine->counters, NULL,        (int)eviction};
     engine->repl = kv_repl_new(&config, engine->store, 1);
     cr_assert_not_null(engine->repl);
+}
+
+static void s_engine_open(s_engine_t *engine, const char *name, long write_acks) {
+    s_engine_open_evicting(engine, name, write_acks, KV_EVICT_NOEVICTION);
 }
 
 static void s_engine_close(s_engine_t *engine) {
@@ -898,6 +903,76 @@ Test(kv_repl, held_reads_are_counted_in_the_buffer_bytes) {
     cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
     cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_OK);
     cr_expect_eq(kv_repl_buffer_bytes(engine.repl), idle, "all answered: back to idle");
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* --- eviction (kv_repl_evict.c) ------------------------------------------------ */
+
+/* Runs both engines until their stores hold as many keys, or ms pass. */
+static void s_run_until_same_size(s_engine_t *a, s_engine_t *b, int ms) {
+    int64_t deadline = kv_clock_mono_ms() + ms;
+    while (kv_store_size(a->store) != kv_store_size(b->store) && kv_clock_mono_ms() < deadline) {
+        s_turn(a);
+        s_turn(b);
+        zclock_sleep(1);
+    }
+}
+
+/* The primary evicts as it removes expired keys: each victim an RM with
+ * its own seq that the replica applies, so both hold the same keys; a key
+ * a transaction holds stays; the replica, and a node without a policy,
+ * evict nothing. */
+Test(kv_repl, an_eviction_is_a_replicated_removal, .timeout = 30) {
+    s_engine_t a, b;
+    s_engine_open_evicting(&a, "test-repl-node-a", 1, KV_EVICT_ALLKEYS_LRU);
+    s_engine_open_evicting(&b, "test-repl-node-b", 1, KV_EVICT_ALLKEYS_LRU);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(a.repl, table, 0);
+    kv_repl_on_table(b.repl, table, 1);
+    cr_assert_eq(s_run_until(&a, &b, &b, "kv_repl_snapshots_applied_total", 1, 10000), 1);
+    char key[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof key, "key-%02d", i);
+        s_write(&a, (uint64_t)i + 1, key, 1);
+    }
+    s_prepare(&a, 100, 700, "key-00", KV_TXOP_SET, 0, 0, 0); /* holds key-00 */
+    s_run_until_same_size(&a, &b, 10000);
+    cr_assert_eq(kv_store_size(b.store), 40);
+    uint64_t seq = a.repl->parts[0].seq;
+    cr_expect_eq(kv_repl_evict(b.repl, 1000), 0, "a replica evicted");
+    const kv_entry_t *one = kv_store_get(a.store, 0, "key-01", 6);
+    cr_assert_not_null(one);
+    size_t bytes = kv_entry_bytes(one);
+    cr_expect_geq(kv_repl_evict(a.repl, 3 * bytes), 3 * bytes);
+    cr_expect_eq(s_count(&a, "kv_node_evicted_keys_total"), 3);
+    cr_expect_eq(kv_store_size(a.store), 37);
+    cr_expect_eq(kv_repl_evict(a.repl, SIZE_MAX), 36 * bytes, "all but the held key go");
+    cr_expect_eq(s_count(&a, "kv_node_evicted_keys_total"), 39);
+    cr_expect_eq(kv_store_size(a.store), 1);
+    cr_expect_not_null(kv_store_get(a.store, 0, "key-00", 6), "a key a transaction holds went");
+    cr_expect_eq(kv_repl_evict(a.repl, 1), 0, "nothing evictable is left");
+    s_run_until_same_size(&a, &b, 10000);
+    cr_expect_eq(kv_store_size(b.store), 1, "the replica did not apply the evictions");
+    cr_expect_not_null(kv_store_get(b.store, 0, "key-00", 6));
+    cr_expect_eq(s_count(&b, "kv_repl_resyncs_total"), 0, "the removals' seqs left a gap");
+    cr_expect_eq(s_count(&b, "kv_node_evicted_keys_total"), 0);
+    cr_expect_eq(a.repl->parts[0].seq, seq + 39, "each eviction takes its own seq");
+    cr_expect_eq(a.repl->parts[0].removed_seq, seq + 39);
+    kv_table_destroy(&table);
+    s_engine_close(&b);
+    s_engine_close(&a);
+}
+
+Test(kv_repl, noeviction_evicts_nothing) {
+    s_engine_t engine;
+    kv_table_t *table;
+    s_tx_engine(&engine, &table, "test-repl-noeviction");
+    s_write(&engine, 1, "k", 1);
+    cr_assert_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
+    cr_expect_eq(kv_repl_evict(engine.repl, 1), 0);
+    cr_expect_eq(kv_store_size(engine.store), 1);
+    cr_expect_eq(s_count(&engine, "kv_node_evicted_keys_total"), 0);
     kv_table_destroy(&table);
     s_engine_close(&engine);
 }

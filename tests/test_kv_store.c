@@ -768,3 +768,35 @@ Test(kv_store, the_running_total_matches_a_walk) {
     cr_expect_eq(kv_store_memory(store), kv_store_memory_walk(store), "after clears");
     kv_store_destroy(&store);
 }
+
+/* --- the access clock (eviction) ------------------------------------------------ */
+
+/* The clock ticks as data is written (every 4 KB at first), not as
+ * metadata is; a put and a read stamp the entry, in any partition, a
+ * partition's first dict included; idle counts ticks since, modulo 256. */
+Test(kv_store, the_access_clock_ticks_with_data_written) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    cr_expect_eq(kv_store_lru_clock(store), 0);
+    static const char value[100] = {0};
+    for (int i = 0; i < 39; i++) /* 39 x 103 bytes: under 4 KB */
+        cr_assert_eq(kv_store_put(store, 0, BYTES("abc"), value, sizeof value, 0, 0), 0);
+    cr_expect_eq(kv_store_lru_clock(store), 0);
+    for (int i = 0; i < 100; i++)
+        cr_assert_eq(kv_store_put(store, 1, BYTES("\0meta"), value, sizeof value, 0, 0), 0);
+    cr_expect_eq(kv_store_lru_clock(store), 0, "metadata ticked the clock");
+    cr_assert_eq(kv_store_put(store, 0, BYTES("abc"), value, sizeof value, 0, 0), 0);
+    cr_expect_eq(kv_store_lru_clock(store), 1);
+    cr_assert_eq(kv_store_put(store, 5, BYTES("new"), BYTES("v"), 0, 0), 0);
+    const kv_entry_t *fresh = kv_store_get(store, 5, BYTES("new"));
+    cr_expect_eq(kv_entry_lru(fresh), 1, "a new partition's dict missed the clock");
+    for (int i = 0; i < 10; i++) kv_store_lru_advance(store);
+    const kv_entry_t *old = kv_store_get(store, 0, BYTES("abc"));
+    cr_expect_eq(kv_store_idle(store, old), 0, "a read stamps");
+    const kv_entry_t *sample[1];
+    cr_assert_eq(kv_store_sample(store, 5, 1, sample, 1), 1);
+    cr_expect_eq(kv_store_idle(store, sample[0]), 10, "sampling stamped");
+    for (int i = 0; i < 250; i++) kv_store_lru_advance(store);
+    cr_expect_eq(kv_store_idle(store, sample[0]), (uint8_t)260);
+    cr_expect_eq(kv_store_partition_expiring(store, 5), 0);
+    kv_store_destroy(&store);
+}
