@@ -7,7 +7,8 @@
 
 #include "kv_hash.h"
 
-#define KV_EVICT_ROUNDS 8 /* partitions sampled at most per pick */
+#define KV_EVICT_ROUNDS 8      /* partitions sampled per pick while candidates are missing */
+#define KV_EVICT_ROUNDS_MAX 64 /* ... and before giving up with none at all */
 
 struct _kv_evict_t {
     kv_evict_policy_t policy;
@@ -146,8 +147,11 @@ int kv_evict_pick(kv_evict_t *self, kv_store_t *store, kv_evict_keep_fn *keep, v
     /* KV_EVICT_SAMPLES candidates the policy takes at least, from as few
      * partitions as give them: one for allkeys-lru; for volatile-*, a
      * sample of the dict (good where most keys have a deadline) and one of
-     * the index of deadlines (where few have: its items may be stale). */
-    for (int round = 0; round < KV_EVICT_ROUNDS && pick.compared < KV_EVICT_SAMPLES; round++) {
+     * the index of deadlines (where few have: its items may be stale, so
+     * with no candidate yet it goes on longer before it gives up). */
+    for (int round = 0; round < KV_EVICT_ROUNDS_MAX && pick.compared < KV_EVICT_SAMPLES &&
+                        (round < KV_EVICT_ROUNDS || !pick.found);
+         round++) {
         uint32_t partition = s_draw_partition(self);
         const kv_entry_t *sample[KV_EVICT_SAMPLES];
         size_t n =

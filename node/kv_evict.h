@@ -78,8 +78,9 @@ long kv_evict_begin(kv_evict_t *self, kv_store_t *store, kv_evict_partition_fn *
 
 /* Picks a victim among the partitions kv_evict_begin weighed, skipping
  * keys keep (may be NULL) holds to. Returns 0 with *victim filled, or -1
- * when nothing evictable was found (noeviction, no weighed key, or a few
- * rounds of samples turned up nothing the policy takes). */
+ * when nothing evictable was found (noeviction, no weighed key, or 64
+ * rounds of samples turned up nothing the policy takes: with a handful of
+ * keys with a deadline among thousands, one may be missed). */
 int kv_evict_pick(kv_evict_t *self, kv_store_t *store, kv_evict_keep_fn *keep, void *arg,
                   kv_evict_victim_t *victim);
 

@@ -41,8 +41,8 @@ int64_t kv_expiry_next(const kv_expiry_t *self);
  * *hash, else 0. */
 int kv_expiry_pop_due(kv_expiry_t *self, int64_t now, uint64_t *hash);
 
-/* The bucket hash of item i (0 <= i < kv_expiry_size, heap order: any
- * index is as good as another for a random draw, 0 is the earliest). */
+/* The bucket hash (low 32 bits) of item i (0 <= i < kv_expiry_size, in
+ * heap order: for a random draw any index is as good as another). */
 uint64_t kv_expiry_hash_at(const kv_expiry_t *self, size_t i);
 
 /* Items held (stale ones included). */

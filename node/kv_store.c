@@ -368,6 +368,10 @@ static int s_delete(kv_store_t *self, uint32_t partition, const char *key, size_
         kv_dict_t **slot =
             kv_store_is_meta(key, klen) ? &self->metas[partition] : &self->dicts[partition];
         kv_dict_destroy(slot);
+    } else if (dict == self->dicts[partition] && self->expiries[partition]) {
+        /* removals leave stale items too (evictions remove many keys with a
+         * deadline, and sample this index): tidy as puts do */
+        s_expiry_tidy(self, partition, dict);
     }
     return 0;
 }
