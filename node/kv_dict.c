@@ -928,7 +928,3 @@ size_t kv_dict_entry_bytes(size_t klen, size_t vlen, int expiring) {
     uint8_t flags = (uint8_t)(KV_ENTRY_F_VERSION | (expiring ? KV_ENTRY_F_EXPIRY : 0));
     return s_cut_bytes(s_entry_bytes(klen, vlen, flags)) + sizeof(kv_entry_t *);
 }
-
-size_t kv_entry_bytes(const kv_entry_t *entry) {
-    return s_entry_cut_bytes(entry) + sizeof(kv_entry_t *);
-}

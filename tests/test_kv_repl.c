@@ -66,8 +66,9 @@ static void s_engine_open_evicting(s_engine_t *engine, const char *name, long wr
     cr_assert_eq(zmq_recv(engine->router, body, sizeof(body), 0), 2);
     engine->store = kv_store_new(1);
     engine->counters = kv_counters_new();
-    kv_repl_config_t config = {name, engine->router,   engine->pub, write_acks,
-                               1000, engine->counters, NULL,        (int)eviction};
+    kv_repl_config_t config = {name,         engine->router,   engine->pub, write_acks,
+                               1000,         engine->counters, NULL,        0,
+                               (int)eviction};
     engine->repl = kv_repl_new(&config, engine->store, 1);
     cr_assert_not_null(engine->repl);
 }
