@@ -12,6 +12,9 @@
 #   7. attach    `compose run -d node` joins a node with a unique id
 #   8. stress    `compose run tests stress` (a short run), when kv-stress is built
 #   9. fault     compose/fault-test.sh, only with KV_FAULT_TEST=1
+#  10. memory    compose/memory-test.sh: the cluster again with node
+#                containers limited to 256m, written to its limit (507, no
+#                OOM kill); KV_MEMORY_TEST=0 skips it
 # and always, on exit: `compose down -v --remove-orphans`, with the
 # containers' logs first when a step failed.
 #
@@ -308,6 +311,10 @@ step_fault() {
     KV_URL=$URL compose/fault-test.sh
 }
 
+step_memory() {
+    KV_URL=$URL compose/memory-test.sh
+}
+
 # --- pipeline --------------------------------------------------------------------
 
 step prereq step_prerequisites
@@ -323,4 +330,9 @@ if [ "${KV_FAULT_TEST:-0}" = 1 ]; then
     step fault step_fault
 else
     say "fault test not run (KV_FAULT_TEST=1 runs it)"
+fi
+if [ "${KV_MEMORY_TEST:-1}" = 1 ]; then
+    step memory step_memory
+else
+    say "memory test not run (KV_MEMORY_TEST=0)"
 fi
