@@ -551,30 +551,69 @@ static void s_compact_check(kv_dict_t *self) {
     self->compact_pos = 0;
 }
 
+/* The entry at the compaction position of the oldest block, or NULL when
+ * the block is walked to its end. */
+static kv_entry_t *s_compact_at(const kv_dict_t *self) {
+    const dict_block_t *block = self->oldest;
+    if (self->compact_pos >= block->used) return NULL;
+    return (kv_entry_t *)(void *)(block->data + self->compact_pos);
+}
+
+/* Passes the entry at the compaction position, moving it when live, or
+ * frees the oldest block once walked to its end. Returns 1 when it freed
+ * the block, 0 when it passed an entry, -1 when a move found no memory
+ * (nothing changed: later). A block is only ever left walked part way
+ * while compacting: moved entries keep no mark of their own in it. */
+static int s_compact_visit(kv_dict_t *self) {
+    kv_entry_t *entry = s_compact_at(self);
+    if (!entry) {
+        s_block_pop(self);
+        return 1;
+    }
+    size_t bytes = s_entry_cut_bytes(entry);
+    if (entry->flags & KV_ENTRY_F_DEAD)
+        self->dead -= bytes;
+    else if (s_entry_move(self, entry, bytes) == -1)
+        return -1;
+    self->compact_pos += (uint32_t)bytes;
+    return 0;
+}
+
 /* Walks the oldest block past up to visits entries, moving at most moves
  * live ones; a block walked to its end is freed. Compaction stops once the
  * dead bytes are down to half the share that started it, so it does not
  * chase a trickle of deletes. Returns 1 while compaction remains, else 0. */
 static int s_compact(kv_dict_t *self, int moves, int visits) {
     while (self->compacting && visits-- > 0) {
-        dict_block_t *block = self->oldest;
-        if (self->compact_pos >= block->used) {
-            s_block_pop(self);
-            if (!self->oldest || self->dead <= self->live / KV_DICT_GARBAGE_STOP)
-                self->compacting = false;
-            continue;
-        }
-        kv_entry_t *entry = (kv_entry_t *)(void *)(block->data + self->compact_pos);
-        size_t bytes = s_entry_cut_bytes(entry);
-        if (entry->flags & KV_ENTRY_F_DEAD) {
-            self->dead -= bytes;
-        } else {
-            if (moves-- == 0) break;
-            if (s_entry_move(self, entry, bytes) == -1) break; /* out of memory: later */
-        }
-        self->compact_pos += (uint32_t)bytes;
+        const kv_entry_t *entry = s_compact_at(self);
+        if (entry && !(entry->flags & KV_ENTRY_F_DEAD) && moves-- == 0) break;
+        int step = s_compact_visit(self);
+        if (step == -1) break; /* out of memory: later */
+        if (step == 1 && (!self->oldest || self->dead <= self->live / KV_DICT_GARBAGE_STOP))
+            self->compacting = false;
     }
     return self->compacting;
+}
+
+int kv_dict_compact(kv_dict_t *self) {
+    assert(self);
+    const dict_block_t *last = self->newest; /* moved entries land after it */
+    if (!last || self->dead == 0) return 0;
+    self->compacting = true; /* compact_pos: 0, or where an incremental one stopped */
+    for (;;) {
+        int was_last = self->oldest == last, step;
+        while ((step = s_compact_visit(self)) == 0) continue;
+        if (step == -1) return -1; /* stays compacting: idle time and writes go on */
+        if (was_last || !self->oldest || self->dead == 0) break;
+    }
+    self->compacting = false;
+    s_compact_check(self);
+    return 0;
+}
+
+size_t kv_dict_garbage(const kv_dict_t *self) {
+    assert(self);
+    return self->dead;
 }
 
 /* The bounded compaction step every put and delete pays while one runs. */

@@ -71,6 +71,19 @@ size_t kv_dict_expiring(const kv_dict_t *self);
  * ones awaiting compaction, unused tails) plus bucket arrays. */
 size_t kv_dict_memory(const kv_dict_t *self);
 
+/* Bytes of dead entries (deleted or replaced) still in blocks, part of
+ * kv_dict_memory until compaction frees their blocks. */
+size_t kv_dict_garbage(const kv_dict_t *self);
+
+/* Compacts now, whatever the share of dead bytes (a node at its memory
+ * limit that removed keys wants their blocks back at once): walks the
+ * blocks from the oldest, moving live entries to a new block, until no
+ * dead byte is left or the block that was the newest has been walked.
+ * Costs the live bytes of the blocks walked. Returns 0, or -1 when out of
+ * memory (what was freed stays freed; the incremental compaction goes
+ * on). */
+int kv_dict_compact(kv_dict_t *self);
+
 /* Bytes an entry of klen key bytes and vlen value bytes, with a version
  * (and an expiry when expiring) takes in a dict: its cut of a block and
  * its bucket pointer. What a new key adds, block and bucket-array growth

@@ -103,6 +103,17 @@ static uint32_t s_draw_partition(kv_evict_t *self) {
     return self->parts[lo];
 }
 
+uint32_t kv_evict_focus(kv_evict_t *self) {
+    assert(self && self->count > 0);
+    uint32_t partition = s_draw_partition(self);
+    uint32_t i = 0;
+    while (self->parts[i] != partition) i++;
+    self->cumul[0] = self->cumul[i] - (i ? self->cumul[i - 1] : 0);
+    self->parts[0] = partition;
+    self->count = 1;
+    return partition;
+}
+
 /* How much the policy wants entry gone (higher first); entries it never
  * takes are filtered before. An expired entry beats anything. */
 static uint64_t s_score(const kv_evict_t *self, const kv_store_t *store, const kv_entry_t *entry) {

@@ -76,6 +76,14 @@ kv_evict_policy_t kv_evict_policy(const kv_evict_t *self);
  * memory. */
 long kv_evict_begin(kv_evict_t *self, kv_store_t *store, kv_evict_partition_fn *ours, void *arg);
 
+/* Narrows the partitions kv_evict_begin weighed (it must have returned
+ * more than 0) to one of them, drawn by weight, and returns it: the picks
+ * that follow sample it only. Evicting a batch from one partition at a
+ * time lets the caller compact that partition once for the whole batch
+ * (kv_store_compact); a partition's keys are a random share of all keys,
+ * so its least recently used are as good victims as the node's. */
+uint32_t kv_evict_focus(kv_evict_t *self);
+
 /* Picks a victim among the partitions kv_evict_begin weighed, skipping
  * keys keep (may be NULL) holds to. Returns 0 with *victim filled, or -1
  * when nothing evictable was found (noeviction, no weighed key, or 64

@@ -269,37 +269,41 @@ uint64_t kv_repl_room(const kv_repl_t *self) {
     return kv_mem_room(self->config.max_memory, kv_repl_used_memory(self));
 }
 
-/* Where a primary would evict keys (--eviction) to make room for grow
- * more bytes in partition, replicating the removals like any RM so its
- * copies free them too. Returns 0 when it made the room, -1 when not:
- * noeviction, the only policy so far, refuses. */
-static int s_evict(kv_repl_t *self, uint32_t partition, int64_t grow) {
-    (void)self, (void)partition, (void)grow;
-    return -1;
+size_t kv_repl_copies(const kv_repl_t *self, uint32_t partition, uint16_t *copies) {
+    size_t count = 0;
+    if (!self->table || partition >= self->partitions) return 0;
+    for (uint32_t slot = 1; slot < kv_table_replication(self->table); slot++)
+        copies[count++] = kv_table_owner(self->table, partition, slot);
+    copies[count++] = kv_table_learner(self->table, partition);
+    return count;
 }
 
-/* Our own room, then every copy's; 1 when one lacks it (counted). */
-static int s_lacks_room(kv_repl_t *self, uint32_t partition, int64_t grow, const uint16_t *copies,
-                        size_t count) {
-    if (!kv_mem_fits(kv_repl_room(self), grow)) return 1;
-    for (size_t i = 0; i < count; i++)
-        if (copies[i] < KV_MAX_NODES && kv_repl_usable(self, copies[i]) &&
-            !kv_mem_fits(self->room_of[copies[i]], grow)) {
-            kv_counters_inc(self->config.counters, self->count_refused_copy);
-            return 1;
-        }
-    (void)partition;
-    return 0;
+int kv_repl_lacking(const kv_repl_t *self, int64_t grow, const uint16_t *copies, size_t count,
+                    uint64_t *lack) {
+    uint64_t room = kv_repl_room(self);
+    int node = -1;
+    if (!kv_mem_fits(room, grow)) {
+        node = self->self;
+    } else {
+        for (size_t i = 0; i < count && node < 0; i++)
+            if (copies[i] < KV_MAX_NODES && kv_repl_usable(self, copies[i]) &&
+                !kv_mem_fits(self->room_of[copies[i]], grow)) {
+                node = copies[i];
+                room = self->room_of[copies[i]];
+            }
+    }
+    if (node >= 0 && lack) *lack = (uint64_t)grow - room;
+    return node;
 }
 
 int kv_repl_room_take(kv_repl_t *self, uint32_t partition, int64_t grow) {
     if (grow <= 0 || !self->table || partition >= self->partitions) return 0;
     uint16_t copies[KV_REPLICATION_MAX + 1];
-    size_t count = 0;
-    for (uint32_t slot = 1; slot < kv_table_replication(self->table); slot++)
-        copies[count++] = kv_table_owner(self->table, partition, slot);
-    copies[count++] = kv_table_learner(self->table, partition);
-    if (s_lacks_room(self, partition, grow, copies, count) && s_evict(self, partition, grow) != 0) {
+    size_t count = kv_repl_copies(self, partition, copies);
+    if (kv_repl_lacking(self, grow, copies, count, NULL) >= 0 &&
+        kv_repl_evict_room(self, partition, grow) != 0) {
+        if (kv_repl_lacking(self, grow, copies, count, NULL) != self->self)
+            kv_counters_inc(self->config.counters, self->count_refused_copy);
         kv_counters_inc(self->config.counters, self->count_refused);
         return -1;
     }
@@ -307,4 +311,13 @@ int kv_repl_room_take(kv_repl_t *self, uint32_t partition, int64_t grow) {
         if (copies[i] < KV_MAX_NODES && self->room_of[copies[i]] != KV_MEM_NO_LIMIT)
             self->room_of[copies[i]] -= (uint64_t)grow;
     return 0;
+}
+
+void kv_repl_reclaim(kv_repl_t *self, uint32_t partition) {
+    uint64_t limit = self->config.max_memory;
+    if (!limit || kv_repl_room(self) >= limit / KV_REPL_TIGHT_SHARE) return;
+    size_t garbage = kv_store_garbage(self->store, partition);
+    if (garbage > KV_REPL_RECLAIM_MIN &&
+        garbage > kv_store_partition_memory(self->store, partition) / KV_REPL_RECLAIM_SHARE)
+        kv_store_compact(self->store, partition);
 }

@@ -106,9 +106,10 @@ void kv_repl_mget(kv_repl_t *self, zmq_msg_t *identity, const kv_msg_t *req);
  * published, counted in kv_node_evicted_keys_total), until bytes bytes of
  * entries are freed or nothing evictable is left: noeviction, no key the
  * policy takes in a partition we are primary of (not fenced), or only keys
- * a transaction holds. Returns the bytes freed (kv_entry_bytes of the keys
- * removed: entries' block space returns to the store as it compacts);
- * fewer than bytes means the caller must refuse (507). */
+ * a transaction holds. Evicts from one partition at a time and compacts
+ * it after (kv_store_compact), so the store's memory drops at once.
+ * Returns the bytes freed (kv_entry_bytes of the keys removed); fewer than
+ * bytes means nothing evictable is left. */
 size_t kv_repl_evict(kv_repl_t *self, size_t bytes);
 
 /* Serves CLEAR for every partition we are primary of. */

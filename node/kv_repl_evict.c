@@ -11,6 +11,15 @@
  *  Only partitions we are primary of and not fenced are drawn from (a
  *  fenced stream has ended: a learner takes it over at its last seq), and a
  *  key a transaction holds is skipped: its commit decides it.
+ *
+ *  A removed entry stays in its dict's block, dead, until compaction moves
+ *  the block's live entries out and frees it; the limit counts blocks (as
+ *  RSS does). So the node evicts a batch from one partition at a time
+ *  (KV_REPL_EVICT_SHARE of it) and compacts that partition at once: its
+ *  memory then really drops, and the next write sees the room it made.
+ *  Copies free the same keys when the removals arrive (and compact as
+ *  kv_repl_reclaim says): their room is credited with what was evicted
+ *  until their next report.
  */
 #include "kv_repl_int.h"
 
@@ -33,10 +42,25 @@ void kv_repl_evict_destroy(kv_repl_t *self) {
     kv_evict_destroy(&self->evict);
 }
 
-/* Partitions we may evict from: ours as primary, taking writes. */
+/* Where one batch may come from. */
+typedef struct {
+    kv_repl_t *repl;
+    uint32_t spare; /* a partition not to evict from (UINT32_MAX: none) */
+    int holder;     /* a node that must hold a copy of it (-1: any) */
+} s_scope_t;
+
+/* Partitions we may evict from: ours as primary, taking writes, within the
+ * scope. */
 static int s_ours(uint32_t partition, void *arg) {
-    const kv_repl_t *self = arg;
-    return self->parts[partition].state == KV_REPL_PRIMARY;
+    const s_scope_t *scope = arg;
+    const kv_repl_t *self = scope->repl;
+    if (self->parts[partition].state != KV_REPL_PRIMARY || partition == scope->spare) return 0;
+    if (scope->holder < 0) return 1;
+    uint16_t copies[KV_REPLICATION_MAX + 1];
+    size_t count = kv_repl_copies(self, partition, copies);
+    for (size_t i = 0; i < count; i++)
+        if (copies[i] == scope->holder) return 1;
+    return 0;
 }
 
 /* Keys a transaction holds stay. */
@@ -44,14 +68,58 @@ static int s_held(uint32_t partition, const char *key, size_t klen, void *arg) {
     return kv_repl_tx_locked(arg, partition, key, klen, 1);
 }
 
-size_t kv_repl_evict(kv_repl_t *self, size_t bytes) {
+/* The copies of partition will free bytes once its removals arrive. */
+static void s_credit(kv_repl_t *self, uint32_t partition, size_t bytes) {
+    uint16_t copies[KV_REPLICATION_MAX + 1];
+    size_t count = kv_repl_copies(self, partition, copies);
+    for (size_t i = 0; i < count; i++) {
+        uint64_t *room = copies[i] < KV_MAX_NODES ? &self->room_of[copies[i]] : NULL;
+        if (room && *room != KV_MEM_NO_LIMIT && *room < KV_MEM_NO_LIMIT - 1 - bytes) *room += bytes;
+    }
+}
+
+/* Evicts from one partition of scope, drawn by weight, until want bytes of
+ * entries are freed (at least a share of the partition when share is not
+ * 0) or nothing evictable is left there; compacts it and credits its
+ * copies. Returns the bytes of the entries evicted. */
+static size_t s_batch(kv_repl_t *self, s_scope_t *scope, size_t want, size_t share) {
+    if (kv_evict_begin(self->evict, self->store, s_ours, scope) <= 0) return 0;
+    uint32_t partition = kv_evict_focus(self->evict);
+    if (share) {
+        size_t part = kv_store_partition_memory(self->store, partition) / share;
+        if (part > want) want = part;
+    }
     size_t freed = 0;
-    if (bytes == 0 || kv_evict_begin(self->evict, self->store, s_ours, self) <= 0) return 0;
     kv_evict_victim_t victim;
-    while (freed < bytes && kv_evict_pick(self->evict, self->store, s_held, self, &victim) == 0) {
+    while (freed < want && kv_evict_pick(self->evict, self->store, s_held, self, &victim) == 0) {
         kv_repl_primary_remove(self, victim.partition, victim.key, victim.klen);
         kv_counters_inc(self->config.counters, self->count_evicted);
         freed += victim.bytes;
     }
+    if (freed) {
+        kv_store_compact(self->store, partition);
+        s_credit(self, partition, freed);
+    }
     return freed;
+}
+
+size_t kv_repl_evict(kv_repl_t *self, size_t bytes) {
+    s_scope_t scope = {self, UINT32_MAX, -1};
+    size_t freed = 0, batch;
+    while (freed < bytes && (batch = s_batch(self, &scope, bytes - freed, 0)) > 0) freed += batch;
+    return freed;
+}
+
+int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow) {
+    if (kv_evict_policy(self->evict) == KV_EVICT_NOEVICTION) return -1;
+    uint16_t copies[KV_REPLICATION_MAX + 1];
+    size_t count = kv_repl_copies(self, partition, copies);
+    for (int round = 0; round < KV_REPL_EVICT_ROUNDS; round++) {
+        uint64_t lack = 0;
+        int node = kv_repl_lacking(self, grow, copies, count, &lack);
+        if (node < 0) return 0;
+        s_scope_t scope = {self, partition, node == self->self ? -1 : node};
+        (void)s_batch(self, &scope, (size_t)lack, KV_REPL_EVICT_SHARE); /* none: another draw */
+    }
+    return kv_repl_lacking(self, grow, copies, count, NULL) < 0 ? 0 : -1;
 }

@@ -215,6 +215,40 @@ int kv_repl_evict_init(kv_repl_t *self);
 /* Frees the picker. */
 void kv_repl_evict_destroy(kv_repl_t *self);
 
+/* Makes room for a write of grow bytes to partition by evicting (the
+ * policy's victims, as replicated removals) wherever kv_repl_lacking finds
+ * none: for our own room, from any partition we are primary of; for a
+ * copy's, from those it holds a copy of; never from partition itself (the
+ * write has checked its conditions there). Evicts a batch from one
+ * partition at a time, compacts it at once and credits its copies' room
+ * with what they will free. Returns 0 when every copy has room, -1 when
+ * not (noeviction, or nothing evictable left). */
+int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow);
+
+/* --- memory at the limit (kv_repl.c) ---------------------------------------- */
+
+#define KV_REPL_TIGHT_SHARE 16    /* a node is near its limit with less room than limit / this */
+#define KV_REPL_RECLAIM_SHARE 32  /* ... where it compacts a partition whose garbage passes its
+                                     memory / this */
+#define KV_REPL_RECLAIM_MIN 4096  /* ... and this many bytes */
+#define KV_REPL_EVICT_SHARE 16    /* an eviction batch frees a partition's memory / this */
+#define KV_REPL_EVICT_ROUNDS 16   /* batches one write may evict before it is refused */
+
+/* The copies of partition (replicas and learner; KV_MAX_NODES where none)
+ * in copies (room for KV_REPLICATION_MAX + 1). Returns how many. */
+size_t kv_repl_copies(const kv_repl_t *self, uint32_t partition, uint16_t *copies);
+
+/* The node without room for grow more bytes: ourselves first, then the
+ * first of copies (by their last reports); -1 when all have it. Sets *lack
+ * (may be NULL) to the bytes it lacks. */
+int kv_repl_lacking(const kv_repl_t *self, int64_t grow, const uint16_t *copies, size_t count,
+                    uint64_t *lack);
+
+/* After a removal from partition: near the limit (any role), compacts it
+ * when its garbage has passed its share, so what was removed is given back
+ * now rather than when the dict's own compaction starts (a quarter). */
+void kv_repl_reclaim(kv_repl_t *self, uint32_t partition);
+
 /* --- expiry (kv_repl_ttl.c) ---------------------------------------------- */
 
 /* Milliseconds before entry (not expired) expires, at least 1; 0 when it

@@ -578,6 +578,7 @@ static kv_status_t s_apply_write(kv_repl_t *self, const kv_msg_t *req, uint64_t 
         return KV_STATUS_NOT_FOUND; /* absent, or expired: its removal is the expirer's */
     if (kv_store_delete(self->store, req->partition, req->key.ptr, req->key.len) != 0)
         return KV_STATUS_NOT_FOUND;
+    kv_repl_reclaim(self, req->partition); /* at the limit, /rm makes room at once */
     self->parts[req->partition].removed_seq = version;
     return KV_STATUS_OK;
 }

@@ -77,6 +77,7 @@ static void s_apply_update(kv_repl_t *self, kv_repl_part_t *part, const kv_msg_t
         break;
     case KV_OP_RM:
         kv_store_delete(self->store, update->partition, update->key.ptr, update->key.len);
+        kv_repl_reclaim(self, update->partition); /* our primary may be evicting for us */
         break;
     case KV_OP_CLEAR:
         kv_store_clear_data(self->store, update->partition);

@@ -58,7 +58,9 @@ static int s_reclaim_partition(kv_repl_t *self, uint32_t partition) {
     kv_repl_part_t *part = &self->parts[partition];
     s_reclaim_t r = {self, partition, part->state == KV_REPL_PRIMARY};
     if (!r.primary && !kv_repl_is_follower(part)) return 0; /* not ours: nothing indexed */
-    return kv_store_expire(self->store, partition, KV_TTL_BATCH, s_reclaim, &r) == KV_TTL_BATCH;
+    int more = kv_store_expire(self->store, partition, KV_TTL_BATCH, s_reclaim, &r) == KV_TTL_BATCH;
+    kv_repl_reclaim(self, partition); /* near the limit: the blocks back now */
+    return more;
 }
 
 void kv_repl_ttl_tick(kv_repl_t *self) {

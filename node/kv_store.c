@@ -215,7 +215,11 @@ static void s_lru_written(kv_store_t *self, size_t bytes) {
 size_t kv_store_sample(kv_store_t *self, uint32_t partition, uint64_t random,
                        const kv_entry_t **out, size_t n) {
     kv_dict_t *dict = s_dict(self, partition, 0);
-    return dict ? kv_dict_sample(dict, random, out, n) : 0;
+    if (!dict) return 0;
+    size_t before = s_part_memory(self, partition); /* sampling does a rehash step */
+    size_t got = kv_dict_sample(dict, random, out, n);
+    s_recount(self, partition, before);
+    return got;
 }
 
 /* Entries with a deadline of a sampled bucket, up to n in all. */
@@ -399,6 +403,24 @@ void kv_store_clear_data(kv_store_t *self, uint32_t partition) {
     kv_dict_destroy(&self->dicts[partition]);
     s_expiry_forget(self, partition);
     s_recount(self, partition, before);
+}
+
+size_t kv_store_partition_memory(const kv_store_t *self, uint32_t partition) {
+    return partition < self->partitions ? s_part_memory(self, partition) : 0;
+}
+
+size_t kv_store_garbage(const kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions || !self->dicts[partition]) return 0;
+    return kv_dict_garbage(self->dicts[partition]);
+}
+
+size_t kv_store_compact(kv_store_t *self, uint32_t partition) {
+    if (partition >= self->partitions || !self->dicts[partition]) return 0;
+    size_t before = s_part_memory(self, partition);
+    (void)kv_dict_compact(self->dicts[partition]); /* short of memory: what it freed */
+    s_recount(self, partition, before);
+    size_t after = s_part_memory(self, partition);
+    return before > after ? before - after : 0;
 }
 
 size_t kv_store_meta_size(const kv_store_t *self, uint32_t partition) {

@@ -101,6 +101,18 @@ void kv_store_clear_partition(kv_store_t *self, uint32_t partition);
  * transactions in progress keep their intents and records). */
 void kv_store_clear_data(kv_store_t *self, uint32_t partition);
 
+/* Bytes one partition holds (its part of kv_store_memory). */
+size_t kv_store_partition_memory(const kv_store_t *self, uint32_t partition);
+
+/* Bytes of removed or replaced data entries one partition still holds in
+ * its dict's blocks until compaction frees them (kv_dict_garbage). */
+size_t kv_store_garbage(const kv_store_t *self, uint32_t partition);
+
+/* Compacts one partition's data now (kv_dict_compact): a node at its
+ * memory limit gets the blocks of the keys it removed back at once.
+ * Returns the bytes kv_store_memory dropped by (0 when none). */
+size_t kv_store_compact(kv_store_t *self, uint32_t partition);
+
 /* Metadata entries of one partition. */
 size_t kv_store_meta_size(const kv_store_t *self, uint32_t partition);
 

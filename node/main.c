@@ -75,17 +75,6 @@ int main(int argc, char **argv) {
                 eviction);
         return 2;
     }
-    /* The policies are built (kv_evict.c, kv_repl_evict.c) but the memory
-     * limit does not call them yet (docs/eviction.md): refusing the flag
-     * beats a node that silently answers 507 where its operator asked for
-     * a cache. */
-    if (policy != KV_EVICT_NOEVICTION) {
-        fprintf(stderr,
-                "--eviction %s is not available yet: a node at its memory limit refuses writes "
-                "(507, noeviction); see docs/eviction.md\n",
-                eviction);
-        return 2;
-    }
     char advertise_buf[KV_ENDPOINT_MAX + 1], pub_buf[KV_ENDPOINT_MAX + 1];
     if (!advertise && kv_endpoint_advertise(bind, advertise_buf, sizeof(advertise_buf)) == 0)
         advertise = advertise_buf;

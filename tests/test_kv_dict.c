@@ -477,6 +477,46 @@ Test(kv_dict, compaction_reclaims_deleted_entries) {
     kv_dict_destroy(&dict);
 }
 
+/* A few deletes leave too little garbage for compaction to start on its
+ * own; kv_dict_compact gives their bytes back at once, keeps every other
+ * key, and again in the middle of an incremental compaction. */
+Test(kv_dict, compact_now_gives_back_what_deletes_left) {
+    enum { KEYS = 20000 };
+    kv_dict_t *dict = kv_dict_new(s_seed);
+    cr_expect_eq(kv_dict_compact(dict), 0, "an empty dict");
+    for (int id = 0; id < KEYS; id++) cr_assert_eq(s_put_id(dict, id, 7), 0);
+    s_settle(dict);
+    cr_expect_eq(kv_dict_garbage(dict), 0);
+    size_t full = kv_dict_memory(dict);
+    cr_expect_eq(kv_dict_compact(dict), 0);
+    cr_expect_eq(kv_dict_memory(dict), full, "nothing dead: nothing moved");
+    for (int id = 0; id < KEYS / 10; id++) cr_assert_eq(s_delete_id(dict, id * 10), 0);
+    s_settle(dict);
+    size_t dead = kv_dict_garbage(dict); /* a tenth, not compacted yet */
+    cr_expect_geq(dead, KEYS / 10 * 32);
+    cr_expect_eq(kv_dict_memory(dict), full);
+    cr_expect_eq(kv_dict_compact(dict), 0);
+    cr_expect_eq(kv_dict_garbage(dict), 0);
+    size_t after = kv_dict_memory(dict);
+    cr_expect_leq(after, full - dead + 16384, "%zu of %zu back", full - after, dead);
+    for (int id = 0; id < KEYS; id++) {
+        if (id % 10)
+            cr_assert(s_holds_id(s_get_id(dict, id), id), "key %d lost", id);
+        else
+            cr_assert_null(s_get_id(dict, id), "key %d came back", id);
+    }
+    for (int id = 1; id < KEYS; id += 2) /* past a quarter: an incremental one starts */
+        if (id % 10) cr_assert_eq(s_delete_id(dict, id), 0);
+    cr_expect_gt(kv_dict_garbage(dict), 0);
+    cr_expect_eq(kv_dict_compact(dict), 0, "in the middle of an incremental compaction");
+    cr_expect_eq(kv_dict_garbage(dict), 0);
+    for (int id = 0; id < KEYS; id++)
+        if (id % 10 && id % 2 == 0)
+            cr_assert(s_holds_id(s_get_id(dict, id), id), "key %d lost", id);
+    cr_expect_eq(kv_dict_size(dict), KEYS * 4 / 10);
+    kv_dict_destroy(&dict);
+}
+
 /* Values that keep changing size leave a dead copy per overwrite; memory
  * stays bounded, and the latest value is always the one read. */
 Test(kv_dict, resizing_overwrites_keep_memory_bounded) {

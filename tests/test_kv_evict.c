@@ -133,6 +133,39 @@ Test(kv_evict, only_offered_partitions_and_unkept_keys_are_picked) {
     kv_store_destroy(&store);
 }
 
+/* Focused, picks come from one partition only, drawn by its keys: over
+ * many draws each partition is drawn about as often as its share; the
+ * hot tenth of the keys survives a batch from one partition as well. */
+Test(kv_evict, focus_narrows_the_picks_to_one_partition_drawn_by_weight) {
+    kv_store_t *store = kv_store_new(PARTITIONS);
+    kv_evict_t *evict = kv_evict_new(KV_EVICT_ALLKEYS_LRU, SEED);
+    for (int id = 0; id < KEYS; id++) s_put(store, id, 0);
+    for (int round = 0; round < 3; round++) s_hot_left(store); /* read: stamped */
+    int drawn[PARTITIONS] = {0};
+    for (int draw = 0; draw < 1600; draw++) {
+        cr_assert_eq(kv_evict_begin(evict, store, NULL, NULL), KEYS);
+        drawn[kv_evict_focus(evict)]++;
+    }
+    for (uint32_t p = 0; p < PARTITIONS; p++) {
+        double share = (double)kv_store_partition_size(store, p) / KEYS * 1600;
+        cr_expect(drawn[p] > share * 0.6 && drawn[p] < share * 1.4,
+                  "partition %u drawn %d times for a share of %.0f", p, drawn[p], share);
+    }
+    cr_assert_gt(kv_evict_begin(evict, store, NULL, NULL), 0);
+    uint32_t focus = kv_evict_focus(evict);
+    size_t before = kv_store_partition_size(store, focus);
+    for (size_t i = 0; i < before / 2; i++) {
+        kv_evict_victim_t victim;
+        cr_assert_eq(kv_evict_pick(evict, store, NULL, NULL, &victim), 0);
+        cr_assert_eq(victim.partition, focus, "picked from another partition");
+        kv_store_delete(store, victim.partition, victim.key, victim.klen);
+    }
+    cr_expect_eq(kv_store_partition_size(store, focus), before - before / 2);
+    cr_expect_geq(s_hot_left(store), 990, "hot keys lost to half a partition evicted");
+    kv_evict_destroy(&evict);
+    kv_store_destroy(&store);
+}
+
 /* An expired key not reclaimed yet goes first, whatever its clock. */
 Test(kv_evict, an_expired_key_goes_first) {
     kv_store_t *store = kv_store_new(1);

@@ -43,8 +43,8 @@ typedef struct {
     zmq_msg_t identity;      /* the gateway as router sees it */
 } s_engine_t;
 
-static void s_engine_open_evicting(s_engine_t *engine, const char *name, long write_acks,
-                                   kv_evict_policy_t eviction) {
+static void s_engine_open_partitions(s_engine_t *engine, const char *name, long write_acks,
+                                     kv_evict_policy_t eviction, uint32_t partitions) {
     char endpoint[64];
     int linger = 0;
     engine->ctx = zsys_init();
@@ -64,13 +64,18 @@ static void s_engine_open_evicting(s_engine_t *engine, const char *name, long wr
     cr_assert_geq(zmq_msg_recv(&engine->identity, engine->router, 0), 0);
     char body[8];
     cr_assert_eq(zmq_recv(engine->router, body, sizeof(body), 0), 2);
-    engine->store = kv_store_new(1);
+    engine->store = kv_store_new(partitions);
     engine->counters = kv_counters_new();
     kv_repl_config_t config = {name,         engine->router,   engine->pub, write_acks,
                                1000,         engine->counters, NULL,        0,
                                (int)eviction};
-    engine->repl = kv_repl_new(&config, engine->store, 1);
+    engine->repl = kv_repl_new(&config, engine->store, partitions);
     cr_assert_not_null(engine->repl);
+}
+
+static void s_engine_open_evicting(s_engine_t *engine, const char *name, long write_acks,
+                                   kv_evict_policy_t eviction) {
+    s_engine_open_partitions(engine, name, write_acks, eviction, 1);
 }
 
 static void s_engine_open(s_engine_t *engine, const char *name, long write_acks) {
@@ -963,6 +968,119 @@ Test(kv_repl, an_eviction_is_a_replicated_removal, .timeout = 30) {
     kv_table_destroy(&table);
     s_engine_close(&b);
     s_engine_close(&a);
+}
+
+/* A table of partitions partitions: node-a primary of each, node-b its
+ * replica. */
+static kv_table_t *s_table_ab_of(uint32_t partitions) {
+    kv_table_t *table = kv_table_new(partitions, 2);
+    const char *names[] = {"node-a", "node-b"};
+    for (int i = 0; i < 2; i++) {
+        char endpoint[64], pub[64];
+        snprintf(endpoint, sizeof(endpoint), "inproc://test-repl-%s", names[i]);
+        snprintf(pub, sizeof(pub), "inproc://test-repl-%s-pub", names[i]);
+        cr_assert_eq(kv_table_upsert(table, names[i], endpoint, pub), i);
+        kv_table_set_node_state(table, i, KV_NODE_ACTIVE);
+    }
+    for (uint32_t p = 0; p < partitions; p++) {
+        kv_table_set_owner(table, p, 0, 0);
+        kv_table_set_owner(table, p, 1, 1);
+    }
+    kv_table_set_epoch(table, 1);
+    return table;
+}
+
+/* A SET of key with a value of vlen bytes in partition. */
+static void s_write_in(s_engine_t *engine, uint32_t partition, uint64_t req_id, const char *key,
+                       size_t vlen) {
+    static const char value[KV_MAX_VALUE_BYTES];
+    kv_msg_t req = {.type = KV_MSG_SET, .req_id = req_id, .epoch = 1, .partition = partition};
+    req.key = (kv_bytes_t){key, strlen(key)};
+    req.value = (kv_bytes_t){value, vlen};
+    kv_repl_write(engine->repl, &engine->identity, &req);
+}
+
+#define S_EVICT_PARTS 4
+#define S_EVICT_KEYS 2000
+
+/* Reads the hot tenth of the first S_EVICT_KEYS keys at the primary (as
+ * GETs do: stamps their access clock). */
+static void s_read_hot(s_engine_t *engine) {
+    char key[16];
+    for (int i = 0; i < S_EVICT_KEYS; i += 10) {
+        snprintf(key, sizeof key, "key-%05d", i);
+        (void)kv_store_get(engine->store, (uint32_t)i % S_EVICT_PARTS, key, strlen(key));
+    }
+}
+
+/* At its own limit with allkeys-lru, a primary makes room: each write
+ * goes through, evicting batches from other partitions than the write's,
+ * compacted at once, so the store stays within the limit (one block of
+ * overshoot) and its running total right; the keys read all along
+ * survive. */
+Test(kv_repl, at_the_limit_a_primary_evicts_and_stays_under_it, .timeout = 60) {
+    s_engine_t engine;
+    s_engine_open_partitions(&engine, "test-repl-evict-own", 0, KV_EVICT_ALLKEYS_LRU,
+                             S_EVICT_PARTS);
+    kv_table_t *table = s_table_ab_of(S_EVICT_PARTS);
+    kv_repl_on_table(engine.repl, table, 0);
+    char key[16];
+    uint64_t req = 1;
+    for (int i = 0; i < S_EVICT_KEYS; i++, req++) {
+        snprintf(key, sizeof key, "key-%05d", i);
+        s_write_in(&engine, (uint32_t)i % S_EVICT_PARTS, req, key, 100);
+        cr_assert_eq(s_reply_status(&engine, req, 500), KV_STATUS_OK);
+        if (i % 100 == 99) s_read_hot(&engine);
+    }
+    uint64_t limit = kv_repl_used_memory(engine.repl) + 10;
+    engine.repl->config.max_memory = limit;
+    for (int i = S_EVICT_KEYS; i < 3 * S_EVICT_KEYS; i++, req++) {
+        snprintf(key, sizeof key, "key-%05d", i);
+        s_write_in(&engine, (uint32_t)i % S_EVICT_PARTS, req, key, 100);
+        cr_assert_eq(s_reply_status(&engine, req, 500), KV_STATUS_OK, "write %d refused", i);
+        cr_assert_not_null(kv_store_get(engine.store, (uint32_t)i % S_EVICT_PARTS, key, 9));
+        cr_assert_leq(kv_repl_used_memory(engine.repl), limit + 16384, "past the limit at %d", i);
+        if (i % 10 == 0) s_read_hot(&engine);
+    }
+    int hot = 0;
+    for (int i = 0; i < S_EVICT_KEYS; i += 10) {
+        snprintf(key, sizeof key, "key-%05d", i);
+        hot += kv_store_get(engine.store, (uint32_t)i % S_EVICT_PARTS, key, 9) != NULL;
+    }
+    cr_expect_geq(hot, 190, "%d of 200 hot keys left", hot);
+    uint64_t evicted = s_count(&engine, "kv_node_evicted_keys_total");
+    cr_expect_geq(evicted, S_EVICT_KEYS, "%" PRIu64 " evicted for %d written", evicted,
+                  2 * S_EVICT_KEYS);
+    cr_expect_eq(kv_store_memory(engine.store), kv_store_memory_walk(engine.store));
+    cr_expect_eq(s_count(&engine, "kv_repl_memory_refusals_total"), 0);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
+}
+
+/* A replica at its limit: the primary evicts from partitions the replica
+ * holds (never the written one), credits the replica's room with what it
+ * evicted, and the write goes through (noeviction refuses it:
+ * a_replica_at_its_limit_makes_the_primary_refuse). */
+Test(kv_repl, a_replica_at_its_limit_makes_the_primary_evict) {
+    s_engine_t engine;
+    s_engine_open_partitions(&engine, "test-repl-evict-copy", 1, KV_EVICT_ALLKEYS_LRU, 2);
+    kv_table_t *table = s_table_ab_of(2);
+    kv_repl_on_table(engine.repl, table, 0);
+    char key[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "key-%05d", i);
+        s_write_in(&engine, 1, (uint64_t)i + 1, key, 100); /* not confirmed: no matter */
+    }
+    cr_assert_eq(kv_store_partition_size(engine.store, 1), 100);
+    s_ack_room(&engine, 1, 0, 10); /* node-b: 10 bytes left */
+    s_write_in(&engine, 0, 1000, "new", 100);
+    s_ack(&engine, 1, 1);
+    cr_expect_eq(s_reply_status(&engine, 1000, 500), KV_STATUS_OK, "no room made");
+    cr_expect_lt(kv_store_partition_size(engine.store, 1), 100, "nothing evicted");
+    cr_expect_eq(kv_store_partition_size(engine.store, 0), 1);
+    cr_expect_eq(s_count(&engine, "kv_repl_memory_refusals_total"), 0);
+    kv_table_destroy(&table);
+    s_engine_close(&engine);
 }
 
 Test(kv_repl, noeviction_evicts_nothing) {
