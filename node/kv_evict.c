@@ -7,8 +7,8 @@
 
 #include "kv_hash.h"
 
-#define KV_EVICT_ROUNDS 8      /* partitions sampled per pick while candidates are missing */
-#define KV_EVICT_ROUNDS_MAX 64 /* ... and before giving up with none at all */
+#define KV_EVICT_ROUNDS 8       /* samples per candidate wanted while candidates are missing */
+#define KV_EVICT_ROUNDS_MAX 320 /* partitions sampled before giving up with none at all */
 
 struct _kv_evict_t {
     kv_evict_policy_t policy;
@@ -103,15 +103,16 @@ static uint32_t s_draw_partition(kv_evict_t *self) {
     return self->parts[lo];
 }
 
-uint32_t kv_evict_focus(kv_evict_t *self) {
-    assert(self && self->count > 0);
-    uint32_t partition = s_draw_partition(self);
-    uint32_t i = 0;
-    while (self->parts[i] != partition) i++;
-    self->cumul[0] = self->cumul[i] - (i ? self->cumul[i - 1] : 0);
-    self->parts[0] = partition;
-    self->count = 1;
-    return partition;
+int kv_evict_focus(kv_evict_t *self, uint32_t partition) {
+    assert(self);
+    for (uint32_t i = 0; i < self->count; i++) {
+        if (self->parts[i] != partition) continue;
+        self->cumul[0] = self->cumul[i] - (i ? self->cumul[i - 1] : 0);
+        self->parts[0] = partition;
+        self->count = 1;
+        return 0;
+    }
+    return -1;
 }
 
 /* How much the policy wants entry gone (higher first); entries it never
@@ -155,24 +156,23 @@ int kv_evict_pick(kv_evict_t *self, kv_store_t *store, kv_evict_keep_fn *keep, v
     assert(self && store && victim);
     if (self->policy == KV_EVICT_NOEVICTION || self->count == 0) return -1;
     s_pick_t pick = {store, keep, arg, victim, 0, 0, 0};
-    /* KV_EVICT_SAMPLES candidates the policy takes at least, from as few
-     * partitions as give them: one for allkeys-lru; for volatile-*, a
-     * sample of the dict (good where most keys have a deadline) and one of
-     * the index of deadlines (where few have: its items may be stale, so
-     * with no candidate yet it goes on longer before it gives up). */
+    /* KV_EVICT_SAMPLES candidates the policy takes at least, each from a
+     * partition drawn of its own: a node's partitions may hold a handful
+     * of keys each, and the oldest of a few keys of one partition is a
+     * poor victim. For volatile-*, a sample of the dict (good where most
+     * keys have a deadline) and one of the index of deadlines (where few
+     * have: its items may be stale, so with no candidate yet it goes on
+     * longer before it gives up). */
     for (int round = 0; round < KV_EVICT_ROUNDS_MAX && pick.compared < KV_EVICT_SAMPLES &&
-                        (round < KV_EVICT_ROUNDS || !pick.found);
+                        (round < KV_EVICT_ROUNDS * KV_EVICT_SAMPLES || !pick.found);
          round++) {
         uint32_t partition = s_draw_partition(self);
-        const kv_entry_t *sample[KV_EVICT_SAMPLES];
-        size_t n =
-            kv_store_sample(store, partition, kv_splitmix64(&self->rng), sample, KV_EVICT_SAMPLES);
-        for (size_t i = 0; i < n; i++) s_consider(self, &pick, partition, sample[i]);
-        if (!s_volatile(self)) continue;
-        /* also from the index of deadlines: finds them where few keys have one */
-        n = kv_store_sample_expiring(store, partition, kv_splitmix64(&self->rng), sample,
-                                     KV_EVICT_SAMPLES);
-        for (size_t i = 0; i < n; i++) s_consider(self, &pick, partition, sample[i]);
+        const kv_entry_t *sample[1];
+        if (kv_store_sample(store, partition, kv_splitmix64(&self->rng), sample, 1) == 1)
+            s_consider(self, &pick, partition, sample[0]);
+        if (s_volatile(self) &&
+            kv_store_sample_expiring(store, partition, kv_splitmix64(&self->rng), sample, 1) == 1)
+            s_consider(self, &pick, partition, sample[0]);
     }
     return pick.found ? 0 : -1;
 }

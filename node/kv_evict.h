@@ -10,10 +10,11 @@
  *  - volatile-ttl: the nearest deadline among the keys with one.
  *
  *  An expired key not reclaimed yet is the best victim under every policy
- *  but noeviction. A node holds many partitions: each pick draws one of the
- *  partitions the caller offers, weighted by its keys (its expiring keys
- *  for volatile-*), so keys are drawn about evenly across partitions, and
- *  samples KV_EVICT_SAMPLES entries of it. docs/eviction.md tells why and
+ *  but noeviction. A node holds many partitions: each of a pick's
+ *  KV_EVICT_SAMPLES samples comes from one of the partitions the caller
+ *  offers, drawn weighted by its keys (its expiring keys for volatile-*),
+ *  so keys are drawn about evenly across partitions, however few keys
+ *  each partition holds. docs/eviction.md tells why and
  *  how good that is. The caller removes the victim (kv_repl_evict.c: as a
  *  replicated removal). Deterministic for a given seed.
  *
@@ -76,13 +77,14 @@ kv_evict_policy_t kv_evict_policy(const kv_evict_t *self);
  * memory. */
 long kv_evict_begin(kv_evict_t *self, kv_store_t *store, kv_evict_partition_fn *ours, void *arg);
 
-/* Narrows the partitions kv_evict_begin weighed (it must have returned
- * more than 0) to one of them, drawn by weight, and returns it: the picks
- * that follow sample it only. Evicting a batch from one partition at a
- * time lets the caller compact that partition once for the whole batch
- * (kv_store_compact); a partition's keys are a random share of all keys,
- * so its least recently used are as good victims as the node's. */
-uint32_t kv_evict_focus(kv_evict_t *self);
+/* Narrows the partitions kv_evict_begin weighed to partition (one of
+ * them): the picks that follow sample it only. Returns 0, or -1 when
+ * partition was not weighed (nothing changed). A caller that evicts a
+ * batch from the partition of a first victim can compact that partition
+ * once for the whole batch (kv_store_compact); the first victim is the
+ * node's best, the rest the partition's best (as good where a partition
+ * holds many keys: its keys are a random share of all keys). */
+int kv_evict_focus(kv_evict_t *self, uint32_t partition);
 
 /* Picks a victim among the partitions kv_evict_begin weighed, skipping
  * keys keep (may be NULL) holds to. Returns 0 with *victim filled, or -1

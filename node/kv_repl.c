@@ -317,7 +317,7 @@ void kv_repl_reclaim(kv_repl_t *self, uint32_t partition) {
     uint64_t limit = self->config.max_memory;
     if (!limit || kv_repl_room(self) >= limit / KV_REPL_TIGHT_SHARE) return;
     size_t garbage = kv_store_garbage(self->store, partition);
-    if (garbage > KV_REPL_RECLAIM_MIN &&
-        garbage > kv_store_partition_memory(self->store, partition) / KV_REPL_RECLAIM_SHARE)
+    if (garbage > 0 &&
+        garbage >= kv_store_partition_memory(self->store, partition) / KV_REPL_RECLAIM_SHARE)
         kv_store_compact(self->store, partition);
 }

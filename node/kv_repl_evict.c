@@ -15,8 +15,10 @@
  *  A removed entry stays in its dict's block, dead, until compaction moves
  *  the block's live entries out and frees it; the limit counts blocks (as
  *  RSS does). So the node evicts a batch from one partition at a time
- *  (KV_REPL_EVICT_SHARE of it) and compacts that partition at once: its
- *  memory then really drops, and the next write sees the room it made.
+ *  (KV_REPL_EVICT_SHARE of it: the partition of the best victim sampled
+ *  across all, then that partition's best) and compacts that partition at
+ *  once: its memory then really drops, and the next write sees the room
+ *  it made.
  *  Copies free the same keys when the removals arrive (and compact as
  *  kv_repl_reclaim says): their room is credited with what was evicted
  *  until their next report.
@@ -78,28 +80,34 @@ static void s_credit(kv_repl_t *self, uint32_t partition, size_t bytes) {
     }
 }
 
-/* Evicts from one partition of scope, drawn by weight, until want bytes of
- * entries are freed (at least a share of the partition when share is not
- * 0) or nothing evictable is left there; compacts it and credits its
- * copies. Returns the bytes of the entries evicted. */
+/* Removes victim as a replicated RM; returns its bytes. */
+static size_t s_remove(kv_repl_t *self, const kv_evict_victim_t *victim) {
+    kv_repl_primary_remove(self, victim->partition, victim->key, victim->klen);
+    kv_counters_inc(self->config.counters, self->count_evicted);
+    return victim->bytes;
+}
+
+/* Evicts the best victim of scope's partitions, then from its partition
+ * until want bytes of entries are freed (at least a share of the
+ * partition when share is not 0) or nothing evictable is left there;
+ * compacts the partition and credits its copies. Returns the bytes of the
+ * entries evicted. */
 static size_t s_batch(kv_repl_t *self, s_scope_t *scope, size_t want, size_t share) {
-    if (kv_evict_begin(self->evict, self->store, s_ours, scope) <= 0) return 0;
-    uint32_t partition = kv_evict_focus(self->evict);
+    kv_evict_victim_t victim;
+    if (kv_evict_begin(self->evict, self->store, s_ours, scope) <= 0 ||
+        kv_evict_pick(self->evict, self->store, s_held, self, &victim) != 0)
+        return 0;
+    uint32_t partition = victim.partition; /* the node's best victim: the rest from there */
     if (share) {
         size_t part = kv_store_partition_memory(self->store, partition) / share;
         if (part > want) want = part;
     }
-    size_t freed = 0;
-    kv_evict_victim_t victim;
-    while (freed < want && kv_evict_pick(self->evict, self->store, s_held, self, &victim) == 0) {
-        kv_repl_primary_remove(self, victim.partition, victim.key, victim.klen);
-        kv_counters_inc(self->config.counters, self->count_evicted);
-        freed += victim.bytes;
-    }
-    if (freed) {
-        kv_store_compact(self->store, partition);
-        s_credit(self, partition, freed);
-    }
+    size_t freed = s_remove(self, &victim);
+    if (freed < want && kv_evict_focus(self->evict, partition) == 0)
+        while (freed < want && kv_evict_pick(self->evict, self->store, s_held, self, &victim) == 0)
+            freed += s_remove(self, &victim);
+    kv_store_compact(self->store, partition);
+    s_credit(self, partition, freed);
     return freed;
 }
 

@@ -229,8 +229,7 @@ int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow);
 
 #define KV_REPL_TIGHT_SHARE 16    /* a node is near its limit with less room than limit / this */
 #define KV_REPL_RECLAIM_SHARE 32  /* ... where it compacts a partition whose garbage passes its
-                                     memory / this */
-#define KV_REPL_RECLAIM_MIN 4096  /* ... and this many bytes */
+                                     memory / this (a small one: at once) */
 #define KV_REPL_EVICT_SHARE 16    /* an eviction batch frees a partition's memory / this */
 #define KV_REPL_EVICT_ROUNDS 16   /* batches one write may evict before it is refused */
 
