@@ -24,6 +24,7 @@
 #define KV_COORD_JOINS 16          /* invitations in flight at once */
 #define KV_COORD_LEAVES 64         /* /leave requests waiting for a drain */
 #define KV_COORD_FORGET_MS 10000   /* a down node holding nothing is gone after this */
+#define KV_COORD_FULL_MS 60000     /* a node that gave up a partition for memory gets none for this long */
 
 typedef struct {
     zframe_t *routing_id; /* the node's ROUTER identity, to send it tables */
@@ -59,6 +60,9 @@ typedef struct {
     kv_plan_report_t *reports;         /* report_rows x partitions, by node index */
     uint32_t report_rows;              /* rows allocated */
     uint64_t *learner_since;           /* per partition: epoch its learner was set */
+    int64_t full_until[KV_MAX_NODES];  /* mono ms: the node gave up a partition for memory
+                                          (KV_REPORT_FULL); the planner sends it none till then */
+    uint8_t full[KV_MAX_NODES];        /* scratch: the planner's facts.full */
     uint16_t *learners_before;         /* scratch: learners before a planning step */
     s_join_t joins[KV_COORD_JOINS];    /* invitations in flight */
     s_leave_t leaves[KV_COORD_LEAVES]; /* drains a gateway waits for */
@@ -181,6 +185,8 @@ static void s_store_reports(s_coord_t *self, uint32_t node, const kv_bytes_t *bl
         fact->held = 1;
         fact->live = (report.state & KV_REPORT_LIVE) != 0;
         fact->ready = (report.state & KV_REPORT_READY) != 0;
+        fact->full = (report.state & KV_REPORT_FULL) != 0;
+        if (fact->full) self->full_until[node] = kv_clock_mono_ms() + KV_COORD_FULL_MS;
         fact->seq = report.seq;
         if (kv_table_learner(self->table, report.partition) == node &&
             epoch < self->learner_since[report.partition])
@@ -211,7 +217,9 @@ static void s_plan(s_coord_t *self, const char *why) {
     uint32_t partitions = kv_table_partitions(self->table);
     for (uint32_t p = 0; p < partitions; p++)
         self->learners_before[p] = kv_table_learner(self->table, p);
-    kv_plan_facts_t facts = {self->reports, nodes, self->counters};
+    int64_t now = kv_clock_mono_ms();
+    for (uint32_t i = 0; i < nodes && i < KV_MAX_NODES; i++) self->full[i] = now < self->full_until[i];
+    kv_plan_facts_t facts = {self->reports, nodes, self->full, self->counters};
     if (kv_plan_step(self->table, &facts, (uint32_t)self->config.max_moves) <= 0) return;
     s_note_new_learners(self, self->learners_before);
     s_bump(self, why);
@@ -286,7 +294,7 @@ static void s_forget_data(s_coord_t *self, uint32_t index) {
     uint8_t state = kv_table_node_state(self->table, index);
     kv_table_set_node_state(self->table, index, KV_NODE_DOWN);
     uint32_t nodes = kv_table_node_count(self->table);
-    kv_plan_facts_t facts = {self->reports, nodes, self->counters};
+    kv_plan_facts_t facts = {self->reports, nodes, NULL, self->counters};
     if (s_report_row(self, nodes - 1)) kv_plan_step(self->table, &facts, 0);
     kv_table_set_node_state(self->table, index,
                             state == KV_NODE_LEFT ? KV_NODE_JOINING : KV_NODE_ACTIVE);

@@ -82,10 +82,17 @@ static int s_usable(const s_plan_t *self, uint16_t node) {
     return state == KV_NODE_ACTIVE || state == KV_NODE_LEAVING;
 }
 
-/* Can be given new work: ACTIVE, or JOINING (made ACTIVE when chosen). */
+/* Lately gave up a partition for memory (facts->full). */
+static int s_full(const s_plan_t *self, uint16_t node) {
+    const kv_plan_facts_t *facts = self->facts;
+    return facts && facts->full && node < facts->node_count && facts->full[node];
+}
+
+/* Can be given new work: ACTIVE, or JOINING (made ACTIVE when chosen), and
+ * not full. */
 static int s_target(const s_plan_t *self, uint16_t node) {
     uint8_t state = s_state(self, node);
-    return state == KV_NODE_ACTIVE || state == KV_NODE_JOINING;
+    return (state == KV_NODE_ACTIVE || state == KV_NODE_JOINING) && !s_full(self, node);
 }
 
 /* Copies p's owner slots into own, all KV_REPLICATION_MAX of them: the
@@ -112,7 +119,7 @@ static void s_set_owners(const s_plan_t *self, uint32_t p, const uint16_t *list,
 }
 
 static const kv_plan_report_t *s_report(const s_plan_t *self, uint16_t node, uint32_t p) {
-    static const kv_plan_report_t none = {0, 0, 0, 0};
+    static const kv_plan_report_t none = {0, 0, 0, 0, 0};
     const kv_plan_facts_t *facts = self->facts;
     if (!facts || !facts->reports || node >= facts->node_count) return &none;
     return &facts->reports[(size_t)node * self->partitions + p];
@@ -381,6 +388,7 @@ static int s_learner_hopeless(const s_plan_t *self, uint32_t p, uint16_t old_pri
     uint16_t primary = s_primary(self, p);
     uint8_t flags = kv_table_flags(self->table, p);
     if (s_state(self, learner) != KV_NODE_ACTIVE) return 1;          /* leaving, down or gone */
+    if (s_report(self, learner, p)->full) return 1;                  /* it cannot hold p */
     if (!s_usable(self, primary) || primary == learner) return 1;    /* nobody to copy from */
     if (flags & KV_PART_MOVE_PRIMARY) return primary != old_primary; /* failed over */
     int role = kv_table_role(self->table, p, learner);               /* R when only the learner */

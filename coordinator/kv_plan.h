@@ -52,7 +52,9 @@
  *  given a slot); LEAVING nodes with nothing left become LEFT.
  *
  *  The details, settled (kv_plan.c implements exactly these):
- *  - Targets of new work are ACTIVE and JOINING nodes: a JOINING node
+ *  - Targets of new work are ACTIVE and JOINING nodes, but for those the
+ *    facts say are full (a node that gave up a partition for memory is
+ *    sent none until the coordinator stops saying so): a JOINING node
  *    counts as serving (for min(R, serving) and for balance) and turns
  *    ACTIVE when it is given a slot or a learner. DOWN, LEFT and LEAVING
  *    nodes are never chosen. ACTIVE and LEAVING owners keep their data.
@@ -73,7 +75,8 @@
  *    replica it moves last). A primary flip gives [learner] + [active
  *    replicas] + [old primary if active], cut to R.
  *  - A move is cancelled (learner and flags cleared) when the learner is no
- *    longer ACTIVE, when the primary is down (nobody to copy from or fence),
+ *    longer ACTIVE, when it reports the partition did not fit its memory
+ *    limit (full), when the primary is down (nobody to copy from or fence),
  *    when a hand-off's primary changed by failover, or when the move means
  *    nothing (a plain learner that already owns a slot, or with R = 1).
  *    FENCED without MOVE_PRIMARY is cleared.
@@ -124,6 +127,7 @@ typedef struct {
     uint8_t held;  /* the node reported this partition at all */
     uint8_t live;  /* replica or learner in sync with the primary's stream */
     uint8_t ready; /* learner of a fenced partition with the whole stream applied */
+    uint8_t full;  /* replica or learner whose snapshot did not fit its memory limit */
     uint64_t seq;  /* last applied (replica) or assigned (primary) sequence */
 } kv_plan_report_t;
 
@@ -132,6 +136,8 @@ typedef struct {
 typedef struct {
     const kv_plan_report_t *reports; /* node_count x partitions entries */
     uint32_t node_count;             /* rows in reports */
+    const uint8_t *full;             /* node_count flags (may be NULL): nodes that lately gave
+                                        up a partition for memory; given no new work */
     kv_counters_t *counters;         /* where the step counts (may be NULL): hand-off
                                         transitions, failovers, illegal events */
 } kv_plan_facts_t;

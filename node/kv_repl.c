@@ -169,7 +169,7 @@ void kv_repl_tick(kv_repl_t *self) {
     for (uint32_t p = 0; p < self->partitions; p++) {
         kv_repl_part_t *part = &self->parts[p];
         if (kv_repl_is_primary(part)) kv_repl_primary_expire(self, part, now);
-        if (part->state != KV_REPL_SYNCING) continue;
+        if (part->state != KV_REPL_SYNCING || part->full) continue;
         syncing = 1;
         int64_t wait = part->snap_req ? KV_SNAPSHOT_RETRY_MS : KV_SCAN_MS;
         if (now - part->snap_asked >= wait) kv_repl_replica_ask_snapshot(self, p);
@@ -196,7 +196,8 @@ uint8_t *kv_repl_reports(kv_repl_t *self, size_t *len) {
         if (kv_repl_is_follower(part)) {
             report.role = part->learner ? KV_ROLE_LEARNER : 1;
             report.state = (uint8_t)((kv_repl_is_live(part) ? KV_REPORT_LIVE : 0) |
-                                     (part->state == KV_REPL_READY ? KV_REPORT_READY : 0));
+                                     (part->state == KV_REPL_READY ? KV_REPORT_READY : 0) |
+                                     (part->full ? KV_REPORT_FULL : 0));
         }
         kv_msg_report_write(blob, count++, &report);
     }

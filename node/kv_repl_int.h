@@ -127,6 +127,8 @@ typedef struct {
 typedef struct {
     uint8_t state;                             /* kv_repl_state_t */
     uint8_t learner;                           /* replica: the table names us learner */
+    uint8_t full;                              /* follower: its snapshot did not fit our
+                                                  limit: holds none of it, asks no more */
     uint16_t heir;                             /* primary, fenced: the learner taking over */
     uint16_t primary;                          /* replica: the node we follow */
     uint64_t seq;                              /* primary: last assigned; replica: applied */
@@ -173,6 +175,7 @@ struct _kv_repl_t {
     size_t count_resyncs_behind; /* ... behind a beacon */
     size_t count_snapshots_served;
     size_t count_snapshots_applied;
+    size_t count_snapshots_full; /* snapshots given up: they did not fit the memory limit */
     int64_t next_tx_walk;      /* mono ms of the next walk over transaction intents */
     int64_t tx_asking_until;   /* mono ms: answers to our RESOLVEs may come until then */
     size_t count_tx[9];        /* transaction counters (kv_repl_tx.c) */

@@ -216,6 +216,35 @@ static void s_replay_buffer(kv_repl_t *self, uint32_t partition) {
     }
 }
 
+/* Whether the entries of a snapshot chunk (new keys: chunk 0 emptied the
+ * partition) fit the room our limit leaves. */
+static int s_chunk_fits(const kv_repl_t *self, const kv_msg_t *msg) {
+    if (!self->config.max_memory) return 1;
+    size_t pos = 0;
+    uint64_t grow = 0;
+    kv_msg_entry_t entry;
+    while (kv_msg_entry_next(msg, &pos, &entry) == 0)
+        grow += kv_dict_entry_bytes(entry.key.len, entry.value.len, entry.meta.expiry != 0);
+    return grow <= kv_repl_room(self);
+}
+
+/* A snapshot that does not fit our limit: we give the partition up rather
+ * than pass the limit (and be killed at the cgroup's). What we applied of
+ * it goes, we ask no more, and our reports say so: the coordinator cancels
+ * the move that made us learner and sends it elsewhere (kv_plan.h). */
+static void s_snapshot_full(kv_repl_t *self, uint32_t partition) {
+    kv_repl_part_t *part = &self->parts[partition];
+    kv_store_clear_partition(self->store, partition);
+    kv_repl_replica_buffer_clear(self, part);
+    part->snap_req = 0;
+    part->full = 1;
+    kv_counters_inc(self->config.counters, self->count_snapshots_full);
+    kv_log_warn("node %s: partition %u does not fit the memory limit (%" PRIu64
+                " bytes): giving it up",
+                self->config.node_id, partition, self->config.max_memory);
+    kv_repl_report_changed(self);
+}
+
 static void s_on_snapshot(kv_repl_t *self, const kv_msg_t *msg) {
     if (msg->partition >= self->partitions) return;
     kv_repl_part_t *part = &self->parts[msg->partition];
@@ -225,6 +254,10 @@ static void s_on_snapshot(kv_repl_t *self, const kv_msg_t *msg) {
         return;
     }
     if (msg->chunk == 0) kv_store_clear_partition(self->store, msg->partition);
+    if (!s_chunk_fits(self, msg)) {
+        s_snapshot_full(self, msg->partition);
+        return;
+    }
     size_t pos = 0;
     kv_msg_entry_t entry;
     while (kv_msg_entry_next(msg, &pos, &entry) == 0)

@@ -133,6 +133,9 @@ void kv_repl_role_register_counters(kv_repl_t *self) {
                                                         "partition snapshots sent to replicas");
     self->count_snapshots_applied = kv_counters_register(
         counters, "kv_repl_snapshots_applied_total", "partition snapshots applied here");
+    self->count_snapshots_full =
+        kv_counters_register(counters, "kv_repl_snapshots_full_total",
+                             "partition snapshots given up here: they did not fit the memory limit");
     self->count_refused = kv_counters_register(counters, "kv_repl_memory_refusals_total",
                                                "writes refused at a memory limit (507)");
     self->count_refused_copy =
@@ -217,7 +220,7 @@ static void s_become_replica(kv_repl_t *self, uint32_t partition, const kv_table
         part->snap_req = 0; /* a request to the old primary will never be answered */
         if (!live) kv_repl_replica_buffer_clear(self, part);
     }
-    if (!live && !part->snap_req) kv_repl_replica_ask_snapshot(self, partition);
+    if (!live && !part->snap_req && !part->full) kv_repl_replica_ask_snapshot(self, partition);
 }
 
 void kv_repl_role_reset(kv_repl_part_t *part) {

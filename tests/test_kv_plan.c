@@ -595,6 +595,43 @@ Test(kv_plan, down_learner_cancels_the_move) {
     }
 }
 
+/* A learner whose snapshot did not fit its memory limit reports full:
+ * the move is cancelled (the partition stays where it is, fence lifted),
+ * and while the facts say the node is full it is given no new work: the
+ * next learner goes elsewhere, or nowhere. */
+Test(kv_plan, a_full_learner_cancels_the_move_and_gets_no_more) {
+    const uint8_t flags[] = {0, KV_PART_MOVE_PRIMARY, KV_PART_MOVE_PRIMARY | KV_PART_FENCED};
+    for (size_t i = 0; i < 3; i++) {
+        s_cluster_t c = s_cluster(1, 2, 3, KV_NODE_ACTIVE);
+        c.max_moves = 0;
+        s_set_owners(c.table, 0, 0, 1, 0);
+        kv_table_set_learner(c.table, 0, 2);
+        kv_table_set_flags(c.table, 0, flags[i]);
+        s_rep(&c, 2, 0)->held = 1;
+        s_rep(&c, 2, 0)->full = 1;
+        cr_expect_eq(s_step(&c), 1, "flags %u", flags[i]);
+        cr_expect_eq(kv_table_learner(c.table, 0), KV_NO_NODE);
+        cr_expect_eq(kv_table_flags(c.table, 0), 0, "the fence is lifted");
+        cr_expect_eq(kv_table_owner(c.table, 0, 0), 0, "the partition stays where it was");
+        cr_expect_eq(kv_table_owner(c.table, 0, 1), 1);
+        s_cluster_free(&c);
+    }
+    /* R = 2, node 1's replica slot lost: the copy goes to node 2 unless it is full */
+    uint8_t full[KV_MAX_NODES] = {0};
+    full[1] = 1;
+    s_cluster_t c = s_cluster(4, 2, 3, KV_NODE_ACTIVE);
+    c.facts.full = full;
+    for (uint32_t p = 0; p < 4; p++) s_set_owners(c.table, p, 0, KV_NO_NODE, 0);
+    s_step(&c);
+    for (uint32_t p = 0; p < 4; p++) {
+        uint16_t learner = kv_table_learner(c.table, p);
+        cr_expect(learner == 2 || kv_table_owner(c.table, p, 1) == 2,
+                  "p %u: a copy for the full node 1 (learner %u)", p, learner);
+        cr_expect_neq(kv_table_role(c.table, p, 1), 1);
+    }
+    s_cluster_free(&c);
+}
+
 Test(kv_plan, failover_during_a_hand_off_cancels_it) {
     s_cluster_t c = s_cluster(1, 3, 4, KV_NODE_ACTIVE);
     c.max_moves = 0;

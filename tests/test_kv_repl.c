@@ -256,8 +256,9 @@ Test(kv_repl, write_confirmed_by_the_learner_alone_survives_a_failover) {
     int status = s_reply_status(&engine, 1, 300);
     /* What the coordinator does when node-a dies at this point. */
     kv_table_set_node_state(table, 0, KV_NODE_DOWN);
-    kv_plan_report_t reports[3] = {{0, 0, 0, 0}, {1, 1, 0, 0}, {1, 1, 0, 1}};
-    kv_plan_facts_t facts = {reports, 3, NULL};
+    kv_plan_report_t reports[3] = {
+        {.held = 0}, {.held = 1, .live = 1, .seq = 0}, {.held = 1, .live = 1, .seq = 1}};
+    kv_plan_facts_t facts = {.reports = reports, .node_count = 3};
     cr_assert_geq(kv_plan_step(table, &facts, 64), 0);
     uint16_t promoted = kv_table_owner(table, 0, 0);
     cr_expect(status != KV_STATUS_OK || promoted == 2,
@@ -911,6 +912,56 @@ Test(kv_repl, held_reads_are_counted_in_the_buffer_bytes) {
     cr_expect_eq(kv_repl_buffer_bytes(engine.repl), idle, "all answered: back to idle");
     kv_table_destroy(&table);
     s_engine_close(&engine);
+}
+
+/* A replica (or learner) whose snapshot does not fit its limit gives the
+ * partition up: it holds none of it, says so in its reports (FULL, for
+ * the coordinator to cancel the move), asks no more; dropped from the
+ * table, it forgets it, and could be sent the partition again. */
+Test(kv_repl, a_snapshot_past_the_limit_is_given_up, .timeout = 30) {
+    s_engine_t a, b;
+    s_engine_open(&a, "test-repl-node-a", 0);
+    s_engine_open(&b, "test-repl-node-b", 0);
+    kv_table_t *table = s_table_ab();
+    kv_repl_on_table(a.repl, table, 0);
+    char key[16];
+    for (int i = 0; i < 200; i++) {
+        snprintf(key, sizeof key, "key-%03d", i);
+        s_write_size(&a, (uint64_t)i + 1, key, 100);
+        cr_assert_eq(s_reply_status(&a, (uint64_t)i + 1, 500), KV_STATUS_OK);
+    }
+    b.repl->config.max_memory = kv_repl_used_memory(b.repl) + 2000; /* a dozen keys */
+    kv_repl_on_table(b.repl, table, 1);
+    cr_assert_eq(s_run_until(&a, &b, &b, "kv_repl_snapshots_full_total", 1, 10000), 1);
+    cr_expect_eq(kv_store_partition_size(b.store, 0), 0, "it kept part of it");
+    cr_expect_eq(s_count(&b, "kv_repl_snapshots_applied_total"), 0);
+    cr_expect_leq(kv_repl_used_memory(b.repl), b.repl->config.max_memory);
+    size_t len = 0;
+    uint8_t *blob = kv_repl_reports(b.repl, &len);
+    cr_assert_eq(len, KV_MSG_REPORT_SIZE);
+    kv_msg_report_t report = kv_msg_report_read(&(kv_bytes_t){(const char *)blob, len}, 0);
+    cr_expect_eq(report.state & (KV_REPORT_FULL | KV_REPORT_LIVE), KV_REPORT_FULL);
+    free(blob);
+    uint64_t served = s_count(&a, "kv_repl_snapshots_served_total");
+    int64_t until = kv_clock_mono_ms() + 2500; /* past the snapshot retry */
+    while (kv_clock_mono_ms() < until) {
+        s_turn(&a);
+        s_turn(&b);
+        zclock_sleep(2);
+    }
+    cr_expect_eq(s_count(&a, "kv_repl_snapshots_served_total"), served, "it asked again");
+    kv_table_t *alone = kv_table_dup(table); /* the move cancelled: b holds nothing */
+    kv_table_set_owner(alone, 0, 1, KV_NO_NODE);
+    kv_table_set_epoch(alone, 2);
+    kv_repl_on_table(b.repl, alone, 1);
+    cr_expect_eq(b.repl->parts[0].full, 0, "dropped, the partition is forgotten");
+    blob = kv_repl_reports(b.repl, &len);
+    cr_expect_eq(len, 0);
+    free(blob);
+    kv_table_destroy(&alone);
+    kv_table_destroy(&table);
+    s_engine_close(&b);
+    s_engine_close(&a);
 }
 
 /* --- eviction (kv_repl_evict.c) ------------------------------------------------ */
