@@ -10,6 +10,7 @@
  *  replica is never pushed past its limit by the stream.
  */
 #include <criterion/criterion.h>
+#include <czmq.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,5 +236,52 @@ Test(it_memory, allkeys_lru_keeps_the_hot_keys_while_twice_the_limit_is_written,
         cr_expect_leq(used, S_LIMIT_BYTES + S_OVERSHOOT, "node %zu past its limit", i);
         cr_expect_gt(evicted, 0, "node %zu evicted nothing as primary", i);
     }
+    cr_expect_eq(kv_cluster_stop(&cluster), 0);
+}
+
+/* --- a learner that cannot fit a partition --------------------------------------- */
+
+/* Every key e<0..n-1> reads 200: 1, else 0. */
+static int s_all_readable(int port, int n) {
+    for (int i = 0; i < n; i++)
+        if (s_evict_get(port, i) != 200) return 0;
+    return 1;
+}
+
+/* A node joins with a limit far below what it would be sent: each
+ * partition it is to learn does not fit, it gives it up (holding nothing
+ * of it, never past its limit), the coordinator cancels the moves and
+ * sends it no more; the cluster stays healthy: every key reads, writes
+ * work, the first node keeps its partitions. */
+Test(it_memory, a_learner_that_cannot_fit_gives_the_partitions_up, .timeout = 300) {
+    memset(s_value, 'v', S_VALUE);
+    kv_cluster_options_t options = {1, 1, 1, NULL, NULL, NULL};
+    kv_cluster_t *cluster = kv_cluster_start_with(&options);
+    cr_assert_not_null(cluster);
+    int port = cluster->http_port, n = 20000; /* ~5 MB */
+    for (int i = 0; i < n; i++) cr_assert_eq(s_evict_set(port, i), 200, "set e%d", i);
+    setenv("KV_MAX_MEMORY", "1m", 1);
+    cr_assert_geq(kv_cluster_add_node(cluster, 1), 0);
+    unsetenv("KV_MAX_MEMORY");
+    uint64_t full = 0;
+    for (int tries = 0; tries < 300 && full < 2; tries++) {
+        kv_cluster_node_counter(cluster, 1, "kv_repl_snapshots_full_total", &full);
+        zclock_sleep(100);
+    }
+    cr_assert_geq(full, 2, "node 1 gave up %llu partitions", (unsigned long long)full);
+    zclock_sleep(3000); /* moves cancelled; none sent again */
+    uint64_t later = 0;
+    kv_cluster_node_counter(cluster, 1, "kv_repl_snapshots_full_total", &later);
+    zclock_sleep(3000);
+    uint64_t last = 0;
+    kv_cluster_node_counter(cluster, 1, "kv_repl_snapshots_full_total", &last);
+    cr_expect_eq(last, later, "the coordinator keeps sending partitions to the full node");
+    cr_expect_eq(s_status(port, "/healthcheck"), 200);
+    cr_expect(s_all_readable(port, n), "a key does not read");
+    cr_expect_eq(s_evict_set(port, n), 200, "writes stop");
+    json_int_t used = s_node_int(port, 1, "usedMemoryBytes");
+    cr_log_info("node 1 gave up %llu partitions, uses %lld of 1 MiB, holds %lld keys",
+                (unsigned long long)last, (long long)used, (long long)s_node_int(port, 1, "keys"));
+    cr_expect_leq(used, (1 << 20) + S_OVERSHOOT, "node 1 past its limit");
     cr_expect_eq(kv_cluster_stop(&cluster), 0);
 }
