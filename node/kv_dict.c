@@ -963,6 +963,33 @@ void kv_dict_bucket_foreach(kv_dict_t *self, uint64_t hash, kv_dict_scan_fn *fn,
     }
 }
 
+/* Bytes of the block s_block_new would allocate for an entry of cut
+ * bytes, as malloc rounds them (to 16, plus its 8-byte header). */
+static size_t s_block_bytes(const kv_dict_t *self, size_t cut) {
+    size_t size = self ? self->live / KV_DICT_BLOCK_SHARE : 0;
+    if (size < KV_DICT_BLOCK_MIN) size = KV_DICT_BLOCK_MIN;
+    if (size > KV_DICT_BLOCK_MAX) size = KV_DICT_BLOCK_MAX;
+    if (size < cut) size = cut;
+    return (offsetof(dict_block_t, data) + size + 8 + 15) & ~(size_t)15;
+}
+
+size_t kv_dict_insert_cost(const kv_dict_t *self, size_t klen, size_t vlen, int expiring) {
+    size_t bytes = kv_dict_entry_bytes(klen, vlen, expiring);
+    size_t cut = bytes - sizeof(kv_entry_t *);
+    if (!self) /* the dict itself, its first table and block */
+        return bytes + sizeof(kv_dict_t) + KV_DICT_MIN_BUCKETS * sizeof(kv_entry_t *) +
+               s_block_bytes(NULL, cut);
+    const dict_block_t *block = self->newest;
+    if (!block || block->size - block->used < cut || self->compacting) /* moves may cut too */
+        bytes += s_block_bytes(self, cut);
+    const dict_table_t *table = &self->ht[0];
+    if (!table->buckets)
+        bytes += KV_DICT_MIN_BUCKETS * sizeof(kv_entry_t *);
+    else if (!s_is_rehashing(self) && table->used >= table->size)
+        bytes += 2 * table->size * sizeof(kv_entry_t *); /* the doubled table */
+    return bytes;
+}
+
 size_t kv_dict_entry_bytes(size_t klen, size_t vlen, int expiring) {
     uint8_t flags = (uint8_t)(KV_ENTRY_F_VERSION | (expiring ? KV_ENTRY_F_EXPIRY : 0));
     return s_cut_bytes(s_entry_bytes(klen, vlen, flags)) + sizeof(kv_entry_t *);

@@ -90,6 +90,13 @@ int kv_dict_compact(kv_dict_t *self);
  * aside. */
 size_t kv_dict_entry_bytes(size_t klen, size_t vlen, int expiring);
 
+/* What inserting a new key of klen and vlen bytes (with an expiry when
+ * expiring) into self (NULL: a dict yet to be created) makes it allocate
+ * at most: its entry, and the block it is cut from or the doubled bucket
+ * array when the insert needs one. What a memory limit checks before a
+ * write, so the write cannot take the dict past it. */
+size_t kv_dict_insert_cost(const kv_dict_t *self, size_t klen, size_t vlen, int expiring);
+
 /* Does background work for about max_us microseconds (for idle time): moves
  * buckets while a rehash is in progress and entries while a compaction is.
  * Returns 1 if either remains, else 0. */

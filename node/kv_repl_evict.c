@@ -87,9 +87,10 @@ static size_t s_remove(kv_repl_t *self, const kv_evict_victim_t *victim) {
     return victim->bytes;
 }
 
-/* Evicts the best victim of scope's partitions, then from its partition
- * until want bytes of entries are freed (at least a share of the
- * partition when share is not 0) or nothing evictable is left there;
+/* Evicts the best victim of scope's partitions, then, when its partition
+ * holds KV_REPL_EVICT_FOCUS keys or more, from that partition until want
+ * bytes of entries are freed (at least a share of the partition when
+ * share is not 0) or nothing evictable is left there;
  * compacts the partition and credits its copies. Returns the bytes of the
  * entries evicted. */
 static size_t s_batch(kv_repl_t *self, s_scope_t *scope, size_t want, size_t share) {
@@ -103,7 +104,8 @@ static size_t s_batch(kv_repl_t *self, s_scope_t *scope, size_t want, size_t sha
         if (part > want) want = part;
     }
     size_t freed = s_remove(self, &victim);
-    if (freed < want && kv_evict_focus(self->evict, partition) == 0)
+    if (freed < want && kv_store_partition_size(self->store, partition) >= KV_REPL_EVICT_FOCUS &&
+        kv_evict_focus(self->evict, partition) == 0)
         while (freed < want && kv_evict_pick(self->evict, self->store, s_held, self, &victim) == 0)
             freed += s_remove(self, &victim);
     kv_store_compact(self->store, partition);
@@ -122,12 +124,13 @@ int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow) {
     if (kv_evict_policy(self->evict) == KV_EVICT_NOEVICTION) return -1;
     uint16_t copies[KV_REPLICATION_MAX + 1];
     size_t count = kv_repl_copies(self, partition, copies);
-    for (int round = 0; round < KV_REPL_EVICT_ROUNDS; round++) {
+    for (int round = 0, idle = 0; round < KV_REPL_EVICT_ROUNDS && idle < KV_REPL_EVICT_IDLE;
+         round++) {
         uint64_t lack = 0;
         int node = kv_repl_lacking(self, grow, copies, count, &lack);
         if (node < 0) return 0;
         s_scope_t scope = {self, partition, node == self->self ? -1 : node};
-        (void)s_batch(self, &scope, (size_t)lack, KV_REPL_EVICT_SHARE); /* none: another draw */
+        idle = s_batch(self, &scope, (size_t)lack, KV_REPL_EVICT_SHARE) ? 0 : idle + 1;
     }
     return kv_repl_lacking(self, grow, copies, count, NULL) < 0 ? 0 : -1;
 }

@@ -234,7 +234,11 @@ int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow);
 #define KV_REPL_RECLAIM_SHARE 32  /* ... where it compacts a partition whose garbage passes its
                                      memory / this (a small one: at once) */
 #define KV_REPL_EVICT_SHARE 16    /* an eviction batch frees a partition's memory / this */
-#define KV_REPL_EVICT_ROUNDS 16   /* batches one write may evict before it is refused */
+#define KV_REPL_EVICT_FOCUS 64    /* a batch goes on in its first victim's partition when it
+                                     holds this many keys (fewer: 5 samples of so few make
+                                     poor victims; each victim is the node's best then) */
+#define KV_REPL_EVICT_ROUNDS 1024 /* batches one write may evict before it is refused */
+#define KV_REPL_EVICT_IDLE 4      /* ... or batches in a row that found nothing */
 
 /* The copies of partition (replicas and learner; KV_MAX_NODES where none)
  * in copies (room for KV_REPLICATION_MAX + 1). Returns how many. */

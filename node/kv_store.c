@@ -282,9 +282,12 @@ int kv_store_put(kv_store_t *self, uint32_t partition, const char *key, size_t k
 int64_t kv_store_put_growth(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
                             size_t vlen, int expiring) {
     const kv_entry_t *old = kv_store_get(self, partition, key, klen);
-    int64_t grow = (int64_t)kv_dict_entry_bytes(klen, vlen, expiring);
-    if (expiring) grow += KV_STORE_INDEX_ITEM; /* its item in the partition's index */
-    return old ? grow - (int64_t)kv_entry_bytes(old) : grow;
+    int64_t index = expiring ? KV_STORE_INDEX_ITEM : 0; /* its item in the partition's index */
+    if (old) /* the old copy's bytes come back as the dict compacts */
+        return (int64_t)kv_dict_entry_bytes(klen, vlen, expiring) + index -
+               (int64_t)kv_entry_bytes(old);
+    const kv_dict_t *dict = s_dict_for(self, partition, key, klen, 0);
+    return (int64_t)kv_dict_insert_cost(dict, klen, vlen, expiring) + index;
 }
 
 kv_msg_entry_t kv_store_entry_wire(const kv_entry_t *entry) {

@@ -76,9 +76,12 @@ void kv_store_set_clock_offset(kv_store_t *self, int64_t offset);
 int kv_store_expired(const kv_store_t *self, const kv_entry_t *entry);
 
 /* Bytes a put of a vlen-byte value (with a version, and an expiry when
- * expiring) under key would add to the partition: its entry (less the one
- * it replaces: negative when it shrinks) and its expiry index item. Block
- * and bucket-array growth are not foreseen (docs/memory.md). */
+ * expiring) under key would add to the partition: for a new key, all it
+ * makes the dict allocate (its entry, and a new block or the doubled
+ * bucket array when it needs one: kv_dict_insert_cost); for an existing
+ * one, its entry less the one it replaces (negative when it shrinks: the
+ * old copy comes back as the dict compacts); plus its expiry index item.
+ * The index's own growth is not foreseen (docs/memory.md). */
 int64_t kv_store_put_growth(kv_store_t *self, uint32_t partition, const char *key, size_t klen,
                             size_t vlen, int expiring);
 

@@ -870,16 +870,18 @@ Test(kv_repl, a_replica_at_its_limit_makes_the_primary_refuse) {
     s_engine_open(&engine, "test-repl-mem-copy", 1);
     kv_table_t *table = s_table_ab();
     kv_repl_on_table(engine.repl, table, 0);
-    size_t grow = kv_dict_entry_bytes(1, 100, 1);
-    s_ack_room(&engine, 1, 0, 2 * grow); /* node-b: room for two such entries */
+    /* node-b: room for what "a" costs (its entry, the dict's first table and block) */
+    int64_t grow = kv_store_put_growth(engine.store, 0, "a", 1, 100, 0);
+    cr_assert_gt(grow, (int64_t)kv_dict_entry_bytes(1, 100, 0), "the dict's first block");
+    s_ack_room(&engine, 1, 0, (uint64_t)grow);
     s_write_size(&engine, 1, "a", 100);
-    s_write_size(&engine, 2, "b", 100);
-    s_write_size(&engine, 3, "c", 100);
-    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_NO_MEMORY,
-                 "the third does not fit node-b's room less the two sent");
+    s_write_size(&engine, 2, "b", 1);
+    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_NO_MEMORY,
+                 "the second does not fit node-b's room less the first sent");
+    s_write_size(&engine, 3, "a", 50);
     s_ack_room(&engine, 1, 2, 0);
     cr_expect_eq(s_reply_status(&engine, 1, 500), KV_STATUS_OK);
-    cr_expect_eq(s_reply_status(&engine, 2, 500), KV_STATUS_OK);
+    cr_expect_eq(s_reply_status(&engine, 3, 500), KV_STATUS_OK, "a shrinking write is sent");
     s_write_size(&engine, 4, "d", 1);
     cr_expect_eq(s_reply_status(&engine, 4, 500), KV_STATUS_NO_MEMORY, "node-b is full");
     s_write_if(&engine, KV_MSG_RM, 5, "a", 0, 0);
