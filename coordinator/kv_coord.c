@@ -24,7 +24,7 @@
 #define KV_COORD_JOINS 16          /* invitations in flight at once */
 #define KV_COORD_LEAVES 64         /* /leave requests waiting for a drain */
 #define KV_COORD_FORGET_MS 10000   /* a down node holding nothing is gone after this */
-#define KV_COORD_FULL_MS 60000     /* a node that gave up a partition for memory gets none for this long */
+#define KV_COORD_FULL_MS 60000     /* no new work this long for a node out of memory */
 
 typedef struct {
     zframe_t *routing_id; /* the node's ROUTER identity, to send it tables */
@@ -218,7 +218,8 @@ static void s_plan(s_coord_t *self, const char *why) {
     for (uint32_t p = 0; p < partitions; p++)
         self->learners_before[p] = kv_table_learner(self->table, p);
     int64_t now = kv_clock_mono_ms();
-    for (uint32_t i = 0; i < nodes && i < KV_MAX_NODES; i++) self->full[i] = now < self->full_until[i];
+    for (uint32_t i = 0; i < nodes && i < KV_MAX_NODES; i++)
+        self->full[i] = now < self->full_until[i];
     kv_plan_facts_t facts = {self->reports, nodes, self->full, self->counters};
     if (kv_plan_step(self->table, &facts, (uint32_t)self->config.max_moves) <= 0) return;
     s_note_new_learners(self, self->learners_before);

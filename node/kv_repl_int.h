@@ -176,17 +176,17 @@ struct _kv_repl_t {
     size_t count_snapshots_served;
     size_t count_snapshots_applied;
     size_t count_snapshots_full; /* snapshots given up: they did not fit the memory limit */
-    int64_t next_tx_walk;      /* mono ms of the next walk over transaction intents */
-    int64_t tx_asking_until;   /* mono ms: answers to our RESOLVEs may come until then */
-    size_t count_tx[9];        /* transaction counters (kv_repl_tx.c) */
-    size_t count_expired;      /* keys removed by expiry (kv_repl_ttl.c) */
-    int64_t next_ttl;          /* mono ms of the next look for due deadlines */
-    int ttl_backlog;           /* deadlines were left due: look again at once */
-    uint32_t ttl_cursor;       /* the partition the next look starts at */
-    size_t count_refused;      /* writes refused for memory (507) */
-    size_t count_refused_copy; /* ... because a replica or learner had no room */
-    kv_evict_t *evict;         /* the eviction policy's picker (kv_repl_evict.c) */
-    size_t count_evicted;      /* keys evicted to make room */
+    int64_t next_tx_walk;        /* mono ms of the next walk over transaction intents */
+    int64_t tx_asking_until;     /* mono ms: answers to our RESOLVEs may come until then */
+    size_t count_tx[9];          /* transaction counters (kv_repl_tx.c) */
+    size_t count_expired;        /* keys removed by expiry (kv_repl_ttl.c) */
+    int64_t next_ttl;            /* mono ms of the next look for due deadlines */
+    int ttl_backlog;             /* deadlines were left due: look again at once */
+    uint32_t ttl_cursor;         /* the partition the next look starts at */
+    size_t count_refused;        /* writes refused for memory (507) */
+    size_t count_refused_copy;   /* ... because a replica or learner had no room */
+    kv_evict_t *evict;           /* the eviction policy's picker (kv_repl_evict.c) */
+    size_t count_evicted;        /* keys evicted to make room */
     kv_repl_sweep_t tx_sweeps[KV_TX_SWEEPS]; /* records being swept */
     size_t buffer_bytes;                     /* held reads, pending writes, snapshot jobs,
                                                 buffered updates (kv_repl_buffer_bytes) */
@@ -230,12 +230,14 @@ int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow);
 
 /* --- memory at the limit (kv_repl.c) ---------------------------------------- */
 
-#define KV_REPL_TIGHT_SHARE 16    /* a node is near its limit with less room than limit / this */
-#define KV_REPL_RECLAIM_SHARE 32  /* ... where it compacts a partition whose garbage passes its
-                                     memory / this (a small one: at once) */
-#define KV_REPL_EVICT_SHARE 16    /* an eviction batch frees a partition's memory / this */
-#define KV_REPL_EVICT_FOCUS 64    /* a batch goes on in its first victim's partition when it
-                                     holds this many keys (fewer: 5 samples of so few make
+#define KV_REPL_TIGHT_SHARE 16 /* a node is near its limit with less room than limit / this */
+#define KV_REPL_RECLAIM_SHARE                                                                      \
+    32                         /* ... where it compacts a partition whose garbage passes its       \
+                                  memory / this (a small one: at once) */
+#define KV_REPL_EVICT_SHARE 16 /* an eviction batch frees a partition's memory / this */
+#define KV_REPL_EVICT_FOCUS                                                                        \
+    64                            /* a batch goes on in its first victim's partition when it       \
+                                     holds this many keys (fewer: 5 samples of so few make         \
                                      poor victims; each victim is the node's best then) */
 #define KV_REPL_EVICT_ROUNDS 1024 /* batches one write may evict before it is refused */
 #define KV_REPL_EVICT_IDLE 4      /* ... or batches in a row that found nothing */

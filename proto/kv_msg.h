@@ -42,9 +42,10 @@ typedef enum {
 /* Report state bits. */
 #define KV_REPORT_LIVE 0x01  /* replica/learner: following the stream */
 #define KV_REPORT_READY 0x02 /* learner: applied the fenced stream to its end */
-#define KV_REPORT_FULL 0x04  /* replica/learner: its snapshot did not fit the node's memory
-                                limit; it holds none of it and asks no more (older
-                                coordinators ignore the bit) */
+#define KV_REPORT_FULL                                                                             \
+    0x04 /* replica/learner: its snapshot did not fit the node's memory                            \
+            limit; it holds none of it and asks no more (older                                     \
+            coordinators ignore the bit) */
 
 /* Outcome of a request, as a node reports it. */
 typedef enum {

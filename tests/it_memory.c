@@ -158,9 +158,9 @@ Test(it_memory, a_replica_lower_limit_makes_its_primary_refuse, .timeout = 240) 
 
 /* --- eviction (--eviction allkeys-lru) ------------------------------------------ */
 
-#define S_EVICT_LIMIT "2m"             /* each node's limit */
-#define S_EVICT_VALUE 200              /* value bytes */
-#define S_EVICT_ROUNDS 2               /* writes past the first eviction: this many times as many */
+#define S_EVICT_LIMIT "2m" /* each node's limit */
+#define S_EVICT_VALUE 200  /* value bytes */
+#define S_EVICT_ROUNDS 2   /* writes past the first eviction: this many times as many */
 
 static const char *const s_evict_args[] = {"--max-memory", S_EVICT_LIMIT, "--eviction",
                                            "allkeys-lru", NULL};
@@ -197,9 +197,9 @@ static int s_same_keys(void *arg) {
 /* The issue's cache test at a real limit: with allkeys-lru, write until
  * the nodes first evict (N keys), then twice as many keys again, while a
  * client keeps reading the hot tenth (one read per write, round robin over
- * the hot keys written so far, then over the hot tenth of the first N). Every write is answered 200 (no 507), the nodes stay under their
- * limit, at least 90 % of the hot keys survive (a random victim would keep
- * about a third), and the replica holds exactly what its primary holds. */
+ * the hot keys written so far, then over the hot tenth of the first N). Every write is answered 200
+ * (no 507), the nodes stay under their limit, at least 90 % of the hot keys survive (a random
+ * victim would keep about a third), and the replica holds exactly what its primary holds. */
 Test(it_memory, allkeys_lru_keeps_the_hot_keys_while_twice_the_limit_is_written, .timeout = 600) {
     memset(s_value, 'v', S_VALUE);
     kv_cluster_options_t options = {2, 2, 2, NULL, s_evict_args, NULL};
@@ -209,8 +209,8 @@ Test(it_memory, allkeys_lru_keeps_the_hot_keys_while_twice_the_limit_is_written,
     while (n < S_MAX_WRITES) { /* until the first eviction, reading as it goes */
         cr_assert_eq(s_evict_set(port, n), 200, "set e%d", n);
         cr_assert_eq(s_evict_get(port, (read++ % (n / 10 + 1)) * 10), 200);
-        if (++n % 250 == 0 && (s_node_int(port, 0, "evictedKeys") > 0 ||
-                               s_node_int(port, 1, "evictedKeys") > 0))
+        if (++n % 250 == 0 &&
+            (s_node_int(port, 0, "evictedKeys") > 0 || s_node_int(port, 1, "evictedKeys") > 0))
             break;
     }
     cr_assert_lt(n, S_MAX_WRITES, "nothing evicted after %d keys", n);

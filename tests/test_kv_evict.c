@@ -172,7 +172,8 @@ Test(kv_evict, small_partitions_still_keep_the_hot_keys) {
     for (int id = 0; id < 3 * N; id++) {
         size_t klen = s_key(key, id);
         cr_assert_eq(kv_store_put(store, kv_partition_of(key, klen, PARTS), key, klen, value,
-                                  sizeof value, 1, 0), 0);
+                                  sizeof value, 1, 0),
+                     0);
         while (id >= N && kv_store_size(store) > N) {
             kv_evict_victim_t victim;
             cr_assert_gt(kv_evict_begin(evict, store, NULL, NULL), 0);

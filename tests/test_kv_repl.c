@@ -97,9 +97,10 @@ static uint64_t s_count(const s_engine_t *engine, const char *name) {
     return kv_counters_get(engine->counters, name);
 }
 
-/* A table of one partition with R slots: node-a (index 0), node-b, node-c. */
-static kv_table_t *s_table_abc(uint64_t epoch, uint32_t replication) {
-    kv_table_t *table = kv_table_new(1, replication);
+/* A table of partitions partitions with R slots: node-a (index 0),
+ * node-b, node-c. */
+static kv_table_t *s_table_abc_of(uint32_t partitions, uint64_t epoch, uint32_t replication) {
+    kv_table_t *table = kv_table_new(partitions, replication);
     const char *names[] = {"node-a", "node-b", "node-c"};
     for (int i = 0; i < 3; i++) {
         char endpoint[64], pub[64];
@@ -112,12 +113,26 @@ static kv_table_t *s_table_abc(uint64_t epoch, uint32_t replication) {
     return table;
 }
 
+/* The same with one partition. */
+static kv_table_t *s_table_abc(uint64_t epoch, uint32_t replication) {
+    return s_table_abc_of(1, epoch, replication);
+}
+
 /* A table of one partition: node-a (a) primary, node-b (b) its replica. */
 static kv_table_t *s_table_ab(void) {
     kv_table_t *table = s_table_abc(1, 2);
     kv_table_set_owner(table, 0, 0, 0);
     kv_table_set_owner(table, 0, 1, 1);
     return table;
+}
+
+/* node-a (a) and node-b (b) over inproc, both with write_acks and
+ * eviction, and the table of s_table_ab (the caller destroys it). */
+static kv_table_t *s_pair_open(s_engine_t *a, s_engine_t *b, long write_acks,
+                               kv_evict_policy_t eviction) {
+    s_engine_open_evicting(a, "test-repl-node-a", write_acks, eviction);
+    s_engine_open_evicting(b, "test-repl-node-b", write_acks, eviction);
+    return s_table_ab();
 }
 
 /* Epoch 1: node-a primary, node-b replica (slot 1), the primary slot
@@ -581,9 +596,7 @@ static uint64_t s_run_until(s_engine_t *a, s_engine_t *b, s_engine_t *engine, co
  * An update that skips a sequence makes it resync: a second snapshot. */
 Test(kv_repl, a_replica_syncs_confirms_and_resyncs_on_a_gap, .timeout = 30) {
     s_engine_t a, b;
-    s_engine_open(&a, "test-repl-node-a", 1);
-    s_engine_open(&b, "test-repl-node-b", 1);
-    kv_table_t *table = s_table_ab();
+    kv_table_t *table = s_pair_open(&a, &b, 1, KV_EVICT_NOEVICTION);
     kv_repl_on_table(a.repl, table, 0);
     kv_repl_on_table(b.repl, table, 1);
     cr_assert_eq(s_run_until(&a, &b, &b, "kv_repl_snapshots_applied_total", 1, 10000), 1);
@@ -922,9 +935,7 @@ Test(kv_repl, held_reads_are_counted_in_the_buffer_bytes) {
  * table, it forgets it, and could be sent the partition again. */
 Test(kv_repl, a_snapshot_past_the_limit_is_given_up, .timeout = 30) {
     s_engine_t a, b;
-    s_engine_open(&a, "test-repl-node-a", 0);
-    s_engine_open(&b, "test-repl-node-b", 0);
-    kv_table_t *table = s_table_ab();
+    kv_table_t *table = s_pair_open(&a, &b, 0, KV_EVICT_NOEVICTION);
     kv_repl_on_table(a.repl, table, 0);
     char key[16];
     for (int i = 0; i < 200; i++) {
@@ -984,9 +995,7 @@ static void s_run_until_same_size(s_engine_t *a, s_engine_t *b, int ms) {
  * evict nothing. */
 Test(kv_repl, an_eviction_is_a_replicated_removal, .timeout = 30) {
     s_engine_t a, b;
-    s_engine_open_evicting(&a, "test-repl-node-a", 1, KV_EVICT_ALLKEYS_LRU);
-    s_engine_open_evicting(&b, "test-repl-node-b", 1, KV_EVICT_ALLKEYS_LRU);
-    kv_table_t *table = s_table_ab();
+    kv_table_t *table = s_pair_open(&a, &b, 1, KV_EVICT_ALLKEYS_LRU);
     kv_repl_on_table(a.repl, table, 0);
     kv_repl_on_table(b.repl, table, 1);
     cr_assert_eq(s_run_until(&a, &b, &b, "kv_repl_snapshots_applied_total", 1, 10000), 1);
@@ -1026,20 +1035,11 @@ Test(kv_repl, an_eviction_is_a_replicated_removal, .timeout = 30) {
 /* A table of partitions partitions: node-a primary of each, node-b its
  * replica. */
 static kv_table_t *s_table_ab_of(uint32_t partitions) {
-    kv_table_t *table = kv_table_new(partitions, 2);
-    const char *names[] = {"node-a", "node-b"};
-    for (int i = 0; i < 2; i++) {
-        char endpoint[64], pub[64];
-        snprintf(endpoint, sizeof(endpoint), "inproc://test-repl-%s", names[i]);
-        snprintf(pub, sizeof(pub), "inproc://test-repl-%s-pub", names[i]);
-        cr_assert_eq(kv_table_upsert(table, names[i], endpoint, pub), i);
-        kv_table_set_node_state(table, i, KV_NODE_ACTIVE);
-    }
+    kv_table_t *table = s_table_abc_of(partitions, 1, 2);
     for (uint32_t p = 0; p < partitions; p++) {
         kv_table_set_owner(table, p, 0, 0);
         kv_table_set_owner(table, p, 1, 1);
     }
-    kv_table_set_epoch(table, 1);
     return table;
 }
 
