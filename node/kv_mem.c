@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,12 @@ int kv_mem_parse_limit(const char *text, uint64_t cgroup, uint64_t *limit) {
     if (!unit || number > UINT64_MAX / unit) return -1;
     *limit = number * unit;
     return 0;
+}
+
+void kv_mem_trim(void) {
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
 }
 
 uint64_t kv_mem_room(uint64_t limit, uint64_t used) {

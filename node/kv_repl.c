@@ -163,6 +163,12 @@ void kv_repl_tick(kv_repl_t *self) {
         self->next_room = now + KV_ROOM_MS;
         kv_repl_replica_report_room(self);
     }
+    if (self->trim_due && now >= self->next_trim) { /* the holes compaction left */
+        self->trim_due = 0;
+        self->next_trim = now + KV_MEM_TRIM_MS;
+        kv_mem_trim();
+        kv_counters_inc(self->config.counters, self->count_trims);
+    }
     if (now < self->next_scan) return; /* the walk below costs O(P): not every wake-up */
     self->next_scan = now + KV_SCAN_MS;
     int syncing = 0;
@@ -319,6 +325,8 @@ void kv_repl_reclaim(kv_repl_t *self, uint32_t partition) {
     if (!limit || kv_repl_room(self) >= limit / KV_REPL_TIGHT_SHARE) return;
     size_t garbage = kv_store_garbage(self->store, partition);
     if (garbage > 0 &&
-        garbage >= kv_store_partition_memory(self->store, partition) / KV_REPL_RECLAIM_SHARE)
+        garbage >= kv_store_partition_memory(self->store, partition) / KV_REPL_RECLAIM_SHARE) {
         kv_store_compact(self->store, partition);
+        self->trim_due = 1;
+    }
 }

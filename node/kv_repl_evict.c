@@ -109,6 +109,7 @@ static size_t s_batch(kv_repl_t *self, s_scope_t *scope, size_t want, size_t sha
         while (freed < want && kv_evict_pick(self->evict, self->store, s_held, self, &victim) == 0)
             freed += s_remove(self, &victim);
     kv_store_compact(self->store, partition);
+    self->trim_due = 1; /* the blocks it freed, back to the system soon */
     s_credit(self, partition, freed);
     return freed;
 }

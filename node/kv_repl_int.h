@@ -191,6 +191,9 @@ struct _kv_repl_t {
     size_t buffer_bytes;                     /* held reads, pending writes, snapshot jobs,
                                                 buffered updates (kv_repl_buffer_bytes) */
     int64_t next_room;                       /* mono ms of the next room report */
+    int trim_due;                            /* partitions were compacted at the limit */
+    int64_t next_trim;                       /* mono ms: no kv_mem_trim before */
+    size_t count_trims;                      /* kv_mem_trim calls */
     uint64_t room_of[KV_MAX_NODES];          /* primary side: each node's last room, less what
                                                 we sent it since; KV_MEM_NO_LIMIT: none known */
 };

@@ -133,6 +133,9 @@ void kv_repl_role_register_counters(kv_repl_t *self) {
                                                         "partition snapshots sent to replicas");
     self->count_snapshots_applied = kv_counters_register(
         counters, "kv_repl_snapshots_applied_total", "partition snapshots applied here");
+    self->count_trims = kv_counters_register(
+        counters, "kv_repl_memory_trims_total",
+        "times freed heap pages went back to the system after compactions at the limit");
     self->count_snapshots_full = kv_counters_register(
         counters, "kv_repl_snapshots_full_total",
         "partition snapshots given up here: they did not fit the memory limit");
