@@ -12,9 +12,15 @@
 #      256-character values until writes are refused 507 OUT_OF_MEMORY;
 #      then no node was OOM-killed or restarted, each is under its limit,
 #      and reads, /rm and a refused /set behave.
-#
-# (Eviction's half, a hot set that survives twice the limit written, comes
-# with eviction: docs/eviction.md.)
+#   2. allkeys-lru (2 nodes, R=2): about a full node's worth of keys
+#      written (the hot tenth last, by the reader), then twice that of new
+#      keys while a client keeps reading the hot tenth; halfway through a
+#      third node joins (same limit and policy), so partitions move in while
+#      eviction runs. Every write must answer 200 (a move fails no request:
+#      README), at least 90 % of the hot keys must still read afterwards
+#      (random eviction keeps about a third), every node must have evicted
+#      and be within its limit, none OOM-killed or restarted, and the third
+#      node must be active and hold partitions.
 #
 # Prints the figures on lines starting "memory:". Run from the repository
 # root with the images built (scripts/docker-ci.sh runs it as its "memory"
@@ -23,6 +29,7 @@
 #   KV_COMPOSE [docker compose, else docker-compose]
 #   COMPOSE_PROJECT_NAME [the directory's name]
 #   KV_MEMTEST_LIMIT [256m]          the node containers' memory limit
+#   KV_MEMTEST_STEPS [noeviction lru] the steps to run, in that order
 set -uo pipefail
 
 URL=${KV_URL:-http://127.0.0.1:8080}
@@ -36,6 +43,8 @@ fi
 PROJECT=${COMPOSE_PROJECT_NAME:-$(basename "$PWD" | tr '[:upper:]' '[:lower:]' | tr -cd 'a-z0-9_-')}
 LIMIT=${KV_MEMTEST_LIMIT:-256m}
 VALUE_SIZE=256
+STEPS=${KV_MEMTEST_STEPS:-noeviction lru}
+READER=$PROJECT-lru-reader WRITER=$PROJECT-lru-writer # step_lru's kv-stress containers
 START=$SECONDS
 
 say() { printf '[memory %3ds] %s\n' "$((SECONDS - START))" "$*"; }
@@ -47,7 +56,10 @@ fail() {
 compose() { "${COMPOSE[@]}" "$@"; }
 
 # shellcheck disable=SC2317 # invoked by trap
-cleanup() { compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1; }
+cleanup() {
+    docker rm -f "$READER" "$WRITER" >/dev/null 2>&1
+    compose down -v --remove-orphans --timeout 5 >/dev/null 2>&1
+}
 trap cleanup EXIT
 
 bytes_of() { # 256m -> bytes
@@ -111,12 +123,14 @@ check_limits() {
 # may cut a new dict block, up to 16 KiB, or grow a bucket array).
 S_OVERSHOOT=65536
 check_survived() {
-    local c state usage id max used keys evicted
+    local c state usage peak id max used keys evicted
     for c in $(node_containers); do
         state=$(docker inspect -f '{{.State.Status}} oom={{.State.OOMKilled}} restarts={{.RestartCount}}' "$c")
         usage=$(docker exec "$c" sh -c 'cat /sys/fs/cgroup/memory.current 2>/dev/null ||
             cat /sys/fs/cgroup/memory/memory.usage_in_bytes' 2>/dev/null || echo 0)
-        out "container $(docker inspect -f '{{.Name}}' "$c"): $state, cgroup usage $usage of $LIMIT_BYTES"
+        peak=$(docker exec "$c" sh -c 'cat /sys/fs/cgroup/memory.peak 2>/dev/null ||
+            cat /sys/fs/cgroup/memory/memory.max_usage_in_bytes' 2>/dev/null || echo '?')
+        out "container $(docker inspect -f '{{.Name}}' "$c"): $state, cgroup usage $usage (peak $peak) of $LIMIT_BYTES"
         case $state in "running oom=false restarts=0") ;; *) fail "container $c: $state" ;; esac
         [ "$usage" -lt "$LIMIT_BYTES" ] || fail "container $c at its cgroup limit"
     done
@@ -155,6 +169,135 @@ step_noeviction() {
     [ "$code" = 507 ] || [ "$code" = 200 ] || fail "a /set at the limit answered $code"
 }
 
+# detached NAME ARGS...: kv-stress in a tests container of that name, left
+# running (its report: `docker logs NAME 2>/dev/null` once it ended).
+detached() {
+    local name=$1
+    shift
+    docker rm -f "$name" >/dev/null 2>&1
+    compose run -d --name "$name" tests stress "$@" >/dev/null 2>&1 || fail "compose run $name"
+}
+
+# The hot keys k<seed>-0 .. k<seed>-(N-1) that still read (a value, not
+# null), by /mget batches of 500 (their target fits the 8 KiB limit).
+hot_left() {
+    local seed=$1 n=$2 from to left=0 batch query
+    for ((from = 0; from < n; from += 500)); do
+        to=$((from + 500 < n ? from + 500 : n))
+        query=$(seq -f "k=k$seed-%.0f" "$from" $((to - 1)) | paste -sd '&')
+        batch=$(curl -fsS --max-time 10 "$URL/mget?$query" | jq '[.[] | select(.v != null)] | length') ||
+            fail "/mget of hot keys $from-$to failed"
+        left=$((left + batch))
+    done
+    echo "$left"
+}
+
+step_lru() {
+    say "allkeys-lru: twice a full node written while the hot tenth is read"
+    up 2 allkeys-lru
+    check_limits
+    # About what a full node holds (noeviction stored 760k at 256m, ~318
+    # bytes a key): the cold nine tenths first, then the reader writes the
+    # hot tenth (its preload) and keeps reading it; the writer then writes
+    # twice the whole of new keys.
+    local preload hot cold writes
+    preload=$((LIMIT_BYTES * 90 / 100 / 320))
+    hot=$((preload / 10))
+    cold=$((preload - hot))
+    writes=$((2 * preload))
+    local report
+    report=$(stress --mix set=100 --seed 61 --value-size "$VALUE_SIZE" --requests "$cold" --concurrency 32)
+    grep -qE '^ *errors +0$' <<<"$report" || fail "cold preload: $report"
+    out "lru: $cold cold keys written (k61-*) in $(grep -E '^ *time' <<<"$report" | awk '{ print $2 }') s"
+
+    # Its report (stdout) comes at its end; its progress lines (stderr, one
+    # a second) tell when the preload is over: "left" counts the reads then.
+    local reader_start=$SECONDS
+    detached "$READER" --progress 1 --seed 62 --value-size "$VALUE_SIZE" --preload "$hot" \
+        --mix get=100 --requests 1000000000 --concurrency 8
+    local deadline=$((SECONDS + 300)) line
+    until line=$(docker logs --tail 1 "$READER" 2>&1 | grep '^\[kv-stress\] left') &&
+        [ "$(awk '{ print $3 }' <<<"$line")" -gt "$hot" ]; do
+        [ "$(docker inspect -f '{{.State.Running}}' "$READER" 2>/dev/null)" = true ] ||
+            fail "reader ended: $(docker logs "$READER" 2>&1 | tail -20)"
+        [ "$SECONDS" -ge "$deadline" ] && fail "reader's preload not done after 300 s"
+        sleep 1
+    done
+    [[ $line == *" errors 0 "* ]] || fail "hot keys not all written: $line"
+    out "lru: $hot hot keys written (k62-*) by the reader in about $((SECONDS - reader_start)) s, now read"
+    node_figures | while read -r id max used keys evicted; do
+        out "lru: preloaded, node $id: used $used of $max bytes, $keys keys, $evicted evicted"
+    done
+
+    say "writing $writes new keys; a third node joins halfway"
+    local write_start=$SECONDS left=$writes joined=""
+    detached "$WRITER" --progress 1 --seed 63 --mix set=100 --value-size "$VALUE_SIZE" \
+        --requests "$writes" --concurrency 32
+    while [ "$(docker inspect -f '{{.State.Running}}' "$WRITER" 2>/dev/null)" = true ]; do
+        if [ -z "$joined" ]; then
+            left=$(docker logs --tail 1 "$WRITER" 2>&1 | sed -n 's/^\[kv-stress\] left \([0-9]*\) .*/\1/p')
+            if [ -n "$left" ] && [ "$left" -le $((writes / 2)) ]; then
+                KV_NODE_MEMORY=$LIMIT KV_EVICTION=allkeys-lru KV_MIN_NODES=2 \
+                    compose up -d --no-recreate --scale node=3 >/dev/null 2>&1 || fail "third node: compose up"
+                joined=$((SECONDS - write_start))
+                say "third node started after $joined s of writing ($left writes left)"
+            fi
+        fi
+        sleep 1
+    done
+    local write_time=$((SECONDS - write_start))
+    report=$(docker logs "$WRITER" 2>/dev/null)
+    local written errors problems=()
+    written=$(grep -E '^ *succeeded' <<<"$report" | awk '{ print $2 }')
+    errors=$(grep -E '^ *errors +[0-9]' <<<"$report" | awk '{ print $2 }')
+    out "lru: $written of $writes new keys written (k63-*) in $write_time s, $errors failed$(
+        grep -E '^ *(HTTP|timeout|io|closed|parse|body)' <<<"$report" | tr -s ' ' | tr '\n' ';')"
+    [ -n "$joined" ] || fail "the writer ended before the third node joined: $report"
+    # From here on every figure is taken before a failure is reported.
+    [ "${errors:-1}" = 0 ] && [ "$written" = "$writes" ] || problems+=("$errors writes failed under allkeys-lru")
+
+    docker stop -t 10 "$READER" >/dev/null 2>&1
+    report=$(docker logs "$READER" 2>/dev/null)
+    out "lru: reader: $(grep -E '^ *succeeded' <<<"$report" | awk '{ print $2 }') hot reads 200, $(
+        grep -E '^ *errors +[0-9]' <<<"$report" | awk '{ print $2 }') not (a 404 is an evicted hot key)$(
+            grep -E '^ *(HTTP|timeout|io|closed|parse|body)' <<<"$report" | tr -s ' ' | tr '\n' ';')"
+
+    # The moves the third node brought: done, and it holds partitions.
+    local status moving=1
+    deadline=$((SECONDS + 120))
+    while :; do
+        status=$(curl -fsS --max-time 5 "$URL/status") || status='{}'
+        moving=$(jq -r '.movingPartitions // 1' <<<"$status")
+        [ "$moving" = 0 ] && [ "$(jq '[.nodes[] | select(.state == "active")] | length' <<<"$status")" = 3 ] && break
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            problems+=("moves not done 120 s after the writes: $(jq -c '[.nodes[] | {id, state}]' <<<"$status")")
+            break
+        fi
+        sleep 1
+    done
+    jq -r '.nodes[] | "lru: node \(.id) \(.state): \(.primaries) primaries, \(.replicas) replicas"' <<<"$status" |
+        while read -r line; do out "$line"; done
+    jq -e '[.nodes[] | select(.primaries + .replicas == 0)] | length == 0' <<<"$status" >/dev/null ||
+        problems+=("a node holds no partition")
+
+    local kept
+    kept=$(hot_left 62 "$hot")
+    out "lru: $kept of $hot hot keys left ($((kept * 1000 / hot / 10)).$((kept * 1000 / hot % 10)) %)"
+    [ $((kept * 10)) -ge $((hot * 9)) ] || problems+=("fewer than 90 % of the hot keys survived")
+    while read -r id _ _ _ evicted; do
+        [ "$evicted" -gt 0 ] || problems+=("node $id evicted nothing")
+    done < <(node_figures)
+    [ "${#problems[@]}" -eq 0 ] || say "problems: $(printf '%s; ' "${problems[@]}")"
+    check_survived
+    [ "${#problems[@]}" -eq 0 ] || fail "$(printf '%s; ' "${problems[@]}")"
+}
+
 say "project $PROJECT, node containers limited to $LIMIT"
-step_noeviction
+for step in $STEPS; do
+    case $step in
+    noeviction) step_noeviction ;;
+    lru) step_lru ;;
+    *) fail "unknown step '$step' (KV_MEMTEST_STEPS: noeviction, lru)" ;;
+    esac
+done
 out "passed in $((SECONDS - START)) s"
