@@ -307,10 +307,9 @@ int kv_repl_room_take(kv_repl_t *self, uint32_t partition, int64_t grow) {
     if (grow <= 0 || !self->table || partition >= self->partitions) return 0;
     uint16_t copies[KV_REPLICATION_MAX + 1];
     size_t count = kv_repl_copies(self, partition, copies);
-    if (kv_repl_lacking(self, grow, copies, count, NULL) >= 0 &&
-        kv_repl_evict_room(self, partition, grow) != 0) {
-        if (kv_repl_lacking(self, grow, copies, count, NULL) != self->self)
-            kv_counters_inc(self->config.counters, self->count_refused_copy);
+    int lacking = kv_repl_evict_room(self, partition, grow, copies, count);
+    if (lacking >= 0) {
+        if (lacking != self->self) kv_counters_inc(self->config.counters, self->count_refused_copy);
         kv_counters_inc(self->config.counters, self->count_refused);
         return -1;
     }

@@ -121,17 +121,16 @@ size_t kv_repl_evict(kv_repl_t *self, size_t bytes) {
     return freed;
 }
 
-int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow) {
-    if (kv_evict_policy(self->evict) == KV_EVICT_NOEVICTION) return -1;
-    uint16_t copies[KV_REPLICATION_MAX + 1];
-    size_t count = kv_repl_copies(self, partition, copies);
-    for (int round = 0, idle = 0; round < KV_REPL_EVICT_ROUNDS && idle < KV_REPL_EVICT_IDLE;
-         round++) {
-        uint64_t lack = 0;
-        int node = kv_repl_lacking(self, grow, copies, count, &lack);
-        if (node < 0) return 0;
+int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow, const uint16_t *copies,
+                       size_t count) {
+    uint64_t lack = 0;
+    int node = kv_repl_lacking(self, grow, copies, count, &lack);
+    if (kv_evict_policy(self->evict) == KV_EVICT_NOEVICTION) return node;
+    for (int round = 0, idle = 0;
+         node >= 0 && round < KV_REPL_EVICT_ROUNDS && idle < KV_REPL_EVICT_IDLE; round++) {
         s_scope_t scope = {self, partition, node == self->self ? -1 : node};
         idle = s_batch(self, &scope, (size_t)lack, KV_REPL_EVICT_SHARE) ? 0 : idle + 1;
+        node = kv_repl_lacking(self, grow, copies, count, &lack);
     }
-    return kv_repl_lacking(self, grow, copies, count, NULL) < 0 ? 0 : -1;
+    return node;
 }

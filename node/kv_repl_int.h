@@ -221,15 +221,17 @@ int kv_repl_evict_init(kv_repl_t *self);
 /* Frees the picker. */
 void kv_repl_evict_destroy(kv_repl_t *self);
 
-/* Makes room for a write of grow bytes to partition by evicting (the
- * policy's victims, as replicated removals) wherever kv_repl_lacking finds
- * none: for our own room, from any partition we are primary of; for a
- * copy's, from those it holds a copy of; never from partition itself (the
- * write has checked its conditions there). Evicts a batch from one
- * partition at a time, compacts it at once and credits its copies' room
- * with what they will free. Returns 0 when every copy has room, -1 when
- * not (noeviction, or nothing evictable left). */
-int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow);
+/* Makes room for a write of grow bytes to partition, whose copies
+ * (kv_repl_copies) are copies, by evicting (the policy's victims, as
+ * replicated removals) wherever kv_repl_lacking finds none: for our own
+ * room, from any partition we are primary of; for a copy's, from those it
+ * holds a copy of; never from partition itself (the write has checked its
+ * conditions there). Evicts a batch from one partition at a time, compacts
+ * it at once and credits its copies' room with what they will free.
+ * Returns -1 when every node has room (at once, or once evicted), else
+ * the node still lacking it (noeviction, or nothing evictable left). */
+int kv_repl_evict_room(kv_repl_t *self, uint32_t partition, int64_t grow, const uint16_t *copies,
+                       size_t count);
 
 /* --- memory at the limit (kv_repl.c) ---------------------------------------- */
 
